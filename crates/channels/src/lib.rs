@@ -1,0 +1,3 @@
+//! sente-lite-channels: the channel engine (pub/sub, retention, RPC).
+//!
+//! It knows nothing of HTTP, WebSocket or warp.

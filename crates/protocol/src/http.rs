@@ -1,0 +1,111 @@
+//! JSON bodies of the HTTP endpoints `GET /health`, `GET /stats` and
+//! `GET /channels`, and of HTTP errors.
+
+use crate::ChannelSummary;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// `GET /health`: 200 when `status` is `"healthy"`, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Health {
+    pub status: String,
+    pub connections: usize,
+    pub channels: usize,
+    pub system_health: SystemHealth,
+    pub uptime_ms: u64,
+}
+
+/// The engine's view of its own health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SystemHealth {
+    pub healthy: bool,
+    pub total_channels: usize,
+    pub total_subscriptions: usize,
+    pub pending_rpc_requests: usize,
+    /// Pending requests already past their timeout (the sweeper has not run
+    /// yet). Normally 0.
+    pub old_rpc_requests: usize,
+}
+
+/// `GET /stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Stats {
+    pub active_connections: usize,
+    /// Client frames received since start.
+    pub total_messages: u64,
+    /// The running configuration (at least `port` and `host`).
+    pub server_config: Value,
+    pub channel_stats: ChannelStats,
+    /// Per telemetry handler id.
+    pub telemetry_stats: BTreeMap<String, HandlerStats>,
+    /// Connection-level counters; absent in the seed's example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportStats>,
+}
+
+/// The channel engine's statistics (`channel-stats` in `/stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ChannelStats {
+    pub channels: BTreeMap<String, ChannelStatsEntry>,
+    pub total_channels: usize,
+    pub total_subscriptions: usize,
+    pub pending_rpc_requests: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_connections: Option<usize>,
+}
+
+/// One channel in [`ChannelStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ChannelStatsEntry {
+    pub subscriber_count: usize,
+    pub message_count: u64,
+    pub created_at: i64,
+    pub retention_count: usize,
+}
+
+/// A telemetry handler's counters (`telemetry-stats` in `/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HandlerStats {
+    pub processed: u64,
+    pub queued: u64,
+    pub dropped: u64,
+    pub errors: u64,
+}
+
+/// Connection-level counters of the transport, each a running total since
+/// start unless named otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct TransportStats {
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+    pub rejected_max_connections: u64,
+    pub closed_slow_consumer: u64,
+    pub closed_heartbeat_timeout: u64,
+    pub closed_message_too_large: u64,
+    pub frames_received: u64,
+    pub frames_sent: u64,
+    pub error_frames_sent: u64,
+}
+
+/// `GET /channels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channels {
+    pub channels: BTreeMap<String, ChannelSummary>,
+}
+
+/// The body of every HTTP error response (404, 503, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HttpError {
+    pub error: String,
+    pub reason: String,
+    pub message: String,
+}

@@ -1,0 +1,40 @@
+//! Wire types of the sente-lite protocol, and nothing else.
+//!
+//! sente-lite speaks JSON text frames over WebSocket plus three HTTP
+//! endpoints. This crate defines every frame in both directions as typed Rust
+//! values with the exact JSON shape of `docs/PROTOCOL.md`:
+//!
+//! - [`ClientMessage`]: what a client sends (`subscribe`, `publish`,
+//!   `rpc-request`, ...). Decode it with [`decode_client`], which never panics
+//!   and returns a [`DecodeError`] whose [`Reason`] is the error frame's
+//!   `reason`.
+//! - [`ServerMessage`]: what the server sends (`welcome`, results,
+//!   `channel-message` deliveries, `error`, ...).
+//! - [`http`]: the JSON bodies of `GET /health`, `/stats` and `/channels`.
+//! - [`ChannelConfig`]: a channel's settings, as they appear on the wire.
+//!
+//! The crate knows nothing of tokio, warp or the channel engine: it depends on
+//! serde and serde_json only, so a client in Rust can use it as well.
+
+mod client;
+mod config;
+pub mod http;
+mod reason;
+mod server;
+
+pub use client::{decode_client, ClientMessage, DecodeError};
+pub use config::ChannelConfig;
+pub use reason::Reason;
+pub use server::{
+    broadcast_frame, channel_broadcast_frame, ChannelMessage, ChannelSummary, Delivery, ErrorFrame,
+    RpcRequestDelivery, ServerMessage,
+};
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}

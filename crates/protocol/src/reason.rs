@@ -1,0 +1,130 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an operation failed or a frame was refused.
+///
+/// Each variant is a stable kebab-case string on the wire (the `reason` field
+/// of error frames and of `"success": false` results). New reasons may be
+/// added; existing ones never change spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The text frame is not JSON.
+    InvalidJson,
+    /// JSON, but not a valid message: not an object, or a field is missing or
+    /// has the wrong type (the error's `message` names the field).
+    InvalidMessage,
+    /// The `type` field names no message this server knows.
+    UnknownMessageType,
+    /// A binary WebSocket frame; only text frames are accepted.
+    BinaryNotSupported,
+    /// A frame larger than the server's `max-message-bytes`.
+    MessageTooLarge,
+    /// The channel does not exist and auto-create is off.
+    ChannelNotFound,
+    /// The channel already exists (Rust API `create_channel` only).
+    ChannelExists,
+    /// A channel id that is empty or longer than the server allows.
+    InvalidChannelId,
+    /// The channel has its `max-subscribers` already.
+    MaxSubscribersReached,
+    /// Creating the channel would pass the server's `max-channels`.
+    MaxChannelsReached,
+    /// Unsubscribe from a channel the connection is not subscribed to.
+    NotSubscribed,
+    /// An `rpc-response` for a request that is unknown, answered or expired.
+    RequestNotFound,
+    /// An `rpc-request` to a channel with no subscriber but the requester.
+    NoSubscribers,
+    /// The requester already has `max-pending-rpc` requests in flight.
+    MaxPendingRpcReached,
+    /// No `rpc-response` arrived within the request's `timeout-ms`.
+    RpcTimeout,
+    /// The server has `max-connections` already.
+    MaxConnectionsReached,
+    /// The connection did not read its messages fast enough and was closed.
+    SlowConsumer,
+    /// The client sent more than it is allowed to.
+    RateLimited,
+    /// Authentication is required.
+    Unauthorized,
+    /// The client may not do this.
+    Forbidden,
+    /// The target connection does not exist (Rust API `send_to_connection`).
+    ConnectionNotFound,
+}
+
+impl Reason {
+    /// The wire spelling, e.g. `"channel-not-found"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid-json",
+            Reason::InvalidMessage => "invalid-message",
+            Reason::UnknownMessageType => "unknown-message-type",
+            Reason::BinaryNotSupported => "binary-not-supported",
+            Reason::MessageTooLarge => "message-too-large",
+            Reason::ChannelNotFound => "channel-not-found",
+            Reason::ChannelExists => "channel-exists",
+            Reason::InvalidChannelId => "invalid-channel-id",
+            Reason::MaxSubscribersReached => "max-subscribers-reached",
+            Reason::MaxChannelsReached => "max-channels-reached",
+            Reason::NotSubscribed => "not-subscribed",
+            Reason::RequestNotFound => "request-not-found",
+            Reason::NoSubscribers => "no-subscribers",
+            Reason::MaxPendingRpcReached => "max-pending-rpc-reached",
+            Reason::RpcTimeout => "rpc-timeout",
+            Reason::MaxConnectionsReached => "max-connections-reached",
+            Reason::SlowConsumer => "slow-consumer",
+            Reason::RateLimited => "rate-limited",
+            Reason::Unauthorized => "unauthorized",
+            Reason::Forbidden => "forbidden",
+            Reason::ConnectionNotFound => "connection-not-found",
+        }
+    }
+
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [Reason; 21] = [
+        Reason::InvalidJson,
+        Reason::InvalidMessage,
+        Reason::UnknownMessageType,
+        Reason::BinaryNotSupported,
+        Reason::MessageTooLarge,
+        Reason::ChannelNotFound,
+        Reason::ChannelExists,
+        Reason::InvalidChannelId,
+        Reason::MaxSubscribersReached,
+        Reason::MaxChannelsReached,
+        Reason::NotSubscribed,
+        Reason::RequestNotFound,
+        Reason::NoSubscribers,
+        Reason::MaxPendingRpcReached,
+        Reason::RpcTimeout,
+        Reason::MaxConnectionsReached,
+        Reason::SlowConsumer,
+        Reason::RateLimited,
+        Reason::Unauthorized,
+        Reason::Forbidden,
+        Reason::ConnectionNotFound,
+    ];
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_matches_serde_spelling() {
+        for r in Reason::ALL {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            let back: Reason = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+}

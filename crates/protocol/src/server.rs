@@ -1,0 +1,205 @@
+//! Server → client messages.
+
+use crate::{ChannelConfig, Reason};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A message published to a channel, as every subscriber receives it and as
+/// `retained-messages` replays it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ChannelMessage {
+    pub channel_id: String,
+    pub message_id: String,
+    pub data: Value,
+    /// The publishing connection; `null` for a server-side publish.
+    pub sender_conn_id: Option<String>,
+    pub published_at: i64,
+}
+
+/// An `rpc-request` as the channel's workers receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RpcRequestDelivery {
+    pub request_id: String,
+    pub channel_id: String,
+    pub data: Value,
+    pub sender_conn_id: String,
+    pub timeout_ms: u64,
+}
+
+/// The `delivery` object of an `rpc-request-result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Delivery {
+    pub success: bool,
+    pub delivered_to: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// One channel in `channel-list` and `GET /channels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ChannelSummary {
+    pub config: ChannelConfig,
+    pub created_at: i64,
+    pub message_count: u64,
+    pub subscriber_count: usize,
+}
+
+/// The `error` frame: sent only for frames the server could not understand,
+/// and for RPC timeouts (with `request-id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ErrorFrame {
+    pub message: String,
+    pub reason: Reason,
+    pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Every typed message the server sends. Broadcasts from the Rust API carry
+/// the caller's own JSON object instead; see [`broadcast_frame`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// First frame on every connection.
+    #[serde(rename_all = "kebab-case")]
+    Welcome { conn_id: String, server_time: i64 },
+    /// Answer to `subscribe`. On success: `subscriber-count` and the retained
+    /// messages, oldest first. On failure: `reason`.
+    #[serde(rename_all = "kebab-case")]
+    SubscriptionResult {
+        channel_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscriber_count: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retained_messages: Option<Vec<ChannelMessage>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// Answer to `unsubscribe`.
+    #[serde(rename_all = "kebab-case")]
+    UnsubscriptionResult {
+        channel_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// Answer to `publish`.
+    #[serde(rename_all = "kebab-case")]
+    PublishResult {
+        channel_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered_to: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// Answer to `rpc-request`.
+    #[serde(rename_all = "kebab-case")]
+    RpcRequestResult {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        channel_id: String,
+        delivery: Delivery,
+    },
+    /// Answer to `rpc-response`, sent to the worker that responded.
+    #[serde(rename_all = "kebab-case")]
+    RpcResponseResult {
+        request_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// Answer to `ping`.
+    #[serde(rename_all = "kebab-case")]
+    Pong {
+        timestamp: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        original_timestamp: Option<Value>,
+    },
+    /// Answer to `list-channels`.
+    #[serde(rename_all = "kebab-case")]
+    ChannelList {
+        channels: BTreeMap<String, ChannelSummary>,
+    },
+    /// Answer to `get-subscriptions`.
+    #[serde(rename_all = "kebab-case")]
+    SubscriptionList { subscriptions: Vec<String> },
+    /// A message published to a subscribed channel.
+    ChannelMessage(ChannelMessage),
+    /// An RPC request for a worker subscribed to the channel.
+    RpcRequest(RpcRequestDelivery),
+    /// The worker's answer, routed to the requester.
+    #[serde(rename_all = "kebab-case")]
+    RpcResponse {
+        request_id: String,
+        data: Value,
+        error: bool,
+    },
+    /// A frame the server could not understand, or an RPC timeout.
+    Error(ErrorFrame),
+}
+
+impl ServerMessage {
+    /// Serializes the frame. Our types always serialize (every map key is a
+    /// string), so this cannot fail.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            // Unreachable for these types; answer with a well-formed frame
+            // rather than panic.
+            format!(
+                r#"{{"type":"error","reason":"invalid-message","message":"encode failed: {}","timestamp":{}}}"#,
+                e.to_string().replace('"', "'"),
+                crate::now_ms()
+            )
+        })
+    }
+
+    /// An error frame with the current time.
+    pub fn error(reason: Reason, message: impl Into<String>, request_id: Option<String>) -> Self {
+        ServerMessage::Error(ErrorFrame {
+            message: message.into(),
+            reason,
+            timestamp: crate::now_ms(),
+            request_id,
+        })
+    }
+}
+
+impl From<crate::DecodeError> for ServerMessage {
+    fn from(e: crate::DecodeError) -> Self {
+        ServerMessage::error(e.reason, e.message, None)
+    }
+}
+
+/// The frame of a server broadcast to every connection: the caller's object
+/// with `"broadcast": true` added.
+pub fn broadcast_frame(mut message: Map<String, Value>) -> Map<String, Value> {
+    message.insert("broadcast".to_owned(), Value::Bool(true));
+    message
+}
+
+/// The frame of a server broadcast to one channel's subscribers: the caller's
+/// object with `channel-id` and `broadcast-time` added.
+pub fn channel_broadcast_frame(
+    mut message: Map<String, Value>,
+    channel_id: &str,
+    broadcast_time: i64,
+) -> Map<String, Value> {
+    message.insert(
+        "channel-id".to_owned(),
+        Value::String(channel_id.to_owned()),
+    );
+    message.insert("broadcast-time".to_owned(), Value::from(broadcast_time));
+    message
+}

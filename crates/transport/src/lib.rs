@@ -1,0 +1,1 @@
+//! sente-lite-transport: warp WebSocket and HTTP for the channel engine.
