@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 
 /// A message published to a channel, as every subscriber receives it and as
 /// `retained-messages` replays it.
+///
+/// On its own this struct serializes without `type`; the frame on the wire is
+/// [`ServerMessage::ChannelMessage`], which adds `"type": "channel-message"`.
+/// Each entry of `retained-messages` carries that `type` too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ChannelMessage {
@@ -79,7 +83,11 @@ pub enum ServerMessage {
         success: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subscriber_count: Option<usize>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "retained::serialize"
+        )]
         retained_messages: Option<Vec<ChannelMessage>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<Reason>,
@@ -148,6 +156,30 @@ pub enum ServerMessage {
     },
     /// A frame the server could not understand, or an RPC timeout.
     Error(ErrorFrame),
+}
+
+/// `retained-messages` is an array of complete `channel-message` frames, so
+/// that a client handles a replayed message exactly like a live one. The
+/// derived `Deserialize` of [`ChannelMessage`] ignores the `type` key.
+mod retained {
+    use super::ChannelMessage;
+    use serde::{Serialize, Serializer};
+
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "kebab-case")]
+    enum Tagged<'a> {
+        ChannelMessage(&'a ChannelMessage),
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        messages: &Option<Vec<ChannelMessage>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match messages {
+            Some(list) => serializer.collect_seq(list.iter().map(Tagged::ChannelMessage)),
+            None => serializer.serialize_none(),
+        }
+    }
 }
 
 impl ServerMessage {
