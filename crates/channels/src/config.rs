@@ -1,0 +1,41 @@
+//! The engine's configuration.
+
+use sente_lite_protocol::ChannelConfig;
+
+/// Settings of one [`Engine`](crate::Engine). Every bound a client can push
+/// against has a key here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Create a channel on the first subscribe or publish to it. When off,
+    /// those answer `channel-not-found` until the channel is created.
+    pub auto_create: bool,
+    /// Settings of channels created without their own.
+    pub default_channel: ChannelConfig,
+    /// Most channels that may exist at once (`max-channels-reached`).
+    pub max_channels: usize,
+    /// Longest channel id in bytes (`invalid-channel-id`).
+    pub max_channel_id_bytes: usize,
+    /// Most connections registered at once (`max-connections-reached`).
+    pub max_connections: usize,
+    /// Most RPC requests pending across the engine (`max-pending-rpc-reached`).
+    pub max_pending_rpc: usize,
+    /// Most RPC requests one connection may have pending.
+    pub max_pending_rpc_per_connection: usize,
+    /// Longest `timeout-ms` a request may ask for; longer ones are clamped.
+    pub max_rpc_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            auto_create: true,
+            default_channel: ChannelConfig::default(),
+            max_channels: 10_000,
+            max_channel_id_bytes: 256,
+            max_connections: 1_000,
+            max_pending_rpc: 100_000,
+            max_pending_rpc_per_connection: 1_000,
+            max_rpc_timeout_ms: 300_000,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A recording sink for engine tests.
+#![allow(dead_code)]
+
+use parking_lot::Mutex;
+use sente_lite_channels::{Frame, Offer, Sink};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Records every frame it accepts; can be made full or closed, and can have
+/// a capacity after which it reports `Full`.
+#[derive(Default)]
+pub struct Inbox {
+    frames: Mutex<Vec<Frame>>,
+    pub full: AtomicBool,
+    pub closed: AtomicBool,
+    pub capacity: AtomicUsize,
+}
+
+impl Inbox {
+    pub fn new() -> Arc<Inbox> {
+        Arc::new(Inbox {
+            capacity: AtomicUsize::new(usize::MAX),
+            ..Default::default()
+        })
+    }
+
+    pub fn with_capacity(n: usize) -> Arc<Inbox> {
+        let i = Inbox::new();
+        i.capacity.store(n, Ordering::SeqCst);
+        i
+    }
+
+    /// Every accepted frame, parsed.
+    pub fn json(&self) -> Vec<Value> {
+        self.frames
+            .lock()
+            .iter()
+            .map(|f| serde_json::from_str(f.as_str()).expect("frames are JSON"))
+            .collect()
+    }
+
+    /// Accepted frames of one `type`.
+    pub fn of_type(&self, ty: &str) -> Vec<Value> {
+        self.json()
+            .into_iter()
+            .filter(|v| v["type"] == ty)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.lock().len()
+    }
+
+    pub fn raw(&self) -> Vec<Frame> {
+        self.frames.lock().clone()
+    }
+
+    pub fn clear(&self) {
+        self.frames.lock().clear();
+    }
+}
+
+impl Sink for Inbox {
+    fn offer(&self, frame: &Frame) -> Offer {
+        if self.closed.load(Ordering::SeqCst) {
+            return Offer::Closed;
+        }
+        let mut f = self.frames.lock();
+        if self.full.load(Ordering::SeqCst) || f.len() >= self.capacity.load(Ordering::SeqCst) {
+            return Offer::Full;
+        }
+        f.push(frame.clone());
+        Offer::Queued
+    }
+}

@@ -1,0 +1,413 @@
+//! Unit-level tests of every engine operation and failure reason.
+
+mod common;
+
+use common::Inbox;
+use sente_lite_channels::{ConnId, Engine, EngineConfig, EngineError, Frame, Offer};
+use sente_lite_protocol::{ChannelConfig, Reason};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default()).unwrap()
+}
+
+fn engine_with(f: impl FnOnce(&mut EngineConfig)) -> Engine {
+    let mut c = EngineConfig::default();
+    f(&mut c);
+    Engine::new(c).unwrap()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+#[tokio::test]
+async fn new_outside_a_runtime_is_a_typed_error() {
+    let r = std::thread::spawn(|| Engine::new(EngineConfig::default()).map(|_| ()))
+        .join()
+        .unwrap();
+    assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn publish_reaches_every_subscriber_with_the_protocol_shape() {
+    let e = engine();
+    let (a, b, p) = (Inbox::new(), Inbox::new(), Inbox::new());
+    let ca = e.connect(a.clone()).unwrap();
+    let cb = e.connect(b.clone()).unwrap();
+    let cp = e.connect(p.clone()).unwrap();
+    assert_eq!(e.subscribe(ca, "chat").unwrap().subscriber_count, 1);
+    assert_eq!(e.subscribe(cb, "chat").unwrap().subscriber_count, 2);
+
+    let out = e
+        .publish(Some(cp), "chat", json!({"text": "hi"}), false)
+        .unwrap();
+    assert_eq!(out.delivered_to, 2);
+    assert_eq!(out.full, 0);
+    assert!(
+        p.json().is_empty(),
+        "a non-subscribed publisher gets nothing"
+    );
+    for inbox in [&a, &b] {
+        let got = inbox.json();
+        assert_eq!(got.len(), 1);
+        let m = &got[0];
+        assert_eq!(m["type"], "channel-message");
+        assert_eq!(m["channel-id"], "chat");
+        assert_eq!(m["message-id"], out.message_id.as_str());
+        assert_eq!(m["data"], json!({"text": "hi"}));
+        assert_eq!(m["sender-conn-id"], cp.to_string().as_str());
+        assert!(m["published-at"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+    // One serialization shared by all: both inboxes hold the same bytes.
+    assert_eq!(a.raw()[0].bytes().as_ptr(), b.raw()[0].bytes().as_ptr());
+    assert_eq!(e.counters().deliveries, 2);
+}
+
+#[tokio::test]
+async fn sender_exclusion_is_opt_in() {
+    let e = engine();
+    let (a, b) = (Inbox::new(), Inbox::new());
+    let ca = e.connect(a.clone()).unwrap();
+    let cb = e.connect(b.clone()).unwrap();
+    e.subscribe(ca, "c").unwrap();
+    e.subscribe(cb, "c").unwrap();
+    assert_eq!(
+        e.publish(Some(ca), "c", json!(1), false)
+            .unwrap()
+            .delivered_to,
+        2
+    );
+    assert_eq!(
+        e.publish(Some(ca), "c", json!(2), true)
+            .unwrap()
+            .delivered_to,
+        1
+    );
+    assert_eq!(a.json().len(), 1);
+    assert_eq!(b.json().len(), 2);
+    // A server-side publish has a null sender and excludes no one.
+    let out = e.publish(None, "c", json!(3), true).unwrap();
+    assert_eq!(out.delivered_to, 2);
+    assert_eq!(b.json()[2]["sender-conn-id"], Value::Null);
+}
+
+#[tokio::test]
+async fn retention_replays_the_last_n_oldest_first() {
+    let e = engine();
+    e.create_channel(
+        "news",
+        Some(ChannelConfig {
+            message_retention: 2,
+            ..ChannelConfig::default()
+        }),
+    )
+    .unwrap();
+    for i in 1..=3 {
+        e.publish(None, "news", json!(i), false).unwrap();
+    }
+    let late = e.connect(Inbox::new()).unwrap();
+    let sub = e.subscribe(late, "news").unwrap();
+    let data: Vec<Value> = sub
+        .retained_messages
+        .iter()
+        .map(|m| m.data.clone())
+        .collect();
+    assert_eq!(data, vec![json!(2), json!(3)]);
+    // Subscribing again is idempotent and does not replay.
+    let again = e.subscribe(late, "news").unwrap();
+    assert!(again.already_subscribed);
+    assert!(again.retained_messages.is_empty());
+    assert_eq!(again.subscriber_count, 1);
+    let info = e.channel_info("news").unwrap();
+    assert_eq!(info.message_count, 3);
+    assert_eq!(info.retained_messages.len(), 2);
+    assert_eq!(info.subscribers, vec![late.to_string()]);
+}
+
+#[tokio::test]
+async fn auto_create_on_publish_keeps_retention_for_later_subscribers() {
+    let e = engine_with(|c| c.default_channel.message_retention = 5);
+    e.publish(None, "fresh", json!("first"), false).unwrap();
+    let c = e.connect(Inbox::new()).unwrap();
+    let sub = e.subscribe(c, "fresh").unwrap();
+    assert_eq!(sub.retained_messages.len(), 1);
+    assert_eq!(sub.retained_messages[0].data, json!("first"));
+}
+
+#[tokio::test]
+async fn without_auto_create_unknown_channels_are_not_found() {
+    let e = engine_with(|c| c.auto_create = false);
+    let c = e.connect(Inbox::new()).unwrap();
+    let err = e.subscribe(c, "nope").unwrap_err();
+    assert_eq!(err.reason(), Reason::ChannelNotFound);
+    assert_eq!(
+        e.publish(Some(c), "nope", json!(1), false)
+            .unwrap_err()
+            .reason(),
+        Reason::ChannelNotFound
+    );
+    assert_eq!(
+        e.send_rpc_request(c, "nope", json!(1), None)
+            .unwrap_err()
+            .reason(),
+        Reason::ChannelNotFound
+    );
+    assert_eq!(e.channel_count(), 0);
+    e.create_channel("nope", None).unwrap();
+    assert!(e.subscribe(c, "nope").is_ok());
+    assert_eq!(
+        e.create_channel("nope", None).unwrap_err().reason(),
+        Reason::ChannelExists
+    );
+}
+
+#[tokio::test]
+async fn max_subscribers_is_enforced() {
+    let e = engine();
+    e.create_channel(
+        "small",
+        Some(ChannelConfig {
+            max_subscribers: 2,
+            ..ChannelConfig::default()
+        }),
+    )
+    .unwrap();
+    let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+    e.subscribe(ids[0], "small").unwrap();
+    e.subscribe(ids[1], "small").unwrap();
+    let err = e.subscribe(ids[2], "small").unwrap_err();
+    assert_eq!(err.reason(), Reason::MaxSubscribersReached);
+    assert_eq!(e.channel_info("small").unwrap().subscribers.len(), 2);
+    assert!(e.subscriptions(ids[2]).unwrap().is_empty());
+    // A place frees up when someone leaves.
+    e.unsubscribe(ids[0], "small").unwrap();
+    assert!(e.subscribe(ids[2], "small").is_ok());
+}
+
+#[tokio::test]
+async fn channel_ids_and_channel_count_are_bounded() {
+    let e = engine_with(|c| {
+        c.max_channels = 2;
+        c.max_channel_id_bytes = 8;
+    });
+    let c = e.connect(Inbox::new()).unwrap();
+    assert_eq!(
+        e.subscribe(c, "").unwrap_err().reason(),
+        Reason::InvalidChannelId
+    );
+    assert_eq!(
+        e.subscribe(c, "123456789").unwrap_err().reason(),
+        Reason::InvalidChannelId
+    );
+    e.subscribe(c, "a").unwrap();
+    e.publish(None, "b", json!(1), false).unwrap();
+    assert_eq!(
+        e.subscribe(c, "c").unwrap_err().reason(),
+        Reason::MaxChannelsReached
+    );
+    assert_eq!(
+        e.create_channel("c", None).unwrap_err().reason(),
+        Reason::MaxChannelsReached
+    );
+    assert_eq!(e.channel_count(), 2);
+}
+
+#[tokio::test]
+async fn unsubscribe_and_subscriptions() {
+    let e = engine();
+    let inbox = Inbox::new();
+    let c = e.connect(inbox.clone()).unwrap();
+    e.subscribe(c, "b").unwrap();
+    e.subscribe(c, "a").unwrap();
+    assert_eq!(e.subscriptions(c).unwrap(), vec!["a", "b"]);
+    assert_eq!(e.total_subscriptions(), 2);
+    e.unsubscribe(c, "a").unwrap();
+    assert_eq!(
+        e.unsubscribe(c, "a").unwrap_err().reason(),
+        Reason::NotSubscribed
+    );
+    assert_eq!(
+        e.unsubscribe(c, "never").unwrap_err().reason(),
+        Reason::NotSubscribed
+    );
+    assert_eq!(e.subscriptions(c).unwrap(), vec!["b"]);
+    e.publish(None, "a", json!(1), false).unwrap();
+    assert!(inbox.json().is_empty(), "unsubscribed: nothing delivered");
+    assert_eq!(e.unsubscribe_all(c), 1);
+    assert_eq!(e.total_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn delete_channel_unsubscribes_everyone() {
+    let e = engine();
+    let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+    for &c in &ids {
+        e.subscribe(c, "gone").unwrap();
+        e.subscribe(c, "stays").unwrap();
+    }
+    assert_eq!(e.delete_channel("gone").unwrap(), 3);
+    assert_eq!(
+        e.delete_channel("gone").unwrap_err().reason(),
+        Reason::ChannelNotFound
+    );
+    for &c in &ids {
+        assert_eq!(e.subscriptions(c).unwrap(), vec!["stays"]);
+    }
+    assert_eq!(e.total_subscriptions(), 3);
+    assert!(e.channel_info("gone").is_err());
+}
+
+#[tokio::test]
+async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
+    let e = engine();
+    let old_inbox = Inbox::new();
+    let old = e.connect(old_inbox.clone()).unwrap();
+    e.subscribe(old, "c").unwrap();
+    assert!(e.disconnect(old));
+    assert!(!e.disconnect(old), "second disconnect is a no-op");
+    assert_eq!(e.channel_info("c").unwrap().subscribers.len(), 0);
+    assert_eq!(e.total_subscriptions(), 0);
+
+    let new_inbox = Inbox::new();
+    let new = e.connect(new_inbox.clone()).unwrap();
+    assert_eq!(new.slot(), old.slot(), "the slab slot is reused");
+    assert_ne!(new, old);
+    let frame = Frame::new(r#"{"x":1}"#.to_owned());
+    assert_eq!(
+        e.send_to_connection(old, &frame).unwrap_err().reason(),
+        Reason::ConnectionNotFound
+    );
+    assert_eq!(
+        e.subscribe(old, "c").unwrap_err().reason(),
+        Reason::ConnectionNotFound
+    );
+    assert_eq!(
+        e.resolve(&old.to_string()).unwrap_err().reason(),
+        Reason::ConnectionNotFound
+    );
+    assert!(new_inbox.json().is_empty());
+    assert_eq!(e.resolve(&new.to_string()).unwrap(), new);
+    assert_eq!(e.send_to_connection(new, &frame).unwrap(), Offer::Queued);
+    assert_eq!(new_inbox.json(), vec![json!({"x": 1})]);
+}
+
+#[tokio::test]
+async fn max_connections_is_enforced() {
+    let e = engine_with(|c| c.max_connections = 2);
+    let a = e.connect(Inbox::new()).unwrap();
+    e.connect(Inbox::new()).unwrap();
+    let err = e.connect(Inbox::new()).unwrap_err();
+    assert_eq!(err.reason(), Reason::MaxConnectionsReached);
+    e.disconnect(a);
+    assert!(e.connect(Inbox::new()).is_ok());
+}
+
+#[tokio::test]
+async fn a_full_sink_is_reported_and_counted_not_waited_on() {
+    let e = engine();
+    let (ok, full) = (Inbox::new(), Inbox::new());
+    full.full.store(true, Ordering::SeqCst);
+    let a = e.connect(ok.clone()).unwrap();
+    let b = e.connect(full.clone()).unwrap();
+    e.subscribe(a, "c").unwrap();
+    e.subscribe(b, "c").unwrap();
+    let out = e.publish(None, "c", json!(1), false).unwrap();
+    assert_eq!((out.delivered_to, out.full), (1, 1));
+    assert_eq!(e.counters().deliveries_full, 1);
+    assert_eq!(ok.json().len(), 1);
+    assert!(full.json().is_empty());
+}
+
+#[tokio::test]
+async fn server_side_sends_have_the_protocol_shapes() {
+    let e = engine();
+    let (a, b) = (Inbox::new(), Inbox::new());
+    let ca = e.connect(a.clone()).unwrap();
+    let _cb = e.connect(b.clone()).unwrap();
+    e.subscribe(ca, "alerts").unwrap();
+
+    assert_eq!(
+        e.broadcast(obj(json!({"type": "announcement", "message": "m"}))),
+        2
+    );
+    assert_eq!(
+        b.json(),
+        vec![json!({"type": "announcement", "message": "m", "broadcast": true})]
+    );
+
+    let n = e
+        .broadcast_to_channel("alerts", obj(json!({"type": "system-alert"})))
+        .unwrap();
+    assert_eq!(n, 1);
+    let got = a.json();
+    let last = got.last().unwrap();
+    assert_eq!(last["type"], "system-alert");
+    assert_eq!(last["channel-id"], "alerts");
+    assert!(last["broadcast-time"].as_i64().unwrap() > 0);
+    assert_eq!(
+        e.channel_info("alerts").unwrap().message_count,
+        0,
+        "not a publish"
+    );
+    assert_eq!(
+        e.broadcast_to_channel("nope", Map::new())
+            .unwrap_err()
+            .reason(),
+        Reason::ChannelNotFound
+    );
+
+    let unchanged = json!({"type": "private-message", "content": "Hello there!"});
+    e.send_json(ca, &unchanged).unwrap();
+    assert_eq!(a.json().last().unwrap(), &unchanged);
+}
+
+#[tokio::test]
+async fn stats_and_health_add_up() {
+    let e = engine_with(|c| c.default_channel.message_retention = 3);
+    let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+    e.subscribe(ids[0], "x").unwrap();
+    e.subscribe(ids[1], "x").unwrap();
+    e.subscribe(ids[2], "y").unwrap();
+    e.publish(None, "x", json!(1), false).unwrap();
+    let s = e.channel_stats();
+    assert_eq!(s.total_channels, 2);
+    assert_eq!(s.total_subscriptions, 3);
+    assert_eq!(s.active_connections, Some(3));
+    assert_eq!(s.channels["x"].subscriber_count, 2);
+    assert_eq!(s.channels["x"].message_count, 1);
+    assert_eq!(s.channels["x"].retention_count, 3);
+    let list = e.list_channels();
+    assert_eq!(list["y"].subscriber_count, 1);
+    let h = e.system_health();
+    assert!(h.healthy);
+    assert_eq!((h.total_channels, h.total_subscriptions), (2, 3));
+}
+
+#[test]
+fn engine_errors_map_to_their_wire_reasons() {
+    let cases = [
+        (
+            EngineError::ChannelNotFound("c".into()),
+            "channel-not-found",
+        ),
+        (EngineError::NotSubscribed("c".into()), "not-subscribed"),
+        (EngineError::NoSubscribers("c".into()), "no-subscribers"),
+        (
+            EngineError::RequestNotFound("r".into()),
+            "request-not-found",
+        ),
+        (EngineError::MaxChannelsReached(1), "max-channels-reached"),
+        (
+            EngineError::MaxPendingRpcReached(1),
+            "max-pending-rpc-reached",
+        ),
+    ];
+    for (err, reason) in cases {
+        assert_eq!(err.reason().as_str(), reason);
+    }
+}
