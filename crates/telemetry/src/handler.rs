@@ -1,0 +1,532 @@
+//! Handlers: the trait, their options, their stats, and the bounded queue
+//! plus worker thread(s) behind an async handler.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{HandlerError, TelemetryError};
+use crate::filter::Filter;
+use crate::signal::Signal;
+
+/// Receives signals.
+///
+/// `handle` runs on the emitting thread for a sync handler, and on the
+/// handler's worker thread(s) for an async one. An `Err` or a panic is
+/// counted in the handler's `errors` stat and goes no further.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one signal.
+    fn handle(&self, signal: &Signal) -> Result<(), HandlerError>;
+
+    /// Makes what was handled so far durable/visible (flush buffers).
+    /// Called when an async queue runs empty, by `flush` and at shutdown.
+    fn flush(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// Any `Fn(&Signal)` is a handler that never fails.
+impl<F> Handler for F
+where
+    F: Fn(&Signal) + Send + Sync + 'static,
+{
+    fn handle(&self, signal: &Signal) -> Result<(), HandlerError> {
+        self(signal);
+        Ok(())
+    }
+}
+
+/// What an async handler does when its queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The emitting thread waits for room: nothing is lost.
+    Blocking,
+    /// The new signal is dropped (counted in `dropped`).
+    #[default]
+    Dropping,
+    /// The oldest queued signal is dropped to make room (counted in `dropped`).
+    Sliding,
+}
+
+/// How signals reach a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// On the emitting thread, before the macro returns.
+    Sync,
+    /// Through a bounded queue to worker thread(s).
+    Async {
+        /// What to do when the queue is full.
+        mode: Mode,
+        /// Queue capacity in signals (default 1024).
+        buffer_size: usize,
+        /// Worker threads (default 1; order is kept with one thread only).
+        n_threads: usize,
+    },
+}
+
+/// Options of [`Telemetry::add_handler`](crate::Telemetry::add_handler).
+/// `HandlerOptions::default()` is a sync handler with no filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerOptions {
+    /// Sync or async.
+    pub dispatch: Dispatch,
+    /// This handler's own filter, applied after the instance's filter (so it
+    /// can only narrow what the handler gets).
+    pub filter: Filter,
+    /// How long `remove_handler` (or replacing the handler) waits for the
+    /// queue to drain (default 5 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for HandlerOptions {
+    fn default() -> Self {
+        HandlerOptions {
+            dispatch: Dispatch::Sync,
+            filter: Filter::default(),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HandlerOptions {
+    /// A sync handler.
+    pub fn sync() -> Self {
+        Self::default()
+    }
+
+    /// An async handler: `Dropping`, buffer 1024, one worker thread.
+    pub fn async_() -> Self {
+        HandlerOptions {
+            dispatch: Dispatch::Async {
+                mode: Mode::Dropping,
+                buffer_size: 1024,
+                n_threads: 1,
+            },
+            ..Self::default()
+        }
+    }
+
+    fn async_parts(&mut self) -> (&mut Mode, &mut usize, &mut usize) {
+        if self.dispatch == Dispatch::Sync {
+            self.dispatch = Self::async_().dispatch;
+        }
+        match &mut self.dispatch {
+            Dispatch::Async {
+                mode,
+                buffer_size,
+                n_threads,
+            } => (mode, buffer_size, n_threads),
+            Dispatch::Sync => unreachable!("made async just above"),
+        }
+    }
+
+    /// Sets the overflow mode (makes the handler async).
+    pub fn mode(mut self, m: Mode) -> Self {
+        *self.async_parts().0 = m;
+        self
+    }
+
+    /// Sets the queue capacity (makes the handler async).
+    pub fn buffer_size(mut self, n: usize) -> Self {
+        *self.async_parts().1 = n;
+        self
+    }
+
+    /// Sets the number of worker threads (makes the handler async).
+    pub fn n_threads(mut self, n: usize) -> Self {
+        *self.async_parts().2 = n;
+        self
+    }
+
+    /// Sets this handler's filter.
+    pub fn filter(mut self, f: Filter) -> Self {
+        self.filter = f;
+        self
+    }
+
+    /// Shorthand for a filter with this minimum level.
+    pub fn min_level(mut self, level: crate::Level) -> Self {
+        self.filter.min_level = Some(level);
+        self
+    }
+
+    /// Sets the drain timeout of `remove_handler`.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+}
+
+/// A handler's counters.
+///
+/// After the handler has drained, `processed + dropped` equals the signals
+/// that were offered to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandlerStats {
+    /// Signals given to the handler's `handle` (including those that failed).
+    pub processed: u64,
+    /// Signals waiting in the queue or being handled right now (a gauge, not
+    /// a total). Always 0 for a sync handler.
+    pub queued: u64,
+    /// Signals lost to a full queue (the newest in `Dropping` mode, the
+    /// oldest in `Sliding` mode), or left in the queue at a shutdown deadline.
+    pub dropped: u64,
+    /// `handle` calls that returned an error or panicked.
+    pub errors: u64,
+    /// Signals refused by this handler's rate limiter.
+    pub rate_limited: u64,
+    /// Median handling time of a sample of signals (1 in 16), in ns.
+    pub handle_p50_ns: u64,
+    /// 99th percentile handling time of that sample, in ns (power-of-two
+    /// buckets, so within a factor of 2).
+    pub handle_p99_ns: u64,
+}
+
+/// Counters touched per signal.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) processed: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    /// log2 buckets of sampled handling times.
+    hist: [AtomicU64; 40],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            processed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    /// Runs the handler on one signal, isolating errors and panics.
+    #[inline]
+    pub(crate) fn run(&self, handler: &dyn Handler, signal: &Signal) {
+        let n = self.processed.load(Ordering::Relaxed);
+        let timed = n % 16 == 0;
+        let start = timed.then(Instant::now);
+        let ok = matches!(
+            catch_unwind(AssertUnwindSafe(|| handler.handle(signal))),
+            Ok(Ok(()))
+        );
+        if let Some(start) = start {
+            let ns = start.elapsed().as_nanos() as u64;
+            let b = (64 - ns.leading_zeros() as usize).min(self.hist.len() - 1);
+            self.hist[b].fetch_add(1, Ordering::Relaxed);
+        }
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn flush(&self, handler: &dyn Handler) {
+        let ok = matches!(catch_unwind(AssertUnwindSafe(|| handler.flush())), Ok(Ok(())));
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn percentile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.hist.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                // Bucket b holds values in [2^(b-1), 2^b).
+                return if b == 0 { 0 } else { 1u64 << b };
+            }
+        }
+        0
+    }
+
+    pub(crate) fn fill(&self, s: &mut HandlerStats) {
+        s.processed = self.processed.load(Ordering::Relaxed);
+        s.errors = self.errors.load(Ordering::Relaxed);
+        s.handle_p50_ns = self.percentile(0.5);
+        s.handle_p99_ns = self.percentile(0.99);
+    }
+}
+
+struct State {
+    buf: VecDeque<Signal>,
+    /// Signals taken by workers and not yet handled.
+    in_flight: u64,
+    dropped: u64,
+    workers_waiting: usize,
+    producers_waiting: usize,
+    workers_alive: usize,
+    /// Set by a worker when it has flushed the handler with nothing queued.
+    idle_flushed: bool,
+    closed: bool,
+}
+
+/// The bounded queue of an async handler.
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    /// Workers wait for signals.
+    not_empty: Condvar,
+    /// `Blocking` producers wait for room.
+    not_full: Condvar,
+    /// `flush`/`shutdown` wait for idleness or worker exit.
+    idle: Condvar,
+    cap: usize,
+    mode: Mode,
+    n_threads: usize,
+    pub(crate) counters: Counters,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("cap", &self.cap)
+            .field("mode", &self.mode)
+            .field("n_threads", &self.n_threads)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Queue {
+    /// Starts the worker thread(s).
+    pub(crate) fn start(
+        id: &str,
+        handler: Arc<dyn Handler>,
+        mode: Mode,
+        buffer_size: usize,
+        n_threads: usize,
+    ) -> Result<(Arc<Queue>, Vec<JoinHandle<()>>), TelemetryError> {
+        if buffer_size == 0 || n_threads == 0 {
+            return Err(TelemetryError::InvalidOptions(format!(
+                "buffer_size ({buffer_size}) and n_threads ({n_threads}) must be at least 1"
+            )));
+        }
+        let q = Arc::new(Queue {
+            state: Mutex::new(State {
+                buf: VecDeque::with_capacity(buffer_size),
+                in_flight: 0,
+                dropped: 0,
+                workers_waiting: 0,
+                producers_waiting: 0,
+                workers_alive: n_threads,
+                idle_flushed: true,
+                closed: false,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            idle: Condvar::new(),
+            cap: buffer_size,
+            mode,
+            n_threads,
+            counters: Counters::default(),
+        });
+        let mut joins = Vec::with_capacity(n_threads);
+        for i in 0..n_threads {
+            let (q2, h2) = (q.clone(), handler.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("telemere-{id}-{i}"))
+                .spawn(move || q2.work(&*h2));
+            match spawned {
+                Ok(j) => joins.push(j),
+                Err(source) => {
+                    {
+                        let mut st = lock(&q.state);
+                        st.workers_alive -= n_threads - i;
+                    }
+                    q.close();
+                    return Err(TelemetryError::Spawn {
+                        id: id.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok((q, joins))
+    }
+
+    /// Offers a signal according to the mode.
+    #[inline]
+    pub(crate) fn push(&self, signal: Signal) {
+        let mut st = lock(&self.state);
+        if st.closed {
+            st.dropped += 1;
+            return;
+        }
+        if st.buf.len() >= self.cap {
+            match self.mode {
+                Mode::Dropping => {
+                    st.dropped += 1;
+                    return;
+                }
+                Mode::Sliding => {
+                    st.buf.pop_front();
+                    st.dropped += 1;
+                }
+                Mode::Blocking => {
+                    while st.buf.len() >= self.cap && !st.closed {
+                        st.producers_waiting += 1;
+                        st = match self.not_full.wait(st) {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        st.producers_waiting -= 1;
+                    }
+                    if st.closed {
+                        st.dropped += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        st.buf.push_back(signal);
+        st.idle_flushed = false;
+        let wake = st.workers_waiting > 0;
+        drop(st);
+        if wake {
+            self.not_empty.notify_one();
+        }
+    }
+
+    /// A worker thread's loop: take a batch, handle it, repeat; flush the
+    /// handler whenever the queue runs empty; exit when closed and drained.
+    fn work(&self, handler: &dyn Handler) {
+        let mut batch: VecDeque<Signal> = VecDeque::with_capacity(self.cap);
+        let mut st = lock(&self.state);
+        loop {
+            if st.buf.is_empty() {
+                if !st.idle_flushed && st.in_flight == 0 {
+                    drop(st);
+                    self.counters.flush(handler);
+                    st = lock(&self.state);
+                    if st.buf.is_empty() && st.in_flight == 0 {
+                        st.idle_flushed = true;
+                        self.idle.notify_all();
+                    }
+                    continue;
+                }
+                if st.closed {
+                    break;
+                }
+                st.workers_waiting += 1;
+                st = match self.not_empty.wait(st) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                st.workers_waiting -= 1;
+                continue;
+            }
+            if self.n_threads == 1 {
+                std::mem::swap(&mut st.buf, &mut batch);
+            } else {
+                let take = st.buf.len().div_ceil(self.n_threads).max(1);
+                batch.extend(st.buf.drain(..take));
+            }
+            st.in_flight += batch.len() as u64;
+            let wake_producers = st.producers_waiting > 0;
+            drop(st);
+            if wake_producers {
+                self.not_full.notify_all();
+            }
+            let n = batch.len() as u64;
+            for signal in batch.drain(..) {
+                self.counters.run(handler, &signal);
+            }
+            st = lock(&self.state);
+            st.in_flight -= n;
+        }
+        st.workers_alive -= 1;
+        drop(st);
+        self.idle.notify_all();
+    }
+
+    /// Current depth and drops.
+    pub(crate) fn stats(&self) -> HandlerStats {
+        let (queued, dropped) = {
+            let st = lock(&self.state);
+            (st.buf.len() as u64 + st.in_flight, st.dropped)
+        };
+        let mut s = HandlerStats {
+            queued,
+            dropped,
+            ..HandlerStats::default()
+        };
+        self.counters.fill(&mut s);
+        s
+    }
+
+    /// Waits until everything queued so far has been handled and the handler
+    /// flushed. Returns the signals still pending at the deadline.
+    pub(crate) fn flush(&self, deadline: Instant) -> u64 {
+        let mut st = lock(&self.state);
+        loop {
+            let pending = st.buf.len() as u64 + st.in_flight;
+            if (pending == 0 && st.idle_flushed) || st.workers_alive == 0 {
+                return pending;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return pending.max(1);
+            }
+            st = match self.idle.wait_timeout(st, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Stops accepting signals and wakes everyone.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Closes, lets the workers drain, and waits for them to exit until the
+    /// deadline. What is still queued then is discarded and counted as
+    /// dropped. Returns the signals that were not handled.
+    pub(crate) fn shutdown(&self, deadline: Instant, joins: Vec<JoinHandle<()>>) -> u64 {
+        self.close();
+        let mut st = lock(&self.state);
+        while st.workers_alive > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = match self.idle.wait_timeout(st, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        let finished = st.workers_alive == 0;
+        let left = st.buf.len() as u64;
+        st.buf.clear();
+        st.dropped += left;
+        let pending = left + st.in_flight;
+        drop(st);
+        if finished {
+            for j in joins {
+                let _ = j.join();
+            }
+        }
+        // Otherwise the workers are stuck in `handle`; they exit on their own
+        // once it returns (the queue is closed and empty).
+        pending
+    }
+}
