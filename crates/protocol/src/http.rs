@@ -102,10 +102,19 @@ pub struct Channels {
 }
 
 /// The body of every HTTP error response (404, 503, ...).
+///
+/// `{"error":"not-found","reason":"not-found","message":"no route for GET /x"}`
+/// or, for a WebSocket upgrade refused at `max-connections`,
+/// `{"error":"service-unavailable","reason":"max-connections-reached",...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct HttpError {
+    /// The HTTP status as a kebab-case name: `not-found`,
+    /// `service-unavailable`, ...
     pub error: String,
+    /// A stable kebab-case reason: a [`crate::Reason`] spelling, or
+    /// `not-found` for an unknown path.
     pub reason: String,
+    /// For humans.
     pub message: String,
 }

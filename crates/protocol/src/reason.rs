@@ -36,7 +36,8 @@ pub enum Reason {
     RequestNotFound,
     /// An `rpc-request` to a channel with no subscriber but the requester.
     NoSubscribers,
-    /// The requester already has `max-pending-rpc` requests in flight.
+    /// Too many RPC requests in flight, for the requester or for the whole
+    /// server.
     MaxPendingRpcReached,
     /// No `rpc-response` arrived within the request's `timeout-ms`.
     RpcTimeout,
