@@ -1,0 +1,239 @@
+//! RPC correlation and timeouts, with tokio's clock paused so timing is
+//! exact and no test sleeps for real.
+
+mod common;
+
+use common::Inbox;
+use sente_lite_channels::{Engine, EngineConfig};
+use sente_lite_protocol::{ChannelConfig, Reason};
+use serde_json::json;
+use std::time::Duration;
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_reaches_other_subscribers_and_the_response_the_requester() {
+    let e = engine();
+    let (req, w1, w2) = (Inbox::new(), Inbox::new(), Inbox::new());
+    let creq = e.connect(req.clone()).unwrap();
+    let cw1 = e.connect(w1.clone()).unwrap();
+    let cw2 = e.connect(w2.clone()).unwrap();
+    for c in [creq, cw1, cw2] {
+        e.subscribe(c, "api").unwrap();
+    }
+    let sent = e
+        .send_rpc_request(creq, "api", json!({"action": "get"}), Some(5000))
+        .unwrap();
+    assert_eq!(sent.delivered_to, 2, "everyone but the requester");
+    let mut workers = sent.subscribers.clone();
+    workers.sort();
+    let mut expect = vec![cw1.to_string(), cw2.to_string()];
+    expect.sort();
+    assert_eq!(workers, expect);
+    assert!(req.of_type("rpc-request").is_empty());
+    let delivered = &w1.of_type("rpc-request")[0];
+    assert_eq!(delivered["request-id"], sent.request_id.as_str());
+    assert_eq!(delivered["channel-id"], "api");
+    assert_eq!(delivered["data"], json!({"action": "get"}));
+    assert_eq!(delivered["sender-conn-id"], creq.to_string().as_str());
+    assert_eq!(delivered["timeout-ms"], 5000);
+    assert_eq!(e.pending_rpc_requests(), 1);
+
+    let target = e
+        .send_rpc_response(&sent.request_id, json!({"user": 1}), false)
+        .unwrap();
+    assert_eq!(target, creq);
+    let resp = req.of_type("rpc-response");
+    assert_eq!(
+        resp,
+        vec![json!({"type": "rpc-response", "request-id": sent.request_id, "data": {"user": 1}, "error": false})]
+    );
+    assert_eq!(e.pending_rpc_requests(), 0);
+    // The second worker's answer is too late.
+    let err = e.send_rpc_response(&sent.request_id, json!(2), true).unwrap_err();
+    assert_eq!(err.reason(), Reason::RequestNotFound);
+    assert_eq!(
+        e.send_rpc_response("req-nope", json!(null), false).unwrap_err().reason(),
+        Reason::RequestNotFound
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_other_subscriber_means_no_subscribers_and_nothing_pending() {
+    let e = engine();
+    let req = e.connect(Inbox::new()).unwrap();
+    e.subscribe(req, "lonely").unwrap();
+    let err = e.send_rpc_request(req, "lonely", json!(1), None).unwrap_err();
+    assert_eq!(err.reason(), Reason::NoSubscribers);
+    let err = e.send_rpc_request(req, "missing", json!(1), None).unwrap_err();
+    assert_eq!(err.reason(), Reason::NoSubscribers);
+    assert_eq!(e.pending_rpc_requests(), 0);
+    assert_eq!(e.channel_count(), 1, "an rpc-request creates no channel");
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_fires_on_its_own_within_the_deadline() {
+    let e = engine();
+    let req = Inbox::new();
+    let creq = e.connect(req.clone()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "slow").unwrap();
+    let sent = e.send_rpc_request(creq, "slow", json!(1), Some(250)).unwrap();
+
+    tokio::time::sleep(Duration::from_millis(249)).await;
+    assert!(req.of_type("error").is_empty(), "not before its time");
+    assert_eq!(e.pending_rpc_requests(), 1);
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let errs = req.of_type("error");
+    assert_eq!(errs.len(), 1, "within timeout + 100 ms");
+    assert_eq!(errs[0]["reason"], "rpc-timeout");
+    assert_eq!(errs[0]["request-id"], sent.request_id.as_str());
+    assert_eq!(e.pending_rpc_requests(), 0);
+    assert_eq!(e.counters().rpc_expired, 1);
+    assert_eq!(
+        e.send_rpc_response(&sent.request_id, json!(1), false).unwrap_err().reason(),
+        Reason::RequestNotFound
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_deadline_wakes_the_timer() {
+    let e = engine();
+    let req = Inbox::new();
+    let creq = e.connect(req.clone()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    let long = e.send_rpc_request(creq, "c", json!(1), Some(10_000)).unwrap();
+    // Let the timer go to sleep on the long deadline first.
+    tokio::task::yield_now().await;
+    let short = e.send_rpc_request(creq, "c", json!(2), Some(100)).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let errs = req.of_type("error");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0]["request-id"], short.request_id.as_str());
+    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    let errs = req.of_type("error");
+    assert_eq!(errs.len(), 2);
+    assert_eq!(errs[1]["request-id"], long.request_id.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_channel_default_timeout_applies_and_is_clamped() {
+    let mut cfg = EngineConfig {
+        max_rpc_timeout_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    cfg.default_channel = ChannelConfig {
+        rpc_timeout_ms: 300,
+        ..ChannelConfig::default()
+    };
+    let e = Engine::new(cfg).unwrap();
+    let creq = e.connect(Inbox::new()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    assert_eq!(e.send_rpc_request(creq, "c", json!(1), None).unwrap().timeout_ms, 300);
+    assert_eq!(
+        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX)).unwrap().timeout_ms,
+        1_000
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cleanup_returns_the_count_of_expired_requests() {
+    let e = engine();
+    let req = Inbox::new();
+    let creq = e.connect(req.clone()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    // Due at once. This test never yields, so on the current-thread runtime
+    // the timer task cannot run before `cleanup_expired_rpc_requests` does.
+    for _ in 0..3 {
+        e.send_rpc_request(creq, "c", json!(1), Some(0)).unwrap();
+    }
+    e.send_rpc_request(creq, "c", json!(1), Some(60_000)).unwrap();
+    assert_eq!(e.cleanup_expired_rpc_requests(), 3);
+    assert_eq!(e.cleanup_expired_rpc_requests(), 0);
+    assert_eq!(e.pending_rpc_requests(), 1);
+    assert_eq!(req.of_type("error").len(), 3);
+    assert_eq!(e.counters().rpc_expired, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requester_that_disconnects_leaves_nothing_pending() {
+    let e = engine();
+    let creq = e.connect(Inbox::new()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    let sent = e.send_rpc_request(creq, "c", json!(1), Some(1_000)).unwrap();
+    e.send_rpc_request(creq, "c", json!(2), Some(1_000)).unwrap();
+    assert_eq!(e.pending_rpc_requests(), 2);
+    e.disconnect(creq);
+    assert_eq!(e.pending_rpc_requests(), 0);
+    assert_eq!(
+        e.send_rpc_response(&sent.request_id, json!(1), false).unwrap_err().reason(),
+        Reason::RequestNotFound
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(e.counters().rpc_expired, 0, "nothing left to expire");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_requests_are_bounded_per_connection_and_in_total() {
+    let e = Engine::new(EngineConfig {
+        max_pending_rpc: 3,
+        max_pending_rpc_per_connection: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let a = e.connect(Inbox::new()).unwrap();
+    let b = e.connect(Inbox::new()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    e.send_rpc_request(a, "c", json!(1), None).unwrap();
+    e.send_rpc_request(a, "c", json!(1), None).unwrap();
+    assert_eq!(
+        e.send_rpc_request(a, "c", json!(1), None).unwrap_err().reason(),
+        Reason::MaxPendingRpcReached
+    );
+    e.send_rpc_request(b, "c", json!(1), None).unwrap();
+    assert_eq!(
+        e.send_rpc_request(b, "c", json!(1), None).unwrap_err().reason(),
+        Reason::MaxPendingRpcReached
+    );
+    assert_eq!(e.pending_rpc_requests(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_ids_are_unique_and_not_sequential_guesses() {
+    let e = engine();
+    let a = e.connect(Inbox::new()).unwrap();
+    let w = e.connect(Inbox::new()).unwrap();
+    e.subscribe(w, "c").unwrap();
+    let ids: Vec<String> = (0..50)
+        .map(|_| e.send_rpc_request(a, "c", json!(1), None).unwrap().request_id)
+        .collect();
+    let set: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(set.len(), ids.len());
+    assert!(ids.iter().all(|i| i.starts_with("req-")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_ends_when_the_engine_is_dropped() {
+    let e = engine();
+    let weak_probe = {
+        let creq = e.connect(Inbox::new()).unwrap();
+        let w = e.connect(Inbox::new()).unwrap();
+        e.subscribe(w, "c").unwrap();
+        e.send_rpc_request(creq, "c", json!(1), Some(60_000)).unwrap();
+        tokio::runtime::Handle::current().metrics().num_alive_tasks()
+    };
+    assert_eq!(weak_probe, 1, "the RPC timer task is alive");
+    drop(e);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 0);
+}

@@ -1,0 +1,142 @@
+//! Multi-threaded stress: counts add up exactly, each subscriber sees each
+//! publisher's messages in order, and max-subscribers holds under races.
+
+mod common;
+
+use common::Inbox;
+use sente_lite_channels::{ConnId, Engine, EngineConfig};
+use sente_lite_protocol::ChannelConfig;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+
+#[test]
+fn concurrent_publishers_counts_and_per_publisher_order() {
+    const PUBLISHERS: usize = 4;
+    const PER: u64 = 500;
+    const SUBSCRIBERS: usize = 8;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let e = Engine::new(EngineConfig::default()).unwrap();
+    let inboxes: Vec<Arc<Inbox>> = (0..SUBSCRIBERS).map(|_| Inbox::new()).collect();
+    for inbox in &inboxes {
+        let id = e.connect(inbox.clone()).unwrap();
+        e.subscribe(id, "shared").unwrap();
+        e.subscribe(id, "other").unwrap();
+    }
+    let barrier = Arc::new(Barrier::new(PUBLISHERS));
+    let handles: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let e = e.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let me = e.connect(Inbox::new()).unwrap();
+                barrier.wait();
+                let mut delivered = 0;
+                for i in 0..PER {
+                    let ch = if i % 3 == 0 { "other" } else { "shared" };
+                    delivered += e
+                        .publish(Some(me), ch, json!({"p": p, "i": i}), false)
+                        .unwrap()
+                        .delivered_to;
+                }
+                (me, delivered)
+            })
+        })
+        .collect();
+    let results: Vec<(ConnId, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let delivered: usize = results.iter().map(|r| r.1).sum();
+    let total = PUBLISHERS as u64 * PER;
+    assert_eq!(delivered as u64, total * SUBSCRIBERS as u64);
+    assert_eq!(e.counters().published, total);
+    assert_eq!(e.counters().deliveries, total * SUBSCRIBERS as u64);
+    for inbox in &inboxes {
+        let got = inbox.json();
+        assert_eq!(got.len() as u64, total);
+        let mut last: HashMap<(String, u64), u64> = HashMap::new();
+        for m in got {
+            let key = (
+                m["channel-id"].as_str().unwrap().to_owned(),
+                m["data"]["p"].as_u64().unwrap(),
+            );
+            let i = m["data"]["i"].as_u64().unwrap();
+            if let Some(prev) = last.insert(key, i) {
+                assert!(i > prev, "per-publisher order kept");
+            }
+        }
+    }
+}
+
+#[test]
+fn max_subscribers_holds_under_concurrent_subscribes() {
+    const THREADS: usize = 8;
+    const EACH: usize = 50;
+    const MAX: usize = 123;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let e = Engine::new(EngineConfig {
+        max_connections: THREADS * EACH,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    e.create_channel(
+        "hot",
+        Some(ChannelConfig {
+            max_subscribers: MAX,
+            ..ChannelConfig::default()
+        }),
+    )
+    .unwrap();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let ok: usize = (0..THREADS)
+        .map(|_| {
+            let e = e.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let ids: Vec<ConnId> = (0..EACH).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+                barrier.wait();
+                ids.iter().filter(|id| e.subscribe(**id, "hot").is_ok()).count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .sum();
+    assert_eq!(ok, MAX);
+    assert_eq!(e.channel_info("hot").unwrap().subscribers.len(), MAX);
+    assert_eq!(e.total_subscriptions(), MAX);
+}
+
+#[test]
+fn concurrent_disconnects_and_deletes_leave_consistent_state() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let e = Engine::new(EngineConfig::default()).unwrap();
+    let ids: Vec<ConnId> = (0..200).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        e.subscribe(*id, &format!("ch-{}", n % 5)).unwrap();
+        e.subscribe(*id, "all").unwrap();
+    }
+    let (left, right) = ids.split_at(100);
+    let (left, right) = (left.to_vec(), right.to_vec());
+    let e1 = e.clone();
+    let t1 = std::thread::spawn(move || {
+        for id in left {
+            e1.disconnect(id);
+        }
+    });
+    let e2 = e.clone();
+    let t2 = std::thread::spawn(move || {
+        for n in 0..5 {
+            e2.delete_channel(&format!("ch-{n}")).unwrap();
+        }
+    });
+    t1.join().unwrap();
+    t2.join().unwrap();
+    assert_eq!(e.connection_count(), 100);
+    assert_eq!(e.channel_info("all").unwrap().subscribers.len(), 100);
+    assert_eq!(e.total_subscriptions(), 100);
+    for id in right {
+        assert_eq!(e.subscriptions(id).unwrap(), vec!["all"]);
+    }
+}
