@@ -1,5 +1,493 @@
-//! sente-lite-bench: the end-to-end load tool (being built).
+//! `sente-lite-bench`: the end-to-end load tool.
+//!
+//! It drives a running server over real WebSocket connections on loopback
+//! and reports delivered messages per second, publish-to-deliver latency
+//! (p50/p90/p99/max from an HDR histogram, timestamps carried in the
+//! payload), messages lost or duplicated (per-publisher sequence numbers in
+//! the payload), and the server's CPU seconds and peak RSS from
+//! `/proc/<pid>`. The same scenarios run against sente-lite (its JSON
+//! protocol, typed by `sente-lite-protocol`) and against NATS's WebSocket
+//! listener (NATS's own text protocol), so the two can be compared in one
+//! run.
+//!
+//! Scenarios (see [`plan`]): `fanout` (N subscribers on one channel),
+//! `channels` (C channels x M subscribers), `rpc` (echo workers and
+//! requesting clients), `idle` (K idle subscribed connections, spread over
+//! worker processes that are this binary re-executed as `idle-part`), and
+//! `churn` (connect-subscribe-disconnect at a rate).
+//!
+//! Subcommands:
+//! - `run --server sente|nats [--addr HOST:PORT [--server-pid PID]]`: one
+//!   server; without `--addr` the tool starts it itself.
+//! - `compare --sente-bin PATH`: starts sente-lite and `nats-server` (fresh
+//!   for each case), runs every case against both, reports ratios.
+//!
+//! Every run is bounded in messages and time and stops by itself; every
+//! address is checked to be loopback ([`loopback`]). Module map: [`conn`]
+//! (one client connection, both protocols), [`nats`] (NATS parser),
+//! [`stats`] (latency and loss accounting), [`procfs`] (server usage),
+//! [`servers`] (starting servers), [`scenarios`] and [`idle`] (the runs),
+//! [`report`] (JSON and summary).
+
+mod conn;
+mod idle;
+mod loopback;
+mod nats;
+mod plan;
+mod procfs;
+mod report;
+mod scenarios;
+mod servers;
+mod stats;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use conn::{Kind, Target};
+use plan::{Case, CaseSpec, Scenario, Size, Sizes};
+use report::{Report, RunResult};
+use scenarios::RunOpts;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sente-lite-bench",
+    version,
+    about = "End-to-end load tool for sente-lite, with NATS as the peer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the scenarios against one server (started by the tool unless
+    /// --addr is given).
+    Run(RunArgs),
+    /// Start sente-lite and nats-server on free loopback ports, run the
+    /// scenarios against both, and report both result sets and their ratios.
+    Compare(CompareArgs),
+    /// Internal: one worker process of the `idle` scenario.
+    #[command(hide = true)]
+    IdlePart(idle::PartArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Which protocol the server speaks.
+    #[arg(long, value_enum)]
+    server: Kind,
+    /// A running server's WebSocket address (loopback only). Without it the
+    /// tool starts the server itself.
+    #[arg(long)]
+    addr: Option<String>,
+    /// PID of the running server, to report its CPU and memory.
+    #[arg(long, requires = "addr")]
+    server_pid: Option<u32>,
+    /// The sente-lite binary, when the tool starts it.
+    #[arg(long, default_value = "target/release/sente-lite")]
+    sente_bin: PathBuf,
+    #[command(flatten)]
+    servers: ServerArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// The sente-lite binary (e.g. target/release/sente-lite).
+    #[arg(long)]
+    sente_bin: PathBuf,
+    #[command(flatten)]
+    servers: ServerArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The NATS server binary (looked up on PATH and in /usr/sbin).
+    #[arg(long, default_value = "nats-server")]
+    nats_bin: PathBuf,
+    /// Extra argument for the sente-lite binary (repeatable), after
+    /// `--port N`.
+    #[arg(long = "sente-arg", allow_hyphen_values = true)]
+    sente_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Size preset; the flags below override single sizes.
+    #[arg(long, value_enum, default_value_t = Size::Quick)]
+    size: Size,
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Write machine-readable results here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+
+    /// Publishing time of each rate-driven case, seconds.
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// Payload size in bytes (JSON, padded).
+    #[arg(long)]
+    payload_bytes: Option<usize>,
+    /// Fan-out: subscribers on the channel.
+    #[arg(long)]
+    fanout_subscribers: Option<usize>,
+    /// Fan-out: publishers on the channel.
+    #[arg(long)]
+    fanout_publishers: Option<usize>,
+    /// Fan-out: total publish rates per second, comma-separated; one case
+    /// each; 0 = flat out.
+    #[arg(long, value_delimiter = ',')]
+    fanout_rates: Option<Vec<f64>>,
+    /// Messages per publisher in a flat-out case.
+    #[arg(long)]
+    flat_out_messages: Option<u64>,
+    /// Many channels: number of channels.
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Many channels: subscribers per channel.
+    #[arg(long)]
+    channel_subscribers: Option<usize>,
+    /// Many channels: total publish rate per second (one publisher per
+    /// channel).
+    #[arg(long)]
+    channels_rate: Option<f64>,
+    /// RPC: worker connections.
+    #[arg(long)]
+    rpc_workers: Option<usize>,
+    /// RPC: requesting connections.
+    #[arg(long)]
+    rpc_clients: Option<usize>,
+    /// RPC: total requests per second.
+    #[arg(long)]
+    rpc_rate: Option<f64>,
+    /// Idle: connections held open.
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// Idle: connections per channel.
+    #[arg(long)]
+    idle_per_channel: Option<usize>,
+    /// Idle: connections per worker process (the fd limit is per process).
+    #[arg(long)]
+    conns_per_process: Option<usize>,
+    /// Idle: seconds to hold all connections before the probe.
+    #[arg(long)]
+    idle_hold_secs: Option<f64>,
+    /// Churn: cycles started per second.
+    #[arg(long)]
+    churn_rate: Option<f64>,
+    /// Churn: number of cycles.
+    #[arg(long)]
+    churn_count: Option<u64>,
+    /// Churn: cycles in flight at most.
+    #[arg(long)]
+    churn_concurrency: Option<usize>,
+
+    /// Loopback source addresses for clients (127.0.0.2 and up); 0 = let
+    /// the kernel choose.
+    #[arg(long, default_value_t = 8)]
+    src_addrs: usize,
+    /// Handshakes in flight at once during setup.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Seconds to wait for the last deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    drain_secs: f64,
+    /// Seconds allowed for connecting and subscribing everyone.
+    #[arg(long, default_value_t = 90.0)]
+    setup_timeout_secs: f64,
+}
+
+impl Common {
+    fn sizes(&self) -> Sizes {
+        let mut s = Sizes::preset(self.size);
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
+        }
+        set!(
+            duration_secs,
+            payload_bytes,
+            fanout_subscribers,
+            fanout_publishers,
+            fanout_rates,
+            flat_out_messages,
+            channels,
+            channel_subscribers,
+            channels_rate,
+            rpc_workers,
+            rpc_clients,
+            rpc_rate,
+            idle_connections,
+            idle_per_channel,
+            conns_per_process,
+            idle_hold_secs,
+            churn_rate,
+            churn_count,
+            churn_concurrency
+        );
+        s
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let scenarios = if self.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            self.scenarios.clone()
+        };
+        self.sizes().cases(&scenarios)
+    }
+
+    fn opts(&self) -> anyhow::Result<RunOpts> {
+        Ok(RunOpts {
+            srcs: loopback::source_addrs(self.src_addrs)?,
+            connect_concurrency: self.connect_concurrency.max(1),
+            drain: Duration::from_secs_f64(self.drain_secs.max(0.1)),
+            setup_timeout: Duration::from_secs_f64(self.setup_timeout_secs.max(1.0)),
+            server_pid: None,
+        })
+    }
+}
+
+/// How to reach the server of one run.
+enum ServerSource<'a> {
+    Running { target: Target, pid: Option<u32> },
+    Start { kind: Kind, sente_bin: &'a PathBuf },
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("sente-lite-bench is not built yet")
+    let cli = Cli::parse();
+    let nofile = raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::IdlePart(a) => idle::part_main(a).await,
+            Cmd::Run(a) => {
+                let source = match &a.addr {
+                    Some(addr) => ServerSource::Running {
+                        target: Target {
+                            kind: a.server,
+                            addr: loopback::parse_target(addr)?,
+                        },
+                        pid: a.server_pid,
+                    },
+                    None => ServerSource::Start {
+                        kind: a.server,
+                        sente_bin: &a.sente_bin,
+                    },
+                };
+                run_all("run", &[source], &a.servers, &a.common, nofile).await
+            }
+            Cmd::Compare(a) => {
+                if !a.sente_bin.is_file() {
+                    bail!(
+                        "sente-lite binary not found at {} (build it with `cargo build --release -p sente-lite-server`)",
+                        a.sente_bin.display()
+                    );
+                }
+                let sources = [
+                    ServerSource::Start {
+                        kind: Kind::Sente,
+                        sente_bin: &a.sente_bin,
+                    },
+                    ServerSource::Start {
+                        kind: Kind::Nats,
+                        sente_bin: &a.sente_bin,
+                    },
+                ];
+                run_all("compare", &sources, &a.servers, &a.common, nofile).await
+            }
+        }
+    })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (the idle scenario holds
+/// thousands of sockets per process); returns the limit now in force.
+fn raise_nofile_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("warning: cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    }
+}
+
+/// Rough upper bound of one case's duration, for its outer timeout.
+fn case_bound(case: &Case, c: &Common) -> Duration {
+    let body = match &case.spec {
+        CaseSpec::PubSub(p) => {
+            let per = p.rate / (p.channels * p.publishers_per_channel).max(1) as f64;
+            if per > 0.0 {
+                p.messages_per_publisher as f64 / per
+            } else {
+                p.messages_per_publisher as f64 / 1000.0
+            }
+        }
+        CaseSpec::Rpc(r) => {
+            let per = r.rate / r.clients.max(1) as f64;
+            if per > 0.0 {
+                r.requests_per_client as f64 / per
+            } else {
+                r.requests_per_client as f64 / 1000.0
+            }
+        }
+        CaseSpec::Idle(i) => i.hold_secs + c.setup_timeout_secs,
+        CaseSpec::Churn(ch) => ch.count as f64 / ch.rate,
+    };
+    Duration::from_secs_f64(body * 2.0 + c.setup_timeout_secs + c.drain_secs * 3.0 + 60.0)
+}
+
+async fn run_case(
+    case: &Case,
+    target: Target,
+    opts: &RunOpts,
+    common: &Common,
+) -> anyhow::Result<scenarios::Metrics> {
+    let fut = async {
+        match &case.spec {
+            CaseSpec::PubSub(p) => scenarios::pubsub(target, p, opts).await,
+            CaseSpec::Rpc(r) => scenarios::rpc(target, r, opts).await,
+            CaseSpec::Churn(ch) => scenarios::churn(target, ch, opts).await,
+            CaseSpec::Idle(i) => idle::idle(target, i, opts, common.src_addrs).await,
+        }
+    };
+    let bound = case_bound(case, common);
+    match tokio::time::timeout(bound, fut).await {
+        Ok(r) => r,
+        Err(_) => bail!("case did not finish within {:.0} s", bound.as_secs_f64()),
+    }
+}
+
+async fn run_all(
+    mode: &'static str,
+    sources: &[ServerSource<'_>],
+    servers: &ServerArgs,
+    common: &Common,
+    nofile: u64,
+) -> anyhow::Result<()> {
+    let cases = common.cases();
+    let base_opts = common.opts()?;
+    let started_at_ms = sente_lite_protocol::now_ms();
+    let mut results = Vec::new();
+    let mut n = 0;
+    for case in &cases {
+        for source in sources {
+            n += 1;
+            let t0 = std::time::Instant::now();
+            let (kind, outcome) = match source {
+                ServerSource::Running { target, pid } => {
+                    let opts = RunOpts {
+                        server_pid: *pid,
+                        ..base_opts.clone()
+                    };
+                    eprintln!(
+                        "-- {} against {} at {}",
+                        case.name,
+                        target.kind.label(),
+                        target.addr
+                    );
+                    (target.kind, run_case(case, *target, &opts, common).await)
+                }
+                ServerSource::Start { kind, sente_bin } => {
+                    let server = match kind {
+                        Kind::Nats => servers::start_nats(&servers.nats_bin, n).await,
+                        Kind::Sente => {
+                            servers::start_sente(sente_bin, &servers.sente_args, n).await
+                        }
+                    };
+                    match server {
+                        Err(e) => (*kind, Err(e)),
+                        Ok(server) => {
+                            eprintln!(
+                                "-- {} against {} (pid {}, {}; log {})",
+                                case.name,
+                                kind.label(),
+                                server.pid,
+                                server.target.addr,
+                                server.log.display()
+                            );
+                            let opts = RunOpts {
+                                server_pid: Some(server.pid),
+                                ..base_opts.clone()
+                            };
+                            let r = run_case(case, server.target, &opts, common).await;
+                            server.stop().await;
+                            (*kind, r)
+                        }
+                    }
+                }
+            };
+            let wall_s = t0.elapsed().as_secs_f64();
+            let result = match outcome {
+                Ok(metrics) => RunResult {
+                    case: case.name.clone(),
+                    scenario: case.scenario,
+                    server: RunResult::kind_label(kind),
+                    ok: true,
+                    error: None,
+                    wall_s,
+                    metrics,
+                },
+                Err(e) => {
+                    eprintln!("   {} failed: {e:#}", kind.label());
+                    RunResult {
+                        case: case.name.clone(),
+                        scenario: case.scenario,
+                        server: RunResult::kind_label(kind),
+                        ok: false,
+                        error: Some(format!("{e:#}")),
+                        wall_s,
+                        metrics: Default::default(),
+                    }
+                }
+            };
+            results.push(result);
+            // Let closed sockets drain before the next case.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let comparisons = if mode == "compare" {
+        report::compare(&cases, &results)
+    } else {
+        Vec::new()
+    };
+    print!("{}", report::summary(&cases, &results));
+    let failed = results.iter().filter(|r| !r.ok).count();
+    let report = Report {
+        format: report::FORMAT,
+        tool: "sente-lite-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        mode,
+        size: common.size,
+        started_at_ms,
+        finished_at_ms: sente_lite_protocol::now_ms(),
+        host: report::Host {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            nofile_limit: nofile,
+        },
+        cases,
+        results,
+        comparisons,
+    };
+    if let Some(path) = &common.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+    if failed > 0 {
+        bail!("{failed} of {} runs failed", report.results.len());
+    }
+    Ok(())
 }
