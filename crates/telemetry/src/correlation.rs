@@ -83,7 +83,7 @@ pub fn with_correlation<R>(id: CorrelationId, f: impl FnOnce() -> R) -> R {
 #[derive(Debug)]
 pub struct Correlated<F> {
     inner: Pin<Box<F>>,
-    id: CorrelationId,
+    id: Option<CorrelationId>,
 }
 
 impl<F: Future> Future for Correlated<F> {
@@ -92,7 +92,7 @@ impl<F: Future> Future for Correlated<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // `Correlated` is Unpin (the inner future is boxed), so no unsafe pinning.
         let this = self.get_mut();
-        let _restore = enter(Some(this.id));
+        let _restore = enter(this.id);
         this.inner.as_mut().poll(cx)
     }
 }
@@ -103,15 +103,17 @@ pub trait CorrelateExt: Future + Sized {
     fn with_correlation(self, id: CorrelationId) -> Correlated<Self> {
         Correlated {
             inner: Box::pin(self),
-            id,
+            id: Some(id),
         }
     }
 
-    /// Runs this future with the correlation that is current now (if any),
-    /// for example to carry it into a spawned task.
+    /// Runs this future with the correlation that is current now (or none,
+    /// if none is), for example to carry it into a spawned task.
     fn in_current_correlation(self) -> Correlated<Self> {
-        let id = current_correlation().unwrap_or_default();
-        self.with_correlation(id)
+        Correlated {
+            inner: Box::pin(self),
+            id: current_correlation(),
+        }
     }
 }
 

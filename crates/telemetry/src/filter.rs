@@ -62,7 +62,9 @@ impl Filter {
 
     /// Adds an allowed id pattern (turning the allow list on).
     pub fn allow_id(mut self, pattern: impl Into<String>) -> Self {
-        self.allow_ids.get_or_insert_with(Vec::new).push(pattern.into());
+        self.allow_ids
+            .get_or_insert_with(Vec::new)
+            .push(pattern.into());
         self
     }
 
@@ -105,7 +107,7 @@ impl Filter {
             .map(|(p, l)| (p.trim_end_matches("::").to_owned(), *l))
             .collect();
         // Longest prefix first: the first match wins.
-        module_levels.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        module_levels.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         let threshold = match self.sample_rate {
             None => None,
             Some(r) if r >= 1.0 => None,
@@ -114,7 +116,10 @@ impl Filter {
         Ok(CompiledFilter {
             min_level: self.min_level.unwrap_or(Level::Trace),
             module_levels,
-            allow: self.allow_ids.as_ref().map(|v| v.iter().map(|p| Pattern::new(p)).collect()),
+            allow: self
+                .allow_ids
+                .as_ref()
+                .map(|v| v.iter().map(|p| Pattern::new(p)).collect()),
             deny: self.deny_ids.iter().map(|p| Pattern::new(p)).collect(),
             sample_threshold: threshold,
             limiter: self.rate_limit.map(Limiter::new),
@@ -315,7 +320,10 @@ mod tests {
 
     #[test]
     fn rate_limit_counts_exactly() {
-        let f = Filter::new().rate_limit(3, Duration::from_secs(3600)).compile().unwrap();
+        let f = Filter::new()
+            .rate_limit(3, Duration::from_secs(3600))
+            .compile()
+            .unwrap();
         let passed = (0..10).filter(|_| f.dynamic_pass()).count();
         assert_eq!(passed, 3);
         assert_eq!(f.rate_limited(), 7);

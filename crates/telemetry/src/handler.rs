@@ -227,14 +227,21 @@ impl Counters {
     }
 
     pub(crate) fn flush(&self, handler: &dyn Handler) {
-        let ok = matches!(catch_unwind(AssertUnwindSafe(|| handler.flush())), Ok(Ok(())));
+        let ok = matches!(
+            catch_unwind(AssertUnwindSafe(|| handler.flush())),
+            Ok(Ok(()))
+        );
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn percentile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.hist.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .hist
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;

@@ -92,7 +92,11 @@ impl FromStr for Level {
             .iter()
             .copied()
             .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
-            .or_else(|| s.trim().eq_ignore_ascii_case("warning").then_some(Level::Warn))
+            .or_else(|| {
+                s.trim()
+                    .eq_ignore_ascii_case("warning")
+                    .then_some(Level::Warn)
+            })
             .ok_or_else(|| ParseLevelError(s.to_owned()))
     }
 }
@@ -107,7 +111,10 @@ mod tests {
         for l in Level::ALL {
             assert_eq!(Level::from_u8(l.as_u8()), Some(l));
             assert_eq!(l.as_str().parse::<Level>(), Ok(l));
-            assert_eq!(serde_json::to_string(&l).unwrap(), format!("\"{}\"", l.as_str()));
+            assert_eq!(
+                serde_json::to_string(&l).unwrap(),
+                format!("\"{}\"", l.as_str())
+            );
         }
         assert!("nope".parse::<Level>().is_err());
     }

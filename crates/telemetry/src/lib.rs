@@ -66,7 +66,9 @@ mod bridge_tracing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use correlation::{current_correlation, with_correlation, CorrelateExt, Correlated, CorrelationId};
+pub use correlation::{
+    current_correlation, with_correlation, CorrelateExt, Correlated, CorrelationId,
+};
 pub use error::{HandlerError, TelemetryError};
 pub use filter::{Filter, RateLimit};
 pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode};

@@ -119,27 +119,55 @@ macro_rules! __message {
 #[macro_export]
 macro_rules! __log_tail {
     ($tel:expr, $lvl:expr, $msg:expr; $(,)?) => {
-        $crate::__emit!($tel, $crate::Kind::Log, $lvl, ::core::option::Option::None,
-            $crate::Payload { message: ::core::option::Option::Some($msg),
-                ..::core::default::Default::default() })
+        $crate::__emit!(
+            $tel,
+            $crate::Kind::Log,
+            $lvl,
+            ::core::option::Option::None,
+            $crate::Payload {
+                message: ::core::option::Option::Some($msg),
+                ..::core::default::Default::default()
+            }
+        )
     };
     ($tel:expr, $lvl:expr, $msg:expr; , err: $err:expr $(,)?) => {
-        $crate::__emit!($tel, $crate::Kind::Log, $lvl, ::core::option::Option::None,
-            $crate::Payload { message: ::core::option::Option::Some($msg),
+        $crate::__emit!(
+            $tel,
+            $crate::Kind::Log,
+            $lvl,
+            ::core::option::Option::None,
+            $crate::Payload {
+                message: ::core::option::Option::Some($msg),
                 data: ::core::option::Option::None,
-                error: ::core::option::Option::Some($crate::__error!($err)) })
+                error: ::core::option::Option::Some($crate::__error!($err))
+            }
+        )
     };
     ($tel:expr, $lvl:expr, $msg:expr; , $data:expr, err: $err:expr $(,)?) => {
-        $crate::__emit!($tel, $crate::Kind::Log, $lvl, ::core::option::Option::None,
-            $crate::Payload { message: ::core::option::Option::Some($msg),
+        $crate::__emit!(
+            $tel,
+            $crate::Kind::Log,
+            $lvl,
+            ::core::option::Option::None,
+            $crate::Payload {
+                message: ::core::option::Option::Some($msg),
                 data: ::core::option::Option::Some($crate::__data!($data)),
-                error: ::core::option::Option::Some($crate::__error!($err)) })
+                error: ::core::option::Option::Some($crate::__error!($err))
+            }
+        )
     };
     ($tel:expr, $lvl:expr, $msg:expr; , $data:expr $(,)?) => {
-        $crate::__emit!($tel, $crate::Kind::Log, $lvl, ::core::option::Option::None,
-            $crate::Payload { message: ::core::option::Option::Some($msg),
+        $crate::__emit!(
+            $tel,
+            $crate::Kind::Log,
+            $lvl,
+            ::core::option::Option::None,
+            $crate::Payload {
+                message: ::core::option::Option::Some($msg),
                 data: ::core::option::Option::Some($crate::__data!($data)),
-                error: ::core::option::Option::None })
+                error: ::core::option::Option::None
+            }
+        )
     };
 }
 

@@ -238,7 +238,12 @@ pub struct Signal {
 impl Signal {
     /// A signal of the calling thread and correlation scope, made now, with
     /// no message, data or error.
-    pub fn new(kind: Kind, level: Level, id: Option<Cow<'static, str>>, module: Cow<'static, str>) -> Self {
+    pub fn new(
+        kind: Kind,
+        level: Level,
+        id: Option<Cow<'static, str>>,
+        module: Cow<'static, str>,
+    ) -> Self {
         Signal {
             kind,
             id,
@@ -286,7 +291,12 @@ impl Signal {
     /// `2025-01-02T03:04:05.678901Z INFO  module [id] message data={..} error=".." corr=c-1 thread=main file.rs:12`.
     pub fn write_text(&self, s: &mut String) -> fmt::Result {
         write_rfc3339(s, self.time)?;
-        write!(s, " {:<6} {}", self.level.as_str().to_ascii_uppercase(), self.module)?;
+        write!(
+            s,
+            " {:<6} {}",
+            self.level.as_str().to_ascii_uppercase(),
+            self.module
+        )?;
         if let Some(id) = &self.id {
             write!(s, " [{id}]")?;
         }

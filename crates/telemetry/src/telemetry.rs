@@ -62,7 +62,7 @@ pub(crate) struct Slot {
 enum SlotKind {
     Sync {
         handler: Arc<dyn Handler>,
-        counters: Counters,
+        counters: Box<Counters>,
     },
     Async {
         queue: Arc<Queue>,
@@ -78,7 +78,10 @@ impl fmt::Debug for Telemetry {
             .field("filter", &cfg.filter.source)
             .field(
                 "handlers",
-                &cfg.handlers.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+                &cfg.handlers
+                    .iter()
+                    .map(|h| h.id.as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -177,7 +180,10 @@ impl Telemetry {
         }
         self.with_config(|cfg| {
             cfg.filter.static_pass(level, id, module)
-                && cfg.handlers.iter().any(|h| h.filter.static_pass(level, id, module))
+                && cfg
+                    .handlers
+                    .iter()
+                    .any(|h| h.filter.static_pass(level, id, module))
         })
     }
 
@@ -188,7 +194,9 @@ impl Telemetry {
         let mut f = Some(f);
         let cached = CACHE.try_with(|c| {
             let c = c.try_borrow().ok()?;
-            let e = c.iter().find(|e| e.uid == uid && e.config.generation == gen)?;
+            let e = c
+                .iter()
+                .find(|e| e.uid == uid && e.config.generation == gen)?;
             let f = f.take()?;
             Some(f(&e.config))
         });
@@ -367,7 +375,7 @@ impl Telemetry {
             Dispatch::Sync => (
                 SlotKind::Sync {
                     handler,
-                    counters: Counters::default(),
+                    counters: Box::default(),
                 },
                 Vec::new(),
             ),
@@ -376,7 +384,8 @@ impl Telemetry {
                 buffer_size,
                 n_threads,
             } => {
-                let (queue, joins) = Queue::start(&id, handler.clone(), mode, buffer_size, n_threads)?;
+                let (queue, joins) =
+                    Queue::start(&id, handler.clone(), mode, buffer_size, n_threads)?;
                 (SlotKind::Async { queue, handler }, joins)
             }
         };
@@ -431,7 +440,11 @@ impl Telemetry {
 
     /// The ids of the handlers, in the order they were added.
     pub fn handler_ids(&self) -> Vec<String> {
-        self.snapshot().handlers.iter().map(|h| h.id.clone()).collect()
+        self.snapshot()
+            .handlers
+            .iter()
+            .map(|h| h.id.clone())
+            .collect()
     }
 
     /// Each handler's stats, by handler id.

@@ -69,7 +69,11 @@ fn open(path: &Path, buffer: usize) -> Result<(BufWriter<File>, u64), TelemetryE
         path: path.to_owned(),
         source,
     };
-    let f = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
     Ok((BufWriter::with_capacity(buffer.max(1), f), size))
 }
