@@ -223,7 +223,7 @@ fn say<T: Serialize>(tag: &str, v: &T) {
     }
 }
 
-/// A line from a part (`Exited` carries the part's number).
+/// A line from a part; `Exited(part)` when a part ended without `DONE`.
 #[derive(Debug)]
 enum PartLine {
     Ready(Ready),
@@ -287,12 +287,18 @@ pub async fn idle(
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
+            let mut done = false;
             while let Ok(Some(l)) = lines.next_line().await {
                 if let Some(pl) = parse_line(&l) {
+                    done |= matches!(pl, PartLine::Done(_));
                     if tx.send(pl).await.is_err() {
                         return;
                     }
                 }
+            }
+            // `Exited` means: gone without its DONE line.
+            if done {
+                return;
             }
             let _ = tx.send(PartLine::Exited(p)).await;
         });
