@@ -5,6 +5,8 @@
 //! engine's own cost per delivery: lookup, lock, fan-out loop, dynamic
 //! dispatch, reference counting.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use parking_lot::Mutex;
 use sente_lite_channels::{ConnId, Engine, EngineConfig, Frame, Offer, Sink};
@@ -52,7 +54,9 @@ fn fan_out(c: &mut Criterion) {
     for n in [1usize, 100, 1_000, 10_000] {
         let e = engine(n);
         for _ in 0..n {
-            let id = e.connect(Arc::new(CountingSink::default())).expect("connect");
+            let id = e
+                .connect(Arc::new(CountingSink::default()))
+                .expect("connect");
             e.subscribe(id, "fan").expect("subscribe");
         }
         let payload = json!({"text": "x".repeat(100)});
@@ -74,7 +78,10 @@ fn churn(c: &mut Criterion) {
     let _g = rt.enter();
     let e = engine(1_000);
     let ids: Vec<ConnId> = (0..1_000)
-        .map(|_| e.connect(Arc::new(CountingSink::default())).expect("connect"))
+        .map(|_| {
+            e.connect(Arc::new(CountingSink::default()))
+                .expect("connect")
+        })
         .collect();
     for id in &ids[1..] {
         e.subscribe(*id, "busy").expect("subscribe");
@@ -96,7 +103,9 @@ fn two_threads(c: &mut Criterion) {
     let e = engine(200);
     for ch in ["left", "right"] {
         for _ in 0..100 {
-            let id = e.connect(Arc::new(CountingSink::default())).expect("connect");
+            let id = e
+                .connect(Arc::new(CountingSink::default()))
+                .expect("connect");
             e.subscribe(id, ch).expect("subscribe");
         }
     }

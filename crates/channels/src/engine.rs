@@ -4,7 +4,7 @@
 use crate::conn::{ConnId, Frame, Offer, Sink};
 use crate::error::{EngineError, NoRuntime};
 use crate::rpc::RpcTable;
-use crate::EngineConfig;
+use crate::{events, EngineConfig};
 use parking_lot::{Mutex, RwLock};
 use sente_lite_protocol::http::{ChannelStats, ChannelStatsEntry, SystemHealth};
 use sente_lite_protocol::{
@@ -16,7 +16,25 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use telemere_lite::Telemetry;
 use tokio::sync::Notify;
+
+/// Emits a telemetry event through the engine's instance when `$on` (the
+/// channel's `telemetry-enabled`) holds. `$data` is evaluated only when some
+/// handler wants the signal.
+macro_rules! ev {
+    ($engine:expr, $on:expr, $lvl:ident, $id:expr, $data:expr) => {
+        if $on {
+            telemere_lite::event!(
+                tel: &$engine.inner.telemetry,
+                level: telemere_lite::Level::$lvl,
+                $id,
+                $data
+            );
+        }
+    };
+}
+pub(crate) use ev;
 
 /// The channel engine. Cheap to clone: every clone is the same engine.
 ///
@@ -37,6 +55,7 @@ pub(crate) struct Inner {
     next_message: AtomicU64,
     total_subscriptions: AtomicUsize,
     pub(crate) counters: Counters,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl Drop for Inner {
@@ -192,8 +211,15 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     /// Creates an engine and spawns its RPC timer on the current tokio
-    /// runtime.
+    /// runtime. Its telemetry goes to a fresh instance with no handlers; use
+    /// [`Engine::with_telemetry`] to observe it.
     pub fn new(config: EngineConfig) -> Result<Engine, NoRuntime> {
+        Engine::with_telemetry(config, Telemetry::new())
+    }
+
+    /// Creates an engine that emits its signals (see [`crate::events`])
+    /// through `telemetry`.
+    pub fn with_telemetry(config: EngineConfig, telemetry: Telemetry) -> Result<Engine, NoRuntime> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         let rpc_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
@@ -206,6 +232,7 @@ impl Engine {
             next_message: AtomicU64::new(1),
             total_subscriptions: AtomicUsize::new(0),
             counters: Counters::default(),
+            telemetry,
         });
         handle.spawn(crate::rpc::timer(Arc::downgrade(&inner), rpc_wake));
         Ok(Engine { inner })
@@ -216,10 +243,33 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The telemetry instance the engine emits through.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
     // ----- connections ---------------------------------------------------
 
     /// Registers a connection with its outbound sink.
     pub fn connect(&self, sink: Arc<dyn Sink>) -> Result<ConnId, EngineError> {
+        self.connect_inner::<fn(ConnId) -> Frame>(sink, None)
+    }
+
+    /// Registers a connection and offers it a first frame built from its id
+    /// (the transport's `welcome`) before any broadcast can reach it.
+    pub fn connect_with_greeting(
+        &self,
+        sink: Arc<dyn Sink>,
+        greeting: impl FnOnce(ConnId) -> Frame,
+    ) -> Result<ConnId, EngineError> {
+        self.connect_inner(sink, Some(&mut Some(greeting)))
+    }
+
+    fn connect_inner<G: FnOnce(ConnId) -> Frame>(
+        &self,
+        sink: Arc<dyn Sink>,
+        greeting: Option<&mut Option<G>>,
+    ) -> Result<ConnId, EngineError> {
         let mut conns = self.inner.conns.write();
         let max = self.inner.config.max_connections;
         if conns.len() >= max {
@@ -233,6 +283,10 @@ impl Engine {
             slot,
             generation: self.inner.next_generation.fetch_add(1, Relaxed),
         };
+        if let Some(greet) = greeting.and_then(Option::take) {
+            // Under the write lock: no broadcast can come first.
+            sink.offer(&greet(id));
+        }
         entry.insert(Arc::new(Conn {
             id,
             sink,
@@ -263,6 +317,13 @@ impl Engine {
             if let Some(ch) = self.channel(&channel_id) {
                 if ch.state.lock().remove(conn) {
                     self.inner.total_subscriptions.fetch_sub(1, Relaxed);
+                    ev!(
+                        self,
+                        ch.config.telemetry_enabled,
+                        Debug,
+                        events::SUBSCRIPTION_REMOVED,
+                        serde_json::json!({"channel-id": &*channel_id, "conn-id": conn.to_string(), "cause": "disconnect"})
+                    );
                 }
             }
         }
@@ -346,6 +407,14 @@ impl Engine {
             state: Mutex::new(ChannelState::new()),
         });
         map.insert(Arc::from(id), Arc::clone(&ch));
+        drop(map);
+        ev!(
+            self,
+            config.telemetry_enabled,
+            Info,
+            events::CHANNEL_CREATED,
+            serde_json::json!({"channel-id": id, "config": config, "explicit": must_be_new})
+        );
         Ok(ch)
     }
 
@@ -384,6 +453,13 @@ impl Engine {
                 conn.state.lock().subs.remove(id);
             }
         }
+        ev!(
+            self,
+            ch.config.telemetry_enabled,
+            Info,
+            events::CHANNEL_DELETED,
+            serde_json::json!({"channel-id": id, "unsubscribed": subs.len()})
+        );
         Ok(subs.len())
     }
 
@@ -437,6 +513,53 @@ impl Engine {
     /// auto-create is on). Subscribing twice is not an error: the second
     /// answer has `already_subscribed` set and no retained messages.
     pub fn subscribe(&self, conn: ConnId, channel_id: &str) -> Result<Subscribed, EngineError> {
+        self.subscribe_with_reply(conn, channel_id, None)
+    }
+
+    /// Like [`subscribe`](Self::subscribe), and on success offers the frame
+    /// `reply` builds to the subscriber's own sink while the channel is still
+    /// locked: the `subscription-result` then reaches the client before any
+    /// message published after it joined.
+    pub fn subscribe_with_reply(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+        reply: Option<&dyn Fn(&Subscribed) -> Frame>,
+    ) -> Result<Subscribed, EngineError> {
+        let result = self.subscribe_inner(conn, channel_id, reply);
+        match &result {
+            Ok(s) if !s.already_subscribed => {
+                ev!(
+                    self,
+                    true,
+                    Debug,
+                    events::SUBSCRIPTION_ADDED,
+                    serde_json::json!({
+                    "channel-id": channel_id, "conn-id": conn.to_string(),
+                    "subscriber-count": s.subscriber_count})
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ev!(
+                    self,
+                    true,
+                    Warn,
+                    events::SUBSCRIPTION_REJECTED,
+                    serde_json::json!({
+                    "channel-id": channel_id, "conn-id": conn.to_string(), "reason": e.reason()})
+                );
+            }
+        }
+        result
+    }
+
+    fn subscribe_inner(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+        reply: Option<&dyn Fn(&Subscribed) -> Frame>,
+    ) -> Result<Subscribed, EngineError> {
         let entry = self
             .conn(conn)
             .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
@@ -452,11 +575,15 @@ impl Engine {
                 continue;
             }
             if st.index.contains_key(&conn) {
-                return Ok(Subscribed {
+                let done = Subscribed {
                     subscriber_count: st.subs.len(),
                     retained_messages: Vec::new(),
                     already_subscribed: true,
-                });
+                };
+                if let Some(reply) = reply {
+                    entry.sink.offer(&reply(&done));
+                }
+                return Ok(done);
             }
             let max = ch.config.max_subscribers;
             if st.subs.len() >= max {
@@ -473,11 +600,15 @@ impl Engine {
             st.index.insert(conn, at);
             cst.subs.insert(Arc::from(channel_id));
             self.inner.total_subscriptions.fetch_add(1, Relaxed);
-            return Ok(Subscribed {
+            let done = Subscribed {
                 subscriber_count: st.subs.len(),
                 retained_messages: st.retained.iter().cloned().collect(),
                 already_subscribed: false,
-            });
+            };
+            if let Some(reply) = reply {
+                entry.sink.offer(&reply(&done));
+            }
+            return Ok(done);
         }
         Err(EngineError::ChannelNotFound(truncated(channel_id)))
     }
@@ -495,6 +626,13 @@ impl Engine {
         if let Some(ch) = self.channel(channel_id) {
             if ch.state.lock().remove(conn) {
                 self.inner.total_subscriptions.fetch_sub(1, Relaxed);
+                ev!(
+                    self,
+                    ch.config.telemetry_enabled,
+                    Debug,
+                    events::SUBSCRIPTION_REMOVED,
+                    serde_json::json!({"channel-id": channel_id, "conn-id": conn.to_string(), "cause": "unsubscribe"})
+                );
             }
         }
         Ok(())
@@ -551,7 +689,30 @@ impl Engine {
         data: Value,
         exclude_sender: bool,
     ) -> Result<Published, EngineError> {
+        let result = self.publish_inner(sender, channel_id, data, exclude_sender);
+        if let Err(e) = &result {
+            ev!(
+                self,
+                true,
+                Warn,
+                events::MESSAGE_PUBLISH_FAILED,
+                serde_json::json!({
+                "channel-id": channel_id, "sender-conn-id": sender.map(|s| s.to_string()),
+                "reason": e.reason()})
+            );
+        }
+        result
+    }
+
+    fn publish_inner(
+        &self,
+        sender: Option<ConnId>,
+        channel_id: &str,
+        data: Value,
+        exclude_sender: bool,
+    ) -> Result<Published, EngineError> {
         let ch = self.channel_or_create(channel_id)?;
+        let tel = ch.config.telemetry_enabled;
         let n = self.inner.next_message.fetch_add(1, Relaxed);
         let message = ChannelMessage {
             channel_id: channel_id.to_owned(),
@@ -567,6 +728,13 @@ impl Engine {
             if st.deleted {
                 return Err(EngineError::ChannelNotFound(truncated(channel_id)));
             }
+            ev!(
+                self,
+                tel,
+                Trace,
+                events::CHANNEL_BROADCAST_START,
+                serde_json::json!({"channel-id": channel_id, "subscribers": st.subs.len()})
+            );
             let out = st.fan_out(&frame, exclude);
             st.message_count += 1;
             let keep = ch.config.message_retention;
@@ -584,6 +752,23 @@ impl Engine {
         if full > 0 {
             c.deliveries_full.fetch_add(full as u64, Relaxed);
         }
+        ev!(
+            self,
+            tel,
+            Trace,
+            events::CHANNEL_BROADCAST_COMPLETE,
+            serde_json::json!({
+            "channel-id": channel_id, "delivered-to": delivered, "full": full})
+        );
+        ev!(
+            self,
+            tel,
+            Debug,
+            events::MESSAGE_PUBLISHED,
+            serde_json::json!({
+            "channel-id": channel_id, "message-id": &message.message_id,
+            "sender-conn-id": &message.sender_conn_id, "delivered-to": delivered, "full": full})
+        );
         Ok(Published {
             message_id: message.message_id,
             delivered_to: delivered,
@@ -598,11 +783,22 @@ impl Engine {
     pub fn broadcast(&self, message: Map<String, Value>) -> usize {
         let frame = Frame::new(Value::Object(broadcast_frame(message)).to_string());
         let conns = self.inner.conns.read();
+        let targeted = conns.len();
         let delivered = conns
             .iter()
             .filter(|(_, c)| c.sink.offer(&frame) == Offer::Queued)
             .count();
         drop(conns);
+        if delivered < targeted {
+            ev!(
+                self,
+                true,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({
+                "targeted": targeted, "delivered-to": delivered})
+            );
+        }
         self.inner
             .counters
             .deliveries
@@ -617,13 +813,47 @@ impl Engine {
         channel_id: &str,
         message: Map<String, Value>,
     ) -> Result<usize, EngineError> {
-        let ch = self
-            .channel(channel_id)
-            .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
+        let Some(ch) = self.channel(channel_id) else {
+            ev!(
+                self,
+                true,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({
+                "channel-id": channel_id, "reason": "channel-not-found"})
+            );
+            return Err(EngineError::ChannelNotFound(truncated(channel_id)));
+        };
         let frame = Frame::new(
             Value::Object(channel_broadcast_frame(message, channel_id, now_ms())).to_string(),
         );
+        let tel = ch.config.telemetry_enabled;
+        ev!(
+            self,
+            tel,
+            Trace,
+            events::CHANNEL_BROADCAST_START,
+            serde_json::json!({"channel-id": channel_id, "server-broadcast": true})
+        );
         let (delivered, full) = ch.state.lock().fan_out(&frame, None);
+        ev!(
+            self,
+            tel,
+            Trace,
+            events::CHANNEL_BROADCAST_COMPLETE,
+            serde_json::json!({
+            "channel-id": channel_id, "delivered-to": delivered, "full": full, "server-broadcast": true})
+        );
+        if full > 0 {
+            ev!(
+                self,
+                tel,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({
+                "channel-id": channel_id, "delivered-to": delivered, "full": full})
+            );
+        }
         let c = &self.inner.counters;
         c.deliveries.fetch_add(delivered as u64, Relaxed);
         c.deliveries_full.fetch_add(full as u64, Relaxed);

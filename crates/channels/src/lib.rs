@@ -38,6 +38,7 @@ mod config;
 mod conn;
 mod engine;
 mod error;
+pub mod events;
 mod frames;
 mod rpc;
 

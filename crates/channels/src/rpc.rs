@@ -3,8 +3,9 @@
 //! timer answers `rpc-timeout` when none comes in time.
 
 use crate::conn::{ConnId, Frame, Offer};
-use crate::engine::{truncated, Engine, Inner};
+use crate::engine::{ev, truncated, Engine, Inner};
 use crate::error::EngineError;
+use crate::events;
 use sente_lite_protocol::{Reason, RpcRequestDelivery, ServerMessage};
 use serde_json::Value;
 use std::collections::hash_map::RandomState;
@@ -197,6 +198,16 @@ impl Engine {
             inner.rpc_wake.notify_one();
         }
         inner.counters.rpc_requests.fetch_add(1, Relaxed);
+        ev!(
+            self,
+            ch_config.telemetry_enabled,
+            Debug,
+            events::RPC_REQUEST_SENT,
+            serde_json::json!({
+            "request-id": &request_id, "channel-id": channel_id,
+            "sender-conn-id": requester.to_string(), "delivered-to": workers.len(),
+            "timeout-ms": timeout_ms})
+        );
         inner
             .counters
             .deliveries
@@ -240,6 +251,14 @@ impl Engine {
             Err(_) => return Err(EngineError::RequestNotFound(truncated(request_id))),
         }
         self.inner.counters.rpc_responses.fetch_add(1, Relaxed);
+        ev!(
+            self,
+            true,
+            Debug,
+            events::RPC_RESPONSE_SENT,
+            serde_json::json!({
+            "request-id": request_id, "target-conn-id": target.to_string(), "error": error})
+        );
         Ok(target)
     }
 
@@ -272,6 +291,24 @@ fn expire_due(inner: &Arc<Inner>) -> usize {
         );
         // The requester may have left; then there is no one to tell.
         let _ = engine.send_to_connection(p.requester, &frame);
+        ev!(
+            engine,
+            true,
+            Info,
+            events::RPC_REQUEST_EXPIRED,
+            serde_json::json!({
+            "request-id": id, "requester-conn-id": p.requester.to_string(),
+            "timeout-ms": p.timeout_ms})
+        );
+    }
+    if !due.is_empty() {
+        ev!(
+            engine,
+            true,
+            Debug,
+            events::RPC_CLEANUP_COMPLETED,
+            serde_json::json!({"expired": due.len()})
+        );
     }
     inner
         .counters

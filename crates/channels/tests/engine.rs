@@ -1,5 +1,7 @@
 //! Unit-level tests of every engine operation and failure reason.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::Inbox;
@@ -410,4 +412,31 @@ fn engine_errors_map_to_their_wire_reasons() {
     for (err, reason) in cases {
         assert_eq!(err.reason().as_str(), reason);
     }
+}
+
+#[tokio::test]
+async fn greeting_and_subscribe_reply_come_before_anything_else() {
+    let e = engine();
+    let inbox = Inbox::new();
+    let c = e
+        .connect_with_greeting(inbox.clone(), |id| {
+            Frame::new(json!({"type": "welcome", "conn-id": id.to_string()}).to_string())
+        })
+        .unwrap();
+    e.publish(None, "c", json!("before"), false).unwrap();
+    let reply = |s: &sente_lite_channels::Subscribed| {
+        Frame::new(json!({"type": "subscription-result", "n": s.subscriber_count}).to_string())
+    };
+    e.subscribe_with_reply(c, "c", Some(&reply)).unwrap();
+    e.publish(None, "c", json!("after"), false).unwrap();
+    let types: Vec<Value> = inbox.json().iter().map(|m| m["type"].clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            json!("welcome"),
+            json!("subscription-result"),
+            json!("channel-message")
+        ]
+    );
+    assert_eq!(inbox.json()[0]["conn-id"], c.to_string().as_str());
 }

@@ -2,6 +2,8 @@
 //! unsubscribe / publish against a simple model. Every live subscriber gets
 //! exactly the messages published while it was subscribed, in order.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::Inbox;
@@ -58,7 +60,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let std::collections::hash_map::Entry::Vacant(v) = live.entry(i) {
                     let inbox = Inbox::new();
                     let id = e.connect(inbox.clone()).unwrap();
-                    v.insert(Live { id, inbox, subs: BTreeSet::new(), expected: Vec::new() });
+                    v.insert(Live {
+                        id,
+                        inbox,
+                        subs: BTreeSet::new(),
+                        expected: Vec::new(),
+                    });
                 }
             }
             Op::Disconnect(i) => {
@@ -82,7 +89,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Publish(sender, h, exclude) => {
                 seq += 1;
                 let sender_id = sender.and_then(|s| live.get(&s)).map(|l| l.id);
-                let out = e.publish(sender_id, CHANNELS[h], json!(seq), exclude).unwrap();
+                let out = e
+                    .publish(sender_id, CHANNELS[h], json!(seq), exclude)
+                    .unwrap();
                 let mut expected = 0;
                 for l in live.values_mut() {
                     let excluded = exclude && Some(l.id) == sender_id;

@@ -1,6 +1,8 @@
 //! RPC correlation and timeouts, with tokio's clock paused so timing is
 //! exact and no test sleeps for real.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::Inbox;
@@ -48,14 +50,20 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     let resp = req.of_type("rpc-response");
     assert_eq!(
         resp,
-        vec![json!({"type": "rpc-response", "request-id": sent.request_id, "data": {"user": 1}, "error": false})]
+        vec![
+            json!({"type": "rpc-response", "request-id": sent.request_id, "data": {"user": 1}, "error": false})
+        ]
     );
     assert_eq!(e.pending_rpc_requests(), 0);
     // The second worker's answer is too late.
-    let err = e.send_rpc_response(&sent.request_id, json!(2), true).unwrap_err();
+    let err = e
+        .send_rpc_response(&sent.request_id, json!(2), true)
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::RequestNotFound);
     assert_eq!(
-        e.send_rpc_response("req-nope", json!(null), false).unwrap_err().reason(),
+        e.send_rpc_response("req-nope", json!(null), false)
+            .unwrap_err()
+            .reason(),
         Reason::RequestNotFound
     );
 }
@@ -65,9 +73,13 @@ async fn no_other_subscriber_means_no_subscribers_and_nothing_pending() {
     let e = engine();
     let req = e.connect(Inbox::new()).unwrap();
     e.subscribe(req, "lonely").unwrap();
-    let err = e.send_rpc_request(req, "lonely", json!(1), None).unwrap_err();
+    let err = e
+        .send_rpc_request(req, "lonely", json!(1), None)
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
-    let err = e.send_rpc_request(req, "missing", json!(1), None).unwrap_err();
+    let err = e
+        .send_rpc_request(req, "missing", json!(1), None)
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(e.channel_count(), 1, "an rpc-request creates no channel");
@@ -80,7 +92,9 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     let creq = e.connect(req.clone()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "slow").unwrap();
-    let sent = e.send_rpc_request(creq, "slow", json!(1), Some(250)).unwrap();
+    let sent = e
+        .send_rpc_request(creq, "slow", json!(1), Some(250))
+        .unwrap();
 
     tokio::time::sleep(Duration::from_millis(249)).await;
     assert!(req.of_type("error").is_empty(), "not before its time");
@@ -94,7 +108,9 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(e.counters().rpc_expired, 1);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false).unwrap_err().reason(),
+        e.send_rpc_response(&sent.request_id, json!(1), false)
+            .unwrap_err()
+            .reason(),
         Reason::RequestNotFound
     );
 }
@@ -106,7 +122,9 @@ async fn an_earlier_deadline_wakes_the_timer() {
     let creq = e.connect(req.clone()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").unwrap();
-    let long = e.send_rpc_request(creq, "c", json!(1), Some(10_000)).unwrap();
+    let long = e
+        .send_rpc_request(creq, "c", json!(1), Some(10_000))
+        .unwrap();
     // Let the timer go to sleep on the long deadline first.
     tokio::task::yield_now().await;
     let short = e.send_rpc_request(creq, "c", json!(2), Some(100)).unwrap();
@@ -134,9 +152,16 @@ async fn the_channel_default_timeout_applies_and_is_clamped() {
     let creq = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").unwrap();
-    assert_eq!(e.send_rpc_request(creq, "c", json!(1), None).unwrap().timeout_ms, 300);
     assert_eq!(
-        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX)).unwrap().timeout_ms,
+        e.send_rpc_request(creq, "c", json!(1), None)
+            .unwrap()
+            .timeout_ms,
+        300
+    );
+    assert_eq!(
+        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX))
+            .unwrap()
+            .timeout_ms,
         1_000
     );
 }
@@ -153,7 +178,8 @@ async fn cleanup_returns_the_count_of_expired_requests() {
     for _ in 0..3 {
         e.send_rpc_request(creq, "c", json!(1), Some(0)).unwrap();
     }
-    e.send_rpc_request(creq, "c", json!(1), Some(60_000)).unwrap();
+    e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+        .unwrap();
     assert_eq!(e.cleanup_expired_rpc_requests(), 3);
     assert_eq!(e.cleanup_expired_rpc_requests(), 0);
     assert_eq!(e.pending_rpc_requests(), 1);
@@ -167,13 +193,18 @@ async fn a_requester_that_disconnects_leaves_nothing_pending() {
     let creq = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").unwrap();
-    let sent = e.send_rpc_request(creq, "c", json!(1), Some(1_000)).unwrap();
-    e.send_rpc_request(creq, "c", json!(2), Some(1_000)).unwrap();
+    let sent = e
+        .send_rpc_request(creq, "c", json!(1), Some(1_000))
+        .unwrap();
+    e.send_rpc_request(creq, "c", json!(2), Some(1_000))
+        .unwrap();
     assert_eq!(e.pending_rpc_requests(), 2);
     e.disconnect(creq);
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false).unwrap_err().reason(),
+        e.send_rpc_response(&sent.request_id, json!(1), false)
+            .unwrap_err()
+            .reason(),
         Reason::RequestNotFound
     );
     tokio::time::sleep(Duration::from_millis(2_000)).await;
@@ -195,12 +226,16 @@ async fn pending_requests_are_bounded_per_connection_and_in_total() {
     e.send_rpc_request(a, "c", json!(1), None).unwrap();
     e.send_rpc_request(a, "c", json!(1), None).unwrap();
     assert_eq!(
-        e.send_rpc_request(a, "c", json!(1), None).unwrap_err().reason(),
+        e.send_rpc_request(a, "c", json!(1), None)
+            .unwrap_err()
+            .reason(),
         Reason::MaxPendingRpcReached
     );
     e.send_rpc_request(b, "c", json!(1), None).unwrap();
     assert_eq!(
-        e.send_rpc_request(b, "c", json!(1), None).unwrap_err().reason(),
+        e.send_rpc_request(b, "c", json!(1), None)
+            .unwrap_err()
+            .reason(),
         Reason::MaxPendingRpcReached
     );
     assert_eq!(e.pending_rpc_requests(), 3);
@@ -213,7 +248,11 @@ async fn request_ids_are_unique_and_not_sequential_guesses() {
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").unwrap();
     let ids: Vec<String> = (0..50)
-        .map(|_| e.send_rpc_request(a, "c", json!(1), None).unwrap().request_id)
+        .map(|_| {
+            e.send_rpc_request(a, "c", json!(1), None)
+                .unwrap()
+                .request_id
+        })
         .collect();
     let set: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(set.len(), ids.len());
@@ -227,13 +266,21 @@ async fn the_timer_ends_when_the_engine_is_dropped() {
         let creq = e.connect(Inbox::new()).unwrap();
         let w = e.connect(Inbox::new()).unwrap();
         e.subscribe(w, "c").unwrap();
-        e.send_rpc_request(creq, "c", json!(1), Some(60_000)).unwrap();
-        tokio::runtime::Handle::current().metrics().num_alive_tasks()
+        e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+            .unwrap();
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
     };
     assert_eq!(weak_probe, 1, "the RPC timer task is alive");
     drop(e);
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 0);
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0
+    );
 }

@@ -1,6 +1,8 @@
 //! Multi-threaded stress: counts add up exactly, each subscriber sees each
 //! publisher's messages in order, and max-subscribers holds under races.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::Inbox;
@@ -93,9 +95,13 @@ fn max_subscribers_holds_under_concurrent_subscribes() {
             let e = e.clone();
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let ids: Vec<ConnId> = (0..EACH).map(|_| e.connect(Inbox::new()).unwrap()).collect();
+                let ids: Vec<ConnId> = (0..EACH)
+                    .map(|_| e.connect(Inbox::new()).unwrap())
+                    .collect();
                 barrier.wait();
-                ids.iter().filter(|id| e.subscribe(**id, "hot").is_ok()).count()
+                ids.iter()
+                    .filter(|id| e.subscribe(**id, "hot").is_ok())
+                    .count()
             })
         })
         .collect::<Vec<_>>()
