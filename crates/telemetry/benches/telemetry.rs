@@ -1,1 +1,224 @@
-fn main() {}
+//! telemere-lite benchmarks (criterion; `cargo bench -p telemere-lite`).
+//!
+//! * `filtered_out`: a signal below the level gate.
+//! * `sync_noop`: a signal delivered to a sync no-op handler.
+//! * `async_enqueue/{1,2}_threads`: emitting into an async `Dropping`
+//!   handler (no-op worker), caller-side cost.
+//! * `file_e2e/*`: end to end into a JSON-lines file, worker I/O included:
+//!   the clock runs from the first emit until the handler has drained and
+//!   flushed (telemere `shutdown`, tracing-appender guard drop). The
+//!   `blocking` pair loses nothing; the `dropping` pair sends a burst 50x the
+//!   buffer so drops happen (printed once per run).
+//!
+//! Files go to a temporary directory, never into the repository.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde::Serialize;
+use telemere_lite::{debug, info, FileOptions, HandlerOptions, Level, Mode, Signal, Telemetry};
+
+#[derive(Serialize)]
+struct Published<'a> {
+    conn: u64,
+    channel: &'a str,
+    bytes: u32,
+}
+
+const BURST: u64 = 50_000;
+const BUFFER: usize = 1024;
+
+fn bench_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("telemere-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+fn fresh(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+#[inline(always)]
+fn emit(tel: &Telemetry, i: u64) {
+    info!(tel: tel, "message-published", Published { conn: i, channel: "chat", bytes: 128 });
+}
+
+fn filtered_and_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("telemere");
+    g.throughput(Throughput::Elements(1));
+
+    let tel = Telemetry::new();
+    tel.add_handler("noop", |_: &Signal| {}, HandlerOptions::sync())
+        .unwrap_or_default();
+    tel.set_min_level(Level::Info);
+    g.bench_function("filtered_out", |b| {
+        b.iter(|| debug!(tel: &tel, "filtered", black_box(1u64)));
+    });
+
+    g.bench_function("sync_noop", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            emit(&tel, i)
+        });
+    });
+    g.finish();
+}
+
+fn async_enqueue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("telemere/async_enqueue");
+    for threads in [1u64, 2] {
+        g.throughput(Throughput::Elements(threads));
+        let tel = Telemetry::new();
+        tel.add_handler(
+            "noop",
+            |s: &Signal| {
+                black_box(s);
+            },
+            HandlerOptions::async_()
+                .mode(Mode::Dropping)
+                .buffer_size(BUFFER),
+        )
+        .unwrap_or_default();
+        g.bench_function(format!("{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let barrier = Arc::new(Barrier::new(threads as usize + 1));
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        let (tel, barrier) = (&tel, barrier.clone());
+                        s.spawn(move || {
+                            barrier.wait();
+                            for i in 0..iters {
+                                emit(tel, i);
+                            }
+                        });
+                    }
+                    barrier.wait();
+                    Instant::now()
+                })
+                .elapsed()
+            });
+        });
+        let st = tel
+            .shutdown(Duration::from_secs(10))
+            .map(|r| r.stats["noop"])
+            .unwrap_or_default();
+        eprintln!(
+            "  async_enqueue {threads} thread(s): processed {} dropped {} ({:.0}% dropped)",
+            st.processed,
+            st.dropped,
+            100.0 * st.dropped as f64 / (st.processed + st.dropped).max(1) as f64
+        );
+    }
+    g.finish();
+}
+
+/// One telemere burst into a fresh file; returns (elapsed, written, dropped).
+fn telemere_file(path: &Path, mode: Mode) -> (Duration, u64, u64) {
+    fresh(path);
+    let tel = Telemetry::new();
+    tel.add_file_handler_with(
+        "file",
+        path,
+        FileOptions::default(),
+        HandlerOptions::async_().mode(mode).buffer_size(BUFFER),
+    )
+    .unwrap_or_default();
+    let start = Instant::now();
+    for i in 0..BURST {
+        emit(&tel, i);
+    }
+    let report = tel.shutdown(Duration::from_secs(60));
+    let elapsed = start.elapsed();
+    let st = report.map(|r| r.stats["file"]).unwrap_or_default();
+    (elapsed, st.processed, st.dropped)
+}
+
+/// The same burst through tracing + tracing-appender's non-blocking writer
+/// and the JSON formatter (thread ids/names, file and line on, like ours).
+fn tracing_file(path: &Path, lossy: bool) -> Duration {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    fresh(path);
+    let Ok(file) = std::fs::File::create(path) else {
+        return Duration::ZERO;
+    };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(lossy)
+        .buffered_lines_limit(BUFFER)
+        .finish(file);
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_span_events(FmtSpan::NONE)
+        .with_thread_ids(true)
+        .with_thread_names(true)
+        .with_file(true)
+        .with_line_number(true)
+        .with_writer(writer)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let start = Instant::now();
+        for i in 0..BURST {
+            tracing::info!(
+                conn = i,
+                channel = "chat",
+                bytes = 128u32,
+                "message-published"
+            );
+        }
+        drop(guard);
+        start.elapsed()
+    })
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+fn file_e2e(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut g = c.benchmark_group("file_e2e");
+    g.throughput(Throughput::Elements(BURST));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(8));
+
+    for (name, mode, lossy) in [
+        ("blocking", Mode::Blocking, false),
+        ("dropping", Mode::Dropping, true),
+    ] {
+        let path = dir.join(format!("telemere-{name}.log"));
+        let mut last = (0, 0);
+        g.bench_function(format!("telemere_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (d, written, dropped) = telemere_file(&path, mode);
+                    total += d;
+                    last = (written, dropped);
+                }
+                total
+            });
+        });
+        eprintln!(
+            "  telemere_{name}: last burst of {BURST}: written {} dropped {} (file has {} lines)",
+            last.0,
+            last.1,
+            lines(&path)
+        );
+        let tpath = dir.join(format!("tracing-{name}.log"));
+        g.bench_function(format!("tracing_appender_{name}"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| tracing_file(&tpath, lossy)).sum());
+        });
+        eprintln!(
+            "  tracing_appender_{name}: last burst of {BURST}: file has {} lines",
+            lines(&tpath)
+        );
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, filtered_and_sync, async_enqueue, file_e2e);
+criterion_main!(benches);
