@@ -1,0 +1,337 @@
+//! One WebSocket connection: its outbound sink and the task that reads
+//! frames, writes queued frames in batches, pings, and closes.
+
+use crate::stats::Counters;
+use crate::upgrade::Admission;
+use crate::{events, handle, Shared};
+use futures::{SinkExt, StreamExt};
+use sente_lite_channels::{ConnId, Frame, Offer, Sink};
+use sente_lite_protocol::{now_ms, Reason, ServerMessage};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use telemere_lite::{event, Level};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// Most frames gathered into one write.
+const MAX_BATCH_FRAMES: usize = 256;
+/// Most bytes gathered into one write.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// How long a closing connection waits for the client's close reply.
+const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
+
+/// The outbound side the engine offers frames to: a bounded queue, bounded
+/// in frames and in bytes. A frame that does not fit marks the connection a
+/// slow consumer and wakes its task to close it: the connection never stays
+/// open having silently missed a frame.
+pub(crate) struct ConnSink {
+    tx: flume::Sender<Frame>,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    overflowed: AtomicBool,
+    wake: Notify,
+}
+
+impl ConnSink {
+    fn new(tx: flume::Sender<Frame>, max_bytes: usize) -> ConnSink {
+        ConnSink {
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            overflowed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn overflow(&self) -> Offer {
+        if !self.overflowed.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+        Offer::Full
+    }
+
+    /// Offers a frame of our own (a reply); the result matters only through
+    /// the overflow it may cause.
+    pub(crate) fn reply(&self, msg: &ServerMessage) {
+        self.offer(&Frame::new(msg.to_json()));
+    }
+}
+
+impl Sink for ConnSink {
+    fn offer(&self, frame: &Frame) -> Offer {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return Offer::Closed;
+        }
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return self.overflow();
+        }
+        match self.tx.try_send(frame.clone()) {
+            Ok(()) => Offer::Queued,
+            Err(flume::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.overflow()
+            }
+            Err(flume::TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Offer::Closed
+            }
+        }
+    }
+}
+
+/// Why a connection ends; decides the close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The server is stopping: drain, then 1001.
+    Shutdown,
+    /// Outbound queue overflow or a write past `message-timeout`: 1008.
+    SlowConsumer,
+    /// No frame from the client for two heartbeat intervals: 1001.
+    HeartbeatTimeout,
+    /// A frame over `max-message-bytes`: 1009.
+    TooLarge,
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The socket failed or the peer vanished.
+    Gone,
+}
+
+impl End {
+    fn close(self) -> Option<(u16, &'static str)> {
+        match self {
+            End::Shutdown => Some((1001, "server-shutdown")),
+            End::SlowConsumer => Some((1008, Reason::SlowConsumer.as_str())),
+            End::HeartbeatTimeout => Some((1001, "heartbeat-timeout")),
+            End::TooLarge => Some((1009, Reason::MessageTooLarge.as_str())),
+            End::ClientClosed | End::Gone => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            End::Shutdown => "server-shutdown",
+            End::SlowConsumer => "slow-consumer",
+            End::HeartbeatTimeout => "heartbeat-timeout",
+            End::TooLarge => "message-too-large",
+            End::ClientClosed => "client-closed",
+            End::Gone => "connection-lost",
+        }
+    }
+}
+
+enum WriteError {
+    Timeout,
+    Io,
+}
+
+/// Runs one connection from upgrade to close.
+pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>, admission: Admission)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = &shared.config;
+    let (tx, rx) = flume::bounded::<Frame>(cfg.max_outbound_frames.max(1));
+    let sink = Arc::new(ConnSink::new(tx, cfg.max_outbound_bytes));
+    let welcome = |id: ConnId| {
+        Frame::new(
+            ServerMessage::Welcome {
+                conn_id: id.to_string(),
+                server_time: now_ms(),
+            }
+            .to_json(),
+        )
+    };
+    let conn = match shared
+        .engine
+        .connect_with_greeting(Arc::clone(&sink) as Arc<dyn Sink>, welcome)
+    {
+        Ok(id) => id,
+        Err(e) => {
+            // Admission keeps this rare (two limits in step); answer clearly.
+            let frame = ServerMessage::error(e.reason(), e.to_string(), None).to_json();
+            let _ = ws.send(Message::text(frame)).await;
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::Again,
+                    reason: e.reason().as_str().into(),
+                }))
+                .await;
+            return;
+        }
+    };
+    Counters::bump(&shared.counters.connections_accepted);
+    let tel = &shared.telemetry;
+    event!(tel: tel, level: Level::Debug, events::WEBSOCKET_OPENED, serde_json::json!({"conn-id": conn.to_string()}));
+    event!(tel: tel, level: Level::Debug, events::CONNECTION_ADDED, serde_json::json!({"conn-id": conn.to_string()}));
+
+    let hb = cfg.heartbeat_interval.max(Duration::from_millis(1));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let mut shutdown = shared.shutdown.clone();
+
+    let end = loop {
+        if *shutdown.borrow() {
+            break End::Shutdown;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break End::Shutdown,
+            _ = sink.wake.notified() => break End::SlowConsumer,
+            first = rx.recv_async() => {
+                let Ok(first) = first else { break End::Gone };
+                match write_batch(&mut ws, &shared, &sink, &rx, first, conn).await {
+                    Ok(()) => {}
+                    Err(WriteError::Timeout) => break End::SlowConsumer,
+                    Err(WriteError::Io) => break End::Gone,
+                }
+            }
+            msg = ws.next() => {
+                last_seen = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => handle::text(&shared, conn, &sink, text.as_str()),
+                    Some(Ok(Message::Binary(_))) => {
+                        Counters::bump(&shared.counters.frames_received);
+                        Counters::bump(&shared.counters.error_frames_sent);
+                        sink.reply(&ServerMessage::error(
+                            Reason::BinaryNotSupported,
+                            "binary frames are not supported; send JSON as text frames",
+                            None,
+                        ));
+                    }
+                    Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    Some(Ok(_)) => {} // ping, pong: liveness only
+                    Some(Err(WsError::Capacity(_))) => break End::TooLarge,
+                    Some(Err(_)) | None => break End::Gone,
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() >= hb * 2 {
+                    break End::HeartbeatTimeout;
+                }
+                let deadline = Instant::now() + cfg.message_timeout;
+                match timeout_at(deadline, ws.send(Message::Ping(bytes::Bytes::new()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break End::Gone,
+                    Err(_) => break End::SlowConsumer,
+                }
+            }
+        }
+    };
+
+    // From here on the engine offers this connection nothing more.
+    shared.engine.disconnect(conn);
+    event!(tel: tel, level: Level::Debug, events::CONNECTION_REMOVED,
+        serde_json::json!({"conn-id": conn.to_string(), "cause": end.name()}));
+    match end {
+        End::SlowConsumer => Counters::bump(&shared.counters.closed_slow_consumer),
+        End::HeartbeatTimeout => Counters::bump(&shared.counters.closed_heartbeat_timeout),
+        End::TooLarge => Counters::bump(&shared.counters.closed_message_too_large),
+        _ => {}
+    }
+    if matches!(
+        end,
+        End::SlowConsumer | End::HeartbeatTimeout | End::TooLarge
+    ) {
+        event!(tel: tel, level: Level::Warn, events::WEBSOCKET_ERROR,
+            serde_json::json!({"conn-id": conn.to_string(), "reason": end.name()}));
+    }
+    if end == End::Shutdown {
+        // Deliver what was queued before the stop, within the drain deadline.
+        let deadline = Instant::now() + cfg.shutdown_drain;
+        while let Ok(first) = rx.try_recv() {
+            if Instant::now() >= deadline
+                || write_batch(&mut ws, &shared, &sink, &rx, first, conn)
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    }
+    close(&mut ws, end, cfg.message_timeout).await;
+    Counters::bump(&shared.counters.connections_closed);
+    event!(tel: tel, level: Level::Debug, events::WEBSOCKET_CLOSED, serde_json::json!({
+        "conn-id": conn.to_string(), "cause": end.name(),
+        "code": end.close().map(|c| c.0)}));
+    drop(admission);
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes
+/// once: several frames per syscall when a client has more than one waiting.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    sink: &ConnSink,
+    rx: &flume::Receiver<Frame>,
+    first: Frame,
+    conn: ConnId,
+) -> Result<(), WriteError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + shared.config.message_timeout;
+    let mut frames = 0usize;
+    let mut bytes = 0usize;
+    let mut next = Some(first);
+    while let Some(frame) = next {
+        let len = frame.len();
+        sink.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        frames += 1;
+        bytes += len;
+        if let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
+            match timeout_at(deadline, ws.feed(Message::Text(text))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(WriteError::Io),
+                Err(_) => return Err(WriteError::Timeout),
+            }
+        }
+        if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    match timeout_at(deadline, ws.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(WriteError::Io),
+        Err(_) => return Err(WriteError::Timeout),
+    }
+    shared
+        .counters
+        .frames_sent
+        .fetch_add(frames as u64, Ordering::Relaxed);
+    event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
+        serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
+    Ok(())
+}
+
+/// Sends our close frame (if the end calls for one), then lets the client
+/// answer for a moment so the close handshake completes.
+async fn close<S>(ws: &mut WebSocketStream<S>, end: End, write_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = end.close().map(|(code, reason)| CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    });
+    if end == End::Gone {
+        return;
+    }
+    let deadline = Instant::now() + write_timeout.min(CLOSE_LINGER);
+    // For a client's close, tungstenite has queued the echo: close() sends it.
+    if timeout_at(deadline, ws.close(frame)).await.is_err() {
+        return;
+    }
+    let linger = Instant::now() + CLOSE_LINGER;
+    while let Ok(Some(Ok(_))) = timeout_at(linger, ws.next()).await {}
+}

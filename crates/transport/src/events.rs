@@ -1,0 +1,36 @@
+//! Telemetry signal ids the transport emits (the seed's connection and
+//! message events). Per-message events are Trace and cost one atomic load
+//! when no handler wants them.
+
+/// A connection was registered with the engine. Debug.
+pub const CONNECTION_ADDED: &str = "sente-lite.transport/connection-added";
+/// A connection was removed from the engine. Debug.
+pub const CONNECTION_REMOVED: &str = "sente-lite.transport/connection-removed";
+/// A WebSocket upgrade completed. Debug.
+pub const WEBSOCKET_OPENED: &str = "sente-lite.transport/websocket-opened";
+/// A WebSocket closed, with the close code and cause. Debug.
+pub const WEBSOCKET_CLOSED: &str = "sente-lite.transport/websocket-closed";
+/// A WebSocket failed: protocol error, oversized frame, slow consumer,
+/// heartbeat timeout, refused upgrade. Warn.
+pub const WEBSOCKET_ERROR: &str = "sente-lite.transport/websocket-error";
+/// A text frame arrived. Trace.
+pub const WEBSOCKET_MESSAGE_RECEIVED: &str = "sente-lite.transport/websocket-message-received";
+/// A decoded message is being routed by its type. Trace.
+pub const MESSAGE_ROUTING: &str = "sente-lite.transport/message-routing";
+/// A message was handled (with its outcome). Trace.
+pub const MESSAGE_PROCESSED: &str = "sente-lite.transport/message-processed";
+/// Frames were written to a client (one signal per batch). Trace.
+pub const MESSAGE_SENT: &str = "sente-lite.transport/message-sent";
+
+/// Every id above.
+pub const ALL: [&str; 9] = [
+    CONNECTION_ADDED,
+    CONNECTION_REMOVED,
+    WEBSOCKET_OPENED,
+    WEBSOCKET_CLOSED,
+    WEBSOCKET_ERROR,
+    WEBSOCKET_MESSAGE_RECEIVED,
+    MESSAGE_ROUTING,
+    MESSAGE_PROCESSED,
+    MESSAGE_SENT,
+];

@@ -1,0 +1,39 @@
+//! The transport's running totals (the `transport` section of `/stats`).
+
+use sente_lite_protocol::http::TransportStats;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Running totals since the transport started. Every field only grows.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+    pub(crate) rejected_max_connections: AtomicU64,
+    pub(crate) closed_slow_consumer: AtomicU64,
+    pub(crate) closed_heartbeat_timeout: AtomicU64,
+    pub(crate) closed_message_too_large: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) error_frames_sent: AtomicU64,
+}
+
+impl Counters {
+    /// A consistent-enough snapshot (each counter read once).
+    pub fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            connections_closed: self.connections_closed.load(Relaxed),
+            rejected_max_connections: self.rejected_max_connections.load(Relaxed),
+            closed_slow_consumer: self.closed_slow_consumer.load(Relaxed),
+            closed_heartbeat_timeout: self.closed_heartbeat_timeout.load(Relaxed),
+            closed_message_too_large: self.closed_message_too_large.load(Relaxed),
+            frames_received: self.frames_received.load(Relaxed),
+            frames_sent: self.frames_sent.load(Relaxed),
+            error_frames_sent: self.error_frames_sent.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,178 @@
+//! The WebSocket handshake on `/`, done here rather than by warp's `ws()` so
+//! that the connection gets our own tungstenite settings (small read buffer,
+//! bounded write buffer, frame size limit) and zero-copy text frames.
+
+use crate::http::error;
+use crate::{events, Shared};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::hyper::upgrade::OnUpgrade;
+use warp::reply::Response;
+use warp::Reply;
+
+/// A place among `max-connections`, given back when dropped.
+pub(crate) struct Admission {
+    shared: Arc<Shared>,
+}
+
+impl Admission {
+    fn try_new(shared: &Arc<Shared>) -> Option<Admission> {
+        let max = shared.config.max_connections;
+        shared
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Admission {
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.shared.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.shared.conn_closed.notify_waiters();
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Answers `GET /`: 101 and a connection task for a valid WebSocket
+/// upgrade; a JSON error otherwise.
+pub(crate) fn handle(
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    shared: Arc<Shared>,
+) -> Response {
+    if !has_token(&headers, header::UPGRADE, "websocket")
+        || !has_token(&headers, header::CONNECTION, "upgrade")
+    {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade-required",
+            "connect with a WebSocket client (ws://host:port/); HTTP endpoints are /health, /stats and /channels",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut r = error(
+            StatusCode::BAD_REQUEST,
+            "unsupported-websocket-version",
+            "only WebSocket version 13 is supported",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid-handshake",
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid-handshake",
+            "this connection cannot be upgraded",
+        );
+    };
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server-shutting-down",
+            "the server is shutting down",
+        );
+    }
+    let Some(admission) = Admission::try_new(&shared) else {
+        shared
+            .counters
+            .rejected_max_connections
+            .fetch_add(1, Ordering::Relaxed);
+        telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
+            events::WEBSOCKET_ERROR,
+            serde_json::json!({"reason": "max-connections-reached",
+                "max-connections": shared.config.max_connections}));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            sente_lite_protocol::Reason::MaxConnectionsReached.as_str(),
+            format!(
+                "the server has its {} connections already",
+                shared.config.max_connections
+            ),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let config = ws_config(&shared.config);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // warp serves plain TCP listeners, so the upgraded IO is usually
+        // the TcpStream itself: use it directly, without hyper's boxing.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let tcp = parts.io.into_inner();
+                let ws = WebSocketStream::from_partially_read(
+                    tcp,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                crate::conn::run(ws, shared, admission).await;
+            }
+            Err(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                crate::conn::run(ws, shared, admission).await;
+            }
+        }
+    });
+    let mut r = warp::reply().into_response();
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+/// tungstenite settings: a 4 KiB read buffer (grown only for large
+/// frames), writes gathered up to 64 KiB per syscall, the out buffer bounded,
+/// and frames over `max-message-bytes` refused from their header.
+fn ws_config(c: &crate::TransportConfig) -> WebSocketConfig {
+    let write_buffer = 64 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + c.max_outbound_bytes.max(c.max_message_bytes) + 1024)
+        .max_message_size(Some(c.max_message_bytes))
+        .max_frame_size(Some(c.max_message_bytes))
+}
