@@ -483,6 +483,9 @@ async fn run_all(
     };
     if let Some(path) = &common.json {
         let text = serde_json::to_string_pretty(&report)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
         eprintln!("results written to {}", path.display());
     }
