@@ -1,3 +1,217 @@
-//! sente-lite-server: composes the protocol, telemetry, channel engine and
-//! transport into a server; the only crate that reads the environment, flags
-//! and signals.
+//! sente-lite-server: the sente-lite server as a Rust API, and the
+//! `sente-lite` binary.
+//!
+//! A thin composition of the other crates: a [`Config`] becomes a telemetry
+//! instance (`telemere-lite`), a channel [`Engine`]
+//! (`sente-lite-channels`) and a [`Transport`] (`sente-lite-transport`)
+//! serving them on one TCP listener. This is the only crate that reads the
+//! environment, command-line flags and signals (in `main.rs` and
+//! [`Config::load`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sente_lite_server::{Config, Server};
+//! let server = Server::start(Config { port: 0, ..Config::default() }).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.broadcast(serde_json::json!({"type": "announcement"}).as_object().cloned().unwrap_or_default());
+//! server.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Several servers may run in one process: each has its own engine,
+//! transport and telemetry instance; nothing is global.
+
+mod config;
+pub mod events;
+
+pub use config::{
+    env_name, ChannelsConfig, Config, ConfigError, TelemetryConfig, WebsocketConfig, SEED_ENV,
+};
+pub use sente_lite_channels::{ConnId, Engine, EngineError, Frame, Offer};
+pub use sente_lite_transport::Transport;
+
+use sente_lite_protocol::http::{Health, Stats};
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use telemere_lite::{event, ConsoleHandler, FileHandler, HandlerOptions, Level, Mode, Telemetry};
+use tokio::task::JoinHandle;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemere_lite::TelemetryError),
+    #[error(transparent)]
+    Runtime(#[from] sente_lite_channels::NoRuntime),
+}
+
+/// A running server. Dropping it without [`Server::stop`] leaves it running
+/// in the background until the runtime ends.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    local_addr: SocketAddr,
+    engine: Engine,
+    transport: Transport,
+    telemetry: Telemetry,
+    serving: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts a server. Returns once the listener is bound, so connecting
+    /// to [`local_addr`](Self::local_addr) right after cannot be refused.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let telemetry = telemetry_for(&config)?;
+        event!(tel: &telemetry, events::SERVER_STARTING,
+            serde_json::json!({"host": &config.host, "port": config.port}));
+        let addr = SocketAddr::new(config.bind_ip()?, config.port);
+        let listener =
+            sente_lite_transport::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let engine = Engine::with_telemetry(config.engine(), telemetry.clone())?;
+        let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);
+        if let Some(m) = shown.as_object_mut() {
+            m.insert("port".to_owned(), Value::from(local_addr.port()));
+        }
+        let transport =
+            Transport::new(engine.clone(), telemetry.clone(), config.transport(), shown);
+        let t = transport.clone();
+        let serving = tokio::spawn(async move { t.serve(listener, std::future::pending()).await });
+        event!(tel: &telemetry, events::SERVER_STARTED,
+            serde_json::json!({"address": local_addr.to_string()}));
+        Ok(Server {
+            config,
+            local_addr,
+            engine,
+            transport,
+            telemetry,
+            serving,
+        })
+    }
+
+    /// The bound address (the real port when the config asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The channel engine: create/delete channels, subscribe, publish, RPC,
+    /// statistics (the seed's `channels/*` API).
+    pub fn channels(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The server's telemetry instance (add your own handlers to it).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The `GET /stats` body.
+    pub fn stats(&self) -> Stats {
+        self.transport.stats()
+    }
+
+    /// The `GET /health` body.
+    pub fn health(&self) -> Health {
+        self.transport.health()
+    }
+
+    /// Sends `message` with `"broadcast": true` to every connection;
+    /// returns how many accepted it.
+    pub fn broadcast(&self, message: Map<String, Value>) -> usize {
+        self.engine.broadcast(message)
+    }
+
+    /// Sends `message` with `channel-id` and `broadcast-time` to a channel's
+    /// subscribers; returns how many accepted it.
+    pub fn broadcast_to_channel(
+        &self,
+        channel_id: &str,
+        message: Map<String, Value>,
+    ) -> Result<usize, EngineError> {
+        self.engine.broadcast_to_channel(channel_id, message)
+    }
+
+    /// Sends `message` unchanged to the connection with the wire id
+    /// `conn_id` (as in its `welcome`).
+    pub fn send_to_connection(&self, conn_id: &str, message: &Value) -> Result<(), EngineError> {
+        let id = self.engine.resolve(conn_id)?;
+        match self.engine.send_json(id, message)? {
+            Offer::Queued => Ok(()),
+            // Full: the transport is closing it as a slow consumer.
+            Offer::Full | Offer::Closed => Err(EngineError::ConnectionNotFound(conn_id.to_owned())),
+        }
+    }
+
+    /// Stops gracefully: no new connections, every client gets its queued
+    /// frames (up to `websocket.shutdown-drain-ms`) and a close 1001, then
+    /// telemetry is flushed.
+    pub async fn stop(self) {
+        event!(tel: &self.telemetry, events::SERVER_STOPPING,
+            serde_json::json!({"connections": self.transport.active_connections()}));
+        self.transport.shutdown();
+        let _ = self.serving.await;
+        event!(tel: &self.telemetry, events::SERVER_STOPPED, serde_json::json!({
+            "uptime-ms": self.transport.health().uptime_ms}));
+        let _ = self.telemetry.shutdown(Duration::from_secs(5));
+    }
+}
+
+/// Runs a server until `shutdown` resolves, then stops it gracefully (the
+/// binary's whole life). `on_ready` is called with the bound address.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    on_ready(server.local_addr());
+    shutdown.await;
+    server.stop().await;
+    Ok(())
+}
+
+/// The telemetry instance of one server, with the handler its config asks
+/// for. The handler is async (Dropping), so a slow stderr or disk never
+/// slows message handling; what it drops is counted in `/stats`.
+fn telemetry_for(config: &Config) -> Result<Telemetry, StartError> {
+    let tel = Telemetry::new();
+    let t = &config.telemetry;
+    if !t.enabled {
+        return Ok(tel);
+    }
+    let level: Level = t.min_level.parse().unwrap_or(Level::Info);
+    tel.set_min_level(level);
+    let opts = HandlerOptions::async_()
+        .mode(Mode::Dropping)
+        .buffer_size(t.buffer_size);
+    match t.output.as_str() {
+        "file" => tel.add_handler(t.handler_id.clone(), FileHandler::new(&t.file)?, opts)?,
+        "none" => tel.add_handler(t.handler_id.clone(), |_: &telemere_lite::Signal| {}, opts)?,
+        _ => {
+            let console = if t.format == "json" {
+                ConsoleHandler::stderr().json()
+            } else {
+                ConsoleHandler::stderr()
+            };
+            tel.add_handler(t.handler_id.clone(), console, opts)?
+        }
+    }
+    Ok(tel)
+}

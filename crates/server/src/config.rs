@@ -1,0 +1,503 @@
+//! The server's configuration: the seed's keys and defaults, loaded from
+//! defaults < TOML file < environment < command-line flags.
+//!
+//! Every key has a dotted name (`websocket.max-connections`) used in files
+//! (as TOML tables), in error messages, in `--set KEY=VALUE`, and, upper-cased
+//! with `_` for `.` and `-`, in `SENTE_LITE_*` environment variables
+//! (`SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS`). The seed's own variables (PORT,
+//! HOST, ...) are honoured too.
+
+use sente_lite_channels::EngineConfig;
+use sente_lite_protocol::ChannelConfig;
+use sente_lite_transport::TransportConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole configuration. See docs/CONFIGURATION.md for every key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// Address to bind: an IP, or `localhost` (127.0.0.1).
+    pub host: String,
+    pub telemetry: TelemetryConfig,
+    pub websocket: WebsocketConfig,
+    pub channels: ChannelsConfig,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Install the server's telemetry handler.
+    pub enabled: bool,
+    /// Id of that handler (its key in `/stats` `telemetry-stats`).
+    pub handler_id: String,
+    /// Minimum level: trace, debug, info, warn, error, fatal, report.
+    pub min_level: String,
+    /// Where signals go: `console` (stderr), `file`, or `none` (counted only).
+    pub output: String,
+    /// Console format: `text` or `json`.
+    pub format: String,
+    /// JSON-lines file for `output = "file"`.
+    pub file: String,
+    /// Queue of the async handler.
+    pub buffer_size: usize,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct WebsocketConfig {
+    pub max_connections: usize,
+    pub heartbeat_interval_ms: u64,
+    pub message_timeout_ms: u64,
+    pub max_message_bytes: usize,
+    pub max_outbound_frames: usize,
+    pub max_outbound_bytes: usize,
+    pub shutdown_drain_ms: u64,
+}
+
+/// `[channels]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    pub auto_create: bool,
+    pub max_channels: usize,
+    pub max_channel_id_bytes: usize,
+    pub max_pending_rpc: usize,
+    pub max_pending_rpc_per_connection: usize,
+    pub max_rpc_timeout_ms: u64,
+    pub default_config: ChannelConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 3000,
+            host: "localhost".to_owned(),
+            telemetry: TelemetryConfig::default(),
+            websocket: WebsocketConfig::default(),
+            channels: ChannelsConfig::default(),
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            enabled: true,
+            handler_id: "sente-lite".to_owned(),
+            min_level: "info".to_owned(),
+            output: "console".to_owned(),
+            format: "text".to_owned(),
+            file: "sente-lite.log".to_owned(),
+            buffer_size: 1024,
+        }
+    }
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        let t = TransportConfig::default();
+        WebsocketConfig {
+            max_connections: t.max_connections,
+            heartbeat_interval_ms: millis(t.heartbeat_interval),
+            message_timeout_ms: millis(t.message_timeout),
+            max_message_bytes: t.max_message_bytes,
+            max_outbound_frames: t.max_outbound_frames,
+            max_outbound_bytes: t.max_outbound_bytes,
+            shutdown_drain_ms: millis(t.shutdown_drain),
+        }
+    }
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        ChannelsConfig {
+            auto_create: e.auto_create,
+            max_channels: e.max_channels,
+            max_channel_id_bytes: e.max_channel_id_bytes,
+            max_pending_rpc: e.max_pending_rpc,
+            max_pending_rpc_per_connection: e.max_pending_rpc_per_connection,
+            max_rpc_timeout_ms: e.max_rpc_timeout_ms,
+            default_config: e.default_channel,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A configuration that cannot be used. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("unknown config key `{key}` (from {origin})")]
+    UnknownKey { key: String, origin: String },
+    #[error("bad value {value:?} for `{key}` (from {origin}): expected {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        origin: String,
+        expected: String,
+    },
+    #[error("`{key}` = {value:?}: {message}")]
+    Invalid {
+        key: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The seed's environment variables and the keys they set.
+pub const SEED_ENV: [(&str, &str); 7] = [
+    ("PORT", "port"),
+    ("HOST", "host"),
+    ("TELEMETRY_ENABLED", "telemetry.enabled"),
+    ("APP_NAME", "telemetry.handler-id"),
+    ("AUTO_CREATE_CHANNELS", "channels.auto-create"),
+    ("MAX_SUBSCRIBERS", "channels.default-config.max-subscribers"),
+    (
+        "MESSAGE_RETENTION",
+        "channels.default-config.message-retention",
+    ),
+];
+
+/// The `SENTE_LITE_*` variable of a dotted key.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "SENTE_LITE_{}",
+        key.to_ascii_uppercase().replace(['.', '-'], "_")
+    )
+}
+
+impl Config {
+    /// Every dotted key, in file order.
+    pub fn keys() -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) {
+            collect_keys(&t, "", &mut out);
+        }
+        out
+    }
+
+    /// Loads: defaults, then `file` (TOML), then the environment `env`
+    /// (name → value), then `overrides` (dotted key → value, from flags).
+    /// Each later source wins. Then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+            let file_table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, &file_table, "", &origin)?;
+        }
+        let keys = Config::keys();
+        for key in &keys {
+            let name = env_name(key);
+            if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
+                set(&mut table, key, v, &format!("environment {name}"))?;
+            }
+        }
+        for (name, key) in SEED_ENV {
+            // A SENTE_LITE_* variable for the same key wins over the seed's.
+            let ours = env_name(key);
+            if env.iter().any(|(n, _)| *n == ours) {
+                continue;
+            }
+            if let Some((_, v)) = env.iter().find(|(n, _)| n == name) {
+                set(&mut table, key, v, &format!("environment {name}"))?;
+            }
+        }
+        for (key, v) in overrides {
+            set(&mut table, key, v, "command line")?;
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: "merged configuration".to_owned(),
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: impl ToString, message: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                value: value.to_string(),
+                message: message.to_owned(),
+            }
+        }
+        self.bind_ip()?;
+        let positive: [(&str, u64); 10] = [
+            (
+                "websocket.max-connections",
+                self.websocket.max_connections as u64,
+            ),
+            (
+                "websocket.heartbeat-interval-ms",
+                self.websocket.heartbeat_interval_ms,
+            ),
+            (
+                "websocket.message-timeout-ms",
+                self.websocket.message_timeout_ms,
+            ),
+            (
+                "websocket.max-message-bytes",
+                self.websocket.max_message_bytes as u64,
+            ),
+            (
+                "websocket.max-outbound-frames",
+                self.websocket.max_outbound_frames as u64,
+            ),
+            (
+                "websocket.max-outbound-bytes",
+                self.websocket.max_outbound_bytes as u64,
+            ),
+            ("channels.max-channels", self.channels.max_channels as u64),
+            (
+                "channels.max-channel-id-bytes",
+                self.channels.max_channel_id_bytes as u64,
+            ),
+            (
+                "channels.max-pending-rpc",
+                self.channels.max_pending_rpc as u64,
+            ),
+            (
+                "channels.max-pending-rpc-per-connection",
+                self.channels.max_pending_rpc_per_connection as u64,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, v, "must be at least 1"));
+            }
+        }
+        if self.websocket.max_connections > u32::MAX as usize {
+            return Err(invalid(
+                "websocket.max-connections",
+                self.websocket.max_connections,
+                "must fit in 32 bits",
+            ));
+        }
+        if self.websocket.max_outbound_bytes < self.websocket.max_message_bytes {
+            return Err(invalid(
+                "websocket.max-outbound-bytes",
+                self.websocket.max_outbound_bytes,
+                "must be at least websocket.max-message-bytes, or a client's largest message could never be delivered",
+            ));
+        }
+        if self
+            .telemetry
+            .min_level
+            .parse::<telemere_lite::Level>()
+            .is_err()
+        {
+            return Err(invalid(
+                "telemetry.min-level",
+                &self.telemetry.min_level,
+                "expected one of trace, debug, info, warn, error, fatal, report",
+            ));
+        }
+        if !["console", "file", "none"].contains(&self.telemetry.output.as_str()) {
+            return Err(invalid(
+                "telemetry.output",
+                &self.telemetry.output,
+                "expected console, file or none",
+            ));
+        }
+        if !["text", "json"].contains(&self.telemetry.format.as_str()) {
+            return Err(invalid(
+                "telemetry.format",
+                &self.telemetry.format,
+                "expected text or json",
+            ));
+        }
+        if self.telemetry.buffer_size == 0 {
+            return Err(invalid("telemetry.buffer-size", 0, "must be at least 1"));
+        }
+        if self.telemetry.handler_id.trim().is_empty() {
+            return Err(invalid("telemetry.handler-id", "", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The IP to bind (`localhost` is 127.0.0.1).
+    pub fn bind_ip(&self) -> Result<std::net::IpAddr, ConfigError> {
+        if self.host.eq_ignore_ascii_case("localhost") {
+            return Ok(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        self.host.parse().map_err(|_| ConfigError::Invalid {
+            key: "host".to_owned(),
+            value: self.host.clone(),
+            message: "expected an IP address or localhost".to_owned(),
+        })
+    }
+
+    /// The engine's part.
+    pub fn engine(&self) -> EngineConfig {
+        let c = &self.channels;
+        EngineConfig {
+            auto_create: c.auto_create,
+            default_channel: c.default_config,
+            max_channels: c.max_channels,
+            max_channel_id_bytes: c.max_channel_id_bytes,
+            max_connections: self.websocket.max_connections,
+            max_pending_rpc: c.max_pending_rpc,
+            max_pending_rpc_per_connection: c.max_pending_rpc_per_connection,
+            max_rpc_timeout_ms: c.max_rpc_timeout_ms,
+        }
+    }
+
+    /// The transport's part.
+    pub fn transport(&self) -> TransportConfig {
+        let w = &self.websocket;
+        TransportConfig {
+            max_connections: w.max_connections,
+            heartbeat_interval: Duration::from_millis(w.heartbeat_interval_ms),
+            message_timeout: Duration::from_millis(w.message_timeout_ms),
+            max_message_bytes: w.max_message_bytes,
+            max_outbound_frames: w.max_outbound_frames,
+            max_outbound_bytes: w.max_outbound_bytes,
+            shutdown_drain: Duration::from_millis(w.shutdown_drain_ms),
+        }
+    }
+}
+
+fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(sub) => collect_keys(sub, &key, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+/// Copies `src` into `dst`, refusing keys `dst` (the defaults) lacks and
+/// values of another type.
+fn merge(
+    dst: &mut toml::Table,
+    src: &toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    for (k, v) in src {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let Some(slot) = dst.get_mut(k) else {
+            return Err(ConfigError::UnknownKey {
+                key,
+                origin: origin.to_owned(),
+            });
+        };
+        match (slot, v) {
+            (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin)?,
+            (toml::Value::Table(_), other) => {
+                return Err(bad(&key, &other.to_string(), origin, "a table"));
+            }
+            (slot, v) => {
+                if std::mem::discriminant(slot) != std::mem::discriminant(v) {
+                    return Err(bad(&key, &v.to_string(), origin, kind(slot)));
+                }
+                *slot = v.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets one dotted key from a string, parsed as the default's type.
+fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+    let mut parts = key.split('.').peekable();
+    let mut cur = table;
+    while let Some(part) = parts.next() {
+        let unknown = || ConfigError::UnknownKey {
+            key: key.to_owned(),
+            origin: origin.to_owned(),
+        };
+        if parts.peek().is_none() {
+            let slot = cur.get_mut(part).ok_or_else(unknown)?;
+            *slot = parse_as(slot, raw).ok_or_else(|| bad(key, raw, origin, kind(slot)))?;
+            return Ok(());
+        }
+        cur = match cur.get_mut(part) {
+            Some(toml::Value::Table(t)) => t,
+            _ => return Err(unknown()),
+        };
+    }
+    Err(ConfigError::UnknownKey {
+        key: key.to_owned(),
+        origin: origin.to_owned(),
+    })
+}
+
+fn parse_as(like: &toml::Value, raw: &str) -> Option<toml::Value> {
+    let raw = raw.trim();
+    Some(match like {
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.parse::<i64>().ok().filter(|v| *v >= 0)?)
+        }
+        toml::Value::Boolean(_) => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return None,
+        },
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        _ => return None,
+    })
+}
+
+fn kind(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::Integer(_) => "a non-negative integer",
+        toml::Value::Boolean(_) => "a boolean (true/false)",
+        toml::Value::String(_) => "a string",
+        toml::Value::Table(_) => "a table",
+        _ => "a value of the default's type",
+    }
+}
+
+fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        origin: origin.to_owned(),
+        expected: expected.to_owned(),
+    }
+}
