@@ -19,7 +19,16 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Serialize;
-use telemere_lite::{debug, info, FileOptions, HandlerOptions, Level, Mode, Signal, Telemetry};
+use telemere_lite::{
+    debug, info, FileOptions, HandlerOptions, Lazy, Level, Mode, Signal, Telemetry,
+};
+
+#[derive(Serialize)]
+struct Hot {
+    conn: u64,
+    channel: &'static str,
+    bytes: u32,
+}
 
 #[derive(Serialize)]
 struct Published<'a> {
@@ -46,6 +55,12 @@ fn emit(tel: &Telemetry, i: u64) {
     info!(tel: tel, "message-published", Published { conn: i, channel: "chat", bytes: 128 });
 }
 
+/// The hot-path form: data moved in as is, serialized by the worker.
+#[inline(always)]
+fn emit_lazy(tel: &Telemetry, i: u64) {
+    info!(tel: tel, "message-published", Lazy(Hot { conn: i, channel: "chat", bytes: 128 }));
+}
+
 fn filtered_and_sync(c: &mut Criterion) {
     let mut g = c.benchmark_group("telemere");
     g.throughput(Throughput::Elements(1));
@@ -70,7 +85,7 @@ fn filtered_and_sync(c: &mut Criterion) {
 
 fn async_enqueue(c: &mut Criterion) {
     let mut g = c.benchmark_group("telemere/async_enqueue");
-    for threads in [1u64, 2] {
+    for (threads, lazy) in [(1u64, true), (2, true), (1, false)] {
         g.throughput(Throughput::Elements(threads));
         let tel = Telemetry::new();
         tel.add_handler(
@@ -83,7 +98,8 @@ fn async_enqueue(c: &mut Criterion) {
                 .buffer_size(BUFFER),
         )
         .unwrap_or_default();
-        g.bench_function(format!("{threads}_threads"), |b| {
+        let name = format!("{threads}_threads{}", if lazy { "" } else { "_eager_data" });
+        g.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 let barrier = Arc::new(Barrier::new(threads as usize + 1));
                 std::thread::scope(|s| {
@@ -92,7 +108,11 @@ fn async_enqueue(c: &mut Criterion) {
                         s.spawn(move || {
                             barrier.wait();
                             for i in 0..iters {
-                                emit(tel, i);
+                                if lazy {
+                                    emit_lazy(tel, i)
+                                } else {
+                                    emit(tel, i)
+                                }
                             }
                         });
                     }
@@ -107,7 +127,7 @@ fn async_enqueue(c: &mut Criterion) {
             .map(|r| r.stats["noop"])
             .unwrap_or_default();
         eprintln!(
-            "  async_enqueue {threads} thread(s): processed {} dropped {} ({:.0}% dropped)",
+            "  async_enqueue {name}: processed {} dropped {} ({:.0}% dropped)",
             st.processed,
             st.dropped,
             100.0 * st.dropped as f64 / (st.processed + st.dropped).max(1) as f64

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -291,6 +291,12 @@ pub(crate) struct Queue {
     cap: usize,
     mode: Mode,
     n_threads: usize,
+    /// `buf.len()`, published after each change, read without the lock: a
+    /// `Dropping` producer facing a full queue drops before it even builds
+    /// the signal, and an idle worker spins on it briefly before sleeping.
+    len_hint: AtomicUsize,
+    /// Drops decided from `len_hint` (without the lock).
+    fast_dropped: AtomicU64,
     pub(crate) counters: Counters,
 }
 
@@ -342,6 +348,8 @@ impl Queue {
             cap: buffer_size,
             mode,
             n_threads,
+            len_hint: AtomicUsize::new(0),
+            fast_dropped: AtomicU64::new(0),
             counters: Counters::default(),
         });
         let mut joins = Vec::with_capacity(n_threads);
@@ -366,6 +374,36 @@ impl Queue {
             }
         }
         Ok((q, joins))
+    }
+
+    /// For a `Dropping` queue that is full right now: counts the drop and
+    /// returns true, so the caller need not build the signal at all.
+    #[inline]
+    pub(crate) fn drop_if_full(&self) -> bool {
+        if self.mode == Mode::Dropping && self.len_hint.load(Ordering::Relaxed) >= self.cap {
+            self.fast_dropped.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Spins (then yields) briefly waiting for work, before the worker
+    /// pays for sleeping and being woken. True if work arrived.
+    fn spin_for_work(&self) -> bool {
+        for i in 0..96 {
+            if self.len_hint.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
+            if i < 64 {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        false
     }
 
     /// Offers a signal according to the mode.
@@ -403,6 +441,7 @@ impl Queue {
             }
         }
         st.buf.push_back(signal);
+        self.len_hint.store(st.buf.len(), Ordering::Relaxed);
         st.idle_flushed = false;
         let wake = st.workers_waiting > 0;
         drop(st);
@@ -417,6 +456,14 @@ impl Queue {
         let mut batch: VecDeque<Signal> = VecDeque::with_capacity(self.cap);
         let mut st = lock(&self.state);
         loop {
+            if st.buf.is_empty() && !st.closed {
+                drop(st);
+                let more = self.spin_for_work();
+                st = lock(&self.state);
+                if more && !st.buf.is_empty() {
+                    continue;
+                }
+            }
             if st.buf.is_empty() {
                 if !st.idle_flushed && st.in_flight == 0 {
                     drop(st);
@@ -445,6 +492,7 @@ impl Queue {
                 let take = st.buf.len().div_ceil(self.n_threads).max(1);
                 batch.extend(st.buf.drain(..take));
             }
+            self.len_hint.store(st.buf.len(), Ordering::Relaxed);
             st.in_flight += batch.len() as u64;
             let wake_producers = st.producers_waiting > 0;
             drop(st);
@@ -467,7 +515,10 @@ impl Queue {
     pub(crate) fn stats(&self) -> HandlerStats {
         let (queued, dropped) = {
             let st = lock(&self.state);
-            (st.buf.len() as u64 + st.in_flight, st.dropped)
+            (
+                st.buf.len() as u64 + st.in_flight,
+                st.dropped + self.fast_dropped.load(Ordering::Relaxed),
+            )
         };
         let mut s = HandlerStats {
             queued,
@@ -524,6 +575,7 @@ impl Queue {
         let finished = st.workers_alive == 0;
         let left = st.buf.len() as u64;
         st.buf.clear();
+        self.len_hint.store(0, Ordering::Relaxed);
         st.dropped += left;
         let pending = left + st.in_flight;
         drop(st);

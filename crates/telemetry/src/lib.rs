@@ -41,7 +41,8 @@
 //!
 //! event!(tel: &tel, "my-app/user-created", serde_json::json!({"user": 7}));
 //! info!(tel: &tel, "hello");
-//! telemere_lite::debug!(tel: &tel, "filtered out", { panic!("never evaluated") });
+//! fn expensive() -> u64 { unreachable!("never evaluated: debug is filtered out") }
+//! telemere_lite::debug!(tel: &tel, "filtered out", expensive());
 //!
 //! assert_eq!(capture.len(), 2);
 //! assert_eq!(tel.handler_stats()["capture"].processed, 2);
@@ -74,7 +75,7 @@ pub use filter::{Filter, RateLimit};
 pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode};
 pub use handlers::{CaptureHandler, ConsoleHandler, FileHandler, FileOptions, Format, Stream};
 pub use level::{Level, ParseLevelError};
-pub use signal::{Callsite, Data, ErrorInfo, Kind, Signal, ThreadInfo};
+pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, Signal, ThreadInfo};
 pub use telemetry::{
     add_handler, global, handler_stats, remove_handler, set_min_level, shutdown, startup, Payload,
     ShutdownReport, Telemetry, TelemetryGuard, MAX_HANDLERS,

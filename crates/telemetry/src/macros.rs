@@ -68,7 +68,7 @@ macro_rules! __emit {
 macro_rules! __data {
     ($data:expr) => {{
         #[allow(unused_imports)]
-        use $crate::__private::{ViaSerialize as _, ViaValue as _};
+        use $crate::__private::{ViaLazy as _, ViaSerialize as _, ViaValue as _};
         $crate::__private::DataWrap($data).__into_data()
     }};
 }

@@ -24,6 +24,18 @@ impl ViaValue for DataWrap<serde_json::Value> {
     }
 }
 
+/// Data wrapped in [`Lazy`](crate::Lazy) is moved in, serialized later.
+pub trait ViaLazy {
+    fn __into_data(self) -> Data;
+}
+
+impl<T: serde::Serialize + Send + Sync + 'static> ViaLazy for DataWrap<crate::Lazy<T>> {
+    #[inline]
+    fn __into_data(self) -> Data {
+        Data::Lazy(std::sync::Arc::new(self.0 .0))
+    }
+}
+
 /// Anything else serializable is serialized to compact JSON text now.
 pub trait ViaSerialize {
     fn __into_data(self) -> Data;

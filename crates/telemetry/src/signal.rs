@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::ser::{SerializeMap, Serializer};
@@ -29,15 +29,60 @@ pub enum Kind {
 
 /// Structured data attached to a signal.
 ///
-/// Data given as a `serde_json::Value` is kept as is; any other
-/// `Serialize` value is serialized once, on the emitting thread, into compact
-/// JSON text that the JSON formatters write verbatim.
-#[derive(Clone, Debug)]
+/// Data given as a `serde_json::Value` is kept as is; data wrapped in
+/// [`Lazy`] is kept as is and serialized by whoever reads it (the worker of
+/// an async handler); any other `Serialize` value is serialized once, on
+/// the emitting thread, into compact JSON text that the JSON formatters
+/// write verbatim.
+#[derive(Clone)]
 pub enum Data {
     /// Compact JSON text.
     Json(Box<RawValue>),
     /// A JSON value.
     Value(Value),
+    /// A value serialized only when read (see [`Lazy`]).
+    Lazy(Arc<dyn LazyData>),
+}
+
+/// Marks signal data to be captured as is (moved, not serialized) and
+/// serialized later, off the emitting thread: the cheapest way to attach
+/// data on a hot path. The value must be `'static + Send + Sync`.
+///
+/// ```
+/// # use telemere_lite::{event, Lazy};
+/// #[derive(serde::Serialize)]
+/// struct Published { conn: u64, channel: &'static str }
+/// event!("app/published", Lazy(Published { conn: 7, channel: "chat" }));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lazy<T>(pub T);
+
+/// A captured value that can be serialized later ([`Data::Lazy`]).
+pub trait LazyData: Send + Sync + 'static {
+    /// Serializes the value to compact JSON.
+    fn to_raw(&self) -> Result<Box<RawValue>, serde_json::Error>;
+}
+
+impl<T: Serialize + Send + Sync + 'static> LazyData for T {
+    fn to_raw(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        serde_json::value::to_raw_value(self)
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Data::Json(raw) => f.debug_tuple("Json").field(&raw.get()).finish(),
+            Data::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Data::Lazy(_) => f.debug_tuple("Lazy").field(&self.to_string()).finish(),
+        }
+    }
+}
+
+fn serialize_error(e: &serde_json::Error) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("serialize-error".to_owned(), Value::String(e.to_string()));
+    Value::Object(m)
 }
 
 impl Data {
@@ -46,11 +91,7 @@ impl Data {
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Data {
         match serde_json::value::to_raw_value(value) {
             Ok(raw) => Data::Json(raw),
-            Err(e) => {
-                let mut m = serde_json::Map::new();
-                m.insert("serialize-error".to_owned(), Value::String(e.to_string()));
-                Data::Value(Value::Object(m))
-            }
+            Err(e) => Data::Value(serialize_error(&e)),
         }
     }
 
@@ -59,6 +100,10 @@ impl Data {
         match self {
             Data::Value(v) => v.clone(),
             Data::Json(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            Data::Lazy(l) => match l.to_raw() {
+                Ok(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                Err(e) => serialize_error(&e),
+            },
         }
     }
 
@@ -66,7 +111,7 @@ impl Data {
     pub fn get(&self, key: &str) -> Option<Value> {
         match self {
             Data::Value(v) => v.get(key).cloned(),
-            Data::Json(_) => self.to_value().get(key).cloned(),
+            Data::Json(_) | Data::Lazy(_) => self.to_value().get(key).cloned(),
         }
     }
 }
@@ -82,6 +127,10 @@ impl Serialize for Data {
         match self {
             Data::Json(raw) => raw.serialize(s),
             Data::Value(v) => v.serialize(s),
+            Data::Lazy(l) => match l.to_raw() {
+                Ok(raw) => raw.serialize(s),
+                Err(e) => serialize_error(&e).serialize(s),
+            },
         }
     }
 }
@@ -91,6 +140,10 @@ impl fmt::Display for Data {
         match self {
             Data::Json(raw) => f.write_str(raw.get()),
             Data::Value(v) => write!(f, "{v}"),
+            Data::Lazy(l) => match l.to_raw() {
+                Ok(raw) => f.write_str(raw.get()),
+                Err(e) => write!(f, "{}", serialize_error(&e)),
+            },
         }
     }
 }

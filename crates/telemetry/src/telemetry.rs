@@ -247,6 +247,10 @@ impl Telemetry {
             if mask == 0 {
                 return;
             }
+            let mask = drop_where_full(cfg, mask);
+            if mask == 0 {
+                return;
+            }
             let p = payload();
             let signal = Signal {
                 kind,
@@ -551,6 +555,28 @@ fn interested(cfg: &Config, level: Level, id: Option<&str>, module: &str) -> u64
         }
     }
     mask
+}
+
+/// Counts a drop for (and removes from the mask) each `Dropping` handler
+/// whose queue is full, before the signal is built.
+#[inline]
+fn drop_where_full(cfg: &Config, mask: u64) -> u64 {
+    let mut out = mask;
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if let Some(Slot {
+            kind: SlotKind::Async { queue, .. },
+            ..
+        }) = cfg.handlers.get(i).map(|s| &**s)
+        {
+            if queue.drop_if_full() {
+                out &= !(1 << i);
+            }
+        }
+    }
+    out
 }
 
 /// Hands the signal to each handler of the mask (a clone to all but the last).

@@ -101,6 +101,30 @@ fn every_macro_form_carries_what_it_was_given() {
     assert_eq!(json["id"], "app/b");
 }
 
+#[derive(Serialize)]
+struct Hot {
+    conn: u64,
+    channel: &'static str,
+}
+
+#[test]
+fn lazy_data_is_captured_and_serialized_on_read() {
+    let (tel, c) = setup();
+    event!(tel: &tel, "hot", telemere_lite::Lazy(Hot { conn: 9, channel: "chat" }));
+    let s = c.signals();
+    let d = s[0].data.as_ref().unwrap();
+    assert!(matches!(d, telemere_lite::Data::Lazy(_)));
+    assert_eq!(
+        d.to_value(),
+        serde_json::json!({"conn": 9, "channel": "chat"})
+    );
+    let json: serde_json::Value = serde_json::from_str(&s[0].to_json()).unwrap();
+    assert_eq!(json["data"]["conn"], 9);
+    assert!(s[0]
+        .to_text()
+        .contains(r#"data={"conn":9,"channel":"chat"}"#));
+}
+
 #[test]
 fn the_global_instance_is_the_default() {
     // The only test of this binary that touches the global instance.
