@@ -152,6 +152,8 @@ pub enum ConfigError {
         origin: String,
         expected: String,
     },
+    #[error("configuration: {0}")]
+    Type(String),
     #[error("`{key}` = {value:?}: {message}")]
     Invalid {
         key: String,
@@ -499,5 +501,204 @@ fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
         value: value.to_owned(),
         origin: origin.to_owned(),
         expected: expected.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile_lite::TempFile {
+        tempfile_lite::TempFile::new(text)
+    }
+
+    /// A minimal temp file without a dependency.
+    mod tempfile_lite {
+        use std::path::{Path, PathBuf};
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        pub struct TempFile(PathBuf);
+
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                static N: AtomicU64 = AtomicU64::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "sente-lite-config-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, text).unwrap();
+                TempFile(p)
+            }
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = Config::load(None, &[], &[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host, "localhost");
+        assert!(c.telemetry.enabled);
+        assert_eq!(c.websocket.max_connections, 1000);
+        assert_eq!(c.websocket.heartbeat_interval_ms, 30_000);
+        assert_eq!(c.websocket.message_timeout_ms, 5_000);
+        assert!(c.channels.auto_create);
+        assert_eq!(c.channels.default_config.max_subscribers, 1000);
+        assert_eq!(c.channels.default_config.message_retention, 0);
+        assert_eq!(c.channels.default_config.rpc_timeout_ms, 30_000);
+        assert_eq!(c.websocket.max_message_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let f = file(
+            "port = 4000\nhost = \"0.0.0.0\"\n[websocket]\nmax-connections = 10\n\
+             [channels.default-config]\nmessage-retention = 3\nmax-subscribers = 7\n",
+        );
+        let c = Config::load(Some(f.path()), &[], &[]).unwrap();
+        assert_eq!((c.port, c.websocket.max_connections), (4000, 10));
+        assert_eq!(c.channels.default_config.message_retention, 3);
+
+        let e = env(&[
+            ("PORT", "5000"),
+            ("MAX_SUBSCRIBERS", "70"),
+            ("SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS", "20"),
+            ("APP_NAME", "my-app"),
+            ("TELEMETRY_ENABLED", "false"),
+        ]);
+        let c = Config::load(Some(f.path()), &e, &[]).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.host, "0.0.0.0", "the file's value where env is silent");
+        assert_eq!(c.websocket.max_connections, 20);
+        assert_eq!(c.channels.default_config.max_subscribers, 70);
+        assert_eq!(c.channels.default_config.message_retention, 3);
+        assert_eq!(c.telemetry.handler_id, "my-app");
+        assert!(!c.telemetry.enabled);
+
+        let flags = vec![
+            ("port".to_owned(), "6000".to_owned()),
+            (
+                "channels.default-config.message-retention".to_owned(),
+                "9".to_owned(),
+            ),
+        ];
+        let c = Config::load(Some(f.path()), &e, &flags).unwrap();
+        assert_eq!(c.port, 6000);
+        assert_eq!(c.channels.default_config.message_retention, 9);
+        assert_eq!(c.websocket.max_connections, 20);
+    }
+
+    #[test]
+    fn our_env_name_wins_over_the_seeds_for_the_same_key() {
+        let e = env(&[("PORT", "5000"), ("SENTE_LITE_PORT", "5001")]);
+        assert_eq!(Config::load(None, &e, &[]).unwrap().port, 5001);
+    }
+
+    #[test]
+    fn every_key_has_an_env_name_that_works() {
+        for key in Config::keys() {
+            let value = match key.as_str() {
+                "host" => "127.0.0.1",
+                "telemetry.min-level" => "debug",
+                "telemetry.output" => "none",
+                "telemetry.format" => "json",
+                "telemetry.handler-id" | "telemetry.file" => "x",
+                "port" => "4321",
+                k if k.ends_with("enabled") || k.ends_with("auto-create") => "false",
+                _ => "2000000",
+            };
+            let e = env(&[(&env_name(&key), value)]);
+            let c = Config::load(None, &e, &[]);
+            assert!(c.is_ok(), "{key} via {}: {:?}", env_name(&key), c.err());
+            assert_ne!(c.unwrap(), Config::default(), "{key} changed nothing");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let e = env(&[("PORT", "abc")]);
+        let err = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`port`") && err.contains("abc") && err.contains("PORT"),
+            "{err}"
+        );
+
+        let err = Config::load(None, &env(&[("PORT", "70000")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+
+        let flags = vec![("websocket.max-connections".to_owned(), "0".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.contains("websocket.max-connections") && err.contains("at least 1"),
+            "{err}"
+        );
+
+        let flags = vec![("websocket.nope".to_owned(), "1".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "websocket.nope"));
+
+        let f = file("[channels]\nauto-create = \"yes please\"\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.auto-create"), "{err}");
+
+        let f = file("[websocket]\nmax-conections = 5\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("websocket.max-conections"), "{err}");
+
+        let f = file("port = ");
+        assert!(matches!(
+            Config::load(Some(f.path()), &[], &[]).unwrap_err(),
+            ConfigError::File { .. }
+        ));
+
+        let missing = Path::new("/nonexistent/sente-lite.toml");
+        assert!(matches!(
+            Config::load(Some(missing), &[], &[]).unwrap_err(),
+            ConfigError::Read { .. }
+        ));
+
+        let flags = vec![("host".to_owned(), "not an ip".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.contains("`host`"), "{err}");
+
+        let flags = vec![("telemetry.min-level".to_owned(), "loud".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.contains("telemetry.min-level"), "{err}");
+    }
+
+    #[test]
+    fn parts_map_to_engine_and_transport() {
+        let mut c = Config::default();
+        c.websocket.heartbeat_interval_ms = 1234;
+        c.channels.max_channels = 5;
+        assert_eq!(
+            c.transport().heartbeat_interval,
+            Duration::from_millis(1234)
+        );
+        assert_eq!(c.engine().max_channels, 5);
+        assert_eq!(c.engine().max_connections, c.websocket.max_connections);
+        assert_eq!(c.bind_ip().unwrap().to_string(), "127.0.0.1");
     }
 }
