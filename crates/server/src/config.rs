@@ -241,9 +241,8 @@ impl Config {
         let config: Config =
             toml::Value::Table(table)
                 .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::File {
-                    path: "merged configuration".to_owned(),
-                    message: e.to_string(),
+                .map_err(|e: toml::de::Error| {
+                    ConfigError::Type(e.to_string().trim().replace('\n', " "))
                 })?;
         config.validate()?;
         Ok(config)
