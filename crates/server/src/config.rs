@@ -152,7 +152,7 @@ pub enum ConfigError {
         origin: String,
         expected: String,
     },
-    #[error("configuration: {0}")]
+    #[error("{0}")]
     Type(String),
     #[error("`{key}` = {value:?}: {message}")]
     Invalid {
@@ -685,6 +685,26 @@ mod tests {
         let flags = vec![("telemetry.min-level".to_owned(), "loud".to_owned())];
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(err.contains("telemetry.min-level"), "{err}");
+    }
+
+    #[test]
+    fn configuration_md_documents_every_key_with_its_default() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/CONFIGURATION.md"),
+        )
+        .unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for key in Config::keys() {
+            let mut v = &defaults;
+            for part in key.split('.') {
+                v = &v[part];
+            }
+            let row = format!("| `{key}` | `{v}` |");
+            assert!(
+                doc.contains(&row),
+                "docs/CONFIGURATION.md lacks the row {row}"
+            );
+        }
     }
 
     #[test]
