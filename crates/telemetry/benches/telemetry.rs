@@ -133,6 +133,46 @@ fn async_enqueue(c: &mut Criterion) {
             100.0 * st.dropped as f64 / (st.processed + st.dropped).max(1) as f64
         );
     }
+    // The same, but emitting in chunks of one buffer and (off the clock)
+    // waiting for the worker to drain between chunks, so every signal is
+    // really enqueued: the cost of an accepted enqueue.
+    g.throughput(Throughput::Elements(1));
+    let tel = Telemetry::new();
+    tel.add_handler(
+        "noop",
+        |s: &Signal| {
+            black_box(s);
+        },
+        HandlerOptions::async_()
+            .mode(Mode::Dropping)
+            .buffer_size(BUFFER),
+    )
+    .unwrap_or_default();
+    g.bench_function("1_thread_accepted", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(BUFFER as u64);
+                let start = Instant::now();
+                for i in 0..n {
+                    emit_lazy(&tel, i);
+                }
+                total += start.elapsed();
+                left -= n;
+                let _ = tel.flush(Duration::from_secs(10));
+            }
+            total
+        });
+    });
+    let st = tel
+        .shutdown(Duration::from_secs(10))
+        .map(|r| r.stats["noop"])
+        .unwrap_or_default();
+    eprintln!(
+        "  async_enqueue 1_thread_accepted: processed {} dropped {}",
+        st.processed, st.dropped
+    );
     g.finish();
 }
 

@@ -279,6 +279,19 @@ struct State {
     closed: bool,
 }
 
+/// Keeps a hot atomic on its own cache line (no false sharing between the
+/// producers' and the worker's counters).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The bounded queue of an async handler.
 pub(crate) struct Queue {
     state: Mutex<State>,
@@ -294,9 +307,9 @@ pub(crate) struct Queue {
     /// `buf.len()`, published after each change, read without the lock: a
     /// `Dropping` producer facing a full queue drops before it even builds
     /// the signal, and an idle worker spins on it briefly before sleeping.
-    len_hint: AtomicUsize,
+    len_hint: Padded<AtomicUsize>,
     /// Drops decided from `len_hint` (without the lock).
-    fast_dropped: AtomicU64,
+    fast_dropped: Padded<AtomicU64>,
     pub(crate) counters: Counters,
 }
 
@@ -348,8 +361,8 @@ impl Queue {
             cap: buffer_size,
             mode,
             n_threads,
-            len_hint: AtomicUsize::new(0),
-            fast_dropped: AtomicU64::new(0),
+            len_hint: Padded(AtomicUsize::new(0)),
+            fast_dropped: Padded(AtomicU64::new(0)),
             counters: Counters::default(),
         });
         let mut joins = Vec::with_capacity(n_threads);
