@@ -90,8 +90,19 @@ pub async fn start_nats(bin: &Path, n: usize) -> anyhow::Result<Server> {
     spawn(cmd, target, log).await
 }
 
-/// Starts the sente-lite binary with `--port N` (plus `extra` arguments) and
-/// waits until it greets a WebSocket client.
+/// The limits given to sente-lite so that a full run is not refused by its
+/// defaults (1,000 connections, 1,000 subscribers per channel), the
+/// counterpart of the raised limits in [`nats_config`].
+pub const SENTE_LIMIT_ARGS: [&str; 4] = [
+    "--max-connections",
+    "100000",
+    "--set",
+    "channels.default-config.max-subscribers=100000",
+];
+
+/// Starts the sente-lite binary with `--host 127.0.0.1 --port N`, the
+/// limits of [`SENTE_LIMIT_ARGS`] and then `extra`, and waits until it greets
+/// a WebSocket client.
 pub async fn start_sente(bin: &Path, extra: &[String], n: usize) -> anyhow::Result<Server> {
     if !bin.is_file() {
         bail!(
@@ -102,7 +113,9 @@ pub async fn start_sente(bin: &Path, extra: &[String], n: usize) -> anyhow::Resu
     let port = free_port()?;
     let log = work_dir()?.join(format!("sente-{n}.log"));
     let mut cmd = Command::new(bin);
-    cmd.arg("--port").arg(port.to_string()).args(extra);
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(SENTE_LIMIT_ARGS)
+        .args(extra);
     let target = Target {
         kind: Kind::Sente,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
