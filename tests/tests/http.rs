@@ -1,0 +1,242 @@
+//! The HTTP endpoints: /health, /stats, /channels, JSON errors, and the 503
+//! refusal of an upgrade at max-connections.
+
+#![allow(clippy::unwrap_used)]
+
+use sente_lite_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn health_has_the_seed_fields_and_counts() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let (status, h) = http_get(addr, "/health").await;
+    assert_eq!(status, 200, "{h}");
+    assert_keys(
+        &h,
+        &[
+            "status",
+            "connections",
+            "channels",
+            "system-health",
+            "uptime-ms",
+        ],
+    );
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["connections"], 0);
+    assert_eq!(h["channels"], 0);
+    assert_eq!(
+        h["system-health"],
+        json!({"healthy": true, "total-channels": 0, "total-subscriptions": 0,
+               "pending-rpc-requests": 0, "old-rpc-requests": 0})
+    );
+    assert!(h["uptime-ms"].is_u64());
+
+    let mut a = Client::connect(addr).await;
+    let mut w = Client::connect(addr).await;
+    a.subscribe("one").await;
+    a.subscribe("two").await;
+    w.subscribe("two").await;
+    a.send(json!({"type": "rpc-request", "channel-id": "two", "data": 1, "timeout-ms": 60000}))
+        .await;
+    a.recv_type("rpc-request-result").await;
+
+    let (status, h) = http_get(addr, "/health").await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["connections"], 2);
+    assert_eq!(h["channels"], 2);
+    assert_eq!(
+        h["system-health"],
+        json!({"healthy": true, "total-channels": 2, "total-subscriptions": 3,
+               "pending-rpc-requests": 1, "old-rpc-requests": 0})
+    );
+    let r = http_request(addr, "GET", "/health", &[]).await;
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json"),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[tokio::test]
+async fn stats_fields() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    let mut b = Client::connect(addr).await;
+    a.subscribe("chat-room").await; // 1 frame
+    b.publish("chat-room", json!("hi")).await; // 1 frame
+    a.recv_type("channel-message").await;
+    b.send_text("{oops").await; // 1 frame, an error
+    b.recv_type("error").await;
+
+    let s = stats(addr).await;
+    assert_keys(
+        &s,
+        &[
+            "active-connections",
+            "total-messages",
+            "server-config",
+            "channel-stats",
+            "telemetry-stats",
+            "transport",
+        ],
+    );
+    assert_eq!(s["active-connections"], 2);
+    assert_eq!(s["total-messages"], 3, "client frames received: {s}");
+    assert_eq!(s["server-config"]["port"], addr.port(), "the bound port");
+    assert_eq!(s["server-config"]["host"], "127.0.0.1");
+    let cs = &s["channel-stats"];
+    assert_eq!(cs["total-channels"], 1);
+    assert_eq!(cs["total-subscriptions"], 1);
+    assert_eq!(cs["pending-rpc-requests"], 0);
+    let room = &cs["channels"]["chat-room"];
+    assert_keys(
+        room,
+        &[
+            "subscriber-count",
+            "message-count",
+            "created-at",
+            "retention-count",
+        ],
+    );
+    assert_eq!(room["subscriber-count"], 1);
+    assert_eq!(room["message-count"], 1);
+    assert_eq!(room["retention-count"], 0);
+    assert_recent(&room["created-at"]);
+    // One entry per telemetry handler id: the config's handler id.
+    let tel = s["telemetry-stats"].as_object().unwrap();
+    assert_eq!(tel.keys().collect::<Vec<_>>(), ["sente-lite"], "{s}");
+    assert_keys(
+        &tel["sente-lite"],
+        &["processed", "queued", "dropped", "errors"],
+    );
+    let t = &s["transport"];
+    for key in [
+        "connections-accepted",
+        "connections-closed",
+        "rejected-max-connections",
+        "closed-slow-consumer",
+        "closed-heartbeat-timeout",
+        "closed-message-too-large",
+        "frames-received",
+        "frames-sent",
+        "error-frames-sent",
+    ] {
+        assert!(t[key].is_u64(), "transport.{key} missing in {s}");
+    }
+    assert_eq!(t["connections-accepted"], 2);
+    assert_eq!(t["connections-closed"], 0);
+    assert_eq!(t["frames-received"], 3);
+    assert_eq!(t["error-frames-sent"], 1);
+    // Stats from the Rust API agree.
+    assert_eq!(server.stats().active_connections, 2);
+}
+
+#[tokio::test]
+async fn channels_endpoint_and_json_404() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let (status, body) = http_get(addr, "/channels").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"channels": {}}));
+    server.channels().create_channel("news", None).unwrap();
+    let (_, body) = http_get(addr, "/channels").await;
+    assert_eq!(body["channels"]["news"]["subscriber-count"], 0);
+    assert_eq!(body["channels"]["news"]["message-count"], 0);
+    assert_eq!(
+        body["channels"]["news"]["config"],
+        json!({"max-subscribers": 1000, "message-retention": 0, "rpc-timeout-ms": 30000,
+               "telemetry-enabled": true})
+    );
+
+    for path in ["/nope", "/health/extra", "/channels/news"] {
+        let r = http_request(addr, "GET", path, &[]).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+        let body = r.json();
+        assert_keys(&body, &["error", "reason", "message"]);
+        assert_eq!(body["error"], "not-found");
+        assert_eq!(body["reason"], "not-found");
+        assert!(
+            r.header("content-type")
+                .unwrap_or_default()
+                .starts_with("application/json"),
+            "{path}"
+        );
+    }
+    // Plain GET / without an upgrade is a JSON error too.
+    let r = http_request(addr, "GET", "/", &[]).await;
+    assert!(r.status >= 400, "{}", r.status);
+    assert_keys(&r.json(), &["error", "reason", "message"]);
+}
+
+/// PROTOCOL.md, HTTP errors: "404, any other path or method".
+#[tokio::test]
+async fn other_methods_get_json_404() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    for (method, path) in [
+        ("PUT", "/nope"),
+        ("POST", "/health"),
+        ("DELETE", "/channels"),
+    ] {
+        let r = http_request(addr, method, path, &[("Content-Length", "0")]).await;
+        let body = r.json();
+        assert_keys(&body, &["error", "reason", "message"]);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+        assert_eq!(body["error"], "not-found", "{method} {path}");
+        assert_eq!(body["reason"], "not-found", "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn upgrade_refused_with_503_at_max_connections_and_recovers() {
+    let mut config = config();
+    config.websocket.max_connections = 2;
+    let server = start(config).await;
+    let addr = server.local_addr();
+    let a = Client::connect(addr).await;
+    let _b = Client::connect(addr).await;
+
+    let r = ws_upgrade_raw(addr).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let body = r.json();
+    assert_keys(&body, &["error", "reason", "message"]);
+    assert_eq!(body["error"], "service-unavailable");
+    assert_eq!(body["reason"], "max-connections-reached");
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/json"));
+    // A real client is refused too.
+    assert!(try_connect_ws(addr, None).await.is_err());
+    let s = stats(addr).await;
+    assert_eq!(s["transport"]["rejected-max-connections"], 2, "{s}");
+    assert_eq!(s["active-connections"], 2);
+    // HTTP endpoints still answer at the limit.
+    assert_eq!(http_get(addr, "/health").await.0, 200);
+
+    // One leaves; a new client gets in (the place is given back once the
+    // server has finished closing the connection).
+    a.close().await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let c = loop {
+        match try_connect_ws(addr, None).await {
+            Ok(ws) => break Client::from_ws(ws).await,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place freed after a client left: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(!c.conn_id.is_empty());
+    let s = stats(addr).await;
+    assert_eq!(s["active-connections"], 2, "{s}");
+    assert_eq!(s["transport"]["connections-closed"], 1, "{s}");
+}
