@@ -263,7 +263,15 @@ impl Client {
         loop {
             match self.recv_or_end().await {
                 Ok(v) => frames.push(v),
-                Err(end) => return (frames, end),
+                Err(end) => {
+                    // Keep polling so tungstenite sends the close reply and
+                    // the server need not wait for it.
+                    let _ = tokio::time::timeout(TIMEOUT, async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
+                    return (frames, end);
+                }
             }
         }
     }
