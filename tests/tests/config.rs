@@ -1,0 +1,227 @@
+//! `Config::load`: defaults < TOML file < environment < flags, and bad
+//! values rejected with an error naming the key.
+
+#![allow(clippy::unwrap_used)]
+
+use sente_lite_server::{Config, Server};
+use std::path::PathBuf;
+
+/// A TOML file in the temp dir, removed when dropped.
+struct TempToml(PathBuf);
+
+impl TempToml {
+    fn new(name: &str, text: &str) -> TempToml {
+        let path = std::env::temp_dir().join(format!(
+            "sente-lite-config-test-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempToml(path)
+    }
+}
+
+impl Drop for TempToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// The error of a load that must fail; its message must name `key`.
+#[track_caller]
+fn load_err(
+    file: Option<&TempToml>,
+    env: &[(&str, &str)],
+    overrides: &[(&str, &str)],
+    key: &str,
+) -> String {
+    let r = Config::load(file.map(|f| f.0.as_path()), &pairs(env), &pairs(overrides));
+    let e = match r {
+        Ok(c) => panic!("expected an error naming `{key}`, got {c:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(key), "error {e:?} does not name `{key}`");
+    e
+}
+
+#[test]
+fn nothing_given_is_the_defaults() {
+    let c = Config::load(None, &[], &[]).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.port, 3000);
+    assert_eq!(c.host, "localhost");
+    assert!(c.channels.auto_create);
+    assert_eq!(c.channels.default_config.max_subscribers, 1000);
+    assert_eq!(c.websocket.heartbeat_interval_ms, 30_000);
+    // Unrelated variables are ignored.
+    let c = Config::load(None, &pairs(&[("PATH", "/bin"), ("HOME", "/root")]), &[]).unwrap();
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn defaults_then_file_then_env_then_flags() {
+    let file = TempToml::new(
+        "precedence",
+        r#"
+port = 4000
+host = "0.0.0.0"
+
+[websocket]
+max-connections = 50
+heartbeat-interval-ms = 1500
+
+[channels.default-config]
+max-subscribers = 10
+message-retention = 7
+"#,
+    );
+    let env = pairs(&[
+        ("PORT", "5000"),
+        ("SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS", "60"),
+        ("MAX_SUBSCRIBERS", "20"),
+        ("APP_NAME", "chat-server"),
+        ("AUTO_CREATE_CHANNELS", "false"),
+        ("SENTE_LITE_TELEMETRY_OUTPUT", "none"),
+    ]);
+    let flags = pairs(&[("port", "6000"), ("websocket.heartbeat-interval-ms", "250")]);
+    let c = Config::load(Some(&file.0), &env, &flags).unwrap();
+    assert_eq!(c.port, 6000, "flag beats env beats file");
+    assert_eq!(c.host, "0.0.0.0", "file beats default");
+    assert_eq!(
+        c.websocket.max_connections, 60,
+        "SENTE_LITE_* env beats file"
+    );
+    assert_eq!(c.websocket.heartbeat_interval_ms, 250, "flag beats file");
+    assert_eq!(
+        c.channels.default_config.max_subscribers, 20,
+        "seed env beats file"
+    );
+    assert_eq!(c.channels.default_config.message_retention, 7, "file only");
+    assert_eq!(c.telemetry.handler_id, "chat-server");
+    assert!(!c.channels.auto_create);
+    assert_eq!(c.telemetry.output, "none");
+    // Untouched keys keep their defaults.
+    assert_eq!(
+        c.websocket.max_message_bytes,
+        Config::default().websocket.max_message_bytes
+    );
+
+    // Without the flag, env wins over the file; without env, the file.
+    let c = Config::load(Some(&file.0), &env, &[]).unwrap();
+    assert_eq!(c.port, 5000);
+    let c = Config::load(Some(&file.0), &[], &[]).unwrap();
+    assert_eq!(c.port, 4000);
+    assert_eq!(c.websocket.max_connections, 50);
+}
+
+#[test]
+fn sente_lite_variables_beat_the_seed_names() {
+    let env = pairs(&[
+        ("PORT", "5000"),
+        ("SENTE_LITE_PORT", "5001"),
+        ("MESSAGE_RETENTION", "3"),
+        ("SENTE_LITE_CHANNELS_DEFAULT_CONFIG_MESSAGE_RETENTION", "4"),
+        ("HOST", "127.0.0.1"),
+        ("TELEMETRY_ENABLED", "false"),
+    ]);
+    let c = Config::load(None, &env, &[]).unwrap();
+    assert_eq!(c.port, 5001);
+    assert_eq!(c.channels.default_config.message_retention, 4);
+    assert_eq!(c.host, "127.0.0.1");
+    assert!(!c.telemetry.enabled);
+}
+
+#[test]
+fn bad_values_are_errors_naming_the_key() {
+    load_err(None, &[("PORT", "abc")], &[], "port");
+    load_err(None, &[("SENTE_LITE_PORT", "-1")], &[], "port");
+    load_err(None, &[], &[("port", "70000")], "port");
+    load_err(
+        None,
+        &[("MAX_SUBSCRIBERS", "many")],
+        &[],
+        "channels.default-config.max-subscribers",
+    );
+    load_err(
+        None,
+        &[("AUTO_CREATE_CHANNELS", "maybe")],
+        &[],
+        "channels.auto-create",
+    );
+    load_err(
+        None,
+        &[],
+        &[("websocket.max-connections", "0")],
+        "websocket.max-connections",
+    );
+    load_err(
+        None,
+        &[("SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS", "0")],
+        &[],
+        "websocket.heartbeat-interval-ms",
+    );
+    load_err(None, &[], &[("host", "not-an-ip")], "host");
+    load_err(
+        None,
+        &[],
+        &[("telemetry.output", "fancy")],
+        "telemetry.output",
+    );
+    load_err(
+        None,
+        &[],
+        &[("telemetry.min-level", "loud")],
+        "telemetry.min-level",
+    );
+    load_err(None, &[], &[("no-such.key", "1")], "no-such.key");
+    load_err(
+        None,
+        &[],
+        &[("websocket.max-message-bytes", "100000000")],
+        "websocket.max-outbound-bytes",
+    );
+}
+
+#[test]
+fn bad_files_are_errors_naming_the_key() {
+    let f = TempToml::new("unknown-key", "[websocket]\nmax-conections = 5\n");
+    load_err(Some(&f), &[], &[], "websocket.max-conections");
+    let f = TempToml::new("unknown-top", "prot = 5\n");
+    load_err(Some(&f), &[], &[], "prot");
+    let f = TempToml::new("wrong-type", "port = \"eighty\"\n");
+    load_err(Some(&f), &[], &[], "port");
+    let f = TempToml::new("zero", "[websocket]\nmax-connections = 0\n");
+    load_err(Some(&f), &[], &[], "websocket.max-connections");
+    let f = TempToml::new("not-a-table", "websocket = 3\n");
+    load_err(Some(&f), &[], &[], "websocket");
+    let f = TempToml::new("syntax", "port = \n");
+    let e = load_err(Some(&f), &[], &[], "port");
+    assert!(
+        e.contains(&f.0.display().to_string()),
+        "names the file: {e}"
+    );
+    // A file that does not exist.
+    let missing = std::env::temp_dir().join("sente-lite-no-such-config.toml");
+    let e = Config::load(Some(&missing), &[], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sente-lite-no-such-config.toml"), "{e}");
+}
+
+#[tokio::test]
+async fn start_refuses_an_invalid_config() {
+    let mut c = Config {
+        port: 0,
+        host: "127.0.0.1".into(),
+        ..Config::default()
+    };
+    c.telemetry.output = "none".into();
+    c.websocket.max_connections = 0;
+    let e = Server::start(c).await.unwrap_err().to_string();
+    assert!(e.contains("websocket.max-connections"), "{e}");
+}
