@@ -384,14 +384,22 @@ struct Rfc3339(SystemTime);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = String::with_capacity(27);
-        let _ = write_rfc3339(&mut buf, self.0);
-        s.serialize_str(&buf)
+        let mut buf = [0u8; 32];
+        let n = rfc3339_bytes(&mut buf, self.0);
+        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
     }
 }
 
 /// Writes `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
 pub(crate) fn write_rfc3339(out: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
+    let mut buf = [0u8; 32];
+    let n = rfc3339_bytes(&mut buf, t);
+    out.write_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
+}
+
+/// The RFC 3339 form in ASCII digits, without `core::fmt` (it shows up in
+/// the file handler's profile); returns the length written.
+fn rfc3339_bytes(buf: &mut [u8; 32], t: SystemTime) -> usize {
     let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_micros()),
         Err(e) => {
@@ -406,15 +414,31 @@ pub(crate) fn write_rfc3339(out: &mut impl fmt::Write, t: SystemTime) -> fmt::Re
         }
     };
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    let y = y.clamp(0, 9999) as u32;
+    fn put(buf: &mut [u8], at: usize, v: u32, width: usize) {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    put(buf, 0, y, 4);
+    buf[4] = b'-';
+    put(buf, 5, m, 2);
+    buf[7] = b'-';
+    put(buf, 8, d, 2);
+    buf[10] = b'T';
+    put(buf, 11, sod / 3600, 2);
+    buf[13] = b':';
+    put(buf, 14, (sod / 60) % 60, 2);
+    buf[16] = b':';
+    put(buf, 17, sod % 60, 2);
+    buf[19] = b'.';
+    put(buf, 20, micros, 6);
+    buf[26] = b'Z';
+    27
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
