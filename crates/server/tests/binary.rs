@@ -84,7 +84,13 @@ fn help_and_version() {
 
 #[test]
 fn bad_configuration_exits_2_naming_the_key() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+    // (flags, environment, the key the error must name)
+    type Case = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let cases: [Case; 6] = [
         (&["--port", "abc"], &[], "port"),
         (&[], &[("PORT", "abc")], "port"),
         (
