@@ -150,3 +150,33 @@ async fn several_servers_in_one_process_are_independent() {
         c.roundtrip().await;
     }
 }
+
+/// PROTOCOL.md: the first frame on every connection is `welcome`, even
+/// while broadcasts are going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_comes_first_even_during_broadcasts() {
+    let server = std::sync::Arc::new(start_default().await);
+    let addr = server.local_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let broadcaster = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                server.broadcast(obj(json!({"type": "tick", "n": sent})));
+                sent += 1;
+                tokio::task::yield_now().await;
+            }
+            sent
+        })
+    };
+    for _ in 0..30 {
+        // Client::connect asserts the first frame is `welcome`.
+        let mut c = Client::connect(addr).await;
+        let next = c.recv().await;
+        assert_eq!(next["type"], "tick", "{next}");
+        assert_eq!(next["broadcast"], true);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(within("the broadcaster", broadcaster).await.unwrap() > 0);
+}

@@ -118,3 +118,66 @@ async fn concurrent_publishers_keep_per_publisher_order() {
         assert_eq!(o, &orders[0], "subscribers disagree on the relative order");
     }
 }
+
+/// PROTOCOL.md, Ordering: a publish racing with a subscribe reaches the new
+/// subscriber exactly once, live or retained. With retention larger than
+/// the number of messages, retained + live is every message, no gap, no
+/// duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_racing_with_publishes_sees_each_message_once() {
+    const MESSAGES: usize = 2_000;
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let cfg = sente_lite_protocol::ChannelConfig {
+        message_retention: MESSAGES,
+        ..Default::default()
+    };
+    server.channels().create_channel("race", Some(cfg)).unwrap();
+    let mut publisher = Client::connect(addr).await;
+    let mut late = Client::connect(addr).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            publisher
+                .send(json!({"type": "publish", "channel-id": "race", "data": i}))
+                .await;
+        }
+        for _ in 0..MESSAGES {
+            publisher.recv_type("publish-result").await;
+        }
+    });
+    // Subscribe while the publishes are being processed.
+    late.send(json!({"type": "subscribe", "channel-id": "race"}))
+        .await;
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut live_before_result = Vec::new();
+    loop {
+        let f = late.recv().await;
+        match f["type"].as_str().unwrap() {
+            "subscription-result" => {
+                assert_eq!(f["success"], true, "{f}");
+                let retained: Vec<u64> = f["retained-messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["data"].as_u64().unwrap())
+                    .collect();
+                seqs.extend(retained);
+                seqs.append(&mut live_before_result);
+                break;
+            }
+            "channel-message" => live_before_result.push(f["data"].as_u64().unwrap()),
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    while seqs.len() < MESSAGES {
+        let m = late.recv_type("channel-message").await;
+        seqs.push(m["data"].as_u64().unwrap());
+    }
+    within("the publisher", publishing).await.unwrap();
+    let want: Vec<u64> = (0..MESSAGES as u64).collect();
+    assert_eq!(
+        seqs, want,
+        "retained + live must be every message exactly once, in order"
+    );
+    late.roundtrip().await;
+}

@@ -225,3 +225,77 @@ async fn a_frame_over_max_message_bytes_closes_1009() {
     assert_eq!(s["transport"]["closed-message-too-large"], 1, "{s}");
     assert_eq!(s["channel-stats"]["channels"]["room"]["message-count"], 2);
 }
+
+/// The limit is inclusive: a frame of exactly max-message-bytes is served,
+/// one byte more closes the connection.
+#[tokio::test]
+async fn max_message_bytes_boundary() {
+    let mut config = config();
+    config.websocket.max_message_bytes = 1024;
+    let server = start(config).await;
+    let addr = server.local_addr();
+    let frame_of = |len: usize| {
+        let base = json!({"type": "ping", "timestamp": ""}).to_string().len();
+        let f = json!({"type": "ping", "timestamp": "t".repeat(len - base)}).to_string();
+        assert_eq!(f.len(), len);
+        f
+    };
+    let mut a = Client::connect(addr).await;
+    a.send_text(&frame_of(1024)).await;
+    let pong = a.recv_type("pong").await;
+    // `{"timestamp":"","type":"ping"}` is 30 bytes.
+    assert_eq!(
+        pong["original-timestamp"].as_str().unwrap().len(),
+        1024 - 30
+    );
+    a.send_text(&frame_of(1025)).await;
+    let (frames, end) = a.drain_until_end().await;
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(end, Ended::Closed(Some((1009, "message-too-large".into()))));
+}
+
+/// The other slow-consumer path: the outbound queue is roomy, but a write
+/// to the client cannot finish within message-timeout-ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_past_message_timeout_closes_slow_consumer() {
+    let mut config = config();
+    config.websocket.max_message_bytes = 64 * 1024;
+    config.websocket.max_outbound_bytes = 64 << 20;
+    config.websocket.max_outbound_frames = 100_000;
+    config.websocket.message_timeout_ms = 300;
+    let server = start(config).await;
+    let addr = server.local_addr();
+    let mut slow = Client::connect_small_buffer(addr, 4096).await;
+    slow.subscribe("firehose").await;
+    let mut publisher = Client::connect(addr).await;
+    let pad = "p".repeat(16 * 1024);
+    let started = Instant::now();
+    let mut published = 0u64;
+    while server.stats().transport.unwrap().closed_slow_consumer == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not closed after {published} messages in {:?}",
+            started.elapsed()
+        );
+        publisher
+            .publish("firehose", json!({"seq": published, "pad": pad}))
+            .await;
+        published += 1;
+    }
+    let (frames, end) = slow.drain_until_end().await;
+    for (i, m) in frames.iter().enumerate() {
+        assert_eq!(m["data"]["seq"], i as u64, "gap at {i}");
+    }
+    if let Ended::Closed(c) = &end {
+        assert_eq!(c, &Some((1008, "slow-consumer".to_owned())));
+    }
+    assert_eq!(
+        server
+            .channels()
+            .channel_info("firehose")
+            .unwrap()
+            .subscribers,
+        Vec::<String>::new()
+    );
+    publisher.roundtrip().await;
+}

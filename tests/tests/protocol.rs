@@ -520,6 +520,32 @@ async fn rpc_max_pending_per_connection() {
     w.roundtrip().await;
 }
 
+/// `timeout-ms` is clamped to `max-rpc-timeout-ms`; workers see the
+/// effective timeout, and the request expires at it.
+#[tokio::test]
+async fn rpc_timeout_is_clamped_to_max_rpc_timeout_ms() {
+    let mut config = config();
+    config.channels.max_rpc_timeout_ms = 200;
+    let server = start(config).await;
+    let mut a = Client::connect(server.local_addr()).await;
+    let mut w = Client::connect(server.local_addr()).await;
+    w.subscribe("svc").await;
+    let t0 = Instant::now();
+    a.send(json!({"type": "rpc-request", "channel-id": "svc", "data": 1, "timeout-ms": 60000}))
+        .await;
+    let r = a.recv_type("rpc-request-result").await;
+    let req = w.recv_type("rpc-request").await;
+    assert_eq!(req["timeout-ms"], 200, "{req}");
+    let e = a.recv_type("error").await;
+    assert_eq!(e["reason"], "rpc-timeout");
+    assert_eq!(e["request-id"], r["request-id"]);
+    assert!(
+        t0.elapsed() < Duration::from_millis(2_000),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn rpc_timeout_error_arrives_on_time() {
     let server = start_default().await;
