@@ -180,3 +180,29 @@ async fn welcome_comes_first_even_during_broadcasts() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(within("the broadcaster", broadcaster).await.unwrap() > 0);
 }
+
+#[tokio::test]
+async fn delete_channel_unsubscribes_everyone() {
+    let server = start_default().await;
+    let mut a = Client::connect(server.local_addr()).await;
+    a.subscribe("doomed").await;
+    a.subscribe("kept").await;
+    assert_eq!(server.channels().delete_channel("doomed").unwrap(), 1);
+    a.send(json!({"type": "get-subscriptions"})).await;
+    assert_eq!(
+        a.recv_type("subscription-list").await,
+        json!({"type": "subscription-list", "subscriptions": ["kept"]})
+    );
+    a.send(json!({"type": "unsubscribe", "channel-id": "doomed"}))
+        .await;
+    assert_eq!(
+        a.recv_type("unsubscription-result").await["reason"],
+        "not-subscribed"
+    );
+    // A publish re-creates it (auto-create) without old subscribers.
+    let mut b = Client::connect(server.local_addr()).await;
+    assert_eq!(b.publish("doomed", json!(1)).await["delivered-to"], 0);
+    a.roundtrip().await;
+    let s = stats(server.local_addr()).await;
+    assert_eq!(s["channel-stats"]["total-subscriptions"], 1, "{s}");
+}

@@ -104,6 +104,13 @@ async fn channel_not_found_when_auto_create_is_off() {
         json!({"type": "rpc-request-result", "channel-id": "missing",
                "delivery": {"success": false, "delivered-to": 0, "reason": "channel-not-found"}})
     );
+    a.send(json!({"type": "unsubscribe", "channel-id": "missing"}))
+        .await;
+    assert_eq!(
+        a.recv_type("unsubscription-result").await,
+        json!({"type": "unsubscription-result", "channel-id": "missing", "success": false,
+               "reason": "not-subscribed"})
+    );
     // Nothing was created; the existing channel works.
     assert_eq!(server.channels().channel_count(), 1);
     a.subscribe("exists").await;
