@@ -363,7 +363,7 @@ impl Engine {
         self.inner.channels.read().get(id).cloned()
     }
 
-    fn check_id(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) fn check_id(&self, id: &str) -> Result<(), EngineError> {
         let max = self.inner.config.max_channel_id_bytes;
         if id.is_empty() || id.len() > max {
             return Err(EngineError::InvalidChannelId { len: id.len(), max });
@@ -374,13 +374,14 @@ impl Engine {
     /// The channel `id`, created with the default config when it is missing
     /// and auto-create is on.
     fn channel_or_create(&self, id: &str) -> Result<Arc<Channel>, EngineError> {
+        // An id no channel can have is reported as such, whatever else holds.
+        self.check_id(id)?;
         if let Some(ch) = self.channel(id) {
             return Ok(ch);
         }
         if !self.inner.config.auto_create {
             return Err(EngineError::ChannelNotFound(truncated(id)));
         }
-        self.check_id(id)?;
         self.insert_channel(id, self.inner.config.default_channel, false)
     }
 

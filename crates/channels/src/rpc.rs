@@ -136,6 +136,7 @@ impl Engine {
         timeout_ms: Option<u64>,
     ) -> Result<RpcSent, EngineError> {
         let inner = &self.inner;
+        self.check_id(channel_id)?;
         let Some(ch_config) = self.channel_config(channel_id) else {
             return Err(if inner.config.auto_create {
                 EngineError::NoSubscribers(truncated(channel_id))

@@ -284,3 +284,30 @@ async fn the_timer_ends_when_the_engine_is_dropped() {
         0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_impossible_channel_id_is_invalid_not_empty() {
+    let e = engine();
+    let c = e.connect(Inbox::new()).unwrap();
+    for id in [String::new(), "x".repeat(257)] {
+        let err = e.send_rpc_request(c, &id, json!(1), None).unwrap_err();
+        assert_eq!(err.reason(), Reason::InvalidChannelId);
+    }
+    let strict = Engine::new(EngineConfig {
+        auto_create: false,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let c = strict.connect(Inbox::new()).unwrap();
+    assert_eq!(
+        strict.subscribe(c, "").unwrap_err().reason(),
+        Reason::InvalidChannelId
+    );
+    assert_eq!(
+        strict
+            .publish(Some(c), "", json!(1), false)
+            .unwrap_err()
+            .reason(),
+        Reason::InvalidChannelId
+    );
+}

@@ -81,18 +81,14 @@ pub(crate) fn error(status: StatusCode, reason: &str, message: impl Into<String>
     )
 }
 
+/// Anything but the served GETs is a JSON 404 (the issue's "JSON 404 for
+/// anything else", docs/PROTOCOL.md): a wrong method on a known path too.
 fn rejection(r: &Rejection) -> Response {
-    if r.is_not_found() {
+    if r.is_not_found() || r.find::<warp::reject::MethodNotAllowed>().is_some() {
         error(
             StatusCode::NOT_FOUND,
             "not-found",
-            "no such endpoint; try /health, /stats, /channels or a WebSocket on /",
-        )
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "only GET is served",
+            "no such endpoint; the server answers GET /health, GET /stats, GET /channels and a WebSocket upgrade on GET /",
         )
     } else {
         error(StatusCode::BAD_REQUEST, "bad-request", format!("{r:?}"))

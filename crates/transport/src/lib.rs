@@ -8,7 +8,7 @@
 //!   bounded outbound queue ([`TransportConfig::max_outbound_frames`],
 //!   [`TransportConfig::max_outbound_bytes`]). Several queued frames go out
 //!   in one write.
-//! - `GET /health`, `GET /stats`, `GET /channels`, and a JSON 404/405 for
+//! - `GET /health`, `GET /stats`, `GET /channels`, and a JSON 404 for
 //!   everything else.
 //!
 //! Limits: `max-connections` (HTTP 503 before the upgrade), heartbeat pings
