@@ -4,15 +4,18 @@
 use crate::stats::Counters;
 use crate::upgrade::Admission;
 use crate::{events, handle, Shared};
+use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use sente_lite_channels::{ConnId, Frame, Offer, Sink};
 use sente_lite_protocol::{now_ms, Reason, ServerMessage};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use telemere_lite::{event, Level};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,34 +29,49 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
 
-/// The outbound side the engine offers frames to: a bounded queue, bounded
-/// in frames and in bytes. A frame that does not fit marks the connection a
-/// slow consumer and wakes its task to close it: the connection never stays
-/// open having silently missed a frame.
+/// The outbound side the engine offers frames to: a queue bounded in frames
+/// and in bytes, drained by the connection's task. A frame that does not
+/// fit marks the connection a slow consumer and wakes its task to close it:
+/// the connection never stays open having silently missed a frame.
+///
+/// The queue is a `VecDeque` under an uncontended lock plus an
+/// `AtomicWaker`: offering wakes the task only when the queue goes from empty
+/// to non-empty, and waiting allocates nothing. It starts with no buffer and
+/// gives back a large one once drained, so an idle connection holds little.
 pub(crate) struct ConnSink {
-    tx: flume::Sender<Frame>,
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    waker: AtomicWaker,
+    max_frames: usize,
     max_bytes: usize,
-    overflowed: AtomicBool,
-    wake: Notify,
 }
 
-impl ConnSink {
-    fn new(tx: flume::Sender<Frame>, max_bytes: usize) -> ConnSink {
-        ConnSink {
-            tx,
-            queued_bytes: AtomicUsize::new(0),
-            max_bytes,
-            overflowed: AtomicBool::new(false),
-            wake: Notify::new(),
-        }
-    }
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    overflowed: bool,
+}
 
-    fn overflow(&self) -> Offer {
-        if !self.overflowed.swap(true, Ordering::SeqCst) {
-            self.wake.notify_one();
+/// What the task finds when it looks at its queue.
+enum Next {
+    Frame(Frame),
+    Overflowed,
+}
+
+/// A drained queue keeps at most this many slots of its buffer.
+const KEEP_SLOTS: usize = 16;
+
+impl ConnSink {
+    fn new(max_frames: usize, max_bytes: usize) -> ConnSink {
+        ConnSink {
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                overflowed: false,
+            }),
+            waker: AtomicWaker::new(),
+            max_frames: max_frames.max(1),
+            max_bytes,
         }
-        Offer::Full
     }
 
     /// Offers a frame of our own (a reply); the result matters only through
@@ -61,30 +79,55 @@ impl ConnSink {
     pub(crate) fn reply(&self, msg: &ServerMessage) {
         self.offer(&Frame::new(msg.to_json()));
     }
+
+    /// The next queued frame, or the overflow that ends the connection.
+    fn try_next(&self) -> Option<Next> {
+        let mut q = self.queue.lock();
+        if q.overflowed {
+            return Some(Next::Overflowed);
+        }
+        let frame = q.frames.pop_front()?;
+        q.bytes -= frame.len();
+        if q.frames.is_empty() && q.frames.capacity() > KEEP_SLOTS {
+            q.frames.shrink_to(KEEP_SLOTS);
+        }
+        Some(Next::Frame(frame))
+    }
+
+    /// Waits for [`try_next`](Self::try_next) to have something.
+    fn next(&self) -> impl std::future::Future<Output = Next> + '_ {
+        std::future::poll_fn(move |cx| {
+            // Register first, then look: an offer in between wakes us.
+            self.waker.register(cx.waker());
+            match self.try_next() {
+                Some(next) => Poll::Ready(next),
+                None => Poll::Pending,
+            }
+        })
+    }
 }
 
 impl Sink for ConnSink {
     fn offer(&self, frame: &Frame) -> Offer {
-        if self.overflowed.load(Ordering::Relaxed) {
+        let mut q = self.queue.lock();
+        if q.overflowed {
             return Offer::Closed;
         }
         let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return self.overflow();
+        if q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes {
+            q.overflowed = true;
+            drop(q);
+            self.waker.wake();
+            return Offer::Full;
         }
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Offer::Queued,
-            Err(flume::TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                self.overflow()
-            }
-            Err(flume::TrySendError::Disconnected(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Offer::Closed
-            }
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame.clone());
+        q.bytes += len;
+        drop(q);
+        if was_empty {
+            self.waker.wake();
         }
+        Offer::Queued
     }
 }
 
@@ -129,6 +172,7 @@ impl End {
 }
 
 enum WriteError {
+    Overflowed,
     Timeout,
     Io,
 }
@@ -139,8 +183,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = &shared.config;
-    let (tx, rx) = flume::bounded::<Frame>(cfg.max_outbound_frames.max(1));
-    let sink = Arc::new(ConnSink::new(tx, cfg.max_outbound_bytes));
+    let sink = Arc::new(ConnSink::new(
+        cfg.max_outbound_frames,
+        cfg.max_outbound_bytes,
+    ));
     let welcome = |id: ConnId| {
         Frame::new(
             ServerMessage::Welcome {
@@ -178,20 +224,23 @@ where
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut shutdown = shared.shutdown.clone();
+    // Created once: waiting on it registers once, not on every loop turn.
+    let stop = async move {
+        // The guard `wait_for` returns is dropped here, not held by the loop.
+        let stopped = shutdown.wait_for(|stopping| *stopping).await.is_ok();
+        stopped
+    };
+    tokio::pin!(stop);
 
     let end = loop {
-        if *shutdown.borrow() {
-            break End::Shutdown;
-        }
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break End::Shutdown,
-            _ = sink.wake.notified() => break End::SlowConsumer,
-            first = rx.recv_async() => {
-                let Ok(first) = first else { break End::Gone };
-                match write_batch(&mut ws, &shared, &sink, &rx, first, conn).await {
+            _ = &mut stop => break End::Shutdown,
+            next = sink.next() => {
+                let Next::Frame(first) = next else { break End::SlowConsumer };
+                match write_batch(&mut ws, &shared, &sink, first, conn).await {
                     Ok(()) => {}
-                    Err(WriteError::Timeout) => break End::SlowConsumer,
+                    Err(WriteError::Overflowed | WriteError::Timeout) => break End::SlowConsumer,
                     Err(WriteError::Io) => break End::Gone,
                 }
             }
@@ -248,9 +297,9 @@ where
     if end == End::Shutdown {
         // Deliver what was queued before the stop, within the drain deadline.
         let deadline = Instant::now() + cfg.shutdown_drain;
-        while let Ok(first) = rx.try_recv() {
+        while let Some(Next::Frame(first)) = sink.try_next() {
             if Instant::now() >= deadline
-                || write_batch(&mut ws, &shared, &sink, &rx, first, conn)
+                || write_batch(&mut ws, &shared, &sink, first, conn)
                     .await
                     .is_err()
             {
@@ -272,7 +321,6 @@ async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     shared: &Shared,
     sink: &ConnSink,
-    rx: &flume::Receiver<Frame>,
     first: Frame,
     conn: ConnId,
 ) -> Result<(), WriteError>
@@ -284,10 +332,8 @@ where
     let mut bytes = 0usize;
     let mut next = Some(first);
     while let Some(frame) = next {
-        let len = frame.len();
-        sink.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         frames += 1;
-        bytes += len;
+        bytes += frame.len();
         if let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
             match timeout_at(deadline, ws.feed(Message::Text(text))).await {
                 Ok(Ok(())) => {}
@@ -298,7 +344,11 @@ where
         if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
             break;
         }
-        next = rx.try_recv().ok();
+        next = match sink.try_next() {
+            Some(Next::Frame(f)) => Some(f),
+            Some(Next::Overflowed) => return Err(WriteError::Overflowed),
+            None => None,
+        };
     }
     match timeout_at(deadline, ws.flush()).await {
         Ok(Ok(())) => {}
