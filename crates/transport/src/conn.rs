@@ -49,12 +49,37 @@ struct Queue {
     frames: VecDeque<Frame>,
     bytes: usize,
     overflowed: bool,
+    stop: bool,
+    beat: bool,
 }
 
-/// What the task finds when it looks at its queue.
+impl Queue {
+    /// A drained queue gives back a large buffer a burst left behind.
+    fn shrink_if_drained(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
+            self.frames.shrink_to(KEEP_SLOTS);
+        }
+    }
+}
+
+/// The queue overflowed: the connection is a slow consumer.
+struct Overflowed;
+
+/// What the transport tells every connection at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Heartbeat: ping the client, or close it if it has been silent.
+    Beat,
+    /// Shutdown: drain and close with 1001.
+    Stop,
+}
+
+/// What the task finds when it looks at its queue, most urgent first.
 enum Next {
-    Frame(Frame),
     Overflowed,
+    Stop,
+    Frame(Frame),
+    Beat,
 }
 
 /// A drained queue keeps at most this many slots of its buffer.
@@ -67,6 +92,8 @@ impl ConnSink {
                 frames: VecDeque::new(),
                 bytes: 0,
                 overflowed: false,
+                stop: false,
+                beat: false,
             }),
             waker: AtomicWaker::new(),
             max_frames: max_frames.max(1),
@@ -80,18 +107,60 @@ impl ConnSink {
         self.offer(&Frame::new(msg.to_json()));
     }
 
-    /// The next queued frame, or the overflow that ends the connection.
+    /// Raises a signal and wakes the task.
+    pub(crate) fn signal(&self, signal: Signal) {
+        {
+            let mut q = self.queue.lock();
+            match signal {
+                Signal::Beat => q.beat = true,
+                Signal::Stop => q.stop = true,
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// The most urgent thing waiting: an overflow, a stop, the next frame,
+    /// a heartbeat.
     fn try_next(&self) -> Option<Next> {
         let mut q = self.queue.lock();
         if q.overflowed {
             return Some(Next::Overflowed);
         }
+        if q.stop {
+            return Some(Next::Stop);
+        }
+        if let Some(frame) = q.frames.pop_front() {
+            q.bytes -= frame.len();
+            q.shrink_if_drained();
+            return Some(Next::Frame(frame));
+        }
+        if std::mem::take(&mut q.beat) {
+            return Some(Next::Beat);
+        }
+        None
+    }
+
+    /// The next frame of a write batch; an overflow ends the batch (a stop
+    /// or heartbeat waits for the loop).
+    fn batch_next(&self) -> Result<Option<Frame>, Overflowed> {
+        let mut q = self.queue.lock();
+        if q.overflowed {
+            return Err(Overflowed);
+        }
+        let frame = q.frames.pop_front();
+        if let Some(f) = &frame {
+            q.bytes -= f.len();
+        }
+        q.shrink_if_drained();
+        Ok(frame)
+    }
+
+    /// The next queued frame only (for the shutdown drain).
+    fn pop_frame(&self) -> Option<Frame> {
+        let mut q = self.queue.lock();
         let frame = q.frames.pop_front()?;
         q.bytes -= frame.len();
-        if q.frames.is_empty() && q.frames.capacity() > KEEP_SLOTS {
-            q.frames.shrink_to(KEEP_SLOTS);
-        }
-        Some(Next::Frame(frame))
+        Some(frame)
     }
 
     /// Waits for [`try_next`](Self::try_next) to have something.
@@ -204,13 +273,16 @@ where
         Err(e) => {
             // Admission keeps this rare (two limits in step); answer clearly.
             let frame = ServerMessage::error(e.reason(), e.to_string(), None).to_json();
-            let _ = ws.send(Message::text(frame)).await;
-            let _ = ws
-                .close(Some(CloseFrame {
-                    code: CloseCode::Again,
-                    reason: e.reason().as_str().into(),
-                }))
-                .await;
+            Box::pin(async move {
+                let _ = ws.send(Message::text(frame)).await;
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Again,
+                        reason: e.reason().as_str().into(),
+                    }))
+                    .await;
+            })
+            .await;
             return;
         }
     };
@@ -220,30 +292,37 @@ where
     event!(tel: tel, level: Level::Debug, events::CONNECTION_ADDED, serde_json::json!({"conn-id": conn.to_string()}));
 
     let hb = cfg.heartbeat_interval.max(Duration::from_millis(1));
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
-    let mut shutdown = shared.shutdown.clone();
-    // Created once: waiting on it registers once, not on every loop turn.
-    let stop = async move {
-        // The guard `wait_for` returns is dropped here, not held by the loop.
-        let stopped = shutdown.wait_for(|stopping| *stopping).await.is_ok();
-        stopped
-    };
-    tokio::pin!(stop);
+    let registration = shared.register(&sink);
 
+    // Not biased: a client that is sent a long stream is still read (its
+    // pongs keep it alive), and one that sends a long stream still gets its
+    // replies. Stop and overflow come first within the sink's own order.
     let end = loop {
         tokio::select! {
-            biased;
-            _ = &mut stop => break End::Shutdown,
-            next = sink.next() => {
-                let Next::Frame(first) = next else { break End::SlowConsumer };
-                match write_batch(&mut ws, &shared, &sink, first, conn).await {
-                    Ok(()) => {}
-                    Err(WriteError::Overflowed | WriteError::Timeout) => break End::SlowConsumer,
-                    Err(WriteError::Io) => break End::Gone,
+            next = sink.next() => match next {
+                Next::Frame(first) => {
+                    match write_batch(&mut ws, &shared, &sink, first, conn).await {
+                        Ok(()) => {}
+                        Err(WriteError::Overflowed | WriteError::Timeout) => break End::SlowConsumer,
+                        Err(WriteError::Io) => break End::Gone,
+                    }
                 }
-            }
+                Next::Overflowed => break End::SlowConsumer,
+                Next::Stop => break End::Shutdown,
+                Next::Beat => {
+                    if last_seen.elapsed() >= hb * 2 {
+                        break End::HeartbeatTimeout;
+                    }
+                    let deadline = Instant::now() + cfg.message_timeout;
+                    let ping = Box::pin(timeout_at(deadline, ws.send(Message::Ping(bytes::Bytes::new()))));
+                    match ping.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break End::Gone,
+                        Err(_) => break End::SlowConsumer,
+                    }
+                }
+            },
             msg = ws.next() => {
                 last_seen = Instant::now();
                 match msg {
@@ -263,19 +342,9 @@ where
                     Some(Err(_)) | None => break End::Gone,
                 }
             }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() >= hb * 2 {
-                    break End::HeartbeatTimeout;
-                }
-                let deadline = Instant::now() + cfg.message_timeout;
-                match timeout_at(deadline, ws.send(Message::Ping(bytes::Bytes::new()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break End::Gone,
-                    Err(_) => break End::SlowConsumer,
-                }
-            }
         }
     };
+    shared.unregister(registration);
 
     // From here on the engine offers this connection nothing more.
     shared.engine.disconnect(conn);
@@ -297,9 +366,9 @@ where
     if end == End::Shutdown {
         // Deliver what was queued before the stop, within the drain deadline.
         let deadline = Instant::now() + cfg.shutdown_drain;
-        while let Some(Next::Frame(first)) = sink.try_next() {
+        while let Some(first) = sink.pop_frame() {
             if Instant::now() >= deadline
-                || write_batch(&mut ws, &shared, &sink, first, conn)
+                || Box::pin(write_batch(&mut ws, &shared, &sink, first, conn))
                     .await
                     .is_err()
             {
@@ -307,7 +376,7 @@ where
             }
         }
     }
-    close(&mut ws, end, cfg.message_timeout).await;
+    Box::pin(close(&mut ws, end, cfg.message_timeout)).await;
     Counters::bump(&shared.counters.connections_closed);
     event!(tel: tel, level: Level::Debug, events::WEBSOCKET_CLOSED, serde_json::json!({
         "conn-id": conn.to_string(), "cause": end.name(),
@@ -344,10 +413,9 @@ where
         if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
             break;
         }
-        next = match sink.try_next() {
-            Some(Next::Frame(f)) => Some(f),
-            Some(Next::Overflowed) => return Err(WriteError::Overflowed),
-            None => None,
+        next = match sink.batch_next() {
+            Ok(f) => f,
+            Err(Overflowed) => return Err(WriteError::Overflowed),
         };
     }
     match timeout_at(deadline, ws.flush()).await {

@@ -30,8 +30,11 @@ mod http;
 mod stats;
 mod upgrade;
 
+use conn::ConnSink;
+use parking_lot::Mutex;
 use sente_lite_channels::Engine;
 use serde_json::Value;
+use slab::Slab;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,6 +96,35 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Signalled by every connection task as it ends.
     pub(crate) conn_closed: Notify,
+    /// The outbound sink of every open connection, so one heartbeat task
+    /// and one shutdown can reach them all without a timer or a watch
+    /// future per connection.
+    pub(crate) sinks: Mutex<Slab<Arc<ConnSink>>>,
+}
+
+impl Shared {
+    /// Registers a connection's sink; a connection that arrives during the
+    /// shutdown is told to stop at once.
+    pub(crate) fn register(&self, sink: &Arc<ConnSink>) -> usize {
+        let key = self.sinks.lock().insert(Arc::clone(sink));
+        if self.shutting_down.load(Ordering::SeqCst) {
+            sink.signal(conn::Signal::Stop);
+        }
+        key
+    }
+
+    pub(crate) fn unregister(&self, key: usize) {
+        let mut sinks = self.sinks.lock();
+        if sinks.contains(key) {
+            sinks.remove(key);
+        }
+    }
+
+    fn signal_all(&self, signal: conn::Signal) {
+        for (_, sink) in self.sinks.lock().iter() {
+            sink.signal(signal);
+        }
+    }
 }
 
 /// The WebSocket + HTTP front of one engine.
@@ -149,6 +181,7 @@ impl Transport {
                 shutting_down: AtomicBool::new(false),
                 shutdown,
                 conn_closed: Notify::new(),
+                sinks: Mutex::new(Slab::new()),
             }),
             stop: Arc::new(stop),
         }
@@ -191,9 +224,22 @@ impl Transport {
         });
         let run = tokio::spawn(server.run());
         let mut own_stop = self.shared.shutdown.clone();
-        tokio::select! {
-            _ = shutdown => {}
-            _ = own_stop.wait_for(|s| *s) => {}
+        // One heartbeat for every connection: each then pings its client, or
+        // closes it after two silent intervals.
+        let period = self
+            .shared
+            .config
+            .heartbeat_interval
+            .max(Duration::from_millis(1));
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = own_stop.wait_for(|s| *s) => break,
+                _ = beat.tick() => self.shared.signal_all(conn::Signal::Beat),
+            }
         }
         self.begin_shutdown();
         // The listener closes; HTTP requests in flight finish. Upgraded
@@ -211,6 +257,7 @@ impl Transport {
     fn begin_shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.stop.send_replace(true);
+        self.shared.signal_all(conn::Signal::Stop);
     }
 
     /// Waits until every admitted connection has ended.
