@@ -166,7 +166,11 @@ impl ConnSink {
     /// Waits for [`try_next`](Self::try_next) to have something.
     fn next(&self) -> impl std::future::Future<Output = Next> + '_ {
         std::future::poll_fn(move |cx| {
-            // Register first, then look: an offer in between wakes us.
+            // Woken with work waiting (the common case): no registration.
+            if let Some(next) = self.try_next() {
+                return Poll::Ready(next);
+            }
+            // Register, then look again: an offer in between wakes us.
             self.waker.register(cx.waker());
             match self.try_next() {
                 Some(next) => Poll::Ready(next),
