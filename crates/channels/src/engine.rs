@@ -314,18 +314,7 @@ impl Engine {
             std::mem::take(&mut st.subs)
         };
         for channel_id in subs {
-            if let Some(ch) = self.channel(&channel_id) {
-                if ch.state.lock().remove(conn) {
-                    self.inner.total_subscriptions.fetch_sub(1, Relaxed);
-                    ev!(
-                        self,
-                        ch.config.telemetry_enabled,
-                        Debug,
-                        events::SUBSCRIPTION_REMOVED,
-                        serde_json::json!({"channel-id": &*channel_id, "conn-id": conn.to_string(), "cause": "disconnect"})
-                    );
-                }
-            }
+            self.leave(conn, &channel_id, "disconnect");
         }
         self.inner.rpc.lock().drop_requester(conn);
         true
@@ -624,19 +613,29 @@ impl Engine {
         if !cst.subs.remove(channel_id) {
             return Err(EngineError::NotSubscribed(truncated(channel_id)));
         }
-        if let Some(ch) = self.channel(channel_id) {
-            if ch.state.lock().remove(conn) {
-                self.inner.total_subscriptions.fetch_sub(1, Relaxed);
-                ev!(
-                    self,
-                    ch.config.telemetry_enabled,
-                    Debug,
-                    events::SUBSCRIPTION_REMOVED,
-                    serde_json::json!({"channel-id": channel_id, "conn-id": conn.to_string(), "cause": "unsubscribe"})
-                );
-            }
-        }
+        self.leave(conn, channel_id, "unsubscribe");
         Ok(())
+    }
+
+    /// Takes `conn` out of the channel's subscriber list (the caller has
+    /// already taken the channel out of the connection's set). True if it
+    /// was there.
+    fn leave(&self, conn: ConnId, channel_id: &str, cause: &'static str) -> bool {
+        let Some(ch) = self.channel(channel_id) else {
+            return false;
+        };
+        if !ch.state.lock().remove(conn) {
+            return false;
+        }
+        self.inner.total_subscriptions.fetch_sub(1, Relaxed);
+        ev!(
+            self,
+            ch.config.telemetry_enabled,
+            Debug,
+            events::SUBSCRIPTION_REMOVED,
+            serde_json::json!({"channel-id": channel_id, "conn-id": conn.to_string(), "cause": cause})
+        );
+        true
     }
 
     /// Unsubscribes `conn` from every channel; returns how many.
@@ -644,17 +643,13 @@ impl Engine {
         let Some(entry) = self.conn(conn) else {
             return 0;
         };
-        let subs = std::mem::take(&mut entry.state.lock().subs);
-        let mut n = 0;
-        for channel_id in subs {
-            if let Some(ch) = self.channel(&channel_id) {
-                if ch.state.lock().remove(conn) {
-                    self.inner.total_subscriptions.fetch_sub(1, Relaxed);
-                    n += 1;
-                }
-            }
-        }
-        n
+        // Held throughout, so a concurrent subscribe waits (lock order:
+        // connection state, then channel).
+        let mut cst = entry.state.lock();
+        std::mem::take(&mut cst.subs)
+            .iter()
+            .filter(|channel_id| self.leave(conn, channel_id, "unsubscribe"))
+            .count()
     }
 
     /// The channels `conn` is subscribed to, sorted.
