@@ -393,13 +393,18 @@ impl Config {
     }
 }
 
+/// `prefix.key`, or `key` at the top level.
+fn dotted(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
 fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in t {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let key = dotted(prefix, k);
         match v {
             toml::Value::Table(sub) => collect_keys(sub, &key, out),
             _ => out.push(key),
@@ -416,11 +421,7 @@ fn merge(
     origin: &str,
 ) -> Result<(), ConfigError> {
     for (k, v) in src {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let key = dotted(prefix, k);
         let Some(slot) = dst.get_mut(k) else {
             return Err(ConfigError::UnknownKey {
                 key,
