@@ -3,6 +3,7 @@
 
 use crate::conn::{ConnId, Frame, Offer, Sink};
 use crate::error::{EngineError, NoRuntime};
+use crate::map::{InsertError, ShardedMap};
 use crate::rpc::RpcTable;
 use crate::{events, EngineConfig};
 use parking_lot::{Mutex, RwLock};
@@ -12,6 +13,7 @@ use sente_lite_protocol::{
 };
 use serde_json::{Map, Value};
 use slab::Slab;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -49,10 +51,13 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     conns: RwLock<Slab<Arc<Conn>>>,
     next_generation: AtomicU64,
-    channels: RwLock<HashMap<Arc<str>, Arc<Channel>>>,
+    channels: ShardedMap<Channel>,
     pub(crate) rpc: Mutex<RpcTable>,
     pub(crate) rpc_wake: Arc<Notify>,
-    next_message: AtomicU64,
+    /// Where message ids come from: each thread takes a block at a time.
+    next_message_block: AtomicU64,
+    /// Distinguishes engines in the thread-local id blocks.
+    uid: u64,
     total_subscriptions: AtomicUsize,
     pub(crate) counters: Counters,
     pub(crate) telemetry: Telemetry,
@@ -116,6 +121,10 @@ struct ChannelState {
     /// The last `message-retention` messages, oldest first.
     retained: VecDeque<ChannelMessage>,
     message_count: u64,
+    /// Frames its fan-outs placed, and found full (per channel, so parallel
+    /// publishes to different channels share no counter).
+    deliveries: u64,
+    deliveries_full: u64,
     /// Set under the lock when the channel is deleted, so a subscribe that
     /// raced with the delete does not join a channel nobody can reach.
     deleted: bool,
@@ -133,6 +142,8 @@ impl ChannelState {
             index: HashMap::new(),
             retained: VecDeque::new(),
             message_count: 0,
+            deliveries: 0,
+            deliveries_full: 0,
             deleted: false,
         }
     }
@@ -204,7 +215,7 @@ impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
             .field("connections", &self.connection_count())
-            .field("channels", &self.inner.channels.read().len())
+            .field("channels", &self.inner.channels.len())
             .finish()
     }
 }
@@ -226,10 +237,11 @@ impl Engine {
             config,
             conns: RwLock::new(Slab::new()),
             next_generation: AtomicU64::new(1),
-            channels: RwLock::new(HashMap::new()),
+            channels: ShardedMap::new(),
             rpc: Mutex::new(RpcTable::default()),
             rpc_wake: Arc::clone(&rpc_wake),
-            next_message: AtomicU64::new(1),
+            next_message_block: AtomicU64::new(0),
+            uid: NEXT_ENGINE.fetch_add(1, Relaxed),
             total_subscriptions: AtomicUsize::new(0),
             counters: Counters::default(),
             telemetry,
@@ -349,7 +361,7 @@ impl Engine {
     // ----- channels ------------------------------------------------------
 
     fn channel(&self, id: &str) -> Option<Arc<Channel>> {
-        self.inner.channels.read().get(id).cloned()
+        self.inner.channels.get(id)
     }
 
     pub(crate) fn check_id(&self, id: &str) -> Result<(), EngineError> {
@@ -380,24 +392,20 @@ impl Engine {
         config: ChannelConfig,
         must_be_new: bool,
     ) -> Result<Arc<Channel>, EngineError> {
-        let mut map = self.inner.channels.write();
-        if let Some(ch) = map.get(id) {
-            if must_be_new {
-                return Err(EngineError::ChannelExists(truncated(id)));
-            }
-            return Ok(Arc::clone(ch));
-        }
         let max = self.inner.config.max_channels;
-        if map.len() >= max {
-            return Err(EngineError::MaxChannelsReached(max));
-        }
-        let ch = Arc::new(Channel {
+        let made = self.inner.channels.insert_new(id, max, || Channel {
             config,
             created_at: now_ms(),
             state: Mutex::new(ChannelState::new()),
         });
-        map.insert(Arc::from(id), Arc::clone(&ch));
-        drop(map);
+        let ch = match made {
+            Ok(ch) => ch,
+            Err(InsertError::Exists(_)) if must_be_new => {
+                return Err(EngineError::ChannelExists(truncated(id)))
+            }
+            Err(InsertError::Exists(ch)) => return Ok(ch),
+            Err(InsertError::Full) => return Err(EngineError::MaxChannelsReached(max)),
+        };
         ev!(
             self,
             config.telemetry_enabled,
@@ -426,13 +434,17 @@ impl Engine {
         let ch = self
             .inner
             .channels
-            .write()
             .remove(id)
             .ok_or_else(|| EngineError::ChannelNotFound(truncated(id)))?;
         let subs = {
             let mut st = ch.state.lock();
             st.deleted = true;
             st.index.clear();
+            // Its running totals outlive it.
+            let c = &self.inner.counters;
+            c.published.fetch_add(st.message_count, Relaxed);
+            c.deliveries.fetch_add(st.deliveries, Relaxed);
+            c.deliveries_full.fetch_add(st.deliveries_full, Relaxed);
             std::mem::take(&mut st.subs)
         };
         self.inner
@@ -470,14 +482,9 @@ impl Engine {
 
     /// Every channel with its config and counts, by id.
     pub fn list_channels(&self) -> BTreeMap<String, ChannelSummary> {
-        let channels: Vec<(Arc<str>, Arc<Channel>)> = self
-            .inner
+        self.inner
             .channels
-            .read()
-            .iter()
-            .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
-            .collect();
-        channels
+            .entries()
             .into_iter()
             .map(|(id, ch)| {
                 let st = ch.state.lock();
@@ -494,7 +501,7 @@ impl Engine {
 
     /// Number of channels now.
     pub fn channel_count(&self) -> usize {
-        self.inner.channels.read().len()
+        self.inner.channels.len()
     }
 
     // ----- subscriptions -------------------------------------------------
@@ -709,7 +716,7 @@ impl Engine {
     ) -> Result<Published, EngineError> {
         let ch = self.channel_or_create(channel_id)?;
         let tel = ch.config.telemetry_enabled;
-        let n = self.inner.next_message.fetch_add(1, Relaxed);
+        let n = self.next_message_number();
         let message = ChannelMessage {
             channel_id: channel_id.to_owned(),
             message_id: format!("msg-{n}"),
@@ -733,6 +740,8 @@ impl Engine {
             );
             let out = st.fan_out(&frame, exclude);
             st.message_count += 1;
+            st.deliveries += out.0 as u64;
+            st.deliveries_full += out.1 as u64;
             let keep = ch.config.message_retention;
             if keep > 0 {
                 if st.retained.len() >= keep {
@@ -742,12 +751,6 @@ impl Engine {
             }
             out
         };
-        let c = &self.inner.counters;
-        c.published.fetch_add(1, Relaxed);
-        c.deliveries.fetch_add(delivered as u64, Relaxed);
-        if full > 0 {
-            c.deliveries_full.fetch_add(full as u64, Relaxed);
-        }
         ev!(
             self,
             tel,
@@ -901,10 +904,21 @@ impl Engine {
     /// The engine's running totals.
     pub fn counters(&self) -> EngineCounters {
         let c = &self.inner.counters;
+        let (mut published, mut deliveries, mut full) = (
+            c.published.load(Relaxed),
+            c.deliveries.load(Relaxed),
+            c.deliveries_full.load(Relaxed),
+        );
+        for (_, ch) in self.inner.channels.entries() {
+            let st = ch.state.lock();
+            published += st.message_count;
+            deliveries += st.deliveries;
+            full += st.deliveries_full;
+        }
         EngineCounters {
-            published: c.published.load(Relaxed),
-            deliveries: c.deliveries.load(Relaxed),
-            deliveries_full: c.deliveries_full.load(Relaxed),
+            published,
+            deliveries,
+            deliveries_full: full,
             rpc_requests: c.rpc_requests.load(Relaxed),
             rpc_responses: c.rpc_responses.load(Relaxed),
             rpc_expired: c.rpc_expired.load(Relaxed),
@@ -949,6 +963,36 @@ impl Engine {
             pending_rpc_requests: pending,
             old_rpc_requests: old,
         }
+    }
+}
+
+/// Engines ever created; tells their id blocks apart in a thread.
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+/// Message numbers are taken from the engine's counter a block at a time per
+/// thread, so parallel publishers do not share one atomic.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// (engine uid, next number, end of block)
+    static ID_BLOCK_OF_THREAD: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+impl Engine {
+    /// A message number unique within this engine (not ordered across
+    /// threads).
+    fn next_message_number(&self) -> u64 {
+        let uid = self.inner.uid;
+        ID_BLOCK_OF_THREAD.with(|b| {
+            let (owner, next, end) = b.get();
+            if owner == uid && next < end {
+                b.set((owner, next + 1, end));
+                return next;
+            }
+            let start = self.inner.next_message_block.fetch_add(ID_BLOCK, Relaxed) + 1;
+            b.set((uid, start + 1, start + ID_BLOCK));
+            start
+        })
     }
 }
 

@@ -40,6 +40,7 @@ mod engine;
 mod error;
 pub mod events;
 mod frames;
+mod map;
 mod rpc;
 
 pub use config::EngineConfig;

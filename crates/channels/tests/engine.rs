@@ -440,3 +440,15 @@ async fn greeting_and_subscribe_reply_come_before_anything_else() {
     );
     assert_eq!(inbox.json()[0]["conn-id"], c.to_string().as_str());
 }
+
+#[tokio::test]
+async fn totals_outlive_a_deleted_channel() {
+    let e = engine();
+    let c = e.connect(Inbox::new()).unwrap();
+    e.subscribe(c, "short-lived").unwrap();
+    e.publish(None, "short-lived", json!(1), false).unwrap();
+    e.publish(None, "other", json!(2), false).unwrap();
+    e.delete_channel("short-lived").unwrap();
+    let t = e.counters();
+    assert_eq!((t.published, t.deliveries), (2, 1));
+}

@@ -52,6 +52,16 @@ fn concurrent_publishers_counts_and_per_publisher_order() {
     assert_eq!(delivered as u64, total * SUBSCRIBERS as u64);
     assert_eq!(e.counters().published, total);
     assert_eq!(e.counters().deliveries, total * SUBSCRIBERS as u64);
+    let ids: std::collections::HashSet<String> = inboxes[0]
+        .json()
+        .iter()
+        .map(|m| m["message-id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len() as u64,
+        total,
+        "message ids are unique across threads"
+    );
     for inbox in &inboxes {
         let got = inbox.json();
         assert_eq!(got.len() as u64, total);
