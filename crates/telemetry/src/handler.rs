@@ -294,7 +294,10 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// The bounded queue of an async handler.
 pub(crate) struct Queue {
-    state: Mutex<State>,
+    /// On its own cache line(s): producers and workers write it, and the
+    /// read-mostly fields below (`cap`, `mode`, read by every producer)
+    /// must not be invalidated each time a worker takes the lock.
+    state: Padded<Mutex<State>>,
     /// Workers wait for signals.
     not_empty: Condvar,
     /// `Blocking` producers wait for room.
@@ -304,9 +307,12 @@ pub(crate) struct Queue {
     cap: usize,
     mode: Mode,
     n_threads: usize,
-    /// `buf.len()`, published after each change, read without the lock: a
-    /// `Dropping` producer facing a full queue drops before it even builds
-    /// the signal, and an idle worker spins on it briefly before sleeping.
+    /// `buf.len()` as last published, read without the lock: a `Dropping`
+    /// producer facing a full queue drops before it even builds the signal,
+    /// and an idle worker spins on it briefly before sleeping. Producers
+    /// publish only the transitions to 1 and to full; workers publish what
+    /// they leave behind. So it is exact at 0 and at `cap`, which is all
+    /// its readers compare it with.
     len_hint: Padded<AtomicUsize>,
     /// Drops decided from `len_hint` (without the lock).
     fast_dropped: Padded<AtomicU64>,
@@ -345,7 +351,7 @@ impl Queue {
             )));
         }
         let q = Arc::new(Queue {
-            state: Mutex::new(State {
+            state: Padded(Mutex::new(State {
                 buf: VecDeque::with_capacity(buffer_size),
                 in_flight: 0,
                 dropped: 0,
@@ -354,7 +360,7 @@ impl Queue {
                 workers_alive: n_threads,
                 idle_flushed: true,
                 closed: false,
-            }),
+            })),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             idle: Condvar::new(),
@@ -419,14 +425,17 @@ impl Queue {
         false
     }
 
-    /// Offers a signal according to the mode.
-    #[inline]
-    pub(crate) fn push(&self, signal: Signal) {
+    /// Offers the signal `make` assembles, according to the mode. `make` runs
+    /// under the queue lock (so it must not run user code), and only if the
+    /// signal is accepted: it builds the signal right in its queue slot.
+    #[inline(always)]
+    pub(crate) fn push_with(&self, make: impl FnOnce() -> Signal) {
         let mut st = lock(&self.state);
         if st.closed {
             st.dropped += 1;
             return;
         }
+        let mut slid = false;
         if st.buf.len() >= self.cap {
             match self.mode {
                 Mode::Dropping => {
@@ -436,6 +445,7 @@ impl Queue {
                 Mode::Sliding => {
                     st.buf.pop_front();
                     st.dropped += 1;
+                    slid = true;
                 }
                 Mode::Blocking => {
                     while st.buf.len() >= self.cap && !st.closed {
@@ -453,8 +463,15 @@ impl Queue {
                 }
             }
         }
-        st.buf.push_back(signal);
-        self.len_hint.store(st.buf.len(), Ordering::Relaxed);
+        st.buf.push_back(make());
+        // Only the transitions matter to the readers of the hint (empty ->
+        // not empty for a spinning worker, full for `drop_if_full`), and
+        // not writing it on every push keeps its cache line from bouncing
+        // between the producer and the spinning worker.
+        let len = st.buf.len();
+        if len == 1 || (len >= self.cap && !slid) {
+            self.len_hint.store(len, Ordering::Relaxed);
+        }
         st.idle_flushed = false;
         let wake = st.workers_waiting > 0;
         drop(st);

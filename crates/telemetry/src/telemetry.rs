@@ -251,8 +251,14 @@ impl Telemetry {
             if mask == 0 {
                 return;
             }
+            // User code (message, data, error) runs here, outside any lock;
+            // what is left is assembling the signal, which a single async
+            // handler does right in its queue slot (no 240-byte moves).
             let p = payload();
-            let signal = Signal {
+            let time = std::time::SystemTime::now();
+            let thread = crate::signal::ThreadInfo::current();
+            let correlation = crate::correlation::current_correlation();
+            deliver_with(cfg, mask, move || Signal {
                 kind,
                 id: id.map(Cow::Borrowed),
                 level,
@@ -262,11 +268,10 @@ impl Telemetry {
                 module: Cow::Borrowed(module),
                 file: Some(Cow::Borrowed(callsite.file)),
                 line: Some(callsite.line),
-                time: std::time::SystemTime::now(),
-                thread: crate::signal::ThreadInfo::current(),
-                correlation: crate::correlation::current_correlation(),
-            };
-            deliver(cfg, mask, signal);
+                time,
+                thread,
+                correlation,
+            });
         });
     }
 
@@ -579,6 +584,20 @@ fn drop_where_full(cfg: &Config, mask: u64) -> u64 {
     out
 }
 
+/// Like [`deliver`], with the signal assembled by `make` (which must not run
+/// user code: it may run under a queue lock). With one handler in the mask,
+/// the signal is built where it is stored.
+#[inline(always)]
+fn deliver_with(cfg: &Config, mask: u64, make: impl FnOnce() -> Signal) {
+    if mask & (mask - 1) == 0 {
+        if let Some(slot) = cfg.handlers.get(mask.trailing_zeros() as usize) {
+            slot.offer_with(make);
+        }
+        return;
+    }
+    deliver(cfg, mask, make());
+}
+
 /// Hands the signal to each handler of the mask (a clone to all but the last).
 #[inline]
 fn deliver(cfg: &Config, mut mask: u64, signal: Signal) {
@@ -599,9 +618,14 @@ fn deliver(cfg: &Config, mut mask: u64, signal: Signal) {
 impl Slot {
     #[inline]
     fn offer(&self, signal: Signal) {
+        self.offer_with(move || signal);
+    }
+
+    #[inline(always)]
+    fn offer_with(&self, make: impl FnOnce() -> Signal) {
         match &self.kind {
-            SlotKind::Sync { handler, counters } => counters.run(&**handler, &signal),
-            SlotKind::Async { queue, .. } => queue.push(signal),
+            SlotKind::Sync { handler, counters } => counters.run(&**handler, &make()),
+            SlotKind::Async { queue, .. } => queue.push_with(make),
         }
     }
 
