@@ -53,6 +53,7 @@ mod error;
 mod filter;
 mod handler;
 pub mod handlers;
+mod jsonl;
 mod level;
 mod macros;
 mod signal;

@@ -328,9 +328,12 @@ impl Signal {
     }
 
     /// Writes the signal as one line of JSON followed by `\n`.
+    /// (The same text as `serde_json::to_writer(self)` plus `\n`, written
+    /// by a hand-written formatter in one `write_all`.)
     pub fn write_json_line<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
-        serde_json::to_writer(&mut w, self).map_err(std::io::Error::other)?;
-        w.write_all(b"\n")
+        let mut line = Vec::with_capacity(256);
+        crate::jsonl::write_line(self, &mut line);
+        w.write_all(&line)
     }
 
     /// The signal as one line of human-readable text (no newline).
@@ -399,7 +402,7 @@ pub(crate) fn write_rfc3339(out: &mut impl fmt::Write, t: SystemTime) -> fmt::Re
 
 /// The RFC 3339 form in ASCII digits, without `core::fmt` (it shows up in
 /// the file handler's profile); returns the length written.
-fn rfc3339_bytes(buf: &mut [u8; 32], t: SystemTime) -> usize {
+pub(crate) fn rfc3339_bytes(buf: &mut [u8; 32], t: SystemTime) -> usize {
     let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_micros()),
         Err(e) => {

@@ -1,5 +1,5 @@
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -42,9 +42,13 @@ impl FileOptions {
 }
 
 struct Out {
-    w: BufWriter<File>,
+    file: File,
+    /// Bytes written to `file` (flushed or not): what rotation looks at.
     size: u64,
-    line: Vec<u8>,
+    /// Lines not yet written to `file`, written in one `write_all` when it
+    /// reaches `buffer_bytes` or on `flush` (each line is formatted right
+    /// into it, no intermediate copy).
+    buf: Vec<u8>,
 }
 
 /// Appends each signal as one JSON line to a file, through a write buffer
@@ -64,7 +68,7 @@ impl std::fmt::Debug for FileHandler {
     }
 }
 
-fn open(path: &Path, buffer: usize) -> Result<(BufWriter<File>, u64), TelemetryError> {
+fn open(path: &Path) -> Result<(File, u64), TelemetryError> {
     let err = |source| TelemetryError::OpenFile {
         path: path.to_owned(),
         source,
@@ -75,7 +79,7 @@ fn open(path: &Path, buffer: usize) -> Result<(BufWriter<File>, u64), TelemetryE
         .open(path)
         .map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
-    Ok((BufWriter::with_capacity(buffer.max(1), f), size))
+    Ok((f, size))
 }
 
 impl FileHandler {
@@ -87,14 +91,14 @@ impl FileHandler {
     /// Opens `path` with options.
     pub fn with_options(path: impl AsRef<Path>, opts: FileOptions) -> Result<Self, TelemetryError> {
         let path = path.as_ref().to_owned();
-        let (w, size) = open(&path, opts.buffer_bytes)?;
+        let (file, size) = open(&path)?;
         Ok(FileHandler {
             path,
             opts,
             out: Mutex::new(Out {
-                w,
+                file,
                 size,
-                line: Vec::with_capacity(512),
+                buf: Vec::with_capacity(opts.buffer_bytes.clamp(1, 1 << 24) + 1024),
             }),
         })
     }
@@ -117,8 +121,8 @@ impl FileHandler {
         PathBuf::from(s)
     }
 
+    /// Rotates; the caller has written (or dropped) the old file's bytes.
     fn rotate(&self, out: &mut Out) -> Result<(), HandlerError> {
-        out.w.flush()?;
         if self.opts.keep == 0 {
             std::fs::remove_file(&self.path)?;
         } else {
@@ -130,32 +134,57 @@ impl FileHandler {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        let (w, size) = open(&self.path, self.opts.buffer_bytes)?;
-        out.w = w;
+        let (file, size) = open(&self.path)?;
+        out.file = file;
         out.size = size;
         Ok(())
     }
+}
+
+/// Writes out the whole buffer; on an error the buffer is emptied anyway
+/// (those lines are lost, the error is counted) so it cannot grow.
+fn write_out(out: &mut Out) -> std::io::Result<()> {
+    if out.buf.is_empty() {
+        return Ok(());
+    }
+    let res = out.file.write_all(&out.buf);
+    out.buf.clear();
+    res
 }
 
 impl Handler for FileHandler {
     fn handle(&self, signal: &Signal) -> Result<(), HandlerError> {
         let mut guard = self.lock();
         let out = &mut *guard;
-        out.line.clear();
-        signal.write_json_line(&mut out.line)?;
-        let len = out.line.len() as u64;
+        let start = out.buf.len();
+        crate::jsonl::write_line(signal, &mut out.buf);
+        let len = (out.buf.len() - start) as u64;
         if let Some(max) = self.opts.max_bytes {
+            // `size` counts the buffered lines before this one too.
             if out.size > 0 && out.size + len > max {
-                self.rotate(out)?;
+                let res = out
+                    .file
+                    .write_all(&out.buf[..start])
+                    .map_err(HandlerError::from)
+                    .and_then(|()| self.rotate(out));
+                out.buf.drain(..start);
+                if let Err(e) = res {
+                    out.buf.clear();
+                    return Err(e);
+                }
             }
         }
-        out.w.write_all(&out.line)?;
         out.size += len;
+        if out.buf.len() >= self.opts.buffer_bytes {
+            write_out(out)?;
+        }
         Ok(())
     }
 
     fn flush(&self) -> Result<(), HandlerError> {
-        self.lock().w.flush()?;
+        let mut out = self.lock();
+        write_out(&mut out)?;
+        out.file.flush()?;
         Ok(())
     }
 }
