@@ -22,6 +22,10 @@ struct Pending {
     deadline: Instant,
     seq: u64,
     timeout_ms: u64,
+    /// The requester has been given its `rpc-request-result`. Until then a
+    /// response is held in `early`, so it can never overtake the result.
+    announced: bool,
+    early: Option<Frame>,
 }
 
 /// Pending requests, indexed by id and by deadline. Bounded by
@@ -83,16 +87,29 @@ impl RpcTable {
         ids.len()
     }
 
-    /// Removes every request due at `now`; returns them.
-    fn take_due(&mut self, now: Instant) -> Vec<(String, Pending)> {
+    /// Expires every request due at `now` and returns, for each, the
+    /// requester and the `rpc-timeout` frame to send it. A request whose
+    /// `rpc-request-result` is still being sent keeps its timeout frame in
+    /// `early` instead (delivered right after the result) and is returned
+    /// with no frame.
+    fn take_due(&mut self, now: Instant) -> Vec<(String, ConnId, u64, Option<Frame>)> {
         let mut due = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let id = entry.remove();
-            if let Some(p) = self.remove(&id) {
-                due.push((id, p));
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            let frame = timeout_frame(&id, p.timeout_ms);
+            let (requester, timeout_ms) = (p.requester, p.timeout_ms);
+            if p.announced {
+                self.remove(&id);
+                due.push((id, requester, timeout_ms, Some(frame)));
+            } else {
+                p.early.get_or_insert(frame);
+                due.push((id, requester, timeout_ms, None));
             }
         }
         due
@@ -135,6 +152,21 @@ impl Engine {
         data: Value,
         timeout_ms: Option<u64>,
     ) -> Result<RpcSent, EngineError> {
+        self.send_rpc_request_with_reply(requester, channel_id, data, timeout_ms, None)
+    }
+
+    /// Like [`send_rpc_request`](Self::send_rpc_request), and on success
+    /// offers the frame `reply` builds (the `rpc-request-result`) to the
+    /// requester's sink before any response to the request can reach it,
+    /// however fast a worker answers.
+    pub fn send_rpc_request_with_reply(
+        &self,
+        requester: ConnId,
+        channel_id: &str,
+        data: Value,
+        timeout_ms: Option<u64>,
+        reply: Option<&dyn Fn(&RpcSent) -> Frame>,
+    ) -> Result<RpcSent, EngineError> {
         let inner = &self.inner;
         self.check_id(channel_id)?;
         let Some(ch_config) = self.channel_config(channel_id) else {
@@ -144,9 +176,9 @@ impl Engine {
                 EngineError::ChannelNotFound(truncated(channel_id))
             });
         };
-        if self.conn(requester).is_none() {
+        let Some(requester_conn) = self.conn(requester) else {
             return Err(EngineError::ConnectionNotFound(requester.to_string()));
-        }
+        };
         let timeout_ms = timeout_ms
             .unwrap_or(ch_config.rpc_timeout_ms)
             .min(inner.config.max_rpc_timeout_ms);
@@ -175,6 +207,8 @@ impl Engine {
                     deadline,
                     seq,
                     timeout_ms,
+                    announced: reply.is_none(),
+                    early: None,
                 },
             );
             rpc.deadlines.insert((deadline, seq), id.clone());
@@ -213,12 +247,30 @@ impl Engine {
             .counters
             .deliveries
             .fetch_add(workers.len() as u64, Relaxed);
-        Ok(RpcSent {
+        let sent = RpcSent {
             request_id,
             delivered_to: workers.len(),
             subscribers: workers,
             timeout_ms,
-        })
+        };
+        if let Some(reply) = reply {
+            let frame = reply(&sent);
+            // Under the table's lock, which a response must take first.
+            let mut rpc = inner.rpc.lock();
+            let early = match rpc.pending.get_mut(&sent.request_id) {
+                Some(p) => {
+                    p.announced = true;
+                    p.early.take()
+                }
+                None => None,
+            };
+            requester_conn.sink.offer(&frame);
+            if let Some(response) = early {
+                rpc.remove(&sent.request_id);
+                requester_conn.sink.offer(&response);
+            }
+        }
+        Ok(sent)
     }
 
     /// Routes a worker's response to the requester. Fails with
@@ -230,12 +282,7 @@ impl Engine {
         data: Value,
         error: bool,
     ) -> Result<ConnId, EngineError> {
-        let pending = self
-            .inner
-            .rpc
-            .lock()
-            .remove(request_id)
-            .ok_or_else(|| EngineError::RequestNotFound(truncated(request_id)))?;
+        let not_found = || EngineError::RequestNotFound(truncated(request_id));
         let frame = Frame::new(
             ServerMessage::RpcResponse {
                 request_id: request_id.to_owned(),
@@ -244,12 +291,32 @@ impl Engine {
             }
             .to_json(),
         );
-        let target = pending.requester;
-        match self.send_to_connection(target, &frame) {
-            Ok(Offer::Queued) | Ok(Offer::Full) | Ok(Offer::Closed) => {}
-            // The requester left between our lookup and the send; its
-            // pending requests are gone with it.
-            Err(_) => return Err(EngineError::RequestNotFound(truncated(request_id))),
+        let (target, send_now) = {
+            let mut rpc = self.inner.rpc.lock();
+            let p = rpc.pending.get_mut(request_id).ok_or_else(not_found)?;
+            if p.early.is_some() {
+                // Answered already; the answer waits for the announcement.
+                return Err(not_found());
+            }
+            if p.announced {
+                (
+                    rpc.remove(request_id).ok_or_else(not_found)?.requester,
+                    true,
+                )
+            } else {
+                // The requester's rpc-request-result is being sent right
+                // now; that code delivers this response right after it.
+                p.early = Some(frame.clone());
+                (p.requester, false)
+            }
+        };
+        if send_now {
+            match self.send_to_connection(target, &frame) {
+                Ok(Offer::Queued) | Ok(Offer::Full) | Ok(Offer::Closed) => {}
+                // The requester left between our lookup and the send; its
+                // pending requests are gone with it.
+                Err(_) => return Err(not_found()),
+            }
         }
         self.inner.counters.rpc_responses.fetch_add(1, Relaxed);
         ev!(
@@ -276,30 +343,35 @@ impl Engine {
     }
 }
 
+fn timeout_frame(request_id: &str, timeout_ms: u64) -> Frame {
+    Frame::new(
+        ServerMessage::error(
+            Reason::RpcTimeout,
+            format!("no rpc-response within {timeout_ms} ms"),
+            Some(request_id.to_owned()),
+        )
+        .to_json(),
+    )
+}
+
 fn expire_due(inner: &Arc<Inner>) -> usize {
     let due = inner.rpc.lock().take_due(Instant::now());
     let engine = Engine {
         inner: Arc::clone(inner),
     };
-    for (id, p) in &due {
-        let frame = Frame::new(
-            ServerMessage::error(
-                Reason::RpcTimeout,
-                format!("no rpc-response within {} ms", p.timeout_ms),
-                Some(id.clone()),
-            )
-            .to_json(),
-        );
-        // The requester may have left; then there is no one to tell.
-        let _ = engine.send_to_connection(p.requester, &frame);
+    for (id, requester, timeout_ms, frame) in &due {
+        if let Some(frame) = frame {
+            // The requester may have left; then there is no one to tell.
+            let _ = engine.send_to_connection(*requester, frame);
+        }
         ev!(
             engine,
             true,
             Info,
             events::RPC_REQUEST_EXPIRED,
             serde_json::json!({
-            "request-id": id, "requester-conn-id": p.requester.to_string(),
-            "timeout-ms": p.timeout_ms})
+            "request-id": id, "requester-conn-id": requester.to_string(),
+            "timeout-ms": timeout_ms})
         );
     }
     if !due.is_empty() {

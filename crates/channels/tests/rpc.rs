@@ -311,3 +311,65 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
         Reason::InvalidChannelId
     );
 }
+
+/// A worker living in the same process, answering (or sweeping timeouts)
+/// from inside `offer`, i.e. before the requester's result could be sent.
+struct InstantWorker {
+    engine: parking_lot::Mutex<Option<Engine>>,
+    sweep_instead: bool,
+}
+
+impl sente_lite_channels::Sink for InstantWorker {
+    fn offer(&self, frame: &sente_lite_channels::Frame) -> sente_lite_channels::Offer {
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        if let (Some(e), Some(id)) = (self.engine.lock().as_ref(), v["request-id"].as_str()) {
+            if self.sweep_instead {
+                e.cleanup_expired_rpc_requests();
+            } else {
+                e.send_rpc_response(id, json!("fast"), false).unwrap();
+            }
+        }
+        sente_lite_channels::Offer::Queued
+    }
+}
+
+fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
+    let e = engine();
+    let worker = std::sync::Arc::new(InstantWorker {
+        engine: parking_lot::Mutex::new(Some(e.clone())),
+        sweep_instead,
+    });
+    let w = e.connect(worker.clone()).unwrap();
+    e.subscribe(w, "api").unwrap();
+    let req = Inbox::new();
+    let r = e.connect(req.clone()).unwrap();
+    let result = |sent: &sente_lite_channels::RpcSent| {
+        sente_lite_channels::Frame::new(
+            json!({"type": "rpc-request-result", "request-id": sent.request_id}).to_string(),
+        )
+    };
+    let timeout = if sweep_instead { Some(0) } else { None };
+    e.send_rpc_request_with_reply(r, "api", json!(1), timeout, Some(&result))
+        .unwrap();
+    worker.engine.lock().take();
+    assert_eq!(e.pending_rpc_requests(), 0);
+    req.json()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_never_overtakes_the_request_result() {
+    let frames = instant_worker_case(false);
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["rpc-request-result", "rpc-response"]);
+    assert_eq!(frames[0]["request-id"], frames[1]["request-id"]);
+    assert_eq!(frames[1]["data"], "fast");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_never_overtakes_the_request_result() {
+    let frames = instant_worker_case(true);
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["rpc-request-result", "error"]);
+    assert_eq!(frames[1]["reason"], "rpc-timeout");
+    assert_eq!(frames[0]["request-id"], frames[1]["request-id"]);
+}

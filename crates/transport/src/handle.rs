@@ -3,7 +3,7 @@
 use crate::conn::ConnSink;
 use crate::stats::Counters;
 use crate::{events, Shared};
-use sente_lite_channels::{ConnId, Frame, Subscribed};
+use sente_lite_channels::{ConnId, Frame, RpcSent, Subscribed};
 use sente_lite_protocol::{decode_client, now_ms, ClientMessage, Delivery, ServerMessage};
 use std::sync::atomic::Ordering;
 use telemere_lite::{event, Level};
@@ -102,19 +102,28 @@ fn route(shared: &Shared, conn: ConnId, msg: ClientMessage) -> Option<ServerMess
             channel_id,
             data,
             timeout_ms,
-        } => Some(
-            match engine.send_rpc_request(conn, &channel_id, data, timeout_ms) {
-                Ok(sent) => ServerMessage::RpcRequestResult {
-                    request_id: Some(sent.request_id),
-                    channel_id,
-                    delivery: Delivery {
-                        success: true,
-                        delivered_to: sent.delivered_to,
-                        subscribers: Some(sent.subscribers),
-                        reason: None,
-                    },
-                },
-                Err(e) => ServerMessage::RpcRequestResult {
+        } => {
+            let ok = |sent: &RpcSent| {
+                Frame::new(
+                    ServerMessage::RpcRequestResult {
+                        request_id: Some(sent.request_id.clone()),
+                        channel_id: channel_id.clone(),
+                        delivery: Delivery {
+                            success: true,
+                            delivered_to: sent.delivered_to,
+                            subscribers: Some(sent.subscribers.clone()),
+                            reason: None,
+                        },
+                    }
+                    .to_json(),
+                )
+            };
+            // On success the engine queues the result itself, before any
+            // response or timeout of the request can reach us.
+            match engine.send_rpc_request_with_reply(conn, &channel_id, data, timeout_ms, Some(&ok))
+            {
+                Ok(_) => None,
+                Err(e) => Some(ServerMessage::RpcRequestResult {
                     request_id: None,
                     channel_id,
                     delivery: Delivery {
@@ -123,9 +132,9 @@ fn route(shared: &Shared, conn: ConnId, msg: ClientMessage) -> Option<ServerMess
                         subscribers: None,
                         reason: Some(e.reason()),
                     },
-                },
-            },
-        ),
+                }),
+            }
+        }
         ClientMessage::RpcResponse {
             request_id,
             data,
