@@ -124,6 +124,7 @@ async fn stats_fields() {
         "closed-message-too-large",
         "frames-received",
         "frames-sent",
+        "socket-writes",
         "error-frames-sent",
     ] {
         assert!(t[key].is_u64(), "transport.{key} missing in {s}");
@@ -132,6 +133,11 @@ async fn stats_fields() {
     assert_eq!(t["connections-closed"], 0);
     assert_eq!(t["frames-received"], 3);
     assert_eq!(t["error-frames-sent"], 1);
+    let (sent, writes) = (t["frames-sent"].as_u64(), t["socket-writes"].as_u64());
+    assert!(
+        writes >= Some(1) && writes <= sent,
+        "1 <= socket-writes <= frames-sent in {t}"
+    );
     // Stats from the Rust API agree.
     assert_eq!(server.stats().active_connections, 2);
 }

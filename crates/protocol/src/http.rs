@@ -92,6 +92,9 @@ pub struct TransportStats {
     pub closed_message_too_large: u64,
     pub frames_received: u64,
     pub frames_sent: u64,
+    /// Flushes to sockets, each carrying one or more frames:
+    /// `frames-sent / socket-writes` is the frames per write.
+    pub socket_writes: u64,
     pub error_frames_sent: u64,
 }
 

@@ -264,6 +264,7 @@ fn http_stats_with_transport() {
             closed_message_too_large: 0,
             frames_received: 10,
             frames_sent: 14,
+            socket_writes: 12,
             error_frames_sent: 1,
         })
     );

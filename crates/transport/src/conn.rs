@@ -431,6 +431,7 @@ where
         .counters
         .frames_sent
         .fetch_add(frames as u64, Ordering::Relaxed);
+    Counters::bump(&shared.counters.socket_writes);
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
         serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
     Ok(())

@@ -14,6 +14,7 @@ pub struct Counters {
     pub(crate) closed_message_too_large: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     pub(crate) frames_sent: AtomicU64,
+    pub(crate) socket_writes: AtomicU64,
     pub(crate) error_frames_sent: AtomicU64,
 }
 
@@ -29,6 +30,7 @@ impl Counters {
             closed_message_too_large: self.closed_message_too_large.load(Relaxed),
             frames_received: self.frames_received.load(Relaxed),
             frames_sent: self.frames_sent.load(Relaxed),
+            socket_writes: self.socket_writes.load(Relaxed),
             error_frames_sent: self.error_frames_sent.load(Relaxed),
         }
     }
