@@ -115,6 +115,11 @@ impl Filter {
         };
         Ok(CompiledFilter {
             min_level: self.min_level.unwrap_or(Level::Trace),
+            level_only: self.module_levels.is_empty()
+                && self.allow_ids.is_none()
+                && self.deny_ids.is_empty()
+                && threshold.is_none()
+                && self.rate_limit.is_none(),
             module_levels,
             allow: self
                 .allow_ids
@@ -195,6 +200,9 @@ impl Limiter {
 #[derive(Debug)]
 pub(crate) struct CompiledFilter {
     min_level: Level,
+    /// Nothing but `min_level` to check (the common case): `pass` is one
+    /// comparison.
+    level_only: bool,
     module_levels: Vec<(String, Level)>,
     allow: Option<Vec<Pattern>>,
     deny: Vec<Pattern>,
@@ -258,6 +266,9 @@ impl CompiledFilter {
 
     #[inline]
     pub(crate) fn pass(&self, level: Level, id: Option<&str>, module: &str) -> bool {
+        if self.level_only {
+            return level >= self.min_level;
+        }
         self.static_pass(level, id, module) && self.dynamic_pass()
     }
 

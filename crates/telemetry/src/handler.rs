@@ -266,6 +266,12 @@ impl Counters {
     }
 }
 
+/// The batch size a worker waits for before taking the queue...
+const GATHER: usize = 64;
+/// ...for at most this long after seeing the first signal (so a signal
+/// reaches its handler at most this much later than it would otherwise).
+const GATHER_WAIT: Duration = Duration::from_micros(20);
+
 struct State {
     buf: VecDeque<Signal>,
     /// Signals taken by workers and not yet handled.
@@ -305,14 +311,16 @@ pub(crate) struct Queue {
     /// `flush`/`shutdown` wait for idleness or worker exit.
     idle: Condvar,
     cap: usize,
+    /// The batch a worker waits for (briefly): `min(GATHER, cap)`.
+    gather: usize,
     mode: Mode,
     n_threads: usize,
     /// `buf.len()` as last published, read without the lock: a `Dropping`
     /// producer facing a full queue drops before it even builds the signal,
     /// and an idle worker spins on it briefly before sleeping. Producers
-    /// publish only the transitions to 1 and to full; workers publish what
-    /// they leave behind. So it is exact at 0 and at `cap`, which is all
-    /// its readers compare it with.
+    /// publish only the transitions to 1, to `gather` and to full; workers
+    /// publish what they leave behind. So it is exact at 0, `gather` and
+    /// `cap`, which is all its readers compare it with.
     len_hint: Padded<AtomicUsize>,
     /// Drops decided from `len_hint` (without the lock).
     fast_dropped: Padded<AtomicU64>,
@@ -365,6 +373,7 @@ impl Queue {
             not_full: Condvar::new(),
             idle: Condvar::new(),
             cap: buffer_size,
+            gather: GATHER.min(buffer_size),
             mode,
             n_threads,
             len_hint: Padded(AtomicUsize::new(0)),
@@ -425,6 +434,26 @@ impl Queue {
         false
     }
 
+    /// Lets a batch build up before taking it (until `gather` signals are
+    /// queued, at most `GATHER_WAIT`): a worker that took every signal as
+    /// soon as it arrived would take the lock — and the cache lines of the
+    /// queue and of the slots being written — from the producer every
+    /// couple of signals.
+    fn gather_for_batch(&self) {
+        let start = Instant::now();
+        loop {
+            for _ in 0..16 {
+                if self.len_hint.load(Ordering::Relaxed) >= self.gather {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= GATHER_WAIT {
+                return;
+            }
+        }
+    }
+
     /// Offers the signal `make` assembles, according to the mode. `make` runs
     /// under the queue lock (so it must not run user code), and only if the
     /// signal is accepted: it builds the signal right in its queue slot.
@@ -465,11 +494,12 @@ impl Queue {
         }
         st.buf.push_back(make());
         // Only the transitions matter to the readers of the hint (empty ->
-        // not empty for a spinning worker, full for `drop_if_full`), and
+        // not empty for a spinning worker, a batch's worth for a gathering
+        // one, full for `drop_if_full`), and
         // not writing it on every push keeps its cache line from bouncing
         // between the producer and the spinning worker.
         let len = st.buf.len();
-        if len == 1 || (len >= self.cap && !slid) {
+        if len == 1 || len == self.gather || (len >= self.cap && !slid) {
             self.len_hint.store(len, Ordering::Relaxed);
         }
         st.idle_flushed = false;
@@ -515,6 +545,14 @@ impl Queue {
                 };
                 st.workers_waiting -= 1;
                 continue;
+            }
+            if st.buf.len() < self.gather && !st.closed {
+                drop(st);
+                self.gather_for_batch();
+                st = lock(&self.state);
+                if st.buf.is_empty() {
+                    continue;
+                }
             }
             if self.n_threads == 1 {
                 std::mem::swap(&mut st.buf, &mut batch);
