@@ -274,6 +274,11 @@ const GATHER_WAIT: Duration = Duration::from_micros(20);
 
 struct State {
     buf: VecDeque<Signal>,
+    /// Signals a worker has handled, handed back so that producers drop
+    /// them (one per push): their memory is then freed on the thread that
+    /// allocated it, which keeps the allocator's per-thread caches warm on
+    /// both sides. At most one batch (<= `cap` signals).
+    trash: VecDeque<Signal>,
     /// Signals taken by workers and not yet handled.
     in_flight: u64,
     dropped: u64,
@@ -361,6 +366,7 @@ impl Queue {
         let q = Arc::new(Queue {
             state: Padded(Mutex::new(State {
                 buf: VecDeque::with_capacity(buffer_size),
+                trash: VecDeque::with_capacity(buffer_size),
                 in_flight: 0,
                 dropped: 0,
                 workers_waiting: 0,
@@ -448,8 +454,13 @@ impl Queue {
                 }
                 std::hint::spin_loop();
             }
-            if start.elapsed() >= GATHER_WAIT {
+            let waited = start.elapsed();
+            if waited >= GATHER_WAIT {
                 return;
+            }
+            if waited >= GATHER_WAIT / 4 {
+                // The producer may share this CPU: let it run.
+                std::thread::yield_now();
             }
         }
     }
@@ -460,21 +471,26 @@ impl Queue {
     #[inline(always)]
     pub(crate) fn push_with(&self, make: impl FnOnce() -> Signal) {
         let mut st = lock(&self.state);
+        // Dropped after the lock is released (user data's `Drop` may run).
+        let garbage = st.trash.pop_front();
         if st.closed {
             st.dropped += 1;
+            drop(st);
+            drop(garbage);
             return;
         }
-        let mut slid = false;
+        let mut slid = None;
         if st.buf.len() >= self.cap {
             match self.mode {
                 Mode::Dropping => {
                     st.dropped += 1;
+                    drop(st);
+                    drop(garbage);
                     return;
                 }
                 Mode::Sliding => {
-                    st.buf.pop_front();
+                    slid = st.buf.pop_front();
                     st.dropped += 1;
-                    slid = true;
                 }
                 Mode::Blocking => {
                     while st.buf.len() >= self.cap && !st.closed {
@@ -487,6 +503,8 @@ impl Queue {
                     }
                     if st.closed {
                         st.dropped += 1;
+                        drop(st);
+                        drop(garbage);
                         return;
                     }
                 }
@@ -499,7 +517,7 @@ impl Queue {
         // not writing it on every push keeps its cache line from bouncing
         // between the producer and the spinning worker.
         let len = st.buf.len();
-        if len == 1 || len == self.gather || (len >= self.cap && !slid) {
+        if len == 1 || len == self.gather || (len >= self.cap && slid.is_none()) {
             self.len_hint.store(len, Ordering::Relaxed);
         }
         st.idle_flushed = false;
@@ -568,11 +586,20 @@ impl Queue {
                 self.not_full.notify_all();
             }
             let n = batch.len() as u64;
-            for signal in batch.drain(..) {
-                self.counters.run(handler, &signal);
+            for signal in &batch {
+                self.counters.run(handler, signal);
             }
             st = lock(&self.state);
             st.in_flight -= n;
+            if st.trash.is_empty() && !st.closed {
+                // Hand the handled signals back to the producers (see `trash`)
+                // and carry on with the empty deque they leave.
+                std::mem::swap(&mut st.trash, &mut batch);
+            } else {
+                drop(st);
+                batch.clear();
+                st = lock(&self.state);
+            }
         }
         st.workers_alive -= 1;
         drop(st);
@@ -643,10 +670,12 @@ impl Queue {
         let finished = st.workers_alive == 0;
         let left = st.buf.len() as u64;
         st.buf.clear();
+        let trash = std::mem::take(&mut st.trash);
         self.len_hint.store(0, Ordering::Relaxed);
         st.dropped += left;
         let pending = left + st.in_flight;
         drop(st);
+        drop(trash);
         if finished {
             for j in joins {
                 let _ = j.join();
