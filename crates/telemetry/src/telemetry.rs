@@ -608,19 +608,15 @@ fn deliver(cfg: &Config, mut mask: u64, signal: Signal) {
             return;
         };
         if mask == 0 {
-            slot.offer(signal);
+            slot.offer_with(move || signal);
             return;
         }
-        slot.offer(signal.clone());
+        let copy = signal.clone();
+        slot.offer_with(move || copy);
     }
 }
 
 impl Slot {
-    #[inline]
-    fn offer(&self, signal: Signal) {
-        self.offer_with(move || signal);
-    }
-
     #[inline(always)]
     fn offer_with(&self, make: impl FnOnce() -> Signal) {
         match &self.kind {
