@@ -15,13 +15,17 @@ use std::path::{Path, PathBuf};
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    // Re-render the report from the last run's results without running.
+    let report_only = args.iter().any(|a| a == "--report-only");
     let root = crate::root();
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out)?;
 
     // 1. In-process benches (criterion).
     let criterion_dir = root.join("target").join("criterion");
-    if quick {
+    if report_only {
+        // Nothing to run.
+    } else if quick {
         crate::run("cargo", &["bench", "--workspace", "--", "--test"])?;
     } else {
         // Fresh results only: a stale estimate must not reach the report.
@@ -30,33 +34,38 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     // 2. End to end, over real sockets, against NATS in the same run.
-    crate::run("bash", &["crates/bench/install-nats.sh"])?;
-    crate::run(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "sente-lite-server",
-            "-p",
-            "sente-lite-bench",
-        ],
-    )?;
     let size = if quick { "quick" } else { "full" };
     let json = out.join(format!("e2e-{size}.json"));
     let json_s = json.to_string_lossy().into_owned();
-    let e2e_ok = crate::run(
-        "target/release/sente-lite-bench",
-        &[
-            "compare",
-            "--sente-bin",
-            "target/release/sente-lite",
-            "--size",
-            size,
-            "--json",
-            &json_s,
-        ],
-    );
+    let e2e_ok = if report_only {
+        Ok(())
+    } else {
+        crate::run("bash", &["crates/bench/install-nats.sh"])?;
+        crate::run(
+            "cargo",
+            &[
+                "build",
+                "--release",
+                "-p",
+                "sente-lite-server",
+                "-p",
+                "sente-lite-bench",
+            ],
+        )?;
+        crate::run(
+            "target/release/sente-lite-bench",
+            &[
+                "compare",
+                "--sente-bin",
+                "target/release/sente-lite",
+                "--size",
+                size,
+                "--json",
+                &json_s,
+            ],
+        )
+    };
+    let idle_rss = idle_server_rss(&root.join("target/release/sente-lite"));
 
     // 3. The report, even when a case failed (the failure is in it).
     let criterion = if quick {
@@ -68,7 +77,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Ok(s) => serde_json::from_str(&s).context("parsing the load tool's JSON")?,
         Err(e) => bail!("the load tool wrote no results to {}: {e}", json.display()),
     };
-    let report = render(&criterion, &e2e, quick);
+    let report = render(&criterion, &e2e, quick, idle_rss.as_ref().ok().copied());
+    if let Err(e) = &idle_rss {
+        eprintln!("idle RSS not measured: {e}");
+    }
     let target = if quick {
         out.join("BENCHMARKS-quick.md")
     } else {
@@ -179,12 +191,189 @@ fn metric(results: &[Value], case: &str, server: &str, name: &str) -> Option<f64
         .and_then(|r| r["metrics"][name].as_f64())
 }
 
-fn render(criterion: &BTreeMap<String, Estimate>, e2e: &Value, quick: bool) -> String {
+/// Starts the release server on its defaults (port 0), reads its resident
+/// memory once it is listening, and stops it: the idle server's RSS in
+/// bytes.
+fn idle_server_rss(bin: &Path) -> Result<u64> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    if !line.contains("listening") {
+        bail!("the server did not report listening: {line:?}");
+    }
+    let kb = status?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kb * 1024)
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from milliseconds since the Unix epoch.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (hh, mm) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// A target's verdict: met, or missed, with the figure that says by how much.
+fn verdict(met: bool, by: &str) -> String {
+    if met {
+        format!("**met** ({by})")
+    } else {
+        format!("**missed** ({by})")
+    }
+}
+
+/// The issues' targets, each judged from this run's figures.
+fn targets(
+    s: &mut String,
+    criterion: &BTreeMap<String, Estimate>,
+    results: &[Value],
+    idle_rss: Option<u64>,
+) {
+    let _ = writeln!(s, "## Targets\n");
+    let _ = writeln!(s, "| target | measured | verdict |");
+    let _ = writeln!(s, "| --- | --- | --- |");
+    let per_elem = |id: &str| {
+        criterion
+            .get(id)
+            .and_then(|e| e.elements.map(|n| e.mean_ns / n))
+    };
+    if let Some(ns) = per_elem("publish_fan_out/subscribers/1000") {
+        let v = verdict(ns <= 50.0, &format!("{:.1}× under the limit", 50.0 / ns));
+        let _ = writeln!(
+            s,
+            "| engine: ≤ 50 ns per delivery at 1,000 subscribers | {ns:.1} ns | {v} |"
+        );
+    }
+    if let Some(ns) = per_elem("telemere/filtered_out") {
+        let v = verdict(ns <= 2.0, "limit 2 ns");
+        let _ = writeln!(
+            s,
+            "| telemetry: filtered-out signal ≤ 2 ns | {ns:.2} ns | {v} |"
+        );
+    }
+    if let Some(ns) = per_elem("telemere/async_enqueue/1_thread_accepted") {
+        let rate = 1e3 / ns;
+        let v = verdict(rate >= 10.0, &format!("{:.0} % of the target", rate * 10.0));
+        let _ = writeln!(
+            s,
+            "| telemetry: async enqueue ≥ 10 M signals/s from one thread, all accepted | {rate:.2} M/s | {v} |"
+        );
+    }
+    let file = per_elem("file_e2e/telemere_blocking");
+    if let Some(ns) = file {
+        let rate = 1e3 / ns;
+        let v = verdict(rate >= 1.0, &format!("{:.0} % of the target", rate * 100.0));
+        let _ = writeln!(
+            s,
+            "| telemetry: JSON-lines file ≥ 1 M signals/s end to end | {rate:.2} M/s | {v} |"
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (file, per_elem("file_e2e/tracing_appender_blocking")) {
+        let x = theirs / ours;
+        let v = verdict(x >= 2.0, "same run");
+        let _ = writeln!(
+            s,
+            "| telemetry: ≥ 2× tracing + tracing-appender on the same file workload | {x:.1}× | {v} |"
+        );
+    }
+    let m = |case: &str, server: &str, name: &str| metric(results, case, server, name);
+    for rate in [20, 100, 300] {
+        let case = format!("fanout-1x1000-{rate}ps");
+        let key = "server_cpu_s_per_million_deliveries";
+        let (Some(ours), Some(theirs)) = (m(&case, "sente-lite", key), m(&case, "nats", key))
+        else {
+            continue;
+        };
+        let x = theirs / ours;
+        let lost = m(&case, "sente-lite", "lost").unwrap_or(f64::NAN);
+        let v = verdict(
+            x >= 1.5 && lost == 0.0,
+            &format!("{:.0} % of the target ratio", x / 1.5 * 100.0),
+        );
+        let _ = writeln!(
+            s,
+            "| fan-out 1×1,000 at {rate}/s: ≥ 1.5× NATS's deliveries per server CPU-second, nothing lost | {x:.2}× NATS, {lost} lost | {v} |"
+        );
+        let p99 = m(&case, "sente-lite", "latency_p99_us");
+        let np99 = m(&case, "nats", "latency_p99_us");
+        if let (Some(p99), Some(np99)) = (p99, np99) {
+            let v = verdict(p99 <= np99, &format!("{:.2}× NATS", p99 / np99));
+            let _ = writeln!(
+                s,
+                "| fan-out 1×1,000 at {rate}/s: p99 publish→deliver no worse than NATS | {:.1} ms vs {:.1} ms | {v} |",
+                p99 / 1e3,
+                np99 / 1e3
+            );
+        }
+    }
+    if let Some(b) = m(
+        "idle-15000",
+        "sente-lite",
+        "server_rss_bytes_per_connection",
+    ) {
+        let v = verdict(b <= 4096.0, "limit 4,096 B");
+        let _ = writeln!(
+            s,
+            "| 15,000 idle subscribed connections at ≤ 4 KiB of server RSS each | {b:.0} B | {v} |"
+        );
+    }
+    if let Some(rss) = idle_rss {
+        let mb = rss as f64 / 1e6;
+        let v = verdict(mb <= 10.0, "limit 10 MB");
+        let _ = writeln!(
+            s,
+            "| idle server RSS ≤ 10 MB (release binary, default config) | {mb:.1} MB | {v} |"
+        );
+    }
+    if let Some(p99) = m("rpc-1w-10c-1000ps", "sente-lite", "latency_p99_us") {
+        let np99 = m("rpc-1w-10c-1000ps", "nats", "latency_p99_us").unwrap_or(f64::NAN);
+        let v = verdict(p99 <= 1000.0, &format!("{:.2}× the limit", p99 / 1000.0));
+        let _ = writeln!(
+            s,
+            "| RPC round trip p99 ≤ 1 ms at 1,000 requests/s | {:.2} ms (NATS {:.2} ms) | {v} |",
+            p99 / 1e3,
+            np99 / 1e3
+        );
+    }
+    let _ = writeln!(s);
+}
+
+fn render(
+    criterion: &BTreeMap<String, Estimate>,
+    e2e: &Value,
+    quick: bool,
+    idle_rss: Option<u64>,
+) -> String {
     let mut s = String::new();
-    let date = e2e["started_at_ms"].as_u64().map_or_else(
-        || "unknown".to_owned(),
-        |ms| format!("{ms} ms since the Unix epoch"),
-    );
+    let date = e2e["started_at_ms"]
+        .as_u64()
+        .map_or_else(|| "unknown".to_owned(), utc);
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
@@ -193,7 +382,7 @@ fn render(criterion: &BTreeMap<String, Estimate>, e2e: &Value, quick: bool) -> S
         if quick { " --quick" } else { "" }
     );
     let _ = writeln!(s, "- Machine: {}", machine());
-    let _ = writeln!(s, "- Run started: {date} (`date -d @SECONDS` to read it)");
+    let _ = writeln!(s, "- Run started: {date}");
     let _ = writeln!(
         s,
         "- Reproduce: `cargo xtask bench` (criterion: `cargo bench --workspace`; end to end: \
@@ -201,6 +390,10 @@ fn render(criterion: &BTreeMap<String, Estimate>, e2e: &Value, quick: bool) -> S
          target/release/sente-lite-bench compare --sente-bin target/release/sente-lite --size {}`)\n",
         if quick { "quick" } else { "full" }
     );
+
+    let empty = Vec::new();
+    let results = e2e["results"].as_array().unwrap_or(&empty);
+    targets(&mut s, criterion, results, idle_rss);
 
     if !criterion.is_empty() {
         let _ = writeln!(s, "## In process (criterion)\n");
@@ -222,8 +415,6 @@ fn render(criterion: &BTreeMap<String, Estimate>, e2e: &Value, quick: bool) -> S
         let _ = writeln!(s);
     }
 
-    let empty = Vec::new();
-    let results = e2e["results"].as_array().unwrap_or(&empty);
     let cases = e2e["cases"].as_array().unwrap_or(&empty);
     let _ = writeln!(
         s,
