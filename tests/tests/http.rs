@@ -246,3 +246,25 @@ async fn upgrade_refused_with_503_at_max_connections_and_recovers() {
     assert_eq!(s["active-connections"], 2, "{s}");
     assert_eq!(s["transport"]["connections-closed"], 1, "{s}");
 }
+
+/// A closed connection's writes stay in `frames-sent` and `socket-writes`
+/// (open connections count in their own sink; closing hands the counts over).
+#[tokio::test]
+async fn write_counts_survive_the_connection() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    a.roundtrip().await; // welcome + pong written
+    a.roundtrip().await;
+    let before = server.stats().transport.unwrap();
+    assert!(before.frames_sent >= 3, "{before:?}");
+    assert!(before.socket_writes >= 1 && before.socket_writes <= before.frames_sent);
+    a.close().await;
+    eventually("the close is counted", || {
+        server.stats().transport.unwrap().connections_closed == 1
+    })
+    .await;
+    let after = server.stats().transport.unwrap();
+    assert_eq!(after.frames_sent, before.frames_sent, "{after:?}");
+    assert_eq!(after.socket_writes, before.socket_writes, "{after:?}");
+}

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use sente_lite_channels::{ConnId, Frame, Offer, Sink};
 use sente_lite_protocol::{now_ms, Reason, ServerMessage};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -43,6 +43,11 @@ pub(crate) struct ConnSink {
     waker: AtomicWaker,
     max_frames: usize,
     max_bytes: usize,
+    /// This connection's share of `frames-sent` and `socket-writes`: counted
+    /// here, on a cache line only its task writes, and summed for `/stats`,
+    /// so the write path touches no counter shared by all connections.
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) socket_writes: AtomicU64,
 }
 
 struct Queue {
@@ -98,6 +103,8 @@ impl ConnSink {
             waker: AtomicWaker::new(),
             max_frames: max_frames.max(1),
             max_bytes,
+            frames_sent: AtomicU64::new(0),
+            socket_writes: AtomicU64::new(0),
         }
     }
 
@@ -348,7 +355,6 @@ where
             }
         }
     };
-    shared.unregister(registration);
 
     // From here on the engine offers this connection nothing more.
     shared.engine.disconnect(conn);
@@ -382,6 +388,7 @@ where
     }
     Box::pin(close(&mut ws, end, cfg.message_timeout)).await;
     Counters::bump(&shared.counters.connections_closed);
+    shared.unregister(registration);
     event!(tel: tel, level: Level::Debug, events::WEBSOCKET_CLOSED, serde_json::json!({
         "conn-id": conn.to_string(), "cause": end.name(),
         "code": end.close().map(|c| c.0)}));
@@ -427,11 +434,8 @@ where
         Ok(Err(_)) => return Err(WriteError::Io),
         Err(_) => return Err(WriteError::Timeout),
     }
-    shared
-        .counters
-        .frames_sent
-        .fetch_add(frames as u64, Ordering::Relaxed);
-    Counters::bump(&shared.counters.socket_writes);
+    sink.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
+    sink.socket_writes.fetch_add(1, Ordering::Relaxed);
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
         serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
     Ok(())

@@ -108,7 +108,7 @@ pub(crate) fn health(s: &Shared) -> Health {
 }
 
 pub(crate) fn stats(s: &Shared) -> Stats {
-    let counters = s.counters.snapshot();
+    let counters = s.transport_stats();
     Stats {
         active_connections: s.engine.connection_count(),
         total_messages: counters.frames_received,

@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use sente_lite_channels::Engine;
 use serde_json::Value;
 use slab::Slab;
+use stats::Counters;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,8 +44,6 @@ use std::time::{Duration, Instant};
 use telemere_lite::Telemetry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-
-pub use stats::Counters;
 
 /// Connection-level settings. Every limit a client can push against is here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +112,30 @@ impl Shared {
         key
     }
 
+    /// Removes a connection's sink and adds its write counts to the
+    /// totals, under the registry's lock, so `/stats` counts them once.
     pub(crate) fn unregister(&self, key: usize) {
         let mut sinks = self.sinks.lock();
-        if sinks.contains(key) {
-            sinks.remove(key);
+        if let Some(sink) = sinks.try_remove(key) {
+            let c = &self.counters;
+            c.frames_sent
+                .fetch_add(sink.frames_sent.load(Ordering::Relaxed), Ordering::Relaxed);
+            c.socket_writes.fetch_add(
+                sink.socket_writes.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
         }
+    }
+
+    /// The transport's totals: closed connections' plus open ones'.
+    pub(crate) fn transport_stats(&self) -> sente_lite_protocol::http::TransportStats {
+        let sinks = self.sinks.lock();
+        let mut t = self.counters.snapshot();
+        for (_, sink) in sinks.iter() {
+            t.frames_sent += sink.frames_sent.load(Ordering::Relaxed);
+            t.socket_writes += sink.socket_writes.load(Ordering::Relaxed);
+        }
+        t
     }
 
     fn signal_all(&self, signal: conn::Signal) {
@@ -192,9 +210,10 @@ impl Transport {
         &self.shared.engine
     }
 
-    /// The transport's running totals.
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
+    /// The transport's running totals (the `transport` section of
+    /// `/stats`).
+    pub fn counters(&self) -> sente_lite_protocol::http::TransportStats {
+        self.shared.transport_stats()
     }
 
     /// The `/stats` body.

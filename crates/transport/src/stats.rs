@@ -4,8 +4,11 @@ use sente_lite_protocol::http::TransportStats;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Running totals since the transport started. Every field only grows.
+/// `frames_sent` and `socket_writes` hold closed connections' counts only;
+/// open connections keep theirs in their sink (`Shared::transport_stats`
+/// adds them up).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) rejected_max_connections: AtomicU64,
@@ -20,7 +23,7 @@ pub struct Counters {
 
 impl Counters {
     /// A consistent-enough snapshot (each counter read once).
-    pub fn snapshot(&self) -> TransportStats {
+    pub(crate) fn snapshot(&self) -> TransportStats {
         TransportStats {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_closed: self.connections_closed.load(Relaxed),
