@@ -9,7 +9,8 @@ use crate::{events, EngineConfig};
 use parking_lot::{Mutex, RwLock};
 use sente_lite_protocol::http::{ChannelStats, ChannelStatsEntry, SystemHealth};
 use sente_lite_protocol::{
-    broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage, ChannelSummary,
+    broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
+    ChannelSummary, Reason,
 };
 use serde_json::{Map, Value};
 use slab::Slab;
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     uid: u64,
     total_subscriptions: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Refused operations by reason, indexed like `Reason::ALL`.
+    rejected: [AtomicU64; Reason::ALL.len()],
     pub(crate) telemetry: Telemetry,
 }
 
@@ -244,6 +247,7 @@ impl Engine {
             uid: NEXT_ENGINE.fetch_add(1, Relaxed),
             total_subscriptions: AtomicUsize::new(0),
             counters: Counters::default(),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             telemetry,
         });
         handle.spawn(crate::rpc::timer(Arc::downgrade(&inner), rpc_wake));
@@ -265,6 +269,7 @@ impl Engine {
     /// Registers a connection with its outbound sink.
     pub fn connect(&self, sink: Arc<dyn Sink>) -> Result<ConnId, EngineError> {
         self.connect_inner::<fn(ConnId) -> Frame>(sink, None)
+            .inspect_err(|e| self.reject(e))
     }
 
     /// Registers a connection and offers it a first frame built from its id
@@ -275,6 +280,7 @@ impl Engine {
         greeting: impl FnOnce(ConnId) -> Frame,
     ) -> Result<ConnId, EngineError> {
         self.connect_inner(sink, Some(&mut Some(greeting)))
+            .inspect_err(|e| self.reject(e))
     }
 
     fn connect_inner<G: FnOnce(ConnId) -> Frame>(
@@ -423,9 +429,10 @@ impl Engine {
         id: &str,
         config: Option<ChannelConfig>,
     ) -> Result<(), EngineError> {
-        self.check_id(id)?;
         let config = config.unwrap_or(self.inner.config.default_channel);
-        self.insert_channel(id, config, true).map(|_| ())
+        self.check_id(id)
+            .and_then(|()| self.insert_channel(id, config, true).map(|_| ()))
+            .inspect_err(|e| self.reject(e))
     }
 
     /// Deletes a channel, unsubscribing everyone; returns how many were
@@ -538,6 +545,7 @@ impl Engine {
             }
             Ok(_) => {}
             Err(e) => {
+                self.reject(e);
                 ev!(
                     self,
                     true,
@@ -613,6 +621,11 @@ impl Engine {
     /// Unsubscribes `conn` from `channel_id`; `not-subscribed` when it was
     /// not.
     pub fn unsubscribe(&self, conn: ConnId, channel_id: &str) -> Result<(), EngineError> {
+        self.unsubscribe_inner(conn, channel_id)
+            .inspect_err(|e| self.reject(e))
+    }
+
+    fn unsubscribe_inner(&self, conn: ConnId, channel_id: &str) -> Result<(), EngineError> {
         let entry = self
             .conn(conn)
             .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
@@ -694,6 +707,7 @@ impl Engine {
     ) -> Result<Published, EngineError> {
         let result = self.publish_inner(sender, channel_id, data, exclude_sender);
         if let Err(e) = &result {
+            self.reject(e);
             ev!(
                 self,
                 true,
@@ -896,6 +910,25 @@ impl Engine {
 
     // ----- statistics ----------------------------------------------------
 
+    /// Counts a refused operation under its reason.
+    pub(crate) fn reject(&self, e: &EngineError) {
+        let reason = e.reason();
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.inner.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Operations refused since start, by reason (reasons never seen left
+    /// out): the stat of every engine limit.
+    pub fn rejections(&self) -> BTreeMap<Reason, u64> {
+        Reason::ALL
+            .iter()
+            .zip(&self.inner.rejected)
+            .map(|(r, n)| (*r, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Total subscriptions across all channels.
     pub fn total_subscriptions(&self) -> usize {
         self.inner.total_subscriptions.load(Relaxed)
@@ -946,6 +979,7 @@ impl Engine {
             total_subscriptions: self.total_subscriptions(),
             pending_rpc_requests: self.pending_rpc_requests(),
             active_connections: Some(self.connection_count()),
+            rejected: self.rejections(),
         }
     }
 

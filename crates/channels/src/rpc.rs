@@ -167,6 +167,18 @@ impl Engine {
         timeout_ms: Option<u64>,
         reply: Option<&dyn Fn(&RpcSent) -> Frame>,
     ) -> Result<RpcSent, EngineError> {
+        self.rpc_request(requester, channel_id, data, timeout_ms, reply)
+            .inspect_err(|e| self.reject(e))
+    }
+
+    fn rpc_request(
+        &self,
+        requester: ConnId,
+        channel_id: &str,
+        data: Value,
+        timeout_ms: Option<u64>,
+        reply: Option<&dyn Fn(&RpcSent) -> Frame>,
+    ) -> Result<RpcSent, EngineError> {
         let inner = &self.inner;
         self.check_id(channel_id)?;
         let Some(ch_config) = self.channel_config(channel_id) else {
@@ -277,6 +289,16 @@ impl Engine {
     /// `request-not-found` when the id is unknown, answered or expired.
     /// Returns the requester's id.
     pub fn send_rpc_response(
+        &self,
+        request_id: &str,
+        data: Value,
+        error: bool,
+    ) -> Result<ConnId, EngineError> {
+        self.rpc_response(request_id, data, error)
+            .inspect_err(|e| self.reject(e))
+    }
+
+    fn rpc_response(
         &self,
         request_id: &str,
         data: Value,

@@ -452,3 +452,31 @@ async fn totals_outlive_a_deleted_channel() {
     let t = e.counters();
     assert_eq!((t.published, t.deliveries), (2, 1));
 }
+
+#[tokio::test]
+async fn refused_operations_are_counted_by_reason() {
+    let e = engine_with(|c| {
+        c.max_channels = 1;
+        c.default_channel.max_subscribers = 1;
+    });
+    let a = e.connect(Inbox::new()).unwrap();
+    let b = e.connect(Inbox::new()).unwrap();
+    e.subscribe(a, "only").unwrap();
+    assert!(e.subscribe(b, "only").is_err()); // max-subscribers-reached
+    assert!(e.subscribe(b, "second").is_err()); // max-channels-reached
+    assert!(e.publish(None, "", json!(1), false).is_err()); // invalid-channel-id
+    assert!(e.unsubscribe(b, "only").is_err()); // not-subscribed
+    assert!(e.unsubscribe(b, "only").is_err());
+    assert!(e.send_rpc_response("req-x", json!(1), false).is_err()); // request-not-found
+    let want: std::collections::BTreeMap<Reason, u64> = [
+        (Reason::MaxSubscribersReached, 1),
+        (Reason::MaxChannelsReached, 1),
+        (Reason::InvalidChannelId, 1),
+        (Reason::NotSubscribed, 2),
+        (Reason::RequestNotFound, 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(e.rejections(), want);
+    assert_eq!(e.channel_stats().rejected, want);
+}

@@ -57,6 +57,10 @@ pub struct ChannelStats {
     pub pending_rpc_requests: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_connections: Option<usize>,
+    /// Operations refused since start, by reason (`max-subscribers-reached`,
+    /// `max-channels-reached`, ...); reasons never seen are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<crate::Reason, u64>,
 }
 
 /// One channel in [`ChannelStats`].

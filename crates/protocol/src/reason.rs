@@ -6,7 +6,7 @@ use std::fmt;
 /// Each variant is a stable kebab-case string on the wire (the `reason` field
 /// of error frames and of `"success": false` results). New reasons may be
 /// added; existing ones never change spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// The text frame is not JSON.

@@ -436,6 +436,7 @@ fn http_stats() {
                 total_subscriptions: 42,
                 pending_rpc_requests: 2,
                 active_connections: None,
+                rejected: BTreeMap::new(),
             },
             telemetry_stats: telemetry,
             transport: None,
