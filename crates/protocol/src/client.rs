@@ -1,8 +1,9 @@
 //! Client → server messages and their decoder.
 
-use crate::Reason;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use crate::{Data, Reason};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use std::fmt;
 
 /// Every message a client may send. The JSON tag is the `type` field; field
@@ -21,7 +22,7 @@ pub enum ClientMessage {
     #[serde(rename_all = "kebab-case")]
     Publish {
         channel_id: String,
-        data: Value,
+        data: Data,
         #[serde(default)]
         exclude_sender: bool,
     },
@@ -29,7 +30,7 @@ pub enum ClientMessage {
     #[serde(rename_all = "kebab-case")]
     RpcRequest {
         channel_id: String,
-        data: Value,
+        data: Data,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
@@ -37,7 +38,7 @@ pub enum ClientMessage {
     #[serde(rename_all = "kebab-case")]
     RpcResponse {
         request_id: String,
-        data: Value,
+        data: Data,
         #[serde(default)]
         error: bool,
     },
@@ -90,57 +91,107 @@ impl DecodeError {
     }
 }
 
+/// The fields any client message may have, each borrowed as raw JSON text
+/// from the frame, so `data` is never parsed into a tree. Unknown fields are
+/// skipped without being parsed into values.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, rename = "type", default, deserialize_with = "present")]
+    ty: Option<&'a RawValue>,
+    #[serde(borrow, rename = "channel-id", default, deserialize_with = "present")]
+    channel_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "request-id", default, deserialize_with = "present")]
+    request_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, rename = "exclude-sender", default, deserialize_with = "present")]
+    exclude_sender: Option<&'a RawValue>,
+    #[serde(borrow, rename = "timeout-ms", default, deserialize_with = "present")]
+    timeout_ms: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    timestamp: Option<&'a RawValue>,
+}
+
+/// A field that is present is `Some`, even when its value is `null`
+/// (`Option`'s own impl would turn `null` into `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Decodes one client text frame. Never panics, whatever the input.
 ///
 /// Errors: `invalid-json` when the text is not JSON; `invalid-message` when it
 /// is not an object, or `type` or another field is missing or of the wrong
-/// type (the message names the field); `unknown-message-type` when `type`
-/// names no known message.
+/// type (the message names the field), or a field appears twice;
+/// `unknown-message-type` when `type` names no known message.
+///
+/// `data` is kept as the exact text the client sent ([`Data`]).
 pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {
+    // `data` is kept as text, so no tree is built for it; still refuse what
+    // a parser with the usual recursion limit could not read, so that no
+    // subscriber is sent a frame its own JSON library refuses.
+    if !nesting_within(text, MAX_NESTING) {
+        return Err(DecodeError {
+            reason: Reason::InvalidJson,
+            message: format!("frame is nested more than {MAX_NESTING} levels deep"),
+        });
+    }
+    let whole: &RawValue = serde_json::from_str(text).map_err(|e| DecodeError {
         reason: Reason::InvalidJson,
         message: format!("frame is not valid JSON: {e}"),
     })?;
-    let Value::Object(mut obj) = value else {
+    if !whole.get().trim_start().starts_with('{') {
         return Err(DecodeError::invalid(format!(
             "frame must be a JSON object, got {}",
-            kind(&value)
+            raw_kind(whole)
         )));
-    };
-    let ty = match obj.get("type") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(other) => {
-            return Err(DecodeError::invalid(format!(
-                "field `type` must be a string, got {}",
-                kind(other)
-            )))
-        }
+    }
+    let f: Fields<'_> = serde_json::from_str(whole.get()).map_err(|e| {
+        // Valid JSON and an object: only a repeated field is left.
+        let m = e.to_string();
+        DecodeError::invalid(m.split(" at line").next().unwrap_or(&m).to_owned())
+    })?;
+    let ty = match f.ty {
+        Some(raw) => match serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()) {
+            Ok(s) => s,
+            Err(_) => {
+                return Err(DecodeError::invalid(format!(
+                    "field `type` must be a string, got {}",
+                    raw_kind(raw)
+                )))
+            }
+        },
         None => return Err(DecodeError::invalid("missing field `type`")),
     };
-    let msg = match ty {
+    let msg = match &*ty {
         "subscribe" => ClientMessage::Subscribe {
-            channel_id: string(&mut obj, "channel-id")?,
+            channel_id: string(f.channel_id, "channel-id")?,
         },
         "unsubscribe" => ClientMessage::Unsubscribe {
-            channel_id: string(&mut obj, "channel-id")?,
+            channel_id: string(f.channel_id, "channel-id")?,
         },
         "publish" => ClientMessage::Publish {
-            channel_id: string(&mut obj, "channel-id")?,
-            data: data(&mut obj)?,
-            exclude_sender: opt_bool(&obj, "exclude-sender")?.unwrap_or(false),
+            channel_id: string(f.channel_id, "channel-id")?,
+            data: data(f.data)?,
+            exclude_sender: opt_bool(f.exclude_sender, "exclude-sender")?.unwrap_or(false),
         },
         "rpc-request" => ClientMessage::RpcRequest {
-            channel_id: string(&mut obj, "channel-id")?,
-            data: data(&mut obj)?,
-            timeout_ms: opt_u64(&obj, "timeout-ms")?,
+            channel_id: string(f.channel_id, "channel-id")?,
+            data: data(f.data)?,
+            timeout_ms: opt_u64(f.timeout_ms, "timeout-ms")?,
         },
         "rpc-response" => ClientMessage::RpcResponse {
-            request_id: string(&mut obj, "request-id")?,
-            data: data(&mut obj)?,
-            error: opt_bool(&obj, "error")?.unwrap_or(false),
+            request_id: string(f.request_id, "request-id")?,
+            data: data(f.data)?,
+            error: opt_bool(f.error, "error")?.unwrap_or(false),
         },
         "ping" => ClientMessage::Ping {
-            timestamp: obj.remove("timestamp").filter(|v| !v.is_null()),
+            timestamp: f
+                .timestamp
+                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+                .filter(|v| !v.is_null()),
         },
         "list-channels" => ClientMessage::ListChannels,
         "get-subscriptions" => ClientMessage::GetSubscriptions,
@@ -154,47 +205,100 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
     Ok(msg)
 }
 
-fn string(obj: &mut Map<String, Value>, field: &str) -> Result<String, DecodeError> {
-    match obj.remove(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(DecodeError::invalid(format!(
+fn string(raw: Option<&RawValue>, field: &str) -> Result<String, DecodeError> {
+    let Some(raw) = raw else {
+        return Err(DecodeError::invalid(format!("missing field `{field}`")));
+    };
+    serde_json::from_str::<String>(raw.get()).map_err(|_| {
+        DecodeError::invalid(format!(
             "field `{field}` must be a string, got {}",
-            kind(&other)
-        ))),
-        None => Err(DecodeError::invalid(format!("missing field `{field}`"))),
-    }
+            raw_kind(raw)
+        ))
+    })
 }
 
-/// `data` is any JSON value but must be present (`null` is allowed).
-fn data(obj: &mut Map<String, Value>) -> Result<Value, DecodeError> {
-    obj.remove("data")
+/// `data` is any JSON value but must be present (`null` is allowed). It is
+/// copied as text, never parsed into a tree.
+fn data(raw: Option<&RawValue>) -> Result<Data, DecodeError> {
+    raw.map(|r| Data::from_raw(r.to_owned()))
         .ok_or_else(|| DecodeError::invalid("missing field `data`"))
 }
 
-fn opt_bool(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, DecodeError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(DecodeError::invalid(format!(
+fn opt_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, DecodeError> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(DecodeError::invalid(format!(
             "field `{field}` must be a boolean, got {}",
-            kind(other)
+            raw.map_or("null", raw_kind)
         ))),
     }
 }
 
-fn opt_u64(obj: &Map<String, Value>, field: &str) -> Result<Option<u64>, DecodeError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
+fn opt_u64(raw: Option<&RawValue>, field: &str) -> Result<Option<u64>, DecodeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::Number(n)) => match n.as_u64() {
             Some(v) => Ok(Some(v)),
             None => Err(DecodeError::invalid(format!(
                 "field `{field}` must be a non-negative integer, got {n}"
             ))),
         },
-        Some(other) => Err(DecodeError::invalid(format!(
+        Ok(other) => Err(DecodeError::invalid(format!(
             "field `{field}` must be a non-negative integer, got {}",
-            kind(other)
+            kind(&other)
         ))),
+        Err(_) => Err(DecodeError::invalid(format!(
+            "field `{field}` must be a non-negative integer"
+        ))),
+    }
+}
+
+/// serde_json's own recursion limit, and that of most JSON parsers.
+const MAX_NESTING: usize = 128;
+
+/// Whether no array or object in `text` is nested deeper than `max` (a
+/// byte scan that skips strings; `text` need not be valid JSON).
+fn nesting_within(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The kind of a raw JSON value, from its first character.
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 

@@ -13,17 +13,23 @@
 //! - [`http`]: the JSON bodies of `GET /health`, `/stats` and `/channels`.
 //! - [`ChannelConfig`]: a channel's settings, as they appear on the wire.
 //!
+//! - [`Data`]: a message's `data`, held as the exact JSON text it arrived in,
+//!   so that a relay passes it through byte for byte.
+//!
 //! The crate knows nothing of tokio, warp or the channel engine: it depends on
-//! serde and serde_json only, so a client in Rust can use it as well.
+//! serde, serde_json and thiserror only, so a client in Rust can use it as
+//! well.
 
 mod client;
 mod config;
+mod data;
 pub mod http;
 mod reason;
 mod server;
 
 pub use client::{decode_client, ClientMessage, DecodeError};
 pub use config::ChannelConfig;
+pub use data::Data;
 pub use reason::Reason;
 pub use server::{
     broadcast_frame, channel_broadcast_frame, ChannelMessage, ChannelSummary, Delivery, ErrorFrame,

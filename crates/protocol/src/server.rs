@@ -1,6 +1,6 @@
 //! Server → client messages.
 
-use crate::{ChannelConfig, Reason};
+use crate::{ChannelConfig, Data, Reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -16,10 +16,26 @@ use std::collections::BTreeMap;
 pub struct ChannelMessage {
     pub channel_id: String,
     pub message_id: String,
-    pub data: Value,
+    /// The publisher's `data`, byte for byte as it was sent.
+    pub data: Data,
     /// The publishing connection; `null` for a server-side publish.
     pub sender_conn_id: Option<String>,
     pub published_at: i64,
+    /// The message's position in its channel's stream: 1 for the first
+    /// message of an epoch, one more for each message after it. 0 (left out
+    /// on the wire) only for messages from servers that had no streams.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    /// The stream's epoch: it changes when the channel's history is lost
+    /// (the channel was deleted and created again, or its broker lost it),
+    /// so that an `offset` is only compared within one epoch. Empty (left
+    /// out) together with offset 0.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An `rpc-request` as the channel's workers receive it.
@@ -28,7 +44,8 @@ pub struct ChannelMessage {
 pub struct RpcRequestDelivery {
     pub request_id: String,
     pub channel_id: String,
-    pub data: Value,
+    /// The requester's `data`, byte for byte.
+    pub data: Data,
     pub sender_conn_id: String,
     pub timeout_ms: u64,
 }
@@ -151,7 +168,8 @@ pub enum ServerMessage {
     #[serde(rename_all = "kebab-case")]
     RpcResponse {
         request_id: String,
-        data: Value,
+        /// The worker's `data`, byte for byte.
+        data: Data,
         error: bool,
     },
     /// A frame the server could not understand, or an RPC timeout.

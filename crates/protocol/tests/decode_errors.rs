@@ -158,7 +158,7 @@ fn data_may_be_null() {
         msg,
         ClientMessage::Publish {
             channel_id: "c".into(),
-            data: serde_json::Value::Null,
+            data: serde_json::Value::Null.into(),
             exclude_sender: false
         }
     );
@@ -168,7 +168,7 @@ fn data_may_be_null() {
         msg,
         ClientMessage::RpcResponse {
             request_id: "r".into(),
-            data: json!([1, "x"]),
+            data: json!([1, "x"]).into(),
             error: false
         }
     );
@@ -215,7 +215,7 @@ fn timeout_ms_absent_or_null_is_none() {
             decode_client(text).expect("ok"),
             ClientMessage::RpcRequest {
                 channel_id: "api".into(),
-                data: json!(1),
+                data: json!(1).into(),
                 timeout_ms: None
             }
         );
@@ -241,7 +241,7 @@ fn exclude_sender_null_is_false() {
             .expect("ok"),
         ClientMessage::Publish {
             channel_id: "c".into(),
-            data: json!(1),
+            data: json!(1).into(),
             exclude_sender: false
         }
     );
@@ -310,4 +310,32 @@ fn decode_error_becomes_error_frame() {
     assert_eq!(frame["message"], "missing field `channel-id`");
     assert!(frame["timestamp"].is_i64());
     assert!(frame.get("request-id").is_none());
+}
+
+/// A relay does not change what it relays: `data` keeps its key order, the
+/// spelling of its numbers and its escapes, in every message that has one.
+#[test]
+fn data_is_kept_byte_for_byte() {
+    let data = r#"{"z":1,"a":1.10,"big":123456789012345678901234567890,"s":"caf\u00e9","n":[ 1 , 2 ]}"#;
+    for frame in [
+        format!(r#"{{"type":"publish","channel-id":"c","data":{data}}}"#),
+        format!(r#"{{"type":"rpc-request","channel-id":"c","data":{data}}}"#),
+        format!(r#"{{"type":"rpc-response","request-id":"r","data":{data}}}"#),
+    ] {
+        let got = match decode_client(&frame).expect("valid") {
+            ClientMessage::Publish { data, .. }
+            | ClientMessage::RpcRequest { data, .. }
+            | ClientMessage::RpcResponse { data, .. } => data,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got.as_json(), data, "{frame}");
+    }
+}
+
+/// A field given twice is refused rather than silently taking one of them.
+#[test]
+fn repeated_field_is_invalid_message() {
+    let e = refused(r#"{"type":"subscribe","channel-id":"a","channel-id":"b"}"#);
+    assert_eq!(e.reason, Reason::InvalidMessage);
+    assert!(e.message.contains("duplicate field"), "{}", e.message);
 }

@@ -26,9 +26,11 @@ fn channel_message() {
         ServerMessage::ChannelMessage(ChannelMessage {
             channel_id: "chat-room".into(),
             message_id: "msg-1234".into(),
-            data: json!({"message": "Hello everyone!", "user": "alice"}),
+            data: json!({"message": "Hello everyone!", "user": "alice"}).into(),
             sender_conn_id: Some("conn-1729825712324-8472".into()),
             published_at: 1_729_825_712_500,
+            offset: 42,
+            epoch: "k3x9q1".into(),
         }),
     );
 }
@@ -44,9 +46,11 @@ fn channel_message_server_publish() {
         ServerMessage::ChannelMessage(ChannelMessage {
             channel_id: "notifications".into(),
             message_id: "msg-1235".into(),
-            data: json!("maintenance at 22:00"),
+            data: json!("maintenance at 22:00").into(),
             sender_conn_id: None,
             published_at: 1_729_825_712_501,
+            offset: 43,
+            epoch: "k3x9q1".into(),
         }),
     );
 }
@@ -58,7 +62,7 @@ fn rpc_request_delivery() {
         ServerMessage::RpcRequest(RpcRequestDelivery {
             request_id: "req-1729825712500-1234".into(),
             channel_id: "api-service".into(),
-            data: json!({"action": "get-user-profile", "params": {"userId": 123}}),
+            data: json!({"action": "get-user-profile", "params": {"userId": 123}}).into(),
             sender_conn_id: "conn-1729825712324-8472".into(),
             timeout_ms: 5000,
         }),
@@ -76,7 +80,7 @@ fn rpc_request_delivery_sent_back_decodes_as_client_request() {
         msg,
         sente_lite_protocol::ClientMessage::RpcRequest {
             channel_id: "api-service".into(),
-            data: json!({"action": "get-user-profile", "params": {"userId": 123}}),
+            data: json!({"action": "get-user-profile", "params": {"userId": 123}}).into(),
             timeout_ms: Some(5000),
         }
     );
@@ -88,7 +92,7 @@ fn rpc_response_delivery() {
         "rpc-response-delivery",
         ServerMessage::RpcResponse {
             request_id: "req-1729825712500-1234".into(),
-            data: json!({"user": {"id": 123, "name": "Alice"}}),
+            data: json!({"user": {"id": 123, "name": "Alice"}}).into(),
             error: false,
         },
     );

@@ -57,21 +57,21 @@ fn arb_client() -> impl Strategy<Value = ClientMessage> {
         (arb_id(), arb_json(), any::<bool>()).prop_map(|(channel_id, data, exclude_sender)| {
             ClientMessage::Publish {
                 channel_id,
-                data,
+                data: data.into(),
                 exclude_sender,
             }
         }),
         (arb_id(), arb_json(), any::<Option<u64>>()).prop_map(|(channel_id, data, timeout_ms)| {
             ClientMessage::RpcRequest {
                 channel_id,
-                data,
+                data: data.into(),
                 timeout_ms,
             }
         }),
         (arb_id(), arb_json(), any::<bool>()).prop_map(|(request_id, data, error)| {
             ClientMessage::RpcResponse {
                 request_id,
-                data,
+                data: data.into(),
                 error,
             }
         }),
@@ -89,14 +89,19 @@ fn arb_channel_message() -> impl Strategy<Value = ChannelMessage> {
         arb_json(),
         prop::option::of(arb_id()),
         any::<i64>(),
+        (1..u64::MAX, arb_id()),
     )
         .prop_map(
-            |(channel_id, message_id, data, sender_conn_id, published_at)| ChannelMessage {
-                channel_id,
-                message_id,
-                data,
-                sender_conn_id,
-                published_at,
+            |(channel_id, message_id, data, sender_conn_id, published_at, (offset, epoch))| {
+                ChannelMessage {
+                    channel_id,
+                    message_id,
+                    data: data.into(),
+                    sender_conn_id,
+                    published_at,
+                    offset,
+                    epoch,
+                }
             },
         )
 }
@@ -219,7 +224,7 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                 ServerMessage::RpcRequest(RpcRequestDelivery {
                     request_id,
                     channel_id,
-                    data,
+                    data: data.into(),
                     sender_conn_id,
                     timeout_ms,
                 })
@@ -228,7 +233,7 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
         (arb_id(), arb_json(), any::<bool>()).prop_map(|(request_id, data, error)| {
             ServerMessage::RpcResponse {
                 request_id,
-                data,
+                data: data.into(),
                 error,
             }
         }),

@@ -98,16 +98,20 @@ fn subscription_result() {
         ChannelMessage {
             channel_id: "chat-room".into(),
             message_id: "msg-1233".into(),
-            data: json!({"message": "Is anyone here?", "user": "bob"}),
+            data: json!({"message": "Is anyone here?", "user": "bob"}).into(),
             sender_conn_id: Some("conn-1729825712100-1111".into()),
             published_at: 1_729_825_712_400,
+            offset: 0,
+            epoch: String::new(),
         },
         ChannelMessage {
             channel_id: "chat-room".into(),
             message_id: "msg-1234".into(),
-            data: json!({"message": "Hello everyone!", "user": "alice"}),
+            data: json!({"message": "Hello everyone!", "user": "alice"}).into(),
             sender_conn_id: Some("conn-1729825712324-8472".into()),
             published_at: 1_729_825_712_500,
+            offset: 0,
+            epoch: String::new(),
         },
     ];
     server_round_trip(
@@ -183,7 +187,7 @@ fn publish() {
         "publish",
         ClientMessage::Publish {
             channel_id: "chat-room".into(),
-            data: json!({"message": "Hello everyone!", "user": "alice"}),
+            data: json!({"message": "Hello everyone!", "user": "alice"}).into(),
             exclude_sender: false,
         },
     );
@@ -200,7 +204,7 @@ fn quick_start_publish() {
         msg,
         ClientMessage::Publish {
             channel_id: "chat-room".into(),
-            data: json!({"message": "Hello everyone!", "user": "alice"}),
+            data: json!({"message": "Hello everyone!", "user": "alice"}).into(),
             exclude_sender: false,
         }
     );
@@ -231,7 +235,7 @@ fn rpc_request() {
         "rpc-request",
         ClientMessage::RpcRequest {
             channel_id: "api-service".into(),
-            data: json!({"action": "get-user-profile", "params": {"userId": 123}}),
+            data: json!({"action": "get-user-profile", "params": {"userId": 123}}).into(),
             timeout_ms: Some(5000),
         },
     );
@@ -265,7 +269,7 @@ fn rpc_response() {
             data: json!({
                 "user": {"id": 123, "name": "Alice"},
                 "preferences": {"theme": "dark", "language": "en"}
-            }),
+            }).into(),
             error: false,
         },
     );
