@@ -30,6 +30,22 @@ impl Sink for CountingSink {
     }
 }
 
+/// Polls an engine future once: with the in-process broker every engine
+/// future is ready at its first poll, so this measures the engine and no
+/// executor.
+trait Now: std::future::Future + Sized {
+    fn now(self) -> Self::Output {
+        let mut f = std::pin::pin!(self);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the local broker never waits"),
+        }
+    }
+}
+
+impl<F: std::future::Future> Now for F {}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -57,14 +73,14 @@ fn fan_out(c: &mut Criterion) {
             let id = e
                 .connect(Arc::new(CountingSink::default()))
                 .expect("connect");
-            e.subscribe(id, "fan").expect("subscribe");
+            e.subscribe(id, "fan").now().expect("subscribe");
         }
-        let payload = json!({"text": "x".repeat(100)});
+        let payload: sente_lite_protocol::Data = json!({"text": "x".repeat(100)}).into();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {
             b.iter(|| {
                 let out = e
-                    .publish(None, "fan", payload.clone(), false)
+                    .publish(None, "fan", payload.clone(), false).now()
                     .expect("publish");
                 black_box(out.delivered_to)
             })
@@ -84,14 +100,14 @@ fn churn(c: &mut Criterion) {
         })
         .collect();
     for id in &ids[1..] {
-        e.subscribe(*id, "busy").expect("subscribe");
+        e.subscribe(*id, "busy").now().expect("subscribe");
     }
     let mut group = c.benchmark_group("subscription_churn");
     group.throughput(Throughput::Elements(1));
     group.bench_function("subscribe_unsubscribe_1000_subscribers", |b| {
         b.iter(|| {
-            e.subscribe(ids[0], "busy").expect("subscribe");
-            e.unsubscribe(ids[0], "busy").expect("unsubscribe");
+            e.subscribe(ids[0], "busy").now().expect("subscribe");
+            e.unsubscribe(ids[0], "busy").now().expect("unsubscribe");
         })
     });
     group.finish();
@@ -106,7 +122,7 @@ fn two_threads(c: &mut Criterion) {
             let id = e
                 .connect(Arc::new(CountingSink::default()))
                 .expect("connect");
-            e.subscribe(id, ch).expect("subscribe");
+            e.subscribe(id, ch).now().expect("subscribe");
         }
     }
     let mut group = c.benchmark_group("parallel_publish");
@@ -122,7 +138,7 @@ fn two_threads(c: &mut Criterion) {
                     s.spawn(move || {
                         barrier.wait();
                         for i in 0..PER_THREAD {
-                            e.publish(None, ch, json!(i), false).expect("publish");
+                            e.publish(None, ch, json!(i), false).now().expect("publish");
                         }
                     });
                 }
@@ -143,7 +159,7 @@ impl Sink for Worker {
         if let (Some(e), Some(id)) = (self.engine.lock().as_ref(), v["request-id"].as_str()) {
             // Responding from inside offer() would re-enter the channel lock
             // only for RPC state, which is separate: safe.
-            let _ = e.send_rpc_response(id, json!({"ok": true}), false);
+            let _ = e.send_rpc_response(id, json!({"ok": true}), false).now();
         }
         Offer::Queued
     }
@@ -157,7 +173,7 @@ fn rpc_round_trip(c: &mut Criterion) {
         engine: Mutex::new(Some(e.clone())),
     });
     let w = e.connect(worker.clone()).expect("connect");
-    e.subscribe(w, "api").expect("subscribe");
+    e.subscribe(w, "api").now().expect("subscribe");
     let requester = Arc::new(CountingSink::default());
     let r = e.connect(requester.clone()).expect("connect");
     let mut group = c.benchmark_group("rpc");
@@ -165,7 +181,7 @@ fn rpc_round_trip(c: &mut Criterion) {
     group.bench_function("in_process_round_trip", |b| {
         b.iter(|| {
             let sent = e
-                .send_rpc_request(r, "api", json!({"action": "get"}), Some(5_000))
+                .send_rpc_request(r, "api", json!({"action": "get"}), Some(5_000)).now()
                 .expect("request");
             black_box(sent.request_id)
         })

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A connection's id: a slab slot plus a generation that is never reused, so
 /// a stale id can never reach the connection that later took the same slot.
@@ -34,7 +35,7 @@ impl fmt::Display for ConnId {
 
 /// A string that is not a connection id of this engine's form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a connection id (expected conn-<generation>-<slot>)")]
+#[error("`{0}` is not a connection id (expected conn-<generation>-<slot>[@<node>])")]
 pub struct ParseConnIdError(pub String);
 
 impl FromStr for ConnId {
@@ -48,6 +49,56 @@ impl FromStr for ConnId {
             generation: generation.parse().map_err(|_| err())?,
             slot: slot.parse().map_err(|_| err())?,
         })
+    }
+}
+
+/// Where a connection lives in a cluster: the node that holds it (`None`
+/// for this node when it has no node id, as with the in-process broker)
+/// and its id there. This is what the RPC router and server-side sends
+/// address, so that a response or a send can reach a connection on another
+/// node through the broker.
+///
+/// On the wire: `conn-<generation>-<slot>` without a node, and
+/// `conn-<generation>-<slot>@<node>` with one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnAddr {
+    /// The node holding the connection, if nodes are named.
+    pub node: Option<Arc<str>>,
+    /// The connection's id on that node.
+    pub conn: ConnId,
+}
+
+impl ConnAddr {
+    /// A connection of the node named `node` (or of an unnamed single node).
+    pub fn new(node: Option<Arc<str>>, conn: ConnId) -> ConnAddr {
+        ConnAddr { node, conn }
+    }
+}
+
+impl fmt::Display for ConnAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "{}@{node}", self.conn),
+            None => fmt::Display::fmt(&self.conn, f),
+        }
+    }
+}
+
+impl FromStr for ConnAddr {
+    type Err = ParseConnIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('@') {
+            Some((conn, node)) if !node.is_empty() => Ok(ConnAddr {
+                node: Some(Arc::from(node)),
+                conn: conn.parse()?,
+            }),
+            Some(_) => Err(ParseConnIdError(s.chars().take(64).collect())),
+            None => Ok(ConnAddr {
+                node: None,
+                conn: s.parse()?,
+            }),
+        }
     }
 }
 
@@ -101,10 +152,13 @@ impl From<Frame> for Bytes {
 pub enum Offer {
     /// Queued for the connection.
     Queued,
-    /// The connection's outbound queue is full. The sink's owner (the
-    /// transport) decides what follows; the engine only counts it.
+    /// The connection's outbound queue is full: this frame was refused, and
+    /// the sink's owner (the transport) closes the connection as a slow
+    /// consumer. The engine only counts it.
     Full,
-    /// The connection is closing or closed.
+    /// The connection is closing or closed (after an overflow, a shutdown,
+    /// or any other end): the frame was refused and nothing more will be
+    /// accepted.
     Closed,
 }
 

@@ -50,3 +50,20 @@ pub const ALL: [&str; 14] = [
     RPC_REQUEST_EXPIRED,
     RPC_CLEANUP_COMPLETED,
 ];
+
+/// Emits a telemetry event through `$tel` (a `&Telemetry`) when `$on` (the
+/// channel's `telemetry-enabled`) holds. `$data` is evaluated only when some
+/// handler wants the signal.
+macro_rules! ev {
+    ($tel:expr, $on:expr, $lvl:ident, $id:expr, $data:expr) => {
+        if $on {
+            telemere_lite::event!(
+                tel: $tel,
+                level: telemere_lite::Level::$lvl,
+                $id,
+                $data
+            );
+        }
+    };
+}
+pub(crate) use ev;

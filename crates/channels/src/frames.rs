@@ -1,6 +1,26 @@
 //! Serializing delivery frames once, with their `type` tag.
 
+use sente_lite_protocol::Data;
 use serde::Serialize;
+
+/// A `channel-message` by reference: what a publish serializes, once, for
+/// all its recipients, without building an owned message first.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct ChannelMessageRef<'a> {
+    pub(crate) channel_id: &'a str,
+    pub(crate) message_id: &'a str,
+    pub(crate) data: &'a Data,
+    pub(crate) sender_conn_id: Option<&'a str>,
+    pub(crate) published_at: i64,
+    pub(crate) offset: u64,
+    pub(crate) epoch: &'a str,
+}
+
+/// The `channel-message` frame of `m`.
+pub(crate) fn channel_message(m: &ChannelMessageRef<'_>) -> String {
+    typed("channel-message", m)
+}
 
 /// `{"type":"<ty>", ...fields of value}` in one pass over `value`.
 ///
@@ -23,21 +43,30 @@ pub(crate) fn typed<T: Serialize>(ty: &str, value: &T) -> String {
 mod tests {
     use super::*;
     use sente_lite_protocol::{ChannelMessage, ServerMessage};
-    use serde_json::json;
 
     #[test]
     fn typed_frame_equals_the_tagged_enum_encoding() {
+        let data = Data::from_json(r#"{"b":1.10,"a":[1,"x"]}"#.to_owned()).unwrap();
         let m = ChannelMessage {
             channel_id: "c".into(),
             message_id: "msg-1".into(),
-            data: json!({"a": [1, "x"]}),
+            data: data.clone(),
             sender_conn_id: None,
             published_at: 7,
+            offset: 3,
+            epoch: "e1".into(),
         };
-        let ours: serde_json::Value = serde_json::from_str(&typed("channel-message", &m)).unwrap();
-        let theirs: serde_json::Value =
-            serde_json::from_str(&ServerMessage::ChannelMessage(m).to_json()).unwrap();
-        assert_eq!(ours, theirs);
+        let by_ref = channel_message(&ChannelMessageRef {
+            channel_id: "c",
+            message_id: "msg-1",
+            data: &data,
+            sender_conn_id: None,
+            published_at: 7,
+            offset: 3,
+            epoch: "e1",
+        });
+        assert_eq!(by_ref, ServerMessage::ChannelMessage(m).to_json());
+        assert!(by_ref.contains(r#""data":{"b":1.10,"a":[1,"x"]}"#), "{by_ref}");
     }
 
     #[test]

@@ -1,11 +1,21 @@
 //! sente-lite-channels: the channel engine of sente-lite.
 //!
-//! The [`Engine`] owns every piece of pub/sub state: connections (in a
-//! `slab`, with generation-checked [`ConnId`]s), channels with their
-//! subscribers and retained messages, and pending RPC requests with their
-//! timer. It knows nothing of HTTP, WebSocket or warp: a connection is an id
-//! plus an outbound [`Sink`] that the transport implements, and every frame
-//! the engine produces is a serialized [`Frame`] shared by all its recipients.
+//! One node of the engine is three parts and their wiring:
+//!
+//! - the [`Hub`]: this node's connections (in a `slab`, with
+//!   generation-checked [`ConnId`]s) and each channel's local subscribers;
+//!   synchronous, never waiting, fanning one shared [`Frame`] out to the
+//!   connections' [`Sink`]s;
+//! - a [`Broker`]: channels themselves (existence, config, cluster-wide
+//!   counts), each message's stream position (`offset`, `epoch`), retained
+//!   history, message ids, and delivery to every node's hub.
+//!   [`LocalBroker`], the default, is one process;
+//! - the RPC router: pending requests, correlation, timeouts;
+//! - the [`Engine`]: the node that wires them and is the API of every
+//!   operation.
+//!
+//! It knows nothing of HTTP, WebSocket or warp: a connection is an id plus
+//! an outbound [`Sink`] that the transport implements.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -24,9 +34,10 @@
 //! let engine = Engine::new(EngineConfig::default()).unwrap();
 //! let inbox = Arc::new(Inbox::default());
 //! let alice = engine.connect(inbox.clone()).unwrap();
-//! engine.subscribe(alice, "chat").unwrap();
-//! let out = engine.publish(None, "chat", serde_json::json!({"text": "hi"}), false).unwrap();
+//! engine.subscribe(alice, "chat").await.unwrap();
+//! let out = engine.publish(None, "chat", serde_json::json!({"text": "hi"}), false).await.unwrap();
 //! assert_eq!(out.delivered_to, 1);
+//! assert_eq!(out.position.offset, 1);
 //! assert!(inbox.0.lock().unwrap()[0].contains(r#""type":"channel-message""#));
 //! # }
 //! ```
@@ -34,17 +45,32 @@
 //! Operations fail with an [`EngineError`] whose [`EngineError::reason`] is
 //! the stable wire reason of docs/PROTOCOL.md.
 
+mod broker;
 mod config;
 mod conn;
-mod engine;
 mod error;
 pub mod events;
 mod frames;
+mod hub;
+mod local;
 mod map;
+mod node;
 mod rpc;
+mod stats;
 
+pub use broker::{
+    Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinView, Publication, Published,
+    Reply, RetainedView, Sent, StreamPosition,
+};
 pub use config::EngineConfig;
-pub use conn::{ConnId, Frame, Offer, ParseConnIdError, Sink};
-pub use engine::{ChannelInfo, Engine, EngineCounters, Published, Subscribed};
+pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
-pub use rpc::RpcSent;
+pub use hub::{FanOut, Hub, Joined, Left};
+pub use local::LocalBroker;
+pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
+pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
+
+/// A client-supplied string cut to a length fit for an error message.
+pub(crate) fn truncated(s: &str) -> String {
+    s.chars().take(128).collect()
+}

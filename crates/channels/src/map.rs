@@ -72,10 +72,18 @@ impl<V> ShardedMap<V> {
         Ok(v)
     }
 
-    pub(crate) fn remove(&self, key: &str) -> Option<Arc<V>> {
-        let v = self.shard(key).write().remove(key)?;
-        self.len.fetch_sub(1, Ordering::SeqCst);
-        Some(v)
+    /// Removes `key` only when `is_it` says its value is the one the caller
+    /// means (not a newer value inserted under the same key since).
+    pub(crate) fn remove_if(&self, key: &str, is_it: impl FnOnce(&V) -> bool) -> bool {
+        let mut shard = self.shard(key).write();
+        match shard.get(key) {
+            Some(v) if is_it(v) => {
+                shard.remove(key);
+                self.len.fetch_sub(1, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -113,8 +121,9 @@ mod tests {
             Err(InsertError::Full)
         ));
         assert_eq!(m.len(), 10);
-        assert_eq!(m.remove("k3").map(|v| *v), Some(3));
-        assert!(m.remove("k3").is_none());
+        assert!(!m.remove_if("k3", |v| *v == 4), "only the value meant");
+        assert!(m.remove_if("k3", |v| *v == 3));
+        assert!(!m.remove_if("k3", |_| true));
         assert_eq!(m.len(), 9);
         assert!(m.insert_new("new", 10, || 42).is_ok());
         assert_eq!(m.get("new").map(|v| *v), Some(42));

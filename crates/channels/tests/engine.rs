@@ -42,11 +42,11 @@ async fn publish_reaches_every_subscriber_with_the_protocol_shape() {
     let ca = e.connect(a.clone()).unwrap();
     let cb = e.connect(b.clone()).unwrap();
     let cp = e.connect(p.clone()).unwrap();
-    assert_eq!(e.subscribe(ca, "chat").unwrap().subscriber_count, 1);
-    assert_eq!(e.subscribe(cb, "chat").unwrap().subscriber_count, 2);
+    assert_eq!(e.subscribe(ca, "chat").await.unwrap().subscriber_count, 1);
+    assert_eq!(e.subscribe(cb, "chat").await.unwrap().subscriber_count, 2);
 
     let out = e
-        .publish(Some(cp), "chat", json!({"text": "hi"}), false)
+        .publish(Some(cp), "chat", json!({"text": "hi"}), false).await
         .unwrap();
     assert_eq!(out.delivered_to, 2);
     assert_eq!(out.full, 0);
@@ -76,16 +76,16 @@ async fn sender_exclusion_is_opt_in() {
     let (a, b) = (Inbox::new(), Inbox::new());
     let ca = e.connect(a.clone()).unwrap();
     let cb = e.connect(b.clone()).unwrap();
-    e.subscribe(ca, "c").unwrap();
-    e.subscribe(cb, "c").unwrap();
+    e.subscribe(ca, "c").await.unwrap();
+    e.subscribe(cb, "c").await.unwrap();
     assert_eq!(
-        e.publish(Some(ca), "c", json!(1), false)
+        e.publish(Some(ca), "c", json!(1), false).await
             .unwrap()
             .delivered_to,
         2
     );
     assert_eq!(
-        e.publish(Some(ca), "c", json!(2), true)
+        e.publish(Some(ca), "c", json!(2), true).await
             .unwrap()
             .delivered_to,
         1
@@ -93,7 +93,7 @@ async fn sender_exclusion_is_opt_in() {
     assert_eq!(a.json().len(), 1);
     assert_eq!(b.json().len(), 2);
     // A server-side publish has a null sender and excludes no one.
-    let out = e.publish(None, "c", json!(3), true).unwrap();
+    let out = e.publish(None, "c", json!(3), true).await.unwrap();
     assert_eq!(out.delivered_to, 2);
     assert_eq!(b.json()[2]["sender-conn-id"], Value::Null);
 }
@@ -107,25 +107,25 @@ async fn retention_replays_the_last_n_oldest_first() {
             message_retention: 2,
             ..ChannelConfig::default()
         }),
-    )
+    ).await
     .unwrap();
     for i in 1..=3 {
-        e.publish(None, "news", json!(i), false).unwrap();
+        e.publish(None, "news", json!(i), false).await.unwrap();
     }
     let late = e.connect(Inbox::new()).unwrap();
-    let sub = e.subscribe(late, "news").unwrap();
+    let sub = e.subscribe(late, "news").await.unwrap();
     let data: Vec<Value> = sub
         .retained_messages
         .iter()
-        .map(|m| m.data.clone())
+        .map(|m| m.data.to_value())
         .collect();
     assert_eq!(data, vec![json!(2), json!(3)]);
     // Subscribing again is idempotent and does not replay.
-    let again = e.subscribe(late, "news").unwrap();
+    let again = e.subscribe(late, "news").await.unwrap();
     assert!(again.already_subscribed);
     assert!(again.retained_messages.is_empty());
     assert_eq!(again.subscriber_count, 1);
-    let info = e.channel_info("news").unwrap();
+    let info = e.channel_info("news").await.unwrap();
     assert_eq!(info.message_count, 3);
     assert_eq!(info.retained_messages.len(), 2);
     assert_eq!(info.subscribers, vec![late.to_string()]);
@@ -134,9 +134,9 @@ async fn retention_replays_the_last_n_oldest_first() {
 #[tokio::test]
 async fn auto_create_on_publish_keeps_retention_for_later_subscribers() {
     let e = engine_with(|c| c.default_channel.message_retention = 5);
-    e.publish(None, "fresh", json!("first"), false).unwrap();
+    e.publish(None, "fresh", json!("first"), false).await.unwrap();
     let c = e.connect(Inbox::new()).unwrap();
-    let sub = e.subscribe(c, "fresh").unwrap();
+    let sub = e.subscribe(c, "fresh").await.unwrap();
     assert_eq!(sub.retained_messages.len(), 1);
     assert_eq!(sub.retained_messages[0].data, json!("first"));
 }
@@ -145,25 +145,25 @@ async fn auto_create_on_publish_keeps_retention_for_later_subscribers() {
 async fn without_auto_create_unknown_channels_are_not_found() {
     let e = engine_with(|c| c.auto_create = false);
     let c = e.connect(Inbox::new()).unwrap();
-    let err = e.subscribe(c, "nope").unwrap_err();
+    let err = e.subscribe(c, "nope").await.unwrap_err();
     assert_eq!(err.reason(), Reason::ChannelNotFound);
     assert_eq!(
-        e.publish(Some(c), "nope", json!(1), false)
+        e.publish(Some(c), "nope", json!(1), false).await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
     );
     assert_eq!(
-        e.send_rpc_request(c, "nope", json!(1), None)
+        e.send_rpc_request(c, "nope", json!(1), None).await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
     );
     assert_eq!(e.channel_count(), 0);
-    e.create_channel("nope", None).unwrap();
-    assert!(e.subscribe(c, "nope").is_ok());
+    e.create_channel("nope", None).await.unwrap();
+    assert!(e.subscribe(c, "nope").await.is_ok());
     assert_eq!(
-        e.create_channel("nope", None).unwrap_err().reason(),
+        e.create_channel("nope", None).await.unwrap_err().reason(),
         Reason::ChannelExists
     );
 }
@@ -177,18 +177,18 @@ async fn max_subscribers_is_enforced() {
             max_subscribers: 2,
             ..ChannelConfig::default()
         }),
-    )
+    ).await
     .unwrap();
     let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
-    e.subscribe(ids[0], "small").unwrap();
-    e.subscribe(ids[1], "small").unwrap();
-    let err = e.subscribe(ids[2], "small").unwrap_err();
+    e.subscribe(ids[0], "small").await.unwrap();
+    e.subscribe(ids[1], "small").await.unwrap();
+    let err = e.subscribe(ids[2], "small").await.unwrap_err();
     assert_eq!(err.reason(), Reason::MaxSubscribersReached);
-    assert_eq!(e.channel_info("small").unwrap().subscribers.len(), 2);
+    assert_eq!(e.channel_info("small").await.unwrap().subscribers.len(), 2);
     assert!(e.subscriptions(ids[2]).unwrap().is_empty());
     // A place frees up when someone leaves.
-    e.unsubscribe(ids[0], "small").unwrap();
-    assert!(e.subscribe(ids[2], "small").is_ok());
+    e.unsubscribe(ids[0], "small").await.unwrap();
+    assert!(e.subscribe(ids[2], "small").await.is_ok());
 }
 
 #[tokio::test]
@@ -199,21 +199,21 @@ async fn channel_ids_and_channel_count_are_bounded() {
     });
     let c = e.connect(Inbox::new()).unwrap();
     assert_eq!(
-        e.subscribe(c, "").unwrap_err().reason(),
+        e.subscribe(c, "").await.unwrap_err().reason(),
         Reason::InvalidChannelId
     );
     assert_eq!(
-        e.subscribe(c, "123456789").unwrap_err().reason(),
+        e.subscribe(c, "123456789").await.unwrap_err().reason(),
         Reason::InvalidChannelId
     );
-    e.subscribe(c, "a").unwrap();
-    e.publish(None, "b", json!(1), false).unwrap();
+    e.subscribe(c, "a").await.unwrap();
+    e.publish(None, "b", json!(1), false).await.unwrap();
     assert_eq!(
-        e.subscribe(c, "c").unwrap_err().reason(),
+        e.subscribe(c, "c").await.unwrap_err().reason(),
         Reason::MaxChannelsReached
     );
     assert_eq!(
-        e.create_channel("c", None).unwrap_err().reason(),
+        e.create_channel("c", None).await.unwrap_err().reason(),
         Reason::MaxChannelsReached
     );
     assert_eq!(e.channel_count(), 2);
@@ -224,23 +224,23 @@ async fn unsubscribe_and_subscriptions() {
     let e = engine();
     let inbox = Inbox::new();
     let c = e.connect(inbox.clone()).unwrap();
-    e.subscribe(c, "b").unwrap();
-    e.subscribe(c, "a").unwrap();
+    e.subscribe(c, "b").await.unwrap();
+    e.subscribe(c, "a").await.unwrap();
     assert_eq!(e.subscriptions(c).unwrap(), vec!["a", "b"]);
     assert_eq!(e.total_subscriptions(), 2);
-    e.unsubscribe(c, "a").unwrap();
+    e.unsubscribe(c, "a").await.unwrap();
     assert_eq!(
-        e.unsubscribe(c, "a").unwrap_err().reason(),
+        e.unsubscribe(c, "a").await.unwrap_err().reason(),
         Reason::NotSubscribed
     );
     assert_eq!(
-        e.unsubscribe(c, "never").unwrap_err().reason(),
+        e.unsubscribe(c, "never").await.unwrap_err().reason(),
         Reason::NotSubscribed
     );
     assert_eq!(e.subscriptions(c).unwrap(), vec!["b"]);
-    e.publish(None, "a", json!(1), false).unwrap();
+    e.publish(None, "a", json!(1), false).await.unwrap();
     assert!(inbox.json().is_empty(), "unsubscribed: nothing delivered");
-    assert_eq!(e.unsubscribe_all(c), 1);
+    assert_eq!(e.unsubscribe_all(c).await, 1);
     assert_eq!(e.total_subscriptions(), 0);
 }
 
@@ -249,19 +249,19 @@ async fn delete_channel_unsubscribes_everyone() {
     let e = engine();
     let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
     for &c in &ids {
-        e.subscribe(c, "gone").unwrap();
-        e.subscribe(c, "stays").unwrap();
+        e.subscribe(c, "gone").await.unwrap();
+        e.subscribe(c, "stays").await.unwrap();
     }
-    assert_eq!(e.delete_channel("gone").unwrap(), 3);
+    assert_eq!(e.delete_channel("gone").await.unwrap(), 3);
     assert_eq!(
-        e.delete_channel("gone").unwrap_err().reason(),
+        e.delete_channel("gone").await.unwrap_err().reason(),
         Reason::ChannelNotFound
     );
     for &c in &ids {
         assert_eq!(e.subscriptions(c).unwrap(), vec!["stays"]);
     }
     assert_eq!(e.total_subscriptions(), 3);
-    assert!(e.channel_info("gone").is_err());
+    assert!(e.channel_info("gone").await.is_err());
 }
 
 #[tokio::test]
@@ -269,10 +269,10 @@ async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
     let e = engine();
     let old_inbox = Inbox::new();
     let old = e.connect(old_inbox.clone()).unwrap();
-    e.subscribe(old, "c").unwrap();
-    assert!(e.disconnect(old));
-    assert!(!e.disconnect(old), "second disconnect is a no-op");
-    assert_eq!(e.channel_info("c").unwrap().subscribers.len(), 0);
+    e.subscribe(old, "c").await.unwrap();
+    assert!(e.disconnect(old).await);
+    assert!(!e.disconnect(old).await, "second disconnect is a no-op");
+    assert_eq!(e.channel_info("c").await.unwrap().subscribers.len(), 0);
     assert_eq!(e.total_subscriptions(), 0);
 
     let new_inbox = Inbox::new();
@@ -281,11 +281,11 @@ async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
     assert_ne!(new, old);
     let frame = Frame::new(r#"{"x":1}"#.to_owned());
     assert_eq!(
-        e.send_to_connection(old, &frame).unwrap_err().reason(),
+        e.send_to_connection(&e.addr(old), &frame).await.unwrap_err().reason(),
         Reason::ConnectionNotFound
     );
     assert_eq!(
-        e.subscribe(old, "c").unwrap_err().reason(),
+        e.subscribe(old, "c").await.unwrap_err().reason(),
         Reason::ConnectionNotFound
     );
     assert_eq!(
@@ -293,8 +293,8 @@ async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
         Reason::ConnectionNotFound
     );
     assert!(new_inbox.json().is_empty());
-    assert_eq!(e.resolve(&new.to_string()).unwrap(), new);
-    assert_eq!(e.send_to_connection(new, &frame).unwrap(), Offer::Queued);
+    assert_eq!(e.resolve(&new.to_string()).unwrap(), e.addr(new));
+    assert_eq!(e.send_to_connection(&e.addr(new), &frame).await.unwrap(), Offer::Queued);
     assert_eq!(new_inbox.json(), vec![json!({"x": 1})]);
 }
 
@@ -305,7 +305,7 @@ async fn max_connections_is_enforced() {
     e.connect(Inbox::new()).unwrap();
     let err = e.connect(Inbox::new()).unwrap_err();
     assert_eq!(err.reason(), Reason::MaxConnectionsReached);
-    e.disconnect(a);
+    e.disconnect(a).await;
     assert!(e.connect(Inbox::new()).is_ok());
 }
 
@@ -316,9 +316,9 @@ async fn a_full_sink_is_reported_and_counted_not_waited_on() {
     full.full.store(true, Ordering::SeqCst);
     let a = e.connect(ok.clone()).unwrap();
     let b = e.connect(full.clone()).unwrap();
-    e.subscribe(a, "c").unwrap();
-    e.subscribe(b, "c").unwrap();
-    let out = e.publish(None, "c", json!(1), false).unwrap();
+    e.subscribe(a, "c").await.unwrap();
+    e.subscribe(b, "c").await.unwrap();
+    let out = e.publish(None, "c", json!(1), false).await.unwrap();
     assert_eq!((out.delivered_to, out.full), (1, 1));
     assert_eq!(e.counters().deliveries_full, 1);
     assert_eq!(ok.json().len(), 1);
@@ -331,10 +331,10 @@ async fn server_side_sends_have_the_protocol_shapes() {
     let (a, b) = (Inbox::new(), Inbox::new());
     let ca = e.connect(a.clone()).unwrap();
     let _cb = e.connect(b.clone()).unwrap();
-    e.subscribe(ca, "alerts").unwrap();
+    e.subscribe(ca, "alerts").await.unwrap();
 
     assert_eq!(
-        e.broadcast(obj(json!({"type": "announcement", "message": "m"}))),
+        e.broadcast(obj(json!({"type": "announcement", "message": "m"}))).await,
         2
     );
     assert_eq!(
@@ -343,7 +343,7 @@ async fn server_side_sends_have_the_protocol_shapes() {
     );
 
     let n = e
-        .broadcast_to_channel("alerts", obj(json!({"type": "system-alert"})))
+        .broadcast_to_channel("alerts", obj(json!({"type": "system-alert"}))).await
         .unwrap();
     assert_eq!(n, 1);
     let got = a.json();
@@ -352,19 +352,19 @@ async fn server_side_sends_have_the_protocol_shapes() {
     assert_eq!(last["channel-id"], "alerts");
     assert!(last["broadcast-time"].as_i64().unwrap() > 0);
     assert_eq!(
-        e.channel_info("alerts").unwrap().message_count,
+        e.channel_info("alerts").await.unwrap().message_count,
         0,
         "not a publish"
     );
     assert_eq!(
-        e.broadcast_to_channel("nope", Map::new())
+        e.broadcast_to_channel("nope", Map::new()).await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
     );
 
     let unchanged = json!({"type": "private-message", "content": "Hello there!"});
-    e.send_json(ca, &unchanged).unwrap();
+    e.send_json(&e.addr(ca), &unchanged).await.unwrap();
     assert_eq!(a.json().last().unwrap(), &unchanged);
 }
 
@@ -372,20 +372,20 @@ async fn server_side_sends_have_the_protocol_shapes() {
 async fn stats_and_health_add_up() {
     let e = engine_with(|c| c.default_channel.message_retention = 3);
     let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
-    e.subscribe(ids[0], "x").unwrap();
-    e.subscribe(ids[1], "x").unwrap();
-    e.subscribe(ids[2], "y").unwrap();
-    e.publish(None, "x", json!(1), false).unwrap();
-    let s = e.channel_stats();
+    e.subscribe(ids[0], "x").await.unwrap();
+    e.subscribe(ids[1], "x").await.unwrap();
+    e.subscribe(ids[2], "y").await.unwrap();
+    e.publish(None, "x", json!(1), false).await.unwrap();
+    let s = e.channel_stats().await;
     assert_eq!(s.total_channels, 2);
     assert_eq!(s.total_subscriptions, 3);
-    assert_eq!(s.active_connections, Some(3));
+    assert_eq!(s.active_connections, 3);
     assert_eq!(s.channels["x"].subscriber_count, 2);
     assert_eq!(s.channels["x"].message_count, 1);
     assert_eq!(s.channels["x"].retention_count, 3);
-    let list = e.list_channels();
+    let list = e.list_channels().await;
     assert_eq!(list["y"].subscriber_count, 1);
-    let h = e.system_health();
+    let h = e.health();
     assert!(h.healthy);
     assert_eq!((h.total_channels, h.total_subscriptions), (2, 3));
 }
@@ -423,12 +423,12 @@ async fn greeting_and_subscribe_reply_come_before_anything_else() {
             Frame::new(json!({"type": "welcome", "conn-id": id.to_string()}).to_string())
         })
         .unwrap();
-    e.publish(None, "c", json!("before"), false).unwrap();
+    e.publish(None, "c", json!("before"), false).await.unwrap();
     let reply = |s: &sente_lite_channels::Subscribed| {
         Frame::new(json!({"type": "subscription-result", "n": s.subscriber_count}).to_string())
     };
-    e.subscribe_with_reply(c, "c", Some(&reply)).unwrap();
-    e.publish(None, "c", json!("after"), false).unwrap();
+    e.subscribe_with_reply(c, "c", Some(&reply)).await.unwrap();
+    e.publish(None, "c", json!("after"), false).await.unwrap();
     let types: Vec<Value> = inbox.json().iter().map(|m| m["type"].clone()).collect();
     assert_eq!(
         types,
@@ -445,10 +445,10 @@ async fn greeting_and_subscribe_reply_come_before_anything_else() {
 async fn totals_outlive_a_deleted_channel() {
     let e = engine();
     let c = e.connect(Inbox::new()).unwrap();
-    e.subscribe(c, "short-lived").unwrap();
-    e.publish(None, "short-lived", json!(1), false).unwrap();
-    e.publish(None, "other", json!(2), false).unwrap();
-    e.delete_channel("short-lived").unwrap();
+    e.subscribe(c, "short-lived").await.unwrap();
+    e.publish(None, "short-lived", json!(1), false).await.unwrap();
+    e.publish(None, "other", json!(2), false).await.unwrap();
+    e.delete_channel("short-lived").await.unwrap();
     let t = e.counters();
     assert_eq!((t.published, t.deliveries), (2, 1));
 }
@@ -461,13 +461,13 @@ async fn refused_operations_are_counted_by_reason() {
     });
     let a = e.connect(Inbox::new()).unwrap();
     let b = e.connect(Inbox::new()).unwrap();
-    e.subscribe(a, "only").unwrap();
-    assert!(e.subscribe(b, "only").is_err()); // max-subscribers-reached
-    assert!(e.subscribe(b, "second").is_err()); // max-channels-reached
-    assert!(e.publish(None, "", json!(1), false).is_err()); // invalid-channel-id
-    assert!(e.unsubscribe(b, "only").is_err()); // not-subscribed
-    assert!(e.unsubscribe(b, "only").is_err());
-    assert!(e.send_rpc_response("req-x", json!(1), false).is_err()); // request-not-found
+    e.subscribe(a, "only").await.unwrap();
+    assert!(e.subscribe(b, "only").await.is_err()); // max-subscribers-reached
+    assert!(e.subscribe(b, "second").await.is_err()); // max-channels-reached
+    assert!(e.publish(None, "", json!(1), false).await.is_err()); // invalid-channel-id
+    assert!(e.unsubscribe(b, "only").await.is_err()); // not-subscribed
+    assert!(e.unsubscribe(b, "only").await.is_err());
+    assert!(e.send_rpc_response("req-x", json!(1), false).await.is_err()); // request-not-found
     let want: std::collections::BTreeMap<Reason, u64> = [
         (Reason::MaxSubscribersReached, 1),
         (Reason::MaxChannelsReached, 1),
@@ -478,5 +478,5 @@ async fn refused_operations_are_counted_by_reason() {
     .into_iter()
     .collect();
     assert_eq!(e.rejections(), want);
-    assert_eq!(e.channel_stats().rejected, want);
+    assert_eq!(e.channel_stats().await.rejected, want);
 }

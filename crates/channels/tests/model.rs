@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Inbox;
+use common::{Inbox, Now};
 use proptest::prelude::*;
 use sente_lite_channels::{ConnId, Engine, EngineConfig};
 use serde_json::json;
@@ -70,19 +70,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Disconnect(i) => {
                 if let Some(l) = live.remove(&i) {
-                    prop_assert!(e.disconnect(l.id));
+                    prop_assert!(e.disconnect(l.id).now());
                 }
             }
             Op::Subscribe(i, h) => {
                 if let Some(l) = live.get_mut(&i) {
-                    let r = e.subscribe(l.id, CHANNELS[h]).unwrap();
+                    let r = e.subscribe(l.id, CHANNELS[h]).now().unwrap();
                     prop_assert_eq!(r.already_subscribed, !l.subs.insert(h));
                     prop_assert!(r.retained_messages.is_empty());
                 }
             }
             Op::Unsubscribe(i, h) => {
                 if let Some(l) = live.get_mut(&i) {
-                    let r = e.unsubscribe(l.id, CHANNELS[h]);
+                    let r = e.unsubscribe(l.id, CHANNELS[h]).now();
                     prop_assert_eq!(r.is_ok(), l.subs.remove(&h));
                 }
             }
@@ -90,7 +90,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 seq += 1;
                 let sender_id = sender.and_then(|s| live.get(&s)).map(|l| l.id);
                 let out = e
-                    .publish(sender_id, CHANNELS[h], json!(seq), exclude)
+                    .publish(sender_id, CHANNELS[h], json!(seq), exclude).now()
                     .unwrap();
                 let mut expected = 0;
                 for l in live.values_mut() {

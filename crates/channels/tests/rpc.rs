@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Inbox;
+use common::{Inbox, Now};
 use sente_lite_channels::{Engine, EngineConfig};
 use sente_lite_protocol::{ChannelConfig, Reason};
 use serde_json::json;
@@ -23,10 +23,10 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     let cw1 = e.connect(w1.clone()).unwrap();
     let cw2 = e.connect(w2.clone()).unwrap();
     for c in [creq, cw1, cw2] {
-        e.subscribe(c, "api").unwrap();
+        e.subscribe(c, "api").await.unwrap();
     }
     let sent = e
-        .send_rpc_request(creq, "api", json!({"action": "get"}), Some(5000))
+        .send_rpc_request(creq, "api", json!({"action": "get"}), Some(5000)).await
         .unwrap();
     assert_eq!(sent.delivered_to, 2, "everyone but the requester");
     let mut workers = sent.subscribers.clone();
@@ -44,7 +44,7 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(e.pending_rpc_requests(), 1);
 
     let target = e
-        .send_rpc_response(&sent.request_id, json!({"user": 1}), false)
+        .send_rpc_response(&sent.request_id, json!({"user": 1}), false).await
         .unwrap();
     assert_eq!(target, creq);
     let resp = req.of_type("rpc-response");
@@ -57,11 +57,11 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(e.pending_rpc_requests(), 0);
     // The second worker's answer is too late.
     let err = e
-        .send_rpc_response(&sent.request_id, json!(2), true)
+        .send_rpc_response(&sent.request_id, json!(2), true).await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::RequestNotFound);
     assert_eq!(
-        e.send_rpc_response("req-nope", json!(null), false)
+        e.send_rpc_response("req-nope", json!(null), false).await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -72,13 +72,13 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
 async fn no_other_subscriber_means_no_subscribers_and_nothing_pending() {
     let e = engine();
     let req = e.connect(Inbox::new()).unwrap();
-    e.subscribe(req, "lonely").unwrap();
+    e.subscribe(req, "lonely").await.unwrap();
     let err = e
-        .send_rpc_request(req, "lonely", json!(1), None)
+        .send_rpc_request(req, "lonely", json!(1), None).await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
     let err = e
-        .send_rpc_request(req, "missing", json!(1), None)
+        .send_rpc_request(req, "missing", json!(1), None).await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
     assert_eq!(e.pending_rpc_requests(), 0);
@@ -91,9 +91,9 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     let req = Inbox::new();
     let creq = e.connect(req.clone()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "slow").unwrap();
+    e.subscribe(w, "slow").await.unwrap();
     let sent = e
-        .send_rpc_request(creq, "slow", json!(1), Some(250))
+        .send_rpc_request(creq, "slow", json!(1), Some(250)).await
         .unwrap();
 
     tokio::time::sleep(Duration::from_millis(249)).await;
@@ -108,7 +108,7 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(e.counters().rpc_expired, 1);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false)
+        e.send_rpc_response(&sent.request_id, json!(1), false).await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -121,13 +121,13 @@ async fn an_earlier_deadline_wakes_the_timer() {
     let req = Inbox::new();
     let creq = e.connect(req.clone()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
+    e.subscribe(w, "c").await.unwrap();
     let long = e
-        .send_rpc_request(creq, "c", json!(1), Some(10_000))
+        .send_rpc_request(creq, "c", json!(1), Some(10_000)).await
         .unwrap();
     // Let the timer go to sleep on the long deadline first.
     tokio::task::yield_now().await;
-    let short = e.send_rpc_request(creq, "c", json!(2), Some(100)).unwrap();
+    let short = e.send_rpc_request(creq, "c", json!(2), Some(100)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let errs = req.of_type("error");
     assert_eq!(errs.len(), 1);
@@ -151,15 +151,15 @@ async fn the_channel_default_timeout_applies_and_is_clamped() {
     let e = Engine::new(cfg).unwrap();
     let creq = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
+    e.subscribe(w, "c").await.unwrap();
     assert_eq!(
-        e.send_rpc_request(creq, "c", json!(1), None)
+        e.send_rpc_request(creq, "c", json!(1), None).await
             .unwrap()
             .timeout_ms,
         300
     );
     assert_eq!(
-        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX))
+        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX)).await
             .unwrap()
             .timeout_ms,
         1_000
@@ -172,13 +172,13 @@ async fn cleanup_returns_the_count_of_expired_requests() {
     let req = Inbox::new();
     let creq = e.connect(req.clone()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
+    e.subscribe(w, "c").await.unwrap();
     // Due at once. This test never yields, so on the current-thread runtime
     // the timer task cannot run before `cleanup_expired_rpc_requests` does.
     for _ in 0..3 {
-        e.send_rpc_request(creq, "c", json!(1), Some(0)).unwrap();
+        e.send_rpc_request(creq, "c", json!(1), Some(0)).await.unwrap();
     }
-    e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+    e.send_rpc_request(creq, "c", json!(1), Some(60_000)).await
         .unwrap();
     assert_eq!(e.cleanup_expired_rpc_requests(), 3);
     assert_eq!(e.cleanup_expired_rpc_requests(), 0);
@@ -192,17 +192,17 @@ async fn a_requester_that_disconnects_leaves_nothing_pending() {
     let e = engine();
     let creq = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
+    e.subscribe(w, "c").await.unwrap();
     let sent = e
-        .send_rpc_request(creq, "c", json!(1), Some(1_000))
+        .send_rpc_request(creq, "c", json!(1), Some(1_000)).await
         .unwrap();
-    e.send_rpc_request(creq, "c", json!(2), Some(1_000))
+    e.send_rpc_request(creq, "c", json!(2), Some(1_000)).await
         .unwrap();
     assert_eq!(e.pending_rpc_requests(), 2);
-    e.disconnect(creq);
+    e.disconnect(creq).await;
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false)
+        e.send_rpc_response(&sent.request_id, json!(1), false).await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -222,18 +222,18 @@ async fn pending_requests_are_bounded_per_connection_and_in_total() {
     let a = e.connect(Inbox::new()).unwrap();
     let b = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
-    e.send_rpc_request(a, "c", json!(1), None).unwrap();
-    e.send_rpc_request(a, "c", json!(1), None).unwrap();
+    e.subscribe(w, "c").await.unwrap();
+    e.send_rpc_request(a, "c", json!(1), None).await.unwrap();
+    e.send_rpc_request(a, "c", json!(1), None).await.unwrap();
     assert_eq!(
-        e.send_rpc_request(a, "c", json!(1), None)
+        e.send_rpc_request(a, "c", json!(1), None).await
             .unwrap_err()
             .reason(),
         Reason::MaxPendingRpcReached
     );
-    e.send_rpc_request(b, "c", json!(1), None).unwrap();
+    e.send_rpc_request(b, "c", json!(1), None).await.unwrap();
     assert_eq!(
-        e.send_rpc_request(b, "c", json!(1), None)
+        e.send_rpc_request(b, "c", json!(1), None).await
             .unwrap_err()
             .reason(),
         Reason::MaxPendingRpcReached
@@ -246,14 +246,11 @@ async fn request_ids_are_unique_and_not_sequential_guesses() {
     let e = engine();
     let a = e.connect(Inbox::new()).unwrap();
     let w = e.connect(Inbox::new()).unwrap();
-    e.subscribe(w, "c").unwrap();
-    let ids: Vec<String> = (0..50)
-        .map(|_| {
-            e.send_rpc_request(a, "c", json!(1), None)
-                .unwrap()
-                .request_id
-        })
-        .collect();
+    e.subscribe(w, "c").await.unwrap();
+    let mut ids: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        ids.push(e.send_rpc_request(a, "c", json!(1), None).await.unwrap().request_id);
+    }
     let set: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(set.len(), ids.len());
     assert!(ids.iter().all(|i| i.starts_with("req-")));
@@ -265,8 +262,8 @@ async fn the_timer_ends_when_the_engine_is_dropped() {
     let weak_probe = {
         let creq = e.connect(Inbox::new()).unwrap();
         let w = e.connect(Inbox::new()).unwrap();
-        e.subscribe(w, "c").unwrap();
-        e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+        e.subscribe(w, "c").await.unwrap();
+        e.send_rpc_request(creq, "c", json!(1), Some(60_000)).await
             .unwrap();
         tokio::runtime::Handle::current()
             .metrics()
@@ -290,7 +287,7 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
     let e = engine();
     let c = e.connect(Inbox::new()).unwrap();
     for id in [String::new(), "x".repeat(257)] {
-        let err = e.send_rpc_request(c, &id, json!(1), None).unwrap_err();
+        let err = e.send_rpc_request(c, &id, json!(1), None).await.unwrap_err();
         assert_eq!(err.reason(), Reason::InvalidChannelId);
     }
     let strict = Engine::new(EngineConfig {
@@ -300,12 +297,12 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
     .unwrap();
     let c = strict.connect(Inbox::new()).unwrap();
     assert_eq!(
-        strict.subscribe(c, "").unwrap_err().reason(),
+        strict.subscribe(c, "").await.unwrap_err().reason(),
         Reason::InvalidChannelId
     );
     assert_eq!(
         strict
-            .publish(Some(c), "", json!(1), false)
+            .publish(Some(c), "", json!(1), false).await
             .unwrap_err()
             .reason(),
         Reason::InvalidChannelId
@@ -326,21 +323,21 @@ impl sente_lite_channels::Sink for InstantWorker {
             if self.sweep_instead {
                 e.cleanup_expired_rpc_requests();
             } else {
-                e.send_rpc_response(id, json!("fast"), false).unwrap();
+                e.send_rpc_response(id, json!("fast"), false).now().unwrap();
             }
         }
         sente_lite_channels::Offer::Queued
     }
 }
 
-fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
+async fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
     let e = engine();
     let worker = std::sync::Arc::new(InstantWorker {
         engine: parking_lot::Mutex::new(Some(e.clone())),
         sweep_instead,
     });
     let w = e.connect(worker.clone()).unwrap();
-    e.subscribe(w, "api").unwrap();
+    e.subscribe(w, "api").await.unwrap();
     let req = Inbox::new();
     let r = e.connect(req.clone()).unwrap();
     let result = |sent: &sente_lite_channels::RpcSent| {
@@ -349,7 +346,7 @@ fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
         )
     };
     let timeout = if sweep_instead { Some(0) } else { None };
-    e.send_rpc_request_with_reply(r, "api", json!(1), timeout, Some(&result))
+    e.send_rpc_request_with_reply(r, "api", json!(1).into(), timeout, Some(&result)).await
         .unwrap();
     worker.engine.lock().take();
     assert_eq!(e.pending_rpc_requests(), 0);
@@ -358,7 +355,7 @@ fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
 
 #[tokio::test(start_paused = true)]
 async fn a_response_never_overtakes_the_request_result() {
-    let frames = instant_worker_case(false);
+    let frames = instant_worker_case(false).await;
     let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["rpc-request-result", "rpc-response"]);
     assert_eq!(frames[0]["request-id"], frames[1]["request-id"]);
@@ -367,7 +364,7 @@ async fn a_response_never_overtakes_the_request_result() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_never_overtakes_the_request_result() {
-    let frames = instant_worker_case(true);
+    let frames = instant_worker_case(true).await;
     let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["rpc-request-result", "error"]);
     assert_eq!(frames[1]["reason"], "rpc-timeout");

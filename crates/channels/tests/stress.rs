@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Inbox;
+use common::{Inbox, Now};
 use sente_lite_channels::{ConnId, Engine, EngineConfig};
 use sente_lite_protocol::ChannelConfig;
 use serde_json::json;
@@ -23,8 +23,8 @@ fn concurrent_publishers_counts_and_per_publisher_order() {
     let inboxes: Vec<Arc<Inbox>> = (0..SUBSCRIBERS).map(|_| Inbox::new()).collect();
     for inbox in &inboxes {
         let id = e.connect(inbox.clone()).unwrap();
-        e.subscribe(id, "shared").unwrap();
-        e.subscribe(id, "other").unwrap();
+        e.subscribe(id, "shared").now().unwrap();
+        e.subscribe(id, "other").now().unwrap();
     }
     let barrier = Arc::new(Barrier::new(PUBLISHERS));
     let handles: Vec<_> = (0..PUBLISHERS)
@@ -38,7 +38,7 @@ fn concurrent_publishers_counts_and_per_publisher_order() {
                 for i in 0..PER {
                     let ch = if i % 3 == 0 { "other" } else { "shared" };
                     delivered += e
-                        .publish(Some(me), ch, json!({"p": p, "i": i}), false)
+                        .publish(Some(me), ch, json!({"p": p, "i": i}), false).now()
                         .unwrap()
                         .delivered_to;
                 }
@@ -97,7 +97,7 @@ fn max_subscribers_holds_under_concurrent_subscribes() {
             max_subscribers: MAX,
             ..ChannelConfig::default()
         }),
-    )
+    ).now()
     .unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));
     let ok: usize = (0..THREADS)
@@ -110,7 +110,7 @@ fn max_subscribers_holds_under_concurrent_subscribes() {
                     .collect();
                 barrier.wait();
                 ids.iter()
-                    .filter(|id| e.subscribe(**id, "hot").is_ok())
+                    .filter(|id| e.subscribe(**id, "hot").now().is_ok())
                     .count()
             })
         })
@@ -119,7 +119,7 @@ fn max_subscribers_holds_under_concurrent_subscribes() {
         .map(|h| h.join().unwrap())
         .sum();
     assert_eq!(ok, MAX);
-    assert_eq!(e.channel_info("hot").unwrap().subscribers.len(), MAX);
+    assert_eq!(e.channel_info("hot").now().unwrap().subscribers.len(), MAX);
     assert_eq!(e.total_subscriptions(), MAX);
 }
 
@@ -130,27 +130,27 @@ fn concurrent_disconnects_and_deletes_leave_consistent_state() {
     let e = Engine::new(EngineConfig::default()).unwrap();
     let ids: Vec<ConnId> = (0..200).map(|_| e.connect(Inbox::new()).unwrap()).collect();
     for (n, id) in ids.iter().enumerate() {
-        e.subscribe(*id, &format!("ch-{}", n % 5)).unwrap();
-        e.subscribe(*id, "all").unwrap();
+        e.subscribe(*id, &format!("ch-{}", n % 5)).now().unwrap();
+        e.subscribe(*id, "all").now().unwrap();
     }
     let (left, right) = ids.split_at(100);
     let (left, right) = (left.to_vec(), right.to_vec());
     let e1 = e.clone();
     let t1 = std::thread::spawn(move || {
         for id in left {
-            e1.disconnect(id);
+            e1.disconnect(id).now();
         }
     });
     let e2 = e.clone();
     let t2 = std::thread::spawn(move || {
         for n in 0..5 {
-            e2.delete_channel(&format!("ch-{n}")).unwrap();
+            e2.delete_channel(&format!("ch-{n}")).now().unwrap();
         }
     });
     t1.join().unwrap();
     t2.join().unwrap();
     assert_eq!(e.connection_count(), 100);
-    assert_eq!(e.channel_info("all").unwrap().subscribers.len(), 100);
+    assert_eq!(e.channel_info("all").now().unwrap().subscribers.len(), 100);
     assert_eq!(e.total_subscriptions(), 100);
     for id in right {
         assert_eq!(e.subscriptions(id).unwrap(), vec!["all"]);

@@ -26,28 +26,28 @@ async fn every_operation_emits_its_event() {
     let (e, capture) = observed();
     let a = e.connect(Inbox::new()).unwrap();
     let b = e.connect(Inbox::new()).unwrap();
-    e.subscribe(a, "c").unwrap();
-    e.subscribe(b, "c").unwrap();
-    e.publish(Some(a), "c", json!(1), false).unwrap();
-    let sent = e.send_rpc_request(a, "c", json!(1), Some(10)).unwrap();
-    e.send_rpc_response(&sent.request_id, json!(2), false)
+    e.subscribe(a, "c").await.unwrap();
+    e.subscribe(b, "c").await.unwrap();
+    e.publish(Some(a), "c", json!(1), false).await.unwrap();
+    let sent = e.send_rpc_request(a, "c", json!(1), Some(10)).await.unwrap();
+    e.send_rpc_response(&sent.request_id, json!(2), false).await
         .unwrap();
-    e.send_rpc_request(a, "c", json!(1), Some(10)).unwrap();
+    e.send_rpc_request(a, "c", json!(1), Some(10)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    e.unsubscribe(b, "c").unwrap();
+    e.unsubscribe(b, "c").await.unwrap();
     e.create_channel(
         "small",
         Some(ChannelConfig {
             max_subscribers: 0,
             ..ChannelConfig::default()
         }),
-    )
+    ).await
     .unwrap();
-    assert!(e.subscribe(a, "small").is_err());
+    assert!(e.subscribe(a, "small").await.is_err());
     assert!(e
-        .broadcast_to_channel("missing", serde_json::Map::new())
+        .broadcast_to_channel("missing", serde_json::Map::new()).await
         .is_err());
-    e.delete_channel("c").unwrap();
+    e.delete_channel("c").await.unwrap();
 
     let ids = capture.ids();
     for id in [
@@ -94,11 +94,11 @@ async fn channels_with_telemetry_off_are_silent() {
             telemetry_enabled: false,
             ..ChannelConfig::default()
         }),
-    )
+    ).await
     .unwrap();
     let a = e.connect(Inbox::new()).unwrap();
-    e.publish(Some(a), "quiet", json!(1), false).unwrap();
-    e.delete_channel("quiet").unwrap();
+    e.publish(Some(a), "quiet", json!(1), false).await.unwrap();
+    e.delete_channel("quiet").await.unwrap();
     let ids = capture.ids();
     for id in [
         events::CHANNEL_CREATED,

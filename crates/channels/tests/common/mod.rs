@@ -74,3 +74,14 @@ impl Sink for Inbox {
         Offer::Queued
     }
 }
+
+/// Runs an engine future to completion on the calling thread, for tests that
+/// drive the engine from plain threads. With the in-process broker every
+/// engine future completes at its first poll.
+pub trait Now: std::future::Future + Sized {
+    fn now(self) -> Self::Output {
+        futures::executor::block_on(self)
+    }
+}
+
+impl<F: std::future::Future> Now for F {}

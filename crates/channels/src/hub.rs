@@ -1,0 +1,394 @@
+//! The Hub: this node's connections and each channel's local subscribers.
+//!
+//! Everything here is synchronous and never waits: a fan-out is a loop of
+//! [`Sink::offer`] calls under one channel's lock. The Hub knows nothing of
+//! brokers, retention, RPC or other nodes; it reports when a channel gets
+//! its first local subscriber and loses its last ([`Joined::first`],
+//! [`Left::last`]), the points where a node subscribes to and leaves a
+//! broker channel.
+
+use crate::conn::{ConnId, Frame, Offer, Sink};
+use crate::error::EngineError;
+use crate::map::ShardedMap;
+use parking_lot::{Mutex, RwLock};
+use slab::Slab;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// The local registry: connections (in a slab, with generation-checked
+/// [`ConnId`]s) and, per channel, the connections of this node subscribed
+/// to it.
+pub struct Hub {
+    conns: RwLock<Slab<Arc<HubConn>>>,
+    next_generation: AtomicU64,
+    max_connections: usize,
+    channels: ShardedMap<HubChannel>,
+    total_subscriptions: AtomicUsize,
+}
+
+pub(crate) struct HubConn {
+    pub(crate) id: ConnId,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// Held while a subscription of this connection changes, so that its
+    /// set and the channels' lists change together (lock order: connection
+    /// state, then a channel's list).
+    pub(crate) state: Mutex<ConnState>,
+}
+
+pub(crate) struct ConnState {
+    /// Set once the connection is leaving: it joins nothing more.
+    pub(crate) closed: bool,
+    /// Channels this connection is subscribed to.
+    pub(crate) subs: HashSet<Arc<str>>,
+}
+
+/// One channel's local subscribers.
+struct HubChannel {
+    subs: Mutex<Subs>,
+    /// The channel's `telemetry-enabled`, for signals about it.
+    telemetry: bool,
+}
+
+struct Subs {
+    /// Fan-out list: one entry per subscriber, iterated on every publish.
+    list: Vec<Subscriber>,
+    /// Where each subscriber sits in `list`, for O(1) removal.
+    index: HashMap<ConnId, usize>,
+    /// Set when the last subscriber left and the entry left the map; an
+    /// add that raced with that looks the channel up again.
+    gone: bool,
+}
+
+struct Subscriber {
+    conn: ConnId,
+    sink: Arc<dyn Sink>,
+}
+
+/// What a fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Sinks that queued the frame.
+    pub delivered: usize,
+    /// Sinks that were full (their connections are closed as slow
+    /// consumers).
+    pub full: usize,
+}
+
+/// A connection added to a channel's local list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Local subscribers after the add.
+    pub local_count: usize,
+    /// The channel had no local subscriber before: the node should now
+    /// subscribe to it at its broker.
+    pub first: bool,
+}
+
+/// A connection taken out of a channel's local list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// The channel has no local subscriber any more: the node may leave it
+    /// at its broker.
+    pub last: bool,
+    /// The channel's `telemetry-enabled`.
+    pub telemetry: bool,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.connection_count())
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
+
+impl Subs {
+    fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(i) = self.index.remove(&conn) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.conn, i);
+        }
+        true
+    }
+}
+
+impl Hub {
+    /// An empty hub admitting at most `max_connections` connections.
+    pub fn new(max_connections: usize) -> Hub {
+        Hub {
+            conns: RwLock::new(Slab::new()),
+            next_generation: AtomicU64::new(1),
+            max_connections,
+            channels: ShardedMap::new(),
+            total_subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    // ----- connections ---------------------------------------------------
+
+    /// Registers a connection. When `greeting` is given, the frame it builds
+    /// from the new id is offered before the connection is visible to any
+    /// broadcast (under the registry's write lock).
+    pub fn connect(
+        &self,
+        sink: Arc<dyn Sink>,
+        greeting: Option<&dyn Fn(ConnId) -> Frame>,
+    ) -> Result<ConnId, EngineError> {
+        let mut conns = self.conns.write();
+        let max = self.max_connections;
+        if conns.len() >= max {
+            return Err(EngineError::MaxConnectionsReached(max));
+        }
+        let entry = conns.vacant_entry();
+        let Ok(slot) = u32::try_from(entry.key()) else {
+            return Err(EngineError::MaxConnectionsReached(max));
+        };
+        let id = ConnId {
+            slot,
+            generation: self.next_generation.fetch_add(1, Relaxed),
+        };
+        if let Some(greet) = greeting {
+            sink.offer(&greet(id));
+        }
+        entry.insert(Arc::new(HubConn {
+            id,
+            sink,
+            state: Mutex::new(ConnState {
+                closed: false,
+                subs: HashSet::new(),
+            }),
+        }));
+        Ok(id)
+    }
+
+    /// Removes a connection from the registry and returns the channels it
+    /// was subscribed to (the caller takes it out of each with
+    /// [`Hub::leave`]). `None` for an unknown or stale id.
+    pub fn disconnect(&self, conn: ConnId) -> Option<Vec<Arc<str>>> {
+        let entry = {
+            let mut conns = self.conns.write();
+            match conns.get(conn.slot as usize) {
+                Some(c) if c.id == conn => conns.remove(conn.slot as usize),
+                _ => return None,
+            }
+        };
+        let mut st = entry.state.lock();
+        st.closed = true;
+        Some(st.subs.drain().collect())
+    }
+
+    /// Connections registered now.
+    pub fn connection_count(&self) -> usize {
+        self.conns.read().len()
+    }
+
+    pub(crate) fn conn(&self, id: ConnId) -> Option<Arc<HubConn>> {
+        match self.conns.read().get(id.slot as usize) {
+            Some(c) if c.id == id => Some(Arc::clone(c)),
+            _ => None,
+        }
+    }
+
+    /// Whether `id` is a live connection of this hub.
+    pub fn contains(&self, id: ConnId) -> bool {
+        self.conn(id).is_some()
+    }
+
+    /// Offers a frame to one connection.
+    pub fn send(&self, conn: ConnId, frame: &Frame) -> Result<Offer, EngineError> {
+        let entry = self
+            .conn(conn)
+            .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
+        Ok(entry.sink.offer(frame))
+    }
+
+    /// Offers a frame to every connection; returns how many queued it, of
+    /// how many.
+    pub fn send_all(&self, frame: &Frame) -> (usize, usize) {
+        let conns = self.conns.read();
+        let queued = conns
+            .iter()
+            .filter(|(_, c)| c.sink.offer(frame) == Offer::Queued)
+            .count();
+        (queued, conns.len())
+    }
+
+    /// The channels `conn` is subscribed to, sorted.
+    pub fn subscriptions(&self, conn: ConnId) -> Result<Vec<String>, EngineError> {
+        let entry = self
+            .conn(conn)
+            .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
+        let mut subs: Vec<String> = entry.state.lock().subs.iter().map(|s| s.to_string()).collect();
+        subs.sort_unstable();
+        Ok(subs)
+    }
+
+    // ----- channel lists -------------------------------------------------
+
+    /// Adds `conn` to the channel's local list unless it is there; `max`
+    /// bounds the list. The caller holds the connection's state lock and
+    /// records the channel in its set.
+    pub(crate) fn add(
+        &self,
+        conn: &HubConn,
+        channel: &str,
+        max: usize,
+        telemetry: bool,
+    ) -> Result<Option<Joined>, EngineError> {
+        loop {
+            let entry = match self.channels.insert_new(channel, usize::MAX, || HubChannel {
+                subs: Mutex::new(Subs {
+                    list: Vec::new(),
+                    index: HashMap::new(),
+                    gone: false,
+                }),
+                telemetry,
+            }) {
+                Ok(e) => e,
+                Err(crate::map::InsertError::Exists(e)) => e,
+                Err(crate::map::InsertError::Full) => {
+                    return Err(EngineError::MaxChannelsReached(usize::MAX))
+                }
+            };
+            let mut subs = entry.subs.lock();
+            if subs.gone {
+                continue;
+            }
+            if subs.index.contains_key(&conn.id) {
+                return Ok(None);
+            }
+            if subs.list.len() >= max {
+                return Err(EngineError::MaxSubscribersReached {
+                    channel: crate::truncated(channel),
+                    max,
+                });
+            }
+            let at = subs.list.len();
+            subs.list.push(Subscriber {
+                conn: conn.id,
+                sink: Arc::clone(&conn.sink),
+            });
+            subs.index.insert(conn.id, at);
+            self.total_subscriptions.fetch_add(1, Relaxed);
+            return Ok(Some(Joined {
+                local_count: subs.list.len(),
+                first: at == 0,
+            }));
+        }
+    }
+
+    /// Takes `conn` out of the channel's local list (the caller has taken
+    /// the channel out of the connection's set). `None` when it was not
+    /// there.
+    pub fn leave(&self, conn: ConnId, channel: &str) -> Option<Left> {
+        let entry = self.channels.get(channel)?;
+        let mut subs = entry.subs.lock();
+        if !subs.remove(conn) {
+            return None;
+        }
+        self.total_subscriptions.fetch_sub(1, Relaxed);
+        let last = subs.list.is_empty();
+        if last {
+            subs.gone = true;
+            self.channels.remove_if(channel, |e| std::ptr::eq(e, &*entry));
+        }
+        Some(Left {
+            last,
+            telemetry: entry.telemetry,
+        })
+    }
+
+    /// Empties the channel's local list (the channel was deleted) and
+    /// returns who was in it. Each one's set is then cleaned by
+    /// [`Hub::forget`].
+    pub(crate) fn evict(&self, channel: &str) -> Vec<ConnId> {
+        let Some(entry) = self.channels.get(channel) else {
+            return Vec::new();
+        };
+        let mut subs = entry.subs.lock();
+        let out: Vec<ConnId> = subs.list.drain(..).map(|s| s.conn).collect();
+        subs.index.clear();
+        subs.gone = true;
+        self.channels.remove_if(channel, |e| std::ptr::eq(e, &*entry));
+        self.total_subscriptions.fetch_sub(out.len(), Relaxed);
+        out
+    }
+
+    /// After [`Hub::evict`]: drops `channel` from the set of `conn`, unless
+    /// the connection has joined the channel again since (then it is in the
+    /// channel's new list and must stay in its set, or its disconnect would
+    /// leave a ghost subscriber behind).
+    pub(crate) fn forget(&self, conn: ConnId, channel: &str) {
+        let Some(entry) = self.conn(conn) else {
+            return;
+        };
+        let mut st = entry.state.lock();
+        let rejoined = self
+            .channels
+            .get(channel)
+            .is_some_and(|ch| ch.subs.lock().index.contains_key(&conn));
+        if !rejoined {
+            st.subs.remove(channel);
+        }
+    }
+
+    /// Offers `frame` to the channel's local subscribers but `exclude`.
+    /// Callers that need one order per channel call this under their own
+    /// per-channel lock (the broker's stream lock does that for publishes).
+    pub fn fan_out(&self, channel: &str, frame: &Frame, exclude: Option<ConnId>) -> FanOut {
+        let Some(entry) = self.channels.get(channel) else {
+            return FanOut::default();
+        };
+        let subs = entry.subs.lock();
+        let mut out = FanOut::default();
+        for s in &subs.list {
+            if Some(s.conn) == exclude {
+                continue;
+            }
+            match s.sink.offer(frame) {
+                Offer::Queued => out.delivered += 1,
+                Offer::Full => out.full += 1,
+                Offer::Closed => {}
+            }
+        }
+        out
+    }
+
+    /// Like [`Hub::fan_out`], returning the ids of those that queued it.
+    pub fn fan_out_ids(&self, channel: &str, frame: &Frame, exclude: Option<ConnId>) -> Vec<ConnId> {
+        let Some(entry) = self.channels.get(channel) else {
+            return Vec::new();
+        };
+        let subs = entry.subs.lock();
+        subs.list
+            .iter()
+            .filter(|s| Some(s.conn) != exclude && s.sink.offer(frame) == Offer::Queued)
+            .map(|s| s.conn)
+            .collect()
+    }
+
+    /// Local subscribers of a channel.
+    pub fn local_count(&self, channel: &str) -> usize {
+        self.channels
+            .get(channel)
+            .map_or(0, |e| e.subs.lock().list.len())
+    }
+
+    /// Ids of the channel's local subscribers, in fan-out order.
+    pub fn local_subscribers(&self, channel: &str) -> Vec<ConnId> {
+        self.channels.get(channel).map_or_else(Vec::new, |e| {
+            e.subs.lock().list.iter().map(|s| s.conn).collect()
+        })
+    }
+
+    /// Local subscriptions across all channels.
+    pub fn total_subscriptions(&self) -> usize {
+        self.total_subscriptions.load(Relaxed)
+    }
+}

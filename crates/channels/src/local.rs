@@ -1,0 +1,490 @@
+//! [`LocalBroker`]: the in-process broker of a single node.
+
+use crate::broker::{
+    local_conn, Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinView, Publication,
+    Published, Reply, RetainedView, Sent, StreamPosition,
+};
+use crate::config::EngineConfig;
+use crate::conn::{ConnAddr, Frame, Offer};
+use crate::error::EngineError;
+use crate::events::{self, ev};
+use crate::frames;
+use crate::hub::Hub;
+use crate::map::{InsertError, ShardedMap};
+use crate::truncated;
+use parking_lot::Mutex;
+use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage};
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use telemere_lite::Telemetry;
+
+/// The broker of one process: channels in a sharded map, each with one lock
+/// under which a publish takes its offset, fans out to the hub and is
+/// retained. Every [`Reply`] it gives is ready at once.
+pub struct LocalBroker {
+    config: EngineConfig,
+    channels: ShardedMap<Channel>,
+    /// Channels' totals, added in when a channel is deleted.
+    gone: Mutex<BrokerTotals>,
+    /// Where message numbers come from: each thread takes a block at a time.
+    next_message_block: AtomicU64,
+    /// Tells this broker's blocks apart from other brokers' in a thread,
+    /// and makes its message ids and epochs differ from other processes'.
+    uid: u64,
+    tag: String,
+    next_epoch: AtomicU64,
+    telemetry: Telemetry,
+}
+
+struct Channel {
+    config: ChannelConfig,
+    created_at: i64,
+    stream: Mutex<Stream>,
+}
+
+struct Stream {
+    offset: u64,
+    epoch: Arc<str>,
+    /// The last `message-retention` messages, oldest first.
+    retained: VecDeque<ChannelMessage>,
+    message_count: u64,
+    deliveries: u64,
+    deliveries_full: u64,
+    /// Set under the lock when the channel is deleted, so a join or
+    /// publish that raced with the delete looks the channel up again.
+    deleted: bool,
+}
+
+#[derive(Debug)]
+struct Retained<'a>(&'a VecDeque<ChannelMessage>);
+
+impl RetainedView for Retained<'_> {
+    fn to_vec(&self) -> Vec<ChannelMessage> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl fmt::Debug for LocalBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalBroker")
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
+
+/// Brokers ever created in this process.
+static NEXT_BROKER: AtomicU64 = AtomicU64::new(1);
+
+/// Message numbers are taken a block at a time per thread, so parallel
+/// publishers do not share one atomic.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// (broker uid, next number, end of block)
+    static ID_BLOCK_OF_THREAD: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+impl LocalBroker {
+    /// A broker for channels configured by `config` (auto-create,
+    /// `max-channels`, the default channel config); channel lifecycle
+    /// signals go to `telemetry`.
+    pub fn new(config: EngineConfig, telemetry: Telemetry) -> LocalBroker {
+        let random = RandomState::new().hash_one(NEXT_BROKER.load(Relaxed));
+        LocalBroker {
+            config,
+            channels: ShardedMap::new(),
+            gone: Mutex::new(BrokerTotals::default()),
+            next_message_block: AtomicU64::new(0),
+            uid: NEXT_BROKER.fetch_add(1, Relaxed),
+            tag: format!("{:08x}", random & 0xffff_ffff),
+            next_epoch: AtomicU64::new(random >> 32),
+            telemetry,
+        }
+    }
+
+    fn new_epoch(&self) -> Arc<str> {
+        let n = self.next_epoch.fetch_add(1, Relaxed);
+        let mixed = RandomState::new().hash_one(n) & 0xffff_ffff;
+        Arc::from(format!("{mixed:08x}"))
+    }
+
+    fn message_number(&self) -> u64 {
+        let uid = self.uid;
+        ID_BLOCK_OF_THREAD.with(|b| {
+            let (owner, next, end) = b.get();
+            if owner == uid && next < end {
+                b.set((owner, next + 1, end));
+                return next;
+            }
+            let start = self.next_message_block.fetch_add(ID_BLOCK, Relaxed) + 1;
+            b.set((uid, start + 1, start + ID_BLOCK));
+            start
+        })
+    }
+
+    fn insert(
+        &self,
+        id: &str,
+        config: ChannelConfig,
+        must_be_new: bool,
+    ) -> Result<Arc<Channel>, EngineError> {
+        let max = self.config.max_channels;
+        let made = self.channels.insert_new(id, max, || Channel {
+            config,
+            created_at: now_ms(),
+            stream: Mutex::new(Stream {
+                offset: 0,
+                epoch: self.new_epoch(),
+                retained: VecDeque::new(),
+                message_count: 0,
+                deliveries: 0,
+                deliveries_full: 0,
+                deleted: false,
+            }),
+        });
+        let ch = match made {
+            Ok(ch) => ch,
+            Err(InsertError::Exists(_)) if must_be_new => {
+                return Err(EngineError::ChannelExists(truncated(id)))
+            }
+            Err(InsertError::Exists(ch)) => return Ok(ch),
+            Err(InsertError::Full) => return Err(EngineError::MaxChannelsReached(max)),
+        };
+        ev!(
+            &self.telemetry,
+            config.telemetry_enabled,
+            Info,
+            events::CHANNEL_CREATED,
+            serde_json::json!({"channel-id": id, "config": config, "explicit": must_be_new})
+        );
+        Ok(ch)
+    }
+
+    fn lookup(&self, id: &str, create: Create) -> Result<Arc<Channel>, EngineError> {
+        if let Some(ch) = self.channels.get(id) {
+            return Ok(ch);
+        }
+        if create == Create::Never || !self.config.auto_create {
+            return Err(EngineError::ChannelNotFound(truncated(id)));
+        }
+        self.insert(id, self.config.default_channel, false)
+    }
+
+    fn publish_now(
+        &self,
+        channel: &str,
+        message: &Publication<'_>,
+        hub: &Hub,
+    ) -> Result<Published, EngineError> {
+        // A channel deleted between lookup and lock is looked up once more.
+        for _ in 0..2 {
+            let ch = self.lookup(channel, Create::Auto)?;
+            let tel = ch.config.telemetry_enabled;
+            let sender = message.sender.map(|s| s.to_string());
+            let message_id = self.message_id();
+            let published_at = now_ms();
+            let exclude = match message.sender {
+                Some(s) if message.exclude_sender => local_conn(self.node(), s),
+                _ => None,
+            };
+            let mut st = ch.stream.lock();
+            if st.deleted {
+                continue;
+            }
+            let offset = st.offset + 1;
+            let frame = Frame::new(frames::channel_message(&frames::ChannelMessageRef {
+                channel_id: channel,
+                message_id: &message_id,
+                data: message.data,
+                sender_conn_id: sender.as_deref(),
+                published_at,
+                offset,
+                epoch: &st.epoch,
+            }));
+            ev!(
+                &self.telemetry,
+                tel,
+                Trace,
+                events::CHANNEL_BROADCAST_START,
+                serde_json::json!({"channel-id": channel, "subscribers": hub.local_count(channel)})
+            );
+            let out = hub.fan_out(channel, &frame, exclude);
+            st.offset = offset;
+            st.message_count += 1;
+            st.deliveries += out.delivered as u64;
+            st.deliveries_full += out.full as u64;
+            let keep = ch.config.message_retention;
+            if keep > 0 {
+                let epoch = st.epoch.to_string();
+                if st.retained.len() >= keep {
+                    st.retained.pop_front();
+                }
+                st.retained.push_back(ChannelMessage {
+                    channel_id: channel.to_owned(),
+                    message_id: message_id.clone(),
+                    data: message.data.clone(),
+                    sender_conn_id: sender,
+                    published_at,
+                    offset,
+                    epoch,
+                });
+            }
+            let epoch = Arc::clone(&st.epoch);
+            drop(st);
+            ev!(
+                &self.telemetry,
+                tel,
+                Trace,
+                events::CHANNEL_BROADCAST_COMPLETE,
+                serde_json::json!({
+                "channel-id": channel, "delivered-to": out.delivered, "full": out.full})
+            );
+            return Ok(Published {
+                message_id,
+                position: StreamPosition { offset, epoch },
+                delivered_to: out.delivered,
+                full: out.full,
+            });
+        }
+        Err(EngineError::ChannelNotFound(truncated(channel)))
+    }
+
+    fn join_now(
+        &self,
+        channel: &str,
+        create: Create,
+        join: &mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+    ) -> Result<(), EngineError> {
+        for _ in 0..2 {
+            let ch = self.lookup(channel, create)?;
+            let st = ch.stream.lock();
+            if st.deleted {
+                continue;
+            }
+            // Under the stream lock: no publish comes between the view and
+            // the join.
+            return join(JoinView {
+                config: &ch.config,
+                retained: &Retained(&st.retained),
+                position: StreamPosition {
+                    offset: st.offset,
+                    epoch: Arc::clone(&st.epoch),
+                },
+            });
+        }
+        Err(EngineError::ChannelNotFound(truncated(channel)))
+    }
+
+    fn meta(id: &str, ch: &Channel, hub: &Hub) -> ChannelMeta {
+        let st = ch.stream.lock();
+        ChannelMeta {
+            config: ch.config,
+            created_at: ch.created_at,
+            message_count: st.message_count,
+            subscriber_count: hub.local_count(id),
+            position: StreamPosition {
+                offset: st.offset,
+                epoch: Arc::clone(&st.epoch),
+            },
+        }
+    }
+
+    fn delete_now(&self, id: &str, hub: &Hub) -> Result<usize, EngineError> {
+        let ch = self
+            .channels
+            .get(id)
+            .ok_or_else(|| EngineError::ChannelNotFound(truncated(id)))?;
+        let evicted = {
+            let mut st = ch.stream.lock();
+            if st.deleted {
+                return Err(EngineError::ChannelNotFound(truncated(id)));
+            }
+            st.deleted = true;
+            self.channels.remove_if(id, |c| std::ptr::eq(c, &*ch));
+            // Its running totals outlive it.
+            let mut gone = self.gone.lock();
+            gone.published += st.message_count;
+            gone.deliveries += st.deliveries;
+            gone.deliveries_full += st.deliveries_full;
+            drop(gone);
+            // Under the stream lock: a subscriber that joins from now on
+            // joins the channel's next incarnation, not this list.
+            hub.evict(id)
+        };
+        for conn in &evicted {
+            hub.forget(*conn, id);
+        }
+        ev!(
+            &self.telemetry,
+            ch.config.telemetry_enabled,
+            Info,
+            events::CHANNEL_DELETED,
+            serde_json::json!({"channel-id": id, "unsubscribed": evicted.len()})
+        );
+        Ok(evicted.len())
+    }
+}
+
+impl Broker for LocalBroker {
+    fn node(&self) -> Option<&Arc<str>> {
+        None
+    }
+
+    fn message_id(&self) -> String {
+        format!("msg-{}-{}", self.tag, self.message_number())
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: Publication<'a>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Published, EngineError>> {
+        Reply::ready(self.publish_now(channel, &message, hub))
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        create: Create,
+        join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::ready(self.join_now(channel, create, join))
+    }
+
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
+        // One process: the hub is the only subscriber there is.
+        Reply::ready(Ok(()))
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
+        Reply::ready(Ok(()))
+    }
+
+    fn send_to_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        ids: bool,
+        hub: &'a Hub,
+    ) -> Reply<'a, Sent> {
+        let exclude = exclude.and_then(|e| local_conn(self.node(), e));
+        let sent = if ids {
+            let ids: Vec<ConnAddr> = hub
+                .fan_out_ids(channel, frame, exclude)
+                .into_iter()
+                .map(|c| ConnAddr::new(None, c))
+                .collect();
+            Sent {
+                delivered: ids.len(),
+                ids,
+                full: 0,
+            }
+        } else {
+            let out = hub.fan_out(channel, frame, exclude);
+            Sent {
+                ids: Vec::new(),
+                delivered: out.delivered,
+                full: out.full,
+            }
+        };
+        Reply::ready(sent)
+    }
+
+    fn send_to_connection<'a>(
+        &'a self,
+        to: &'a ConnAddr,
+        frame: &'a Frame,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Offer, EngineError>> {
+        Reply::ready(match local_conn(self.node(), to) {
+            Some(conn) => hub.send(conn, frame),
+            None => Err(EngineError::ConnectionNotFound(truncated(&to.to_string()))),
+        })
+    }
+
+    fn broadcast<'a>(&'a self, frame: &'a Frame, hub: &'a Hub) -> Reply<'a, (usize, usize)> {
+        Reply::ready(hub.send_all(frame))
+    }
+
+    fn create_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        config: ChannelConfig,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::ready(self.insert(channel, config, true).map(|_| ()))
+    }
+
+    fn delete_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<usize, EngineError>> {
+        Reply::ready(self.delete_now(channel, hub))
+    }
+
+    fn channel<'a>(&'a self, channel: &'a str, hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>> {
+        Reply::ready(
+            self.channels
+                .get(channel)
+                .map(|ch| LocalBroker::meta(channel, &ch, hub)),
+        )
+    }
+
+    fn channels<'a>(&'a self, hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>> {
+        Reply::ready(
+            self.channels
+                .entries()
+                .into_iter()
+                .map(|(id, ch)| {
+                    let meta = LocalBroker::meta(&id, &ch, hub);
+                    (id.to_string(), meta)
+                })
+                .collect(),
+        )
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>> {
+        Reply::ready(
+            self.channels
+                .get(channel)
+                .map(|ch| ch.stream.lock().retained.iter().cloned().collect())
+                .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel))),
+        )
+    }
+
+    fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn total_subscriptions(&self, hub: &Hub) -> usize {
+        hub.total_subscriptions()
+    }
+
+    fn totals(&self) -> BrokerTotals {
+        let mut t = *self.gone.lock();
+        for (_, ch) in self.channels.entries() {
+            let st = ch.stream.lock();
+            t.published += st.message_count;
+            t.deliveries += st.deliveries;
+            t.deliveries_full += st.deliveries_full;
+        }
+        t
+    }
+
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth {
+            kind: "local",
+            healthy: true,
+        }
+    }
+}

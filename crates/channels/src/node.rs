@@ -1,0 +1,1002 @@
+//! The node: the [`Engine`] that wires one [`Hub`], one [`Broker`] and one
+//! RPC router together, and is the API of every pub/sub operation.
+
+use crate::broker::{
+    Broker, ChannelMeta, Create, JoinView, Publication, Published, StreamPosition,
+};
+use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
+use crate::error::{EngineError, NoRuntime};
+use crate::events::{self, ev};
+use crate::hub::Hub;
+use crate::local::LocalBroker;
+use crate::rpc::{Request, Route, RpcRouter};
+use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
+use crate::EngineConfig;
+use sente_lite_protocol::{
+    broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
+    ChannelSummary, Data, Reason, RpcRequestDelivery, ServerMessage,
+};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use crate::truncated;
+use telemere_lite::Telemetry;
+use tokio::time::Instant;
+
+/// The channel engine of one node. Cheap to clone: every clone is the same
+/// engine.
+///
+/// Create it inside a tokio runtime ([`Engine::new`] spawns the timer that
+/// expires RPC requests); the timer stops when the last clone is dropped.
+///
+/// Operations that may cross the network (anything that goes through the
+/// broker) are `async`; with the default [`LocalBroker`] they complete at
+/// their first poll.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    hub: Hub,
+    broker: Arc<dyn Broker>,
+    rpc: RpcRouter,
+    counters: Counters,
+    /// Refused operations by reason, indexed like `Reason::ALL`.
+    rejected: [AtomicU64; Reason::ALL.len()],
+    telemetry: Telemetry,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Wake the RPC timer so it sees the engine is gone and ends.
+        self.rpc.wake.notify_one();
+    }
+}
+
+/// Totals the node keeps itself (publishes are counted by the broker).
+#[derive(Debug, Default)]
+struct Counters {
+    deliveries: AtomicU64,
+    deliveries_full: AtomicU64,
+    rpc_requests: AtomicU64,
+    rpc_responses: AtomicU64,
+    rpc_expired: AtomicU64,
+}
+
+/// The answer to a successful subscribe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribed {
+    /// Subscribers after this one joined.
+    pub subscriber_count: usize,
+    /// Retained messages, oldest first. Empty when the connection was
+    /// subscribed already (it has seen them).
+    pub retained_messages: Vec<ChannelMessage>,
+    /// The connection was subscribed already; nothing changed.
+    pub already_subscribed: bool,
+    /// The stream position the subscription starts after: every message
+    /// with a greater offset reaches the subscriber live.
+    pub position: StreamPosition,
+}
+
+/// Everything about one channel (`get-channel-info`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelInfo {
+    /// Its subscribers' connection ids.
+    pub subscribers: Vec<String>,
+    /// Its settings.
+    pub config: ChannelConfig,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at: i64,
+    /// Messages published to it.
+    pub message_count: u64,
+    /// Its retained messages, oldest first.
+    pub retained_messages: Vec<ChannelMessage>,
+    /// Its stream's position now.
+    pub position: StreamPosition,
+}
+
+/// An accepted RPC request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcSent {
+    /// Its correlation id.
+    pub request_id: String,
+    /// Workers whose sink accepted the request.
+    pub delivered_to: usize,
+    /// Their connection ids.
+    pub subscribers: Vec<String>,
+    /// The timeout it runs with (after clamping).
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("hub", &self.inner.hub)
+            .field("broker", &self.inner.broker.health().kind)
+            .finish()
+    }
+}
+
+/// A frame built by the caller from an operation's result: the reply the
+/// engine queues for the caller at the one point where ordering holds.
+pub type ReplyFn<'a, T> = &'a (dyn Fn(&T) -> Frame + Sync);
+
+impl Engine {
+    /// Creates an engine on the in-process [`LocalBroker`] and spawns its
+    /// RPC timer on the current tokio runtime. Its telemetry goes to a fresh
+    /// instance with no handlers; use [`Engine::with_telemetry`] to observe
+    /// it.
+    pub fn new(config: EngineConfig) -> Result<Engine, NoRuntime> {
+        Engine::with_telemetry(config, Telemetry::new())
+    }
+
+    /// Creates an engine on the [`LocalBroker`] that emits its signals (see
+    /// [`crate::events`]) through `telemetry`.
+    pub fn with_telemetry(config: EngineConfig, telemetry: Telemetry) -> Result<Engine, NoRuntime> {
+        let broker = Arc::new(LocalBroker::new(config.clone(), telemetry.clone()));
+        Engine::with_broker(config, telemetry, broker)
+    }
+
+    /// Creates an engine on any broker.
+    pub fn with_broker(
+        config: EngineConfig,
+        telemetry: Telemetry,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Engine, NoRuntime> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
+        let inner = Arc::new(Inner {
+            hub: Hub::new(config.max_connections),
+            rpc: RpcRouter::new(config.max_pending_rpc, config.max_pending_rpc_per_connection),
+            config,
+            broker,
+            counters: Counters::default(),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            telemetry,
+        });
+        handle.spawn(timer(Arc::downgrade(&inner), Arc::clone(&inner.rpc.wake)));
+        Ok(Engine { inner })
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The telemetry instance the engine emits through.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// This node's hub (local connections and subscriber lists).
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// This node's broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The cluster address of a connection of this node.
+    pub fn addr(&self, conn: ConnId) -> ConnAddr {
+        ConnAddr::new(self.inner.broker.node().cloned(), conn)
+    }
+
+    // ----- connections ---------------------------------------------------
+
+    /// Registers a connection with its outbound sink.
+    pub fn connect(&self, sink: Arc<dyn Sink>) -> Result<ConnId, EngineError> {
+        self.inner.hub.connect(sink, None).inspect_err(|e| self.reject(e))
+    }
+
+    /// Registers a connection and offers it a first frame built from its
+    /// address (the transport's `welcome`) before any broadcast can reach
+    /// it.
+    pub fn connect_with_greeting(
+        &self,
+        sink: Arc<dyn Sink>,
+        greeting: impl Fn(&ConnAddr) -> Frame,
+    ) -> Result<ConnId, EngineError> {
+        let node = self.inner.broker.node().cloned();
+        let greet = |id: ConnId| greeting(&ConnAddr::new(node.clone(), id));
+        self.inner
+            .hub
+            .connect(sink, Some(&greet))
+            .inspect_err(|e| self.reject(e))
+    }
+
+    /// Removes a connection: unsubscribes it from every channel and drops
+    /// its pending RPC requests. Returns false for an unknown or stale id.
+    pub async fn disconnect(&self, conn: ConnId) -> bool {
+        let Some(subs) = self.inner.hub.disconnect(conn) else {
+            return false;
+        };
+        // Nothing it asked for can reach it now.
+        self.inner.rpc.drop_requester(conn);
+        for channel in subs {
+            self.left(conn, &channel, "disconnect").await;
+        }
+        true
+    }
+
+    /// Connections registered on this node now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.hub.connection_count()
+    }
+
+    /// Resolves a wire connection id to an address: a live connection of
+    /// this node, or one of another node (which the broker reaches).
+    pub fn resolve(&self, conn_id: &str) -> Result<ConnAddr, EngineError> {
+        let not_found = || EngineError::ConnectionNotFound(truncated(conn_id));
+        let addr: ConnAddr = conn_id.parse().map_err(|_| not_found())?;
+        match crate::broker::local_conn(self.inner.broker.node(), &addr) {
+            Some(local) if !self.inner.hub.contains(local) => Err(not_found()),
+            Some(local) => Ok(self.addr(local)),
+            None => Ok(addr),
+        }
+    }
+
+    // ----- channels ------------------------------------------------------
+
+    fn check_id(&self, id: &str) -> Result<(), EngineError> {
+        let max = self.inner.config.max_channel_id_bytes;
+        if id.is_empty() || id.len() > max {
+            return Err(EngineError::InvalidChannelId { len: id.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Creates a channel with its own config (the default config when
+    /// `None`). Fails with `channel-exists` when it exists.
+    pub async fn create_channel(
+        &self,
+        id: &str,
+        config: Option<ChannelConfig>,
+    ) -> Result<(), EngineError> {
+        let config = config.unwrap_or(self.inner.config.default_channel);
+        let r = match self.check_id(id) {
+            Ok(()) => self.inner.broker.create_channel(id, config).await,
+            Err(e) => Err(e),
+        };
+        r.inspect_err(|e| self.reject(e))
+    }
+
+    /// Deletes a channel, unsubscribing everyone; returns how many were
+    /// subscribed. Its retained messages are gone with it.
+    pub async fn delete_channel(&self, id: &str) -> Result<usize, EngineError> {
+        self.inner.broker.delete_channel(id, &self.inner.hub).await
+    }
+
+    /// Everything about one channel.
+    pub async fn channel_info(&self, id: &str) -> Result<ChannelInfo, EngineError> {
+        let inner = &self.inner;
+        let meta = inner
+            .broker
+            .channel(id, &inner.hub)
+            .await
+            .ok_or_else(|| EngineError::ChannelNotFound(truncated(id)))?;
+        let retained_messages = inner.broker.history(id).await?;
+        let subscribers = inner
+            .hub
+            .local_subscribers(id)
+            .into_iter()
+            .map(|c| self.addr(c).to_string())
+            .collect();
+        Ok(ChannelInfo {
+            subscribers,
+            config: meta.config,
+            created_at: meta.created_at,
+            message_count: meta.message_count,
+            retained_messages,
+            position: meta.position,
+        })
+    }
+
+    /// Every channel with its config and counts, by id.
+    pub async fn list_channels(&self) -> BTreeMap<String, ChannelSummary> {
+        self.inner
+            .broker
+            .channels(&self.inner.hub)
+            .await
+            .into_iter()
+            .map(|(id, m)| (id, summary(&m)))
+            .collect()
+    }
+
+    /// Number of channels now.
+    pub fn channel_count(&self) -> usize {
+        self.inner.broker.channel_count()
+    }
+
+    // ----- subscriptions -------------------------------------------------
+
+    /// Subscribes `conn` to `channel_id` (created when missing and
+    /// auto-create is on). Subscribing twice is not an error: the second
+    /// answer has `already_subscribed` set and no retained messages.
+    pub async fn subscribe(&self, conn: ConnId, channel_id: &str) -> Result<Subscribed, EngineError> {
+        self.subscribe_with_reply(conn, channel_id, None).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), and on success offers the frame
+    /// `reply` builds to the subscriber's own sink at the point where it
+    /// joins: the `subscription-result` then reaches the client before any
+    /// message published after it joined.
+    pub async fn subscribe_with_reply(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+        reply: Option<ReplyFn<'_, Subscribed>>,
+    ) -> Result<Subscribed, EngineError> {
+        let mut telemetry = true;
+        let result = self
+            .subscribe_inner(conn, channel_id, reply, &mut telemetry)
+            .await;
+        match &result {
+            Ok(s) if !s.already_subscribed => {
+                ev!(
+                    &self.inner.telemetry,
+                    telemetry,
+                    Debug,
+                    events::SUBSCRIPTION_ADDED,
+                    serde_json::json!({
+                    "channel-id": channel_id, "conn-id": self.addr(conn).to_string(),
+                    "subscriber-count": s.subscriber_count})
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.reject(e);
+                ev!(
+                    &self.inner.telemetry,
+                    telemetry,
+                    Warn,
+                    events::SUBSCRIPTION_REJECTED,
+                    serde_json::json!({
+                    "channel-id": truncated(channel_id), "conn-id": self.addr(conn).to_string(),
+                    "reason": e.reason()})
+                );
+            }
+        }
+        result
+    }
+
+    async fn subscribe_inner(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+        reply: Option<ReplyFn<'_, Subscribed>>,
+        telemetry: &mut bool,
+    ) -> Result<Subscribed, EngineError> {
+        self.check_id(channel_id)?;
+        let inner = &self.inner;
+        let entry = inner
+            .hub
+            .conn(conn)
+            .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
+        let mut done: Option<(Subscribed, bool)> = None;
+        let hub = &inner.hub;
+        let mut join = |view: JoinView<'_>| -> Result<(), EngineError> {
+            *telemetry = view.config.telemetry_enabled;
+            // Lock order: the broker's stream, then the connection's state,
+            // then the hub's channel list.
+            let mut st = entry.state.lock();
+            if st.closed {
+                return Err(EngineError::ConnectionNotFound(conn.to_string()));
+            }
+            let joined = hub.add(&entry, channel_id, view.config.max_subscribers, *telemetry)?;
+            let out = match joined {
+                None => Subscribed {
+                    subscriber_count: hub.local_count(channel_id),
+                    retained_messages: Vec::new(),
+                    already_subscribed: true,
+                    position: view.position,
+                },
+                Some(j) => {
+                    st.subs.insert(Arc::from(channel_id));
+                    Subscribed {
+                        subscriber_count: j.local_count,
+                        retained_messages: view.retained.to_vec(),
+                        already_subscribed: false,
+                        position: view.position,
+                    }
+                }
+            };
+            if let Some(reply) = reply {
+                entry.sink.offer(&reply(&out));
+            }
+            done = Some((out, joined.is_some_and(|j| j.first)));
+            Ok(())
+        };
+        inner.broker.join(channel_id, Create::Auto, &mut join).await?;
+        let (out, first) =
+            done.ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
+        if first {
+            inner.broker.subscribe(channel_id).await?;
+        }
+        Ok(out)
+    }
+
+    /// Unsubscribes `conn` from `channel_id`; `not-subscribed` when it was
+    /// not.
+    pub async fn unsubscribe(&self, conn: ConnId, channel_id: &str) -> Result<(), EngineError> {
+        let taken = {
+            let entry = self
+                .inner
+                .hub
+                .conn(conn)
+                .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))
+                .inspect_err(|e| self.reject(e))?;
+            let mut st = entry.state.lock();
+            st.subs.remove(channel_id)
+        };
+        if !taken {
+            let e = EngineError::NotSubscribed(truncated(channel_id));
+            self.reject(&e);
+            return Err(e);
+        }
+        self.left(conn, channel_id, "unsubscribe").await;
+        Ok(())
+    }
+
+    /// Unsubscribes `conn` from every channel; returns how many.
+    pub async fn unsubscribe_all(&self, conn: ConnId) -> usize {
+        let Some(entry) = self.inner.hub.conn(conn) else {
+            return 0;
+        };
+        let subs: Vec<Arc<str>> = entry.state.lock().subs.drain().collect();
+        let mut n = 0;
+        for channel in subs {
+            if self.left(conn, &channel, "unsubscribe").await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Takes `conn` out of the channel's list (the caller has taken the
+    /// channel out of the connection's set), and leaves the broker channel
+    /// when it was the node's last subscriber. True if it was there.
+    async fn left(&self, conn: ConnId, channel: &str, cause: &'static str) -> bool {
+        let Some(left) = self.inner.hub.leave(conn, channel) else {
+            return false;
+        };
+        ev!(
+            &self.inner.telemetry,
+            left.telemetry,
+            Debug,
+            events::SUBSCRIPTION_REMOVED,
+            serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
+        );
+        if left.last {
+            // The in-process broker cannot fail here; a remote one reports
+            // its own errors (and resubscribes) on its own.
+            let _ = self.inner.broker.unsubscribe(channel).await;
+        }
+        true
+    }
+
+    /// The channels `conn` is subscribed to, sorted.
+    pub fn subscriptions(&self, conn: ConnId) -> Result<Vec<String>, EngineError> {
+        self.inner.hub.subscriptions(conn)
+    }
+
+    // ----- publishing ----------------------------------------------------
+
+    /// Publishes `data` to `channel_id` (created when missing and
+    /// auto-create is on). `sender` is `None` for a server-side publish.
+    ///
+    /// The `channel-message` frame is serialized once and shared by every
+    /// subscriber, with `data` byte for byte as given. The broker gives it
+    /// its offset and fans it out in one order per channel, and a
+    /// concurrent subscribe sees it either retained or live, never both and
+    /// never neither.
+    pub async fn publish(
+        &self,
+        sender: Option<ConnId>,
+        channel_id: &str,
+        data: impl Into<Data>,
+        exclude_sender: bool,
+    ) -> Result<Published, EngineError> {
+        let data = data.into();
+        let sender = sender.map(|s| self.addr(s));
+        let result = match self.check_id(channel_id) {
+            Ok(()) => {
+                let message = Publication {
+                    data: &data,
+                    sender: sender.as_ref(),
+                    exclude_sender,
+                };
+                self.inner
+                    .broker
+                    .publish(channel_id, message, &self.inner.hub)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(p) => {
+                let tel = self
+                    .telemetry_of(channel_id, telemere_lite::Level::Debug, events::MESSAGE_PUBLISHED)
+                    .await;
+                ev!(
+                    &self.inner.telemetry,
+                    tel,
+                    Debug,
+                    events::MESSAGE_PUBLISHED,
+                    serde_json::json!({
+                    "channel-id": channel_id, "message-id": &p.message_id,
+                    "offset": p.position.offset,
+                    "sender-conn-id": sender.as_ref().map(ToString::to_string),
+                    "delivered-to": p.delivered_to, "full": p.full})
+                );
+            }
+            Err(e) => {
+                self.reject(e);
+                let tel = self
+                    .telemetry_of(channel_id, telemere_lite::Level::Warn, events::MESSAGE_PUBLISH_FAILED)
+                    .await;
+                ev!(
+                    &self.inner.telemetry,
+                    tel,
+                    Warn,
+                    events::MESSAGE_PUBLISH_FAILED,
+                    serde_json::json!({
+                    "channel-id": truncated(channel_id),
+                    "sender-conn-id": sender.as_ref().map(ToString::to_string),
+                    "reason": e.reason()})
+                );
+            }
+        }
+        result
+    }
+
+    /// Whether signals about `channel_id` are wanted: only looked up when a
+    /// handler would take the signal at all (the channel's config lives in
+    /// the broker). A channel that does not exist has the default's.
+    async fn telemetry_of(&self, channel_id: &str, level: telemere_lite::Level, id: &str) -> bool {
+        if !self.inner.telemetry.enabled(level, id) {
+            return false;
+        }
+        match self.inner.broker.channel(channel_id, &self.inner.hub).await {
+            Some(meta) => meta.config.telemetry_enabled,
+            None => self.inner.config.default_channel.telemetry_enabled,
+        }
+    }
+
+    // ----- server-side sends ---------------------------------------------
+
+    /// Sends `message` with `"broadcast": true` added to every connection;
+    /// returns how many accepted it.
+    pub async fn broadcast(&self, message: Map<String, Value>) -> usize {
+        let frame = Frame::new(Value::Object(broadcast_frame(message)).to_string());
+        let (delivered, targeted) = self.inner.broker.broadcast(&frame, &self.inner.hub).await;
+        if delivered < targeted {
+            ev!(
+                &self.inner.telemetry,
+                true,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({"targeted": targeted, "delivered-to": delivered})
+            );
+        }
+        self.inner
+            .counters
+            .deliveries
+            .fetch_add(delivered as u64, Relaxed);
+        delivered
+    }
+
+    /// Sends `message` with `channel-id` and `broadcast-time` added to the
+    /// channel's subscribers (not retained); returns how many accepted it.
+    pub async fn broadcast_to_channel(
+        &self,
+        channel_id: &str,
+        message: Map<String, Value>,
+    ) -> Result<usize, EngineError> {
+        let inner = &self.inner;
+        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await else {
+            ev!(
+                &inner.telemetry,
+                true,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({"channel-id": truncated(channel_id), "reason": "channel-not-found"})
+            );
+            return Err(EngineError::ChannelNotFound(truncated(channel_id)));
+        };
+        let frame = Frame::new(
+            Value::Object(channel_broadcast_frame(message, channel_id, now_ms())).to_string(),
+        );
+        let tel = meta.config.telemetry_enabled;
+        ev!(
+            &inner.telemetry,
+            tel,
+            Trace,
+            events::CHANNEL_BROADCAST_START,
+            serde_json::json!({"channel-id": channel_id, "server-broadcast": true})
+        );
+        let sent = inner
+            .broker
+            .send_to_channel(channel_id, &frame, None, false, &inner.hub)
+            .await;
+        ev!(
+            &inner.telemetry,
+            tel,
+            Trace,
+            events::CHANNEL_BROADCAST_COMPLETE,
+            serde_json::json!({
+            "channel-id": channel_id, "delivered-to": sent.delivered, "full": sent.full,
+            "server-broadcast": true})
+        );
+        if sent.full > 0 {
+            ev!(
+                &inner.telemetry,
+                tel,
+                Warn,
+                events::BROADCAST_FAILED,
+                serde_json::json!({
+                "channel-id": channel_id, "delivered-to": sent.delivered, "full": sent.full})
+            );
+        }
+        let c = &inner.counters;
+        c.deliveries.fetch_add(sent.delivered as u64, Relaxed);
+        c.deliveries_full.fetch_add(sent.full as u64, Relaxed);
+        Ok(sent.delivered)
+    }
+
+    /// Sends a frame unchanged to one connection, on whichever node holds
+    /// it. `connection-not-found` when there is none; an [`Offer`] says
+    /// whether its queue took it.
+    pub async fn send_to_connection(&self, to: &ConnAddr, frame: &Frame) -> Result<Offer, EngineError> {
+        let offer = self
+            .inner
+            .broker
+            .send_to_connection(to, frame, &self.inner.hub)
+            .await?;
+        if offer == Offer::Queued {
+            self.inner.counters.deliveries.fetch_add(1, Relaxed);
+        }
+        Ok(offer)
+    }
+
+    /// Sends a JSON value unchanged to one connection.
+    pub async fn send_json(&self, to: &ConnAddr, message: &Value) -> Result<Offer, EngineError> {
+        self.send_to_connection(to, &Frame::new(message.to_string()))
+            .await
+    }
+
+    // ----- RPC -----------------------------------------------------------
+
+    /// Sends an RPC request from `requester` to the other subscribers of
+    /// `channel_id`. With none, fails with `no-subscribers` and keeps nothing
+    /// pending. `timeout_ms` defaults to the channel's `rpc-timeout-ms` and
+    /// is clamped to `max-rpc-timeout-ms`.
+    pub async fn send_rpc_request(
+        &self,
+        requester: ConnId,
+        channel_id: &str,
+        data: impl Into<Data>,
+        timeout_ms: Option<u64>,
+    ) -> Result<RpcSent, EngineError> {
+        self.send_rpc_request_with_reply(requester, channel_id, data.into(), timeout_ms, None)
+            .await
+    }
+
+    /// Like [`send_rpc_request`](Self::send_rpc_request), and on success
+    /// offers the frame `reply` builds (the `rpc-request-result`) to the
+    /// requester's sink before any response to the request can reach it,
+    /// however fast a worker answers.
+    pub async fn send_rpc_request_with_reply(
+        &self,
+        requester: ConnId,
+        channel_id: &str,
+        data: Data,
+        timeout_ms: Option<u64>,
+        reply: Option<ReplyFn<'_, RpcSent>>,
+    ) -> Result<RpcSent, EngineError> {
+        self.rpc_request(requester, channel_id, data, timeout_ms, reply)
+            .await
+            .inspect_err(|e| self.reject(e))
+    }
+
+    async fn rpc_request(
+        &self,
+        requester: ConnId,
+        channel_id: &str,
+        data: Data,
+        timeout_ms: Option<u64>,
+        reply: Option<ReplyFn<'_, RpcSent>>,
+    ) -> Result<RpcSent, EngineError> {
+        let inner = &self.inner;
+        self.check_id(channel_id)?;
+        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await else {
+            return Err(if inner.config.auto_create {
+                EngineError::NoSubscribers(truncated(channel_id))
+            } else {
+                EngineError::ChannelNotFound(truncated(channel_id))
+            });
+        };
+        let Some(requester_conn) = inner.hub.conn(requester) else {
+            return Err(EngineError::ConnectionNotFound(requester.to_string()));
+        };
+        let timeout_ms = timeout_ms
+            .unwrap_or(meta.config.rpc_timeout_ms)
+            .min(inner.config.max_rpc_timeout_ms);
+        let tel = meta.config.telemetry_enabled;
+        // Registered before it is delivered, so a fast worker's response
+        // finds it.
+        let request_id = inner.rpc.register(Request {
+            requester,
+            timeout_ms,
+            telemetry: tel,
+            announce: reply.is_some(),
+        })?;
+        let from = self.addr(requester);
+        let delivery = RpcRequestDelivery {
+            request_id: request_id.clone(),
+            channel_id: channel_id.to_owned(),
+            data,
+            sender_conn_id: from.to_string(),
+            timeout_ms,
+        };
+        let frame = Frame::new(crate::frames::typed("rpc-request", &delivery));
+        let sent = inner
+            .broker
+            .send_to_channel(channel_id, &frame, Some(&from), true, &inner.hub)
+            .await;
+        if sent.delivered == 0 {
+            inner.rpc.cancel(&request_id);
+            return Err(EngineError::NoSubscribers(truncated(channel_id)));
+        }
+        inner.counters.rpc_requests.fetch_add(1, Relaxed);
+        inner
+            .counters
+            .deliveries
+            .fetch_add(sent.delivered as u64, Relaxed);
+        ev!(
+            &inner.telemetry,
+            tel,
+            Debug,
+            events::RPC_REQUEST_SENT,
+            serde_json::json!({
+            "request-id": &request_id, "channel-id": channel_id,
+            "sender-conn-id": from.to_string(), "delivered-to": sent.delivered,
+            "timeout-ms": timeout_ms})
+        );
+        let out = RpcSent {
+            request_id,
+            delivered_to: sent.delivered,
+            subscribers: sent.ids.iter().map(ToString::to_string).collect(),
+            timeout_ms,
+        };
+        if let Some(reply) = reply {
+            let frame = reply(&out);
+            inner.rpc.announce(&out.request_id, &frame, &|f| {
+                requester_conn.sink.offer(f);
+            });
+        }
+        Ok(out)
+    }
+
+    /// Routes a worker's response to the requester. Fails with
+    /// `request-not-found` when the id is unknown, answered or expired.
+    /// Returns the requester's id.
+    pub async fn send_rpc_response(
+        &self,
+        request_id: &str,
+        data: impl Into<Data>,
+        error: bool,
+    ) -> Result<ConnId, EngineError> {
+        self.rpc_response(request_id, data.into(), error)
+            .inspect_err(|e| self.reject(e))
+    }
+
+    fn rpc_response(&self, request_id: &str, data: Data, error: bool) -> Result<ConnId, EngineError> {
+        let inner = &self.inner;
+        let frame = Frame::new(
+            ServerMessage::RpcResponse {
+                request_id: request_id.to_owned(),
+                data,
+                error,
+            }
+            .to_json(),
+        );
+        let (target, telemetry) = match inner.rpc.respond(request_id, &frame)? {
+            Route::Now {
+                requester,
+                telemetry,
+            } => {
+                if inner.hub.send(requester, &frame).is_err() {
+                    // The requester left between our lookup and the send;
+                    // its pending requests are gone with it.
+                    return Err(EngineError::RequestNotFound(truncated(request_id)));
+                }
+                (requester, telemetry)
+            }
+            // The rpc-request-result is being queued right now; the
+            // announcing code delivers this right after it.
+            Route::Held {
+                requester,
+                telemetry,
+            } => (requester, telemetry),
+        };
+        inner.counters.rpc_responses.fetch_add(1, Relaxed);
+        ev!(
+            &inner.telemetry,
+            telemetry,
+            Debug,
+            events::RPC_RESPONSE_SENT,
+            serde_json::json!({
+            "request-id": request_id, "target-conn-id": self.addr(target).to_string(), "error": error})
+        );
+        Ok(target)
+    }
+
+    /// Expires every request past its deadline now, sending each requester
+    /// an `rpc-timeout` error; returns how many. The engine's timer calls
+    /// this on its own; calling it by hand is harmless.
+    pub fn cleanup_expired_rpc_requests(&self) -> usize {
+        expire_due(&self.inner)
+    }
+
+    /// RPC requests waiting for a response.
+    pub fn pending_rpc_requests(&self) -> usize {
+        self.inner.rpc.len()
+    }
+
+    // ----- statistics ----------------------------------------------------
+
+    /// Counts a refused operation under its reason.
+    fn reject(&self, e: &EngineError) {
+        let reason = e.reason();
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.inner.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Operations refused since start, by reason (reasons never seen left
+    /// out): the stat of every engine limit.
+    pub fn rejections(&self) -> BTreeMap<Reason, u64> {
+        Reason::ALL
+            .iter()
+            .zip(&self.inner.rejected)
+            .map(|(r, n)| (*r, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Total subscriptions across all channels.
+    pub fn total_subscriptions(&self) -> usize {
+        self.inner.broker.total_subscriptions(&self.inner.hub)
+    }
+
+    /// The engine's running totals.
+    pub fn counters(&self) -> EngineCounters {
+        let c = &self.inner.counters;
+        let b = self.inner.broker.totals();
+        EngineCounters {
+            published: b.published,
+            deliveries: b.deliveries + c.deliveries.load(Relaxed),
+            deliveries_full: b.deliveries_full + c.deliveries_full.load(Relaxed),
+            rpc_requests: c.rpc_requests.load(Relaxed),
+            rpc_responses: c.rpc_responses.load(Relaxed),
+            rpc_expired: c.rpc_expired.load(Relaxed),
+        }
+    }
+
+    /// Statistics per channel and in total (`channel-stats` of `/stats`).
+    pub async fn channel_stats(&self) -> ChannelStats {
+        let channels = self
+            .inner
+            .broker
+            .channels(&self.inner.hub)
+            .await
+            .into_iter()
+            .map(|(id, m)| {
+                let stat = ChannelStat {
+                    subscriber_count: m.subscriber_count,
+                    message_count: m.message_count,
+                    created_at: m.created_at,
+                    retention_count: m.config.message_retention,
+                };
+                (id, stat)
+            })
+            .collect::<BTreeMap<_, _>>();
+        ChannelStats {
+            total_channels: channels.len(),
+            channels,
+            total_subscriptions: self.total_subscriptions(),
+            pending_rpc_requests: self.pending_rpc_requests(),
+            active_connections: self.connection_count(),
+            rejected: self.rejections(),
+        }
+    }
+
+    /// The engine's health: unhealthy when the broker is down or RPC
+    /// requests linger more than a second past their deadline (the timer is
+    /// not keeping up).
+    pub fn health(&self) -> EngineHealth {
+        let broker = self.inner.broker.health();
+        let old = self.inner.rpc.overdue(Duration::from_secs(1));
+        EngineHealth {
+            healthy: old == 0 && broker.healthy,
+            total_channels: self.channel_count(),
+            total_subscriptions: self.total_subscriptions(),
+            pending_rpc_requests: self.pending_rpc_requests(),
+            old_rpc_requests: old,
+            broker,
+        }
+    }
+}
+
+fn summary(m: &ChannelMeta) -> ChannelSummary {
+    ChannelSummary {
+        config: m.config,
+        created_at: m.created_at,
+        message_count: m.message_count,
+        subscriber_count: m.subscriber_count,
+    }
+}
+
+fn expire_due(inner: &Inner) -> usize {
+    let due = inner.rpc.take_due(Instant::now());
+    for e in &due {
+        if let Some(frame) = &e.frame {
+            // The requester may have left; then there is no one to tell.
+            let _ = inner.hub.send(e.requester, frame);
+        }
+        ev!(
+            &inner.telemetry,
+            true,
+            Info,
+            events::RPC_REQUEST_EXPIRED,
+            serde_json::json!({
+            "request-id": &e.request_id, "requester-conn-id": e.requester.to_string(),
+            "timeout-ms": e.timeout_ms})
+        );
+    }
+    if !due.is_empty() {
+        ev!(
+            &inner.telemetry,
+            true,
+            Debug,
+            events::RPC_CLEANUP_COMPLETED,
+            serde_json::json!({"expired": due.len()})
+        );
+    }
+    inner
+        .counters
+        .rpc_expired
+        .fetch_add(due.len() as u64, Relaxed);
+    due.len()
+}
+
+/// The RPC timer: sleeps until the earliest deadline (or a wake-up for an
+/// earlier one), expires what is due, and ends when the engine is dropped.
+/// It holds the engine only while it works, and the router's `Notify`
+/// (whose permit keeps a wake-up that comes while it works) while it waits.
+async fn timer(engine: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = engine.upgrade() else {
+                return;
+            };
+            expire_due(&inner);
+            inner.rpc.earliest()
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
