@@ -480,3 +480,53 @@ async fn refused_operations_are_counted_by_reason() {
     assert_eq!(e.rejections(), want);
     assert_eq!(e.channel_stats().await.rejected, want);
 }
+
+/// Every channel message carries its stream position: offsets count from 1
+/// in one epoch, a deleted and re-created channel starts a new epoch, and
+/// message ids are not one process's `msg-<n>`.
+#[tokio::test]
+async fn messages_carry_offset_and_epoch() {
+    let e = engine_with(|c| c.default_channel.message_retention = 10);
+    let a = Inbox::new();
+    let ca = e.connect(a.clone()).unwrap();
+    e.subscribe(ca, "s").await.unwrap();
+    let p1 = e.publish(None, "s", json!(1), false).await.unwrap();
+    let p2 = e.publish(None, "s", json!(2), false).await.unwrap();
+    assert_eq!((p1.position.offset, p2.position.offset), (1, 2));
+    assert_eq!(p1.position.epoch, p2.position.epoch);
+    let got = a.of_type("channel-message");
+    assert_eq!(got[0]["offset"], 1);
+    assert_eq!(got[1]["offset"], 2);
+    assert_eq!(got[0]["epoch"], p1.position.epoch.as_ref());
+    let id = got[0]["message-id"].as_str().unwrap();
+    assert!(id.starts_with("msg-") && id.matches('-').count() == 2, "{id}");
+    assert_ne!(p1.message_id, p2.message_id);
+    // Retained messages keep their positions.
+    let late = e.connect(Inbox::new()).unwrap();
+    let sub = e.subscribe(late, "s").await.unwrap();
+    assert_eq!(sub.position.offset, 2);
+    let offsets: Vec<u64> = sub.retained_messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [1, 2]);
+    // History lost: a new epoch, offsets from 1 again.
+    e.delete_channel("s").await.unwrap();
+    let p3 = e.publish(None, "s", json!(3), false).await.unwrap();
+    assert_eq!(p3.position.offset, 1);
+    assert_ne!(p3.position.epoch, p1.position.epoch);
+}
+
+/// `data` reaches subscribers and the retained replay byte for byte.
+#[tokio::test]
+async fn data_is_relayed_byte_for_byte() {
+    let e = engine_with(|c| c.default_channel.message_retention = 1);
+    let a = Inbox::new();
+    let ca = e.connect(a.clone()).unwrap();
+    e.subscribe(ca, "raw").await.unwrap();
+    let text = r#"{"z":1,"a":1.10,"big":123456789012345678901234567890}"#;
+    let data = sente_lite_protocol::Data::from_json(text.to_owned()).unwrap();
+    e.publish(None, "raw", data, false).await.unwrap();
+    let frame = a.raw().pop().unwrap();
+    assert!(frame.as_str().contains(&format!(r#""data":{text}"#)), "{frame:?}");
+    let late = e.connect(Inbox::new()).unwrap();
+    let sub = e.subscribe(late, "raw").await.unwrap();
+    assert_eq!(sub.retained_messages[0].data.as_json(), text);
+}

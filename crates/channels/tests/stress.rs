@@ -156,3 +156,40 @@ fn concurrent_disconnects_and_deletes_leave_consistent_state() {
         assert_eq!(e.subscriptions(id).unwrap(), vec!["all"]);
     }
 }
+
+/// A subscribe racing with the delete of the same channel (which it then
+/// creates again) never leaves a ghost: once the connection disconnects,
+/// no channel lists it.
+#[test]
+fn subscribe_racing_delete_leaves_no_ghost_subscriber() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let e = Engine::new(EngineConfig::default()).unwrap();
+    for round in 0..2_000 {
+        let c = e.connect(Inbox::new()).unwrap();
+        e.subscribe(c, "g").now().unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let (e1, b1) = (e.clone(), Arc::clone(&barrier));
+        let deleter = std::thread::spawn(move || {
+            b1.wait();
+            let _ = e1.delete_channel("g").now();
+        });
+        let (e2, b2) = (e.clone(), Arc::clone(&barrier));
+        let subscriber = std::thread::spawn(move || {
+            b2.wait();
+            // Unsubscribe and subscribe again, as a client flipping its
+            // subscription would; either may meet the delete.
+            let _ = e2.unsubscribe(c, "g").now();
+            let _ = e2.subscribe(c, "g").now();
+        });
+        deleter.join().unwrap();
+        subscriber.join().unwrap();
+        assert!(e.disconnect(c).now());
+        assert_eq!(
+            e.hub().local_count("g"),
+            0,
+            "round {round}: a disconnected connection is still subscribed"
+        );
+        assert_eq!(e.total_subscriptions(), 0, "round {round}");
+    }
+}

@@ -92,17 +92,33 @@ async fn channels_with_telemetry_off_are_silent() {
         "quiet",
         Some(ChannelConfig {
             telemetry_enabled: false,
+            max_subscribers: 2,
             ..ChannelConfig::default()
         }),
     ).await
     .unwrap();
     let a = e.connect(Inbox::new()).unwrap();
+    let b = e.connect(Inbox::new()).unwrap();
+    let c = e.connect(Inbox::new()).unwrap();
+    e.subscribe(a, "quiet").await.unwrap();
+    e.subscribe(b, "quiet").await.unwrap();
+    // Refused: the channel has its two subscribers.
+    assert!(e.subscribe(c, "quiet").await.is_err());
     e.publish(Some(a), "quiet", json!(1), false).await.unwrap();
+    // A round trip: a asks, b answers.
+    let sent = e.send_rpc_request(a, "quiet", json!(2), None).await.unwrap();
+    e.send_rpc_response(&sent.request_id, json!(3), false).await.unwrap();
+    e.unsubscribe(b, "quiet").await.unwrap();
     e.delete_channel("quiet").await.unwrap();
     let ids = capture.ids();
     for id in [
         events::CHANNEL_CREATED,
+        events::SUBSCRIPTION_ADDED,
+        events::SUBSCRIPTION_REJECTED,
+        events::SUBSCRIPTION_REMOVED,
         events::MESSAGE_PUBLISHED,
+        events::RPC_REQUEST_SENT,
+        events::RPC_RESPONSE_SENT,
         events::CHANNEL_DELETED,
     ] {
         assert!(
