@@ -20,6 +20,8 @@ pub enum EngineError {
     NotSubscribed(String),
     #[error("connection `{0}` does not exist")]
     ConnectionNotFound(String),
+    #[error("connection `{0}` has a full outbound queue and is being closed as a slow consumer")]
+    ConnectionFull(String),
     #[error("the server has its {0} connections already")]
     MaxConnectionsReached(usize),
     #[error("no subscriber on channel `{0}` to handle the request")]
@@ -41,6 +43,7 @@ impl EngineError {
             EngineError::MaxChannelsReached(_) => Reason::MaxChannelsReached,
             EngineError::NotSubscribed(_) => Reason::NotSubscribed,
             EngineError::ConnectionNotFound(_) => Reason::ConnectionNotFound,
+            EngineError::ConnectionFull(_) => Reason::SlowConsumer,
             EngineError::MaxConnectionsReached(_) => Reason::MaxConnectionsReached,
             EngineError::NoSubscribers(_) => Reason::NoSubscribers,
             EngineError::RequestNotFound(_) => Reason::RequestNotFound,

@@ -100,6 +100,8 @@ pub struct TransportStats {
     /// `frames-sent / socket-writes` is the frames per write.
     pub socket_writes: u64,
     pub error_frames_sent: u64,
+    /// TCP accepts that failed (out of file descriptors, say).
+    pub accept_errors: u64,
 }
 
 /// `GET /channels`.

@@ -27,8 +27,9 @@ pub mod events;
 pub use config::{
     env_name, ChannelsConfig, Config, ConfigError, TelemetryConfig, WebsocketConfig, SEED_ENV,
 };
-pub use sente_lite_channels::{ConnId, Engine, EngineError, Frame, Offer};
-pub use sente_lite_transport::Transport;
+pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
+pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
+pub use sente_lite_transport::{Hooks, RouteFuture, Routes, Transport};
 
 use sente_lite_protocol::http::{Health, Stats};
 use serde_json::{Map, Value};
@@ -70,6 +71,11 @@ impl Server {
     /// Starts a server. Returns once the listener is bound, so connecting
     /// to [`local_addr`](Self::local_addr) right after cannot be refused.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, Hooks::default()).await
+    }
+
+    /// Starts a server with an [`Authorizer`] and added HTTP [`Routes`].
+    pub async fn start_with(config: Config, hooks: Hooks) -> Result<Server, StartError> {
         config.validate()?;
         let telemetry = telemetry_for(&config)?;
         event!(tel: &telemetry, events::SERVER_STARTING,
@@ -85,10 +91,15 @@ impl Server {
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
         }
-        let transport =
-            Transport::new(engine.clone(), telemetry.clone(), config.transport(), shown);
+        let transport = Transport::with_hooks(
+            engine.clone(),
+            telemetry.clone(),
+            config.transport(),
+            shown,
+            hooks,
+        );
         let t = transport.clone();
-        let serving = tokio::spawn(async move { t.serve(listener, std::future::pending()).await });
+        let serving = tokio::spawn(async move { t.serve(listener).await });
         event!(tel: &telemetry, events::SERVER_STARTED,
             serde_json::json!({"address": local_addr.to_string()}));
         Ok(Server {
@@ -123,8 +134,8 @@ impl Server {
     }
 
     /// The `GET /stats` body.
-    pub fn stats(&self) -> Stats {
-        self.transport.stats()
+    pub async fn stats(&self) -> Stats {
+        self.transport.stats().await
     }
 
     /// The `GET /health` body.
@@ -134,28 +145,34 @@ impl Server {
 
     /// Sends `message` with `"broadcast": true` to every connection;
     /// returns how many accepted it.
-    pub fn broadcast(&self, message: Map<String, Value>) -> usize {
-        self.engine.broadcast(message)
+    pub async fn broadcast(&self, message: Map<String, Value>) -> usize {
+        self.engine.broadcast(message).await
     }
 
     /// Sends `message` with `channel-id` and `broadcast-time` to a channel's
     /// subscribers; returns how many accepted it.
-    pub fn broadcast_to_channel(
+    pub async fn broadcast_to_channel(
         &self,
         channel_id: &str,
         message: Map<String, Value>,
     ) -> Result<usize, EngineError> {
-        self.engine.broadcast_to_channel(channel_id, message)
+        self.engine.broadcast_to_channel(channel_id, message).await
     }
 
     /// Sends `message` unchanged to the connection with the wire id
-    /// `conn_id` (as in its `welcome`).
-    pub fn send_to_connection(&self, conn_id: &str, message: &Value) -> Result<(), EngineError> {
-        let id = self.engine.resolve(conn_id)?;
-        match self.engine.send_json(id, message)? {
+    /// `conn_id` (as in its `welcome`). `connection-not-found` when there is
+    /// none (or it is closing); `slow-consumer` when its queue is full (the
+    /// transport is closing it).
+    pub async fn send_to_connection(
+        &self,
+        conn_id: &str,
+        message: &Value,
+    ) -> Result<(), EngineError> {
+        let to = self.engine.resolve(conn_id)?;
+        match self.engine.send_json(&to, message).await? {
             Offer::Queued => Ok(()),
-            // Full: the transport is closing it as a slow consumer.
-            Offer::Full | Offer::Closed => Err(EngineError::ConnectionNotFound(conn_id.to_owned())),
+            Offer::Full => Err(EngineError::ConnectionFull(conn_id.to_owned())),
+            Offer::Closed => Err(EngineError::ConnectionNotFound(conn_id.to_owned())),
         }
     }
 

@@ -1,18 +1,17 @@
-//! One WebSocket connection: its outbound sink and the task that reads
-//! frames, writes queued frames in batches, pings, and closes.
+//! One WebSocket connection's task: it reads frames into its [`Session`],
+//! writes queued frames in batches, pings, and closes.
 
+use crate::admission::Admission;
+use crate::events;
+use crate::shared::Shared;
+use crate::sink::{ConnSink, Next, Overflowed};
 use crate::stats::Counters;
-use crate::upgrade::Admission;
-use crate::{events, handle, Shared};
-use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
-use parking_lot::Mutex;
-use sente_lite_channels::{ConnId, Frame, Offer, Sink};
-use sente_lite_protocol::{now_ms, Reason, ServerMessage};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use sente_lite_channels::{ConnId, Frame, Sink};
+use sente_lite_protocol::{Reason, ServerMessage};
+use sente_lite_session::{Handled, Identity, Session};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use telemere_lite::{event, Level};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,188 +27,6 @@ const MAX_BATCH_FRAMES: usize = 256;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
-
-/// The outbound side the engine offers frames to: a queue bounded in frames
-/// and in bytes, drained by the connection's task. A frame that does not
-/// fit marks the connection a slow consumer and wakes its task to close it:
-/// the connection never stays open having silently missed a frame.
-///
-/// The queue is a `VecDeque` under an uncontended lock plus an
-/// `AtomicWaker`: offering wakes the task only when the queue goes from empty
-/// to non-empty, and waiting allocates nothing. It starts with no buffer and
-/// gives back a large one once drained, so an idle connection holds little.
-pub(crate) struct ConnSink {
-    queue: Mutex<Queue>,
-    waker: AtomicWaker,
-    max_frames: usize,
-    max_bytes: usize,
-    /// This connection's share of `frames-sent` and `socket-writes`: counted
-    /// here, on a cache line only its task writes, and summed for `/stats`,
-    /// so the write path touches no counter shared by all connections.
-    pub(crate) frames_sent: AtomicU64,
-    pub(crate) socket_writes: AtomicU64,
-}
-
-struct Queue {
-    frames: VecDeque<Frame>,
-    bytes: usize,
-    overflowed: bool,
-    stop: bool,
-    beat: bool,
-}
-
-impl Queue {
-    /// A drained queue gives back a large buffer a burst left behind.
-    fn shrink_if_drained(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
-            self.frames.shrink_to(KEEP_SLOTS);
-        }
-    }
-}
-
-/// The queue overflowed: the connection is a slow consumer.
-struct Overflowed;
-
-/// What the transport tells every connection at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Signal {
-    /// Heartbeat: ping the client, or close it if it has been silent.
-    Beat,
-    /// Shutdown: drain and close with 1001.
-    Stop,
-}
-
-/// What the task finds when it looks at its queue, most urgent first.
-enum Next {
-    Overflowed,
-    Stop,
-    Frame(Frame),
-    Beat,
-}
-
-/// A drained queue keeps at most this many slots of its buffer.
-const KEEP_SLOTS: usize = 16;
-
-impl ConnSink {
-    fn new(max_frames: usize, max_bytes: usize) -> ConnSink {
-        ConnSink {
-            queue: Mutex::new(Queue {
-                frames: VecDeque::new(),
-                bytes: 0,
-                overflowed: false,
-                stop: false,
-                beat: false,
-            }),
-            waker: AtomicWaker::new(),
-            max_frames: max_frames.max(1),
-            max_bytes,
-            frames_sent: AtomicU64::new(0),
-            socket_writes: AtomicU64::new(0),
-        }
-    }
-
-    /// Offers a frame of our own (a reply); the result matters only through
-    /// the overflow it may cause.
-    pub(crate) fn reply(&self, msg: &ServerMessage) {
-        self.offer(&Frame::new(msg.to_json()));
-    }
-
-    /// Raises a signal and wakes the task.
-    pub(crate) fn signal(&self, signal: Signal) {
-        {
-            let mut q = self.queue.lock();
-            match signal {
-                Signal::Beat => q.beat = true,
-                Signal::Stop => q.stop = true,
-            }
-        }
-        self.waker.wake();
-    }
-
-    /// The most urgent thing waiting: an overflow, a stop, the next frame,
-    /// a heartbeat.
-    fn try_next(&self) -> Option<Next> {
-        let mut q = self.queue.lock();
-        if q.overflowed {
-            return Some(Next::Overflowed);
-        }
-        if q.stop {
-            return Some(Next::Stop);
-        }
-        if let Some(frame) = q.frames.pop_front() {
-            q.bytes -= frame.len();
-            q.shrink_if_drained();
-            return Some(Next::Frame(frame));
-        }
-        if std::mem::take(&mut q.beat) {
-            return Some(Next::Beat);
-        }
-        None
-    }
-
-    /// The next frame of a write batch; an overflow ends the batch (a stop
-    /// or heartbeat waits for the loop).
-    fn batch_next(&self) -> Result<Option<Frame>, Overflowed> {
-        let mut q = self.queue.lock();
-        if q.overflowed {
-            return Err(Overflowed);
-        }
-        let frame = q.frames.pop_front();
-        if let Some(f) = &frame {
-            q.bytes -= f.len();
-        }
-        q.shrink_if_drained();
-        Ok(frame)
-    }
-
-    /// The next queued frame only (for the shutdown drain).
-    fn pop_frame(&self) -> Option<Frame> {
-        let mut q = self.queue.lock();
-        let frame = q.frames.pop_front()?;
-        q.bytes -= frame.len();
-        Some(frame)
-    }
-
-    /// Waits for [`try_next`](Self::try_next) to have something.
-    fn next(&self) -> impl std::future::Future<Output = Next> + '_ {
-        std::future::poll_fn(move |cx| {
-            // Woken with work waiting (the common case): no registration.
-            if let Some(next) = self.try_next() {
-                return Poll::Ready(next);
-            }
-            // Register, then look again: an offer in between wakes us.
-            self.waker.register(cx.waker());
-            match self.try_next() {
-                Some(next) => Poll::Ready(next),
-                None => Poll::Pending,
-            }
-        })
-    }
-}
-
-impl Sink for ConnSink {
-    fn offer(&self, frame: &Frame) -> Offer {
-        let mut q = self.queue.lock();
-        if q.overflowed {
-            return Offer::Closed;
-        }
-        let len = frame.len();
-        if q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes {
-            q.overflowed = true;
-            drop(q);
-            self.waker.wake();
-            return Offer::Full;
-        }
-        let was_empty = q.frames.is_empty();
-        q.frames.push_back(frame.clone());
-        q.bytes += len;
-        drop(q);
-        if was_empty {
-            self.waker.wake();
-        }
-        Offer::Queued
-    }
-}
 
 /// Why a connection ends; decides the close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,8 +75,12 @@ enum WriteError {
 }
 
 /// Runs one connection from upgrade to close.
-pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>, admission: Admission)
-where
+pub(crate) async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    admission: Admission,
+    identity: Identity,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = &shared.config;
@@ -267,20 +88,13 @@ where
         cfg.max_outbound_frames,
         cfg.max_outbound_bytes,
     ));
-    let welcome = |id: ConnId| {
-        Frame::new(
-            ServerMessage::Welcome {
-                conn_id: id.to_string(),
-                server_time: now_ms(),
-            }
-            .to_json(),
-        )
-    };
-    let conn = match shared
-        .engine
-        .connect_with_greeting(Arc::clone(&sink) as Arc<dyn Sink>, welcome)
-    {
-        Ok(id) => id,
+    let session = match Session::open(
+        &shared.engine,
+        Arc::clone(&sink) as Arc<dyn Sink>,
+        Arc::clone(&shared.authorizer),
+        identity,
+    ) {
+        Ok(s) => s,
         Err(e) => {
             // Admission keeps this rare (two limits in step); answer clearly.
             let frame = ServerMessage::error(e.reason(), e.to_string(), None).to_json();
@@ -297,10 +111,12 @@ where
             return;
         }
     };
+    let conn = session.conn();
+    let conn_id = session.addr().to_string();
     Counters::bump(&shared.counters.connections_accepted);
     let tel = &shared.telemetry;
-    event!(tel: tel, level: Level::Debug, events::WEBSOCKET_OPENED, serde_json::json!({"conn-id": conn.to_string()}));
-    event!(tel: tel, level: Level::Debug, events::CONNECTION_ADDED, serde_json::json!({"conn-id": conn.to_string()}));
+    event!(tel: tel, level: Level::Debug, events::WEBSOCKET_OPENED, serde_json::json!({"conn-id": &conn_id}));
+    event!(tel: tel, level: Level::Debug, events::CONNECTION_ADDED, serde_json::json!({"conn-id": &conn_id}));
 
     let hb = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let mut last_seen = Instant::now();
@@ -336,30 +152,31 @@ where
             },
             msg = ws.next() => {
                 last_seen = Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => handle::text(&shared, conn, &sink, text.as_str()),
-                    Some(Ok(Message::Binary(_))) => {
-                        Counters::bump(&shared.counters.frames_received);
-                        Counters::bump(&shared.counters.error_frames_sent);
-                        sink.reply(&ServerMessage::error(
-                            Reason::BinaryNotSupported,
-                            "binary frames are not supported; send JSON as text frames",
-                            None,
-                        ));
+                let handled = match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        event!(tel: tel, level: Level::Trace, events::WEBSOCKET_MESSAGE_RECEIVED,
+                            serde_json::json!({"conn-id": &conn_id, "bytes": text.len()}));
+                        session.handle_text(text.as_str()).await
                     }
+                    Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     Some(Ok(Message::Close(_))) => break End::ClientClosed,
-                    Some(Ok(_)) => {} // ping, pong: liveness only
+                    Some(Ok(_)) => continue, // ping, pong: liveness only
                     Some(Err(WsError::Capacity(_))) => break End::TooLarge,
                     Some(Err(_)) | None => break End::Gone,
+                };
+                Counters::bump(&shared.counters.frames_received);
+                if handled == Handled::ErrorSent {
+                    Counters::bump(&shared.counters.error_frames_sent);
                 }
             }
         }
     };
 
     // From here on the engine offers this connection nothing more.
-    shared.engine.disconnect(conn);
+    session.close().await;
+    sink.close();
     event!(tel: tel, level: Level::Debug, events::CONNECTION_REMOVED,
-        serde_json::json!({"conn-id": conn.to_string(), "cause": end.name()}));
+        serde_json::json!({"conn-id": &conn_id, "cause": end.name()}));
     match end {
         End::SlowConsumer => Counters::bump(&shared.counters.closed_slow_consumer),
         End::HeartbeatTimeout => Counters::bump(&shared.counters.closed_heartbeat_timeout),
@@ -371,7 +188,7 @@ where
         End::SlowConsumer | End::HeartbeatTimeout | End::TooLarge
     ) {
         event!(tel: tel, level: Level::Warn, events::WEBSOCKET_ERROR,
-            serde_json::json!({"conn-id": conn.to_string(), "reason": end.name()}));
+            serde_json::json!({"conn-id": &conn_id, "reason": end.name()}));
     }
     if end == End::Shutdown {
         // Deliver what was queued before the stop, within the drain deadline.
@@ -390,7 +207,7 @@ where
     Counters::bump(&shared.counters.connections_closed);
     shared.unregister(registration);
     event!(tel: tel, level: Level::Debug, events::WEBSOCKET_CLOSED, serde_json::json!({
-        "conn-id": conn.to_string(), "cause": end.name(),
+        "conn-id": &conn_id, "cause": end.name(),
         "code": end.close().map(|c| c.0)}));
     drop(admission);
 }

@@ -15,22 +15,20 @@ pub const WEBSOCKET_CLOSED: &str = "sente-lite.transport/websocket-closed";
 pub const WEBSOCKET_ERROR: &str = "sente-lite.transport/websocket-error";
 /// A text frame arrived. Trace.
 pub const WEBSOCKET_MESSAGE_RECEIVED: &str = "sente-lite.transport/websocket-message-received";
-/// A decoded message is being routed by its type. Trace.
-pub const MESSAGE_ROUTING: &str = "sente-lite.transport/message-routing";
-/// A message was handled (with its outcome). Trace.
-pub const MESSAGE_PROCESSED: &str = "sente-lite.transport/message-processed";
 /// Frames were written to a client (one signal per batch). Trace.
 pub const MESSAGE_SENT: &str = "sente-lite.transport/message-sent";
+/// Accepting a TCP connection failed (out of file descriptors, say); the
+/// loop pauses briefly and goes on. Warn.
+pub const ACCEPT_FAILED: &str = "sente-lite.transport/accept-failed";
 
 /// Every id above.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 8] = [
     CONNECTION_ADDED,
     CONNECTION_REMOVED,
     WEBSOCKET_OPENED,
     WEBSOCKET_CLOSED,
     WEBSOCKET_ERROR,
     WEBSOCKET_MESSAGE_RECEIVED,
-    MESSAGE_ROUTING,
-    MESSAGE_PROCESSED,
     MESSAGE_SENT,
+    ACCEPT_FAILED,
 ];

@@ -1,9 +1,17 @@
 //! The HTTP side: `/health`, `/stats`, `/channels`, the WebSocket route on
-//! `/`, and JSON bodies for every error.
+//! `/`, the added routes, and JSON bodies for every error.
 
-use crate::{upgrade, Shared};
-use sente_lite_protocol::http::{Channels, HandlerStats, Health, HttpError, Stats};
-use serde::Serialize;
+use crate::accept::Peer;
+use crate::reply::{error, json};
+use crate::routes::MAX_ROUTE_BODY;
+use crate::shared::Shared;
+use crate::upgrade;
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use sente_lite_channels::{ChannelStats, EngineHealth};
+use sente_lite_protocol::http::{
+    self as body, Channels, HandlerStats, Health, Stats, SystemHealth,
+};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,8 +24,9 @@ pub(crate) fn routes(
     shared: Arc<Shared>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with = warp::any().map(move || Arc::clone(&shared));
+    // HEAD as well as GET: health checkers use it.
     let health = warp::path!("health")
-        .and(warp::get())
+        .and(warp::get().or(warp::head()).unify())
         .and(with.clone())
         .map(|s: Arc<Shared>| {
             let body = health(&s);
@@ -31,22 +40,32 @@ pub(crate) fn routes(
     let stats = warp::path!("stats")
         .and(warp::get())
         .and(with.clone())
-        .map(|s: Arc<Shared>| json(StatusCode::OK, &stats(&s)));
+        .then(|s: Arc<Shared>| async move { json(StatusCode::OK, &stats(&s).await) });
     let channels = warp::path!("channels")
         .and(warp::get())
         .and(with.clone())
-        .map(|s: Arc<Shared>| {
+        .then(|s: Arc<Shared>| async move {
             let body = Channels {
-                channels: s.engine.list_channels(),
+                channels: s.engine.list_channels().await,
             };
             json(StatusCode::OK, &body)
         });
     let ws = warp::path::end()
         .and(warp::get())
+        .and(warp::path::full())
+        .and(raw_query())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Peer>())
         .and(warp::ext::optional::<warp::hyper::upgrade::OnUpgrade>())
-        .and(with)
+        .and(with.clone())
         .map(upgrade::handle);
+    let added = warp::method()
+        .and(warp::path::full())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with)
+        .and_then(added_route);
     health
         .or(stats)
         .unify()
@@ -54,35 +73,79 @@ pub(crate) fn routes(
         .unify()
         .or(ws)
         .unify()
+        .or(added)
+        .unify()
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(&r)) })
         .unify()
 }
 
-/// A JSON response.
-pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
 }
 
-/// A JSON error body: `error` is the status in kebab-case, `reason` the
-/// stable machine-readable cause.
-pub(crate) fn error(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
-    let name = status
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_ascii_lowercase()
-        .replace(' ', "-");
-    json(
-        status,
-        &HttpError {
-            error: name,
-            reason: reason.to_owned(),
-            message: message.into(),
-        },
-    )
+/// Hands the request to the embedder's routes, in order.
+async fn added_route(
+    method: warp::http::Method,
+    path: warp::path::FullPath,
+    query: String,
+    headers: warp::http::HeaderMap,
+    stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin,
+    s: Arc<Shared>,
+) -> Result<Response, Rejection> {
+    if s.routes.is_empty() {
+        return Err(warp::reject::not_found());
+    }
+    let Some(body) = read_body(stream).await else {
+        return Ok(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request-too-large",
+            format!("request bodies are limited to {MAX_ROUTE_BODY} bytes"),
+        ));
+    };
+    let uri = if query.is_empty() {
+        path.as_str().to_owned()
+    } else {
+        format!("{}?{query}", path.as_str())
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.headers_mut() = headers;
+    *request.uri_mut() = uri.parse().map_err(|_| warp::reject::not_found())?;
+    for route in &s.routes {
+        if let Some(answer) = route.route(&request) {
+            return Ok(answer.await.map(warp::hyper::body::Bytes::from).into_response());
+        }
+    }
+    Err(warp::reject::not_found())
 }
 
-/// Anything but the served GETs is a JSON 404 (the issue's "JSON 404 for
-/// anything else", docs/PROTOCOL.md): a wrong method on a known path too.
+/// The body, or `None` when it is larger than [`MAX_ROUTE_BODY`].
+async fn read_body(
+    mut stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(mut chunk) = chunk else {
+            return Some(out.freeze());
+        };
+        if out.len() + chunk.remaining() > MAX_ROUTE_BODY {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Some(out.freeze())
+}
+
+/// Anything no route takes is a JSON 404 (docs/PROTOCOL.md): a wrong
+/// method on a known path too.
 fn rejection(r: &Rejection) -> Response {
     if r.is_not_found() || r.find::<warp::reject::MethodNotAllowed>().is_some() {
         error(
@@ -96,24 +159,57 @@ fn rejection(r: &Rejection) -> Response {
 }
 
 pub(crate) fn health(s: &Shared) -> Health {
-    let system = s.engine.system_health();
-    let healthy = system.healthy && !s.shutting_down.load(Ordering::Relaxed);
+    let engine = s.engine.health();
+    let healthy = engine.healthy && !s.shutting_down.load(Ordering::Relaxed);
     Health {
         status: if healthy { "healthy" } else { "unhealthy" }.to_owned(),
         connections: s.engine.connection_count(),
-        channels: system.total_channels,
-        system_health: system,
+        channels: engine.total_channels,
+        system_health: system_health(&engine),
         uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
 
-pub(crate) fn stats(s: &Shared) -> Stats {
+fn system_health(h: &EngineHealth) -> SystemHealth {
+    SystemHealth {
+        healthy: h.healthy,
+        total_channels: h.total_channels,
+        total_subscriptions: h.total_subscriptions,
+        pending_rpc_requests: h.pending_rpc_requests,
+        old_rpc_requests: h.old_rpc_requests,
+    }
+}
+
+fn channel_stats(c: ChannelStats) -> body::ChannelStats {
+    body::ChannelStats {
+        channels: c
+            .channels
+            .into_iter()
+            .map(|(id, e)| {
+                let entry = body::ChannelStatsEntry {
+                    subscriber_count: e.subscriber_count,
+                    message_count: e.message_count,
+                    created_at: e.created_at,
+                    retention_count: e.retention_count,
+                };
+                (id, entry)
+            })
+            .collect(),
+        total_channels: c.total_channels,
+        total_subscriptions: c.total_subscriptions,
+        pending_rpc_requests: c.pending_rpc_requests,
+        active_connections: Some(c.active_connections),
+        rejected: c.rejected,
+    }
+}
+
+pub(crate) async fn stats(s: &Shared) -> Stats {
     let counters = s.transport_stats();
     Stats {
         active_connections: s.engine.connection_count(),
         total_messages: counters.frames_received,
         server_config: s.server_config.clone(),
-        channel_stats: s.engine.channel_stats(),
+        channel_stats: channel_stats(s.engine.channel_stats().await),
         telemetry_stats: s
             .telemetry
             .handler_stats()

@@ -1,42 +1,57 @@
 //! sente-lite-transport: WebSocket and HTTP for the channel engine.
 //!
-//! The only crate of sente-lite that imports warp. It serves:
+//! The only crate of sente-lite that imports warp (and hyper and
+//! tungstenite). It moves bytes and upgrades; what the frames mean is the
+//! [`Session`](sente_lite_session::Session)'s business. It serves:
 //!
-//! - `GET /` with a WebSocket upgrade: one task per connection speaks the
-//!   JSON protocol of docs/PROTOCOL.md, routing each frame to the
-//!   [`Engine`] and writing what the engine offers to the connection's
-//!   bounded outbound queue ([`TransportConfig::max_outbound_frames`],
+//! - `GET /` with a WebSocket upgrade: one task per connection reads text
+//!   frames into its session and writes what the engine and the session
+//!   offer to the connection's bounded outbound queue
+//!   ([`TransportConfig::max_outbound_frames`],
 //!   [`TransportConfig::max_outbound_bytes`]). Several queued frames go out
 //!   in one write.
-//! - `GET /health`, `GET /stats`, `GET /channels`, and a JSON 404 for
-//!   everything else.
+//! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels`, the routes added
+//!   with [`Hooks::routes`], and a JSON 404 for everything else. Every HTTP
+//!   error has a JSON body, including requests too malformed for hyper
+//!   (the accept loop reads each connection's first request head itself).
 //!
 //! Limits: `max-connections` (HTTP 503 before the upgrade), heartbeat pings
 //! with a close after two silent intervals, slow consumers closed with 1008
 //! (outbound queue overflow, or a write that cannot finish within
 //! `message-timeout`), frames over `max-message-bytes` refused from their
-//! header with 1009. Every close, for any reason, removes the connection from
-//! the engine, which unsubscribes it everywhere and drops its pending RPCs.
+//! header with 1009, request heads that do not arrive within 10 s closed.
+//! Every close, for any reason, ends the connection's session, which takes
+//! it out of every channel and drops its pending RPCs.
 //!
-//! [`Transport::serve`] runs until its shutdown future resolves, then closes
+//! [`Transport::serve`] runs until [`Transport::shutdown`], then closes
 //! every WebSocket with 1001 after draining its queue (up to
 //! [`TransportConfig::shutdown_drain`]) and returns once every connection
 //! task has ended.
 
+mod accept;
+mod admission;
+mod config;
 mod conn;
 pub mod events;
-mod handle;
 mod http;
+mod reply;
+mod routes;
+mod shared;
+mod sink;
 mod stats;
 mod upgrade;
 
-use conn::ConnSink;
+pub use config::TransportConfig;
+pub use routes::{RouteFuture, Routes, MAX_ROUTE_BODY};
+
 use parking_lot::Mutex;
 use sente_lite_channels::Engine;
+use sente_lite_session::{AllowAll, Authorizer};
 use serde_json::Value;
+use shared::Shared;
+use sink::Signal;
 use slab::Slab;
 use stats::Counters;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,103 +60,29 @@ use telemere_lite::Telemetry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-/// Connection-level settings. Every limit a client can push against is here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportConfig {
-    /// Most WebSocket connections at once; upgrades past it get HTTP 503.
-    pub max_connections: usize,
-    /// How often the server pings; a connection silent for two intervals is
-    /// closed.
-    pub heartbeat_interval: Duration,
-    /// Longest a write to a client may take before the client is closed as
-    /// a slow consumer.
-    pub message_timeout: Duration,
-    /// Largest client frame, in bytes.
-    pub max_message_bytes: usize,
-    /// Most frames waiting in one connection's outbound queue.
-    pub max_outbound_frames: usize,
-    /// Most bytes waiting in one connection's outbound queue.
-    pub max_outbound_bytes: usize,
-    /// At shutdown, how long connections may take to drain their queues.
-    pub shutdown_drain: Duration,
+/// What an embedder plugs into a transport.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Who connections are and what they may do (default: [`AllowAll`]).
+    pub authorizer: Arc<dyn Authorizer>,
+    /// HTTP routes served next to the built-in ones, tried in order.
+    pub routes: Vec<Arc<dyn Routes>>,
 }
 
-impl Default for TransportConfig {
+impl Default for Hooks {
     fn default() -> Self {
-        TransportConfig {
-            max_connections: 1_000,
-            heartbeat_interval: Duration::from_millis(30_000),
-            message_timeout: Duration::from_millis(5_000),
-            max_message_bytes: 1 << 20,
-            max_outbound_frames: 4_096,
-            max_outbound_bytes: 8 << 20,
-            shutdown_drain: Duration::from_millis(5_000),
+        Hooks {
+            authorizer: Arc::new(AllowAll),
+            routes: Vec::new(),
         }
     }
 }
 
-/// What every connection task and HTTP handler shares.
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) telemetry: Telemetry,
-    pub(crate) config: TransportConfig,
-    /// The running configuration, shown as `server-config` in `/stats`.
-    pub(crate) server_config: Value,
-    pub(crate) started: Instant,
-    pub(crate) counters: Counters,
-    /// Connections admitted (upgrading or open); bounded by max-connections.
-    pub(crate) admitted: AtomicUsize,
-    pub(crate) shutting_down: AtomicBool,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// Signalled by every connection task as it ends.
-    pub(crate) conn_closed: Notify,
-    /// The outbound sink of every open connection, so one heartbeat task
-    /// and one shutdown can reach them all without a timer or a watch
-    /// future per connection.
-    pub(crate) sinks: Mutex<Slab<Arc<ConnSink>>>,
-}
-
-impl Shared {
-    /// Registers a connection's sink; a connection that arrives during the
-    /// shutdown is told to stop at once.
-    pub(crate) fn register(&self, sink: &Arc<ConnSink>) -> usize {
-        let key = self.sinks.lock().insert(Arc::clone(sink));
-        if self.shutting_down.load(Ordering::SeqCst) {
-            sink.signal(conn::Signal::Stop);
-        }
-        key
-    }
-
-    /// Removes a connection's sink and adds its write counts to the
-    /// totals, under the registry's lock, so `/stats` counts them once.
-    pub(crate) fn unregister(&self, key: usize) {
-        let mut sinks = self.sinks.lock();
-        if let Some(sink) = sinks.try_remove(key) {
-            let c = &self.counters;
-            c.frames_sent
-                .fetch_add(sink.frames_sent.load(Ordering::Relaxed), Ordering::Relaxed);
-            c.socket_writes.fetch_add(
-                sink.socket_writes.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// The transport's totals: closed connections' plus open ones'.
-    pub(crate) fn transport_stats(&self) -> sente_lite_protocol::http::TransportStats {
-        let sinks = self.sinks.lock();
-        let mut t = self.counters.snapshot();
-        for (_, sink) in sinks.iter() {
-            t.frames_sent += sink.frames_sent.load(Ordering::Relaxed);
-            t.socket_writes += sink.socket_writes.load(Ordering::Relaxed);
-        }
-        t
-    }
-
-    fn signal_all(&self, signal: conn::Signal) {
-        for (_, sink) in self.sinks.lock().iter() {
-            sink.signal(signal);
-        }
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("routes", &self.routes.len())
+            .finish()
     }
 }
 
@@ -177,14 +118,25 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Transport {
-    /// A transport for `engine`. `server_config` is shown as `server-config`
-    /// in `/stats`; `telemetry` receives the transport's signals and its
-    /// handler stats are `telemetry-stats`.
+    /// A transport for `engine` with the default hooks. `server_config` is
+    /// shown as `server-config` in `/stats`; `telemetry` receives the
+    /// transport's signals and its handler stats are `telemetry-stats`.
     pub fn new(
         engine: Engine,
         telemetry: Telemetry,
         config: TransportConfig,
         server_config: Value,
+    ) -> Transport {
+        Transport::with_hooks(engine, telemetry, config, server_config, Hooks::default())
+    }
+
+    /// A transport with an authorizer and added routes.
+    pub fn with_hooks(
+        engine: Engine,
+        telemetry: Telemetry,
+        config: TransportConfig,
+        server_config: Value,
+        hooks: Hooks,
     ) -> Transport {
         let (stop, shutdown) = watch::channel(false);
         Transport {
@@ -200,6 +152,8 @@ impl Transport {
                 shutdown,
                 conn_closed: Notify::new(),
                 sinks: Mutex::new(Slab::new()),
+                authorizer: hooks.authorizer,
+                routes: hooks.routes,
             }),
             stop: Arc::new(stop),
         }
@@ -217,8 +171,8 @@ impl Transport {
     }
 
     /// The `/stats` body.
-    pub fn stats(&self) -> sente_lite_protocol::http::Stats {
-        http::stats(&self.shared)
+    pub async fn stats(&self) -> sente_lite_protocol::http::Stats {
+        http::stats(&self.shared).await
     }
 
     /// The `/health` body.
@@ -231,18 +185,19 @@ impl Transport {
         self.shared.admitted.load(Ordering::Relaxed)
     }
 
-    /// Serves HTTP and WebSocket on `listener` until `shutdown` resolves or
-    /// [`Transport::shutdown`] is called; then stops accepting, closes every
-    /// WebSocket with 1001 after draining its queue, and returns once all
-    /// connection tasks have ended.
-    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
-        let routes = http::routes(Arc::clone(&self.shared));
-        let mut stop_rx = self.shared.shutdown.clone();
-        let server = warp::serve(routes).incoming(listener).graceful(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        });
-        let run = tokio::spawn(server.run());
-        let mut own_stop = self.shared.shutdown.clone();
+    /// Serves HTTP and WebSocket on `listener` until [`Transport::shutdown`]
+    /// is called; then stops accepting, closes every WebSocket with 1001
+    /// after draining its queue, and returns once all connection tasks have
+    /// ended.
+    pub async fn serve(&self, listener: TcpListener) {
+        let service = warp::service(http::routes(Arc::clone(&self.shared)));
+        let run = tokio::spawn(accept::serve(
+            listener,
+            Arc::clone(&self.shared),
+            service,
+            self.shared.shutdown.clone(),
+        ));
+        let mut stop = self.shared.shutdown.clone();
         // One heartbeat for every connection: each then pings its client, or
         // closes it after two silent intervals.
         let period = self
@@ -252,15 +207,12 @@ impl Transport {
             .max(Duration::from_millis(1));
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
-                _ = own_stop.wait_for(|s| *s) => break,
-                _ = beat.tick() => self.shared.signal_all(conn::Signal::Beat),
+                _ = stop.wait_for(|s| *s) => break,
+                _ = beat.tick() => self.shared.signal_all(Signal::Beat),
             }
         }
-        self.begin_shutdown();
         // The listener closes; HTTP requests in flight finish. Upgraded
         // connections are ours to close.
         let _ = run.await;
@@ -270,13 +222,9 @@ impl Transport {
     /// Starts a graceful shutdown: no new connections, every WebSocket closes
     /// with 1001 after draining. [`serve`](Self::serve) returns when done.
     pub fn shutdown(&self) {
-        self.begin_shutdown();
-    }
-
-    fn begin_shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.stop.send_replace(true);
-        self.shared.signal_all(conn::Signal::Stop);
+        self.shared.signal_all(Signal::Stop);
     }
 
     /// Waits until every admitted connection has ended.

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub(crate) frames_sent: AtomicU64,
     pub(crate) socket_writes: AtomicU64,
     pub(crate) error_frames_sent: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
 }
 
 impl Counters {
@@ -35,6 +36,7 @@ impl Counters {
             frames_sent: self.frames_sent.load(Relaxed),
             socket_writes: self.socket_writes.load(Relaxed),
             error_frames_sent: self.error_frames_sent.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
         }
     }
 

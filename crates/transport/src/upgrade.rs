@@ -2,12 +2,15 @@
 //! that the connection gets our own tungstenite settings (small read buffer,
 //! bounded write buffer, frame size limit) and zero-copy text frames.
 
-use crate::http::error;
-use crate::{events, Shared};
+use crate::accept::{Peer, Prefixed};
+use crate::admission::Admission;
+use crate::events;
+use crate::reply::error;
+use crate::shared::Shared;
 use hyper_util::rt::TokioIo;
+use sente_lite_session::{ConnectInfo, Session};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -15,33 +18,6 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
 use warp::Reply;
-
-/// A place among `max-connections`, given back when dropped.
-pub(crate) struct Admission {
-    shared: Arc<Shared>,
-}
-
-impl Admission {
-    fn try_new(shared: &Arc<Shared>) -> Option<Admission> {
-        let max = shared.config.max_connections;
-        shared
-            .admitted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Admission {
-            shared: Arc::clone(shared),
-        })
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.shared.admitted.fetch_sub(1, Ordering::SeqCst);
-        self.shared.conn_closed.notify_waiters();
-    }
-}
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
@@ -54,7 +30,10 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// Answers `GET /`: 101 and a connection task for a valid WebSocket
 /// upgrade; a JSON error otherwise.
 pub(crate) fn handle(
+    target: warp::path::FullPath,
+    query: String,
     headers: HeaderMap,
+    peer: Option<Peer>,
     on_upgrade: Option<OnUpgrade>,
     shared: Arc<Shared>,
 ) -> Response {
@@ -104,6 +83,29 @@ pub(crate) fn handle(
             "the server is shutting down",
         );
     }
+    let info = ConnectInfo {
+        peer: peer.map(|p| p.0),
+        target: if query.is_empty() {
+            target.as_str().to_owned()
+        } else {
+            format!("{}?{query}", target.as_str())
+        },
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    };
+    let identity = match Session::authorize(&*shared.authorizer, &info) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            let status = if refusal.reason == sente_lite_protocol::Reason::Forbidden {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return error(status, refusal.reason.as_str(), refusal.message);
+        }
+    };
     let Some(admission) = Admission::try_new(&shared) else {
         shared
             .counters
@@ -128,19 +130,17 @@ pub(crate) fn handle(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        // warp serves plain TCP listeners, so the upgraded IO is usually
-        // the TcpStream itself: use it directly, without hyper's boxing.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // Our accept loop serves `Prefixed` TCP streams, so the upgraded IO
+        // is the TcpStream itself: use it directly, without hyper's boxing.
+        match upgraded.downcast::<TokioIo<Prefixed>>() {
             Ok(parts) => {
-                let tcp = parts.io.into_inner();
-                let ws = WebSocketStream::from_partially_read(
-                    tcp,
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                crate::conn::run(ws, shared, admission).await;
+                let (prefix, tcp) = parts.io.into_inner().into_parts();
+                let mut read = prefix.to_vec();
+                read.extend_from_slice(&parts.read_buf);
+                let ws =
+                    WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(config))
+                        .await;
+                crate::conn::run(ws, shared, admission, identity).await;
             }
             Err(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -149,7 +149,7 @@ pub(crate) fn handle(
                     Some(config),
                 )
                 .await;
-                crate::conn::run(ws, shared, admission).await;
+                crate::conn::run(ws, shared, admission, identity).await;
             }
         }
     });
@@ -172,7 +172,7 @@ pub(crate) fn handle(
 /// in 512-byte steps (a 1 MiB frame takes about 2,000 reads). Writes are
 /// gathered up to 64 KiB per syscall, the out buffer is bounded, and frames
 /// over `max-message-bytes` are refused from their header.
-fn ws_config(c: &crate::TransportConfig) -> WebSocketConfig {
+fn ws_config(c: &crate::config::TransportConfig) -> WebSocketConfig {
     let write_buffer = 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(512)

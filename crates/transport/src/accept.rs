@@ -1,0 +1,223 @@
+//! The accept loop: each TCP connection's first request head is read and
+//! parsed here before hyper serves it, so a request hyper could not parse
+//! gets our JSON 400 (hyper would answer with an empty body), and a
+//! WebSocket upgrade ends up on the plain `TcpStream`.
+//!
+//! HTTP/1.1 only; a connection that has not sent its whole request head
+//! within the handshake timeout is closed.
+
+use crate::reply::raw_error;
+use crate::shared::Shared;
+use bytes::{Bytes, BytesMut};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use warp::http::StatusCode;
+
+/// Longest request head read before hyper takes over (hyper's own limit is
+/// about the same).
+const MAX_HEAD: usize = 16 * 1024;
+/// Most headers in a request head.
+const MAX_HEADERS: usize = 100;
+/// Longest a new connection may take to send its request head.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (out of file descriptors, say), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The peer's address, put into every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// A stream that first yields bytes already read from it.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    /// What is left of the prefix, and the stream.
+    pub(crate) fn into_parts(self) -> (Bytes, TcpStream) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves `listener` until `stop` turns true, then stops accepting and
+/// waits for the HTTP exchanges in flight (not for upgraded WebSockets,
+/// which the transport closes itself).
+pub(crate) async fn serve<S>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                shared.counters.accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
+                    crate::events::ACCEPT_FAILED,
+                    serde_json::json!({"error": e.to_string()}));
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(io) = read_head(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(Peer(peer));
+                let mut service = service.clone();
+                tower_service::Service::call(&mut service, req)
+            });
+            let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            // An error here is the peer's (reset, bad later request); the
+            // connection is over either way.
+            let _ = watcher.watch(conn).await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Reads until the first request head is complete. A head that does not
+/// parse, or is too large, is answered with a JSON error and the
+/// connection closed (`None`); so is a connection that sends nothing in
+/// time, without an answer.
+async fn read_head(mut tcp: TcpStream) -> Option<Prefixed> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        let read = tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if !buf.is_empty() {
+                    let _ = answer(
+                        &mut tcp,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request-timeout",
+                        "the request head did not arrive in time",
+                    )
+                    .await;
+                }
+                return None;
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                return Some(Prefixed {
+                    prefix: buf.freeze(),
+                    inner: tcp,
+                })
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                let _ = answer(
+                    &mut tcp,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request-too-large",
+                    "the request head is too large",
+                )
+                .await;
+                return None;
+            }
+            Err(e) => {
+                let _ = answer(
+                    &mut tcp,
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    &format!("the request could not be parsed as HTTP/1.1: {e}"),
+                )
+                .await;
+                return None;
+            }
+        }
+    }
+}
+
+async fn answer(tcp: &mut TcpStream, status: StatusCode, reason: &str, message: &str) -> io::Result<()> {
+    let bytes = raw_error(status, reason, message);
+    tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(&bytes).await?;
+        tcp.shutdown().await
+    })
+    .await
+    .unwrap_or(Ok(()))
+}
