@@ -225,3 +225,48 @@ async fn start_refuses_an_invalid_config() {
     let e = Server::start(c).await.unwrap_err().to_string();
     assert!(e.contains("websocket.max-connections"), "{e}");
 }
+
+/// Asserts that the error `e` contains every needle.
+#[track_caller]
+fn names_all(e: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(e.contains(n), "error {e:?} lacks {n:?}");
+    }
+}
+
+#[test]
+fn misspelled_sente_lite_variables_are_errors() {
+    let e = load_err(
+        None,
+        &[("SENTE_LITE_WEBSOCKET_MAX_CONECTIONS", "5")],
+        &[],
+        "`SENTE_LITE_WEBSOCKET_MAX_CONECTIONS`",
+    );
+    names_all(
+        &e,
+        &[
+            "unknown environment variable",
+            "no config key of that name",
+            "did you mean `SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS`",
+        ],
+    );
+    // Among correct ones, and with no key near it: no suggestion.
+    let e = load_err(
+        None,
+        &[("SENTE_LITE_PORT", "4000"), ("SENTE_LITE_LOG", "debug")],
+        &[],
+        "`SENTE_LITE_LOG`",
+    );
+    assert!(!e.contains("did you mean"), "{e}");
+    // Only the SENTE_LITE_ prefix is ours: other variables stay ignored,
+    // and the seed's bare names keep working.
+    let env = pairs(&[
+        ("PATH", "/bin"),
+        ("SENTE_LITE", "x"),
+        ("MY_SENTE_LITE_PORT", "1"),
+        ("PORT", "4001"),
+        ("SENTE_LITE_HOST", "127.0.0.1"),
+    ]);
+    let c = Config::load(None, &env, &[]).unwrap();
+    assert_eq!((c.port, c.host.as_str()), (4001, "127.0.0.1"));
+}

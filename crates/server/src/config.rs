@@ -143,8 +143,24 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
-    #[error("unknown config key `{key}` (from {origin})")]
-    UnknownKey { key: String, origin: String },
+    #[error("unknown config key `{key}` (from {origin}){}", did_you_mean(.suggestion))]
+    UnknownKey {
+        key: String,
+        origin: String,
+        /// The key it is nearest to, when that looks like a typo.
+        suggestion: Option<String>,
+    },
+    /// A `SENTE_LITE_*` variable that is no key's: a misspelled variable
+    /// would otherwise be silently ignored.
+    #[error(
+        "unknown environment variable `{name}`: no config key of that name{}",
+        did_you_mean(.suggestion)
+    )]
+    UnknownVariable {
+        name: String,
+        /// The variable it is nearest to, when that looks like a typo.
+        suggestion: Option<String>,
+    },
     #[error("bad value {value:?} for `{key}` (from {origin}): expected {expected}")]
     BadValue {
         key: String,
@@ -161,6 +177,17 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
+/// The prefix of the environment variables of the keys. Every variable
+/// with it must be one of them; no other code reads such a variable.
+const ENV_PREFIX: &str = "SENTE_LITE_";
 
 /// The seed's environment variables and the keys they set.
 pub const SEED_ENV: [(&str, &str); 7] = [
@@ -179,7 +206,7 @@ pub const SEED_ENV: [(&str, &str); 7] = [
 /// The `SENTE_LITE_*` variable of a dotted key.
 pub fn env_name(key: &str) -> String {
     format!(
-        "SENTE_LITE_{}",
+        "{ENV_PREFIX}{}",
         key.to_ascii_uppercase().replace(['.', '-'], "_")
     )
 }
@@ -219,6 +246,18 @@ impl Config {
             merge(&mut table, &file_table, "", &origin)?;
         }
         let keys = Config::keys();
+        let names: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
+        if let Some((name, _)) = env
+            .iter()
+            .find(|(n, _)| n.starts_with(ENV_PREFIX) && !names.contains(n))
+        {
+            let tail = |n: &str| n.strip_prefix(ENV_PREFIX).unwrap_or(n).to_owned();
+            let tails: Vec<String> = names.iter().map(|n| tail(n)).collect();
+            return Err(ConfigError::UnknownVariable {
+                name: name.clone(),
+                suggestion: closest(&tail(name), &tails).map(|t| format!("{ENV_PREFIX}{t}")),
+            });
+        }
         for key in &keys {
             let name = env_name(key);
             if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
@@ -423,10 +462,7 @@ fn merge(
     for (k, v) in src {
         let key = dotted(prefix, k);
         let Some(slot) = dst.get_mut(k) else {
-            return Err(ConfigError::UnknownKey {
-                key,
-                origin: origin.to_owned(),
-            });
+            return Err(unknown_key(&key, origin));
         };
         match (slot, v) {
             (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin)?,
@@ -449,10 +485,7 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
     let mut parts = key.split('.').peekable();
     let mut cur = table;
     while let Some(part) = parts.next() {
-        let unknown = || ConfigError::UnknownKey {
-            key: key.to_owned(),
-            origin: origin.to_owned(),
-        };
+        let unknown = || unknown_key(key, origin);
         if parts.peek().is_none() {
             let slot = cur.get_mut(part).ok_or_else(unknown)?;
             *slot = parse_as(slot, raw).ok_or_else(|| bad(key, raw, origin, kind(slot)))?;
@@ -463,10 +496,49 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
             _ => return Err(unknown()),
         };
     }
-    Err(ConfigError::UnknownKey {
+    Err(unknown_key(key, origin))
+}
+
+fn unknown_key(key: &str, origin: &str) -> ConfigError {
+    ConfigError::UnknownKey {
         key: key.to_owned(),
         origin: origin.to_owned(),
-    })
+        suggestion: closest(key, &Config::keys()),
+    }
+}
+
+/// The candidate nearest to `name`, when it is near enough to be a typo of
+/// it (at most two edits, and a small part of the name).
+fn closest(name: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 2 && *d * 3 <= c.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows: Vec<Vec<usize>> = (0..=a.len())
+        .map(|i| (0..=b.len()).map(|j| if i == 0 { j } else { i }).collect())
+        .collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 fn parse_as(like: &toml::Value, raw: &str) -> Option<toml::Value> {
@@ -686,6 +758,60 @@ mod tests {
         let flags = vec![("telemetry.min-level".to_owned(), "loud".to_owned())];
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(err.contains("telemetry.min-level"), "{err}");
+    }
+
+    #[test]
+    fn every_sente_lite_variable_must_be_a_key() {
+        let err = Config::load(None, &env(&[("SENTE_LITE_PROT", "1")]), &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownVariable { name, suggestion }
+                if name == "SENTE_LITE_PROT" && suggestion.as_deref() == Some("SENTE_LITE_PORT")),
+            "{err:?}"
+        );
+        // Checked before any variable is applied, whatever the order.
+        let e = env(&[("PORT", "abc"), ("SENTE_LITE_NOPE", "1")]);
+        let err = Config::load(None, &e, &[]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnknownVariable { .. }),
+            "{err:?}"
+        );
+        // Every key's own variable is accepted.
+        let all: Vec<(String, String)> = Config::keys()
+            .iter()
+            .map(|k| (env_name(k), String::new()))
+            .collect();
+        let err = Config::load(None, &all, &[]).unwrap_err();
+        assert!(
+            !matches!(err, ConfigError::UnknownVariable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest() {
+        let f = file("[websocket]\nmax-conections = 5\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("; did you mean `websocket.max-connections`?"),
+            "{err}"
+        );
+        let flags = vec![("prot".to_owned(), "1".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.ends_with("did you mean `port`?"), "{err}");
+        let flags = vec![("websocket.nope".to_owned(), "1".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+
+        assert_eq!(edit_distance("port", "prot"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(
+            closest("LOG", &["PORT".to_owned(), "HOST".to_owned()]),
+            None
+        );
     }
 
     #[test]
