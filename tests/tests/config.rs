@@ -270,3 +270,47 @@ fn misspelled_sente_lite_variables_are_errors() {
     let c = Config::load(None, &env, &[]).unwrap();
     assert_eq!((c.port, c.host.as_str()), (4001, "127.0.0.1"));
 }
+
+#[test]
+fn type_errors_name_key_value_and_source() {
+    let e = load_err(None, &[("PORT", "70000")], &[], "`port`");
+    names_all(
+        &e,
+        &["\"70000\"", "(from environment PORT)", "from 0 to 65535"],
+    );
+    let e = load_err(None, &[("SENTE_LITE_PORT", "70000")], &[], "`port`");
+    names_all(&e, &["(from environment SENTE_LITE_PORT)"]);
+    let e = load_err(None, &[], &[("port", "70000")], "`port`");
+    names_all(&e, &["\"70000\"", "(from command line)"]);
+    let e = load_err(
+        None,
+        &[(
+            "SENTE_LITE_WEBSOCKET_MAX_MESSAGE_BYTES",
+            "99999999999999999999",
+        )],
+        &[],
+        "`websocket.max-message-bytes`",
+    );
+    names_all(
+        &e,
+        &[
+            "99999999999999999999",
+            "environment SENTE_LITE_WEBSOCKET_MAX_MESSAGE_BYTES",
+        ],
+    );
+    // The same from a file: out of range, negative.
+    for (name, text, key, value) in [
+        ("port-range", "port = 70000\n", "`port`", "70000"),
+        ("port-negative", "port = -1\n", "`port`", "-1"),
+        (
+            "buffer-negative",
+            "[telemetry]\nbuffer-size = -3\n",
+            "`telemetry.buffer-size`",
+            "-3",
+        ),
+    ] {
+        let f = TempToml::new(name, text);
+        let e = load_err(Some(&f), &[], &[], key);
+        names_all(&e, &[value, &f.0.display().to_string()]);
+    }
+}

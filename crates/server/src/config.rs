@@ -168,7 +168,14 @@ pub enum ConfigError {
         origin: String,
         expected: String,
     },
-    #[error("{0}")]
+    /// The merged values did not make a [`Config`]. Every value is checked
+    /// against its key's type where it is read (and a [`BadValue`] names
+    /// it), so this is a bug in those checks, never a user's mistake.
+    ///
+    /// [`BadValue`]: ConfigError::BadValue
+    #[error(
+        "internal error, please report it: the checked configuration does not deserialize: {0}"
+    )]
     Type(String),
     #[error("`{key}` = {value:?}: {message}")]
     Invalid {
@@ -452,7 +459,7 @@ fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
 }
 
 /// Copies `src` into `dst`, refusing keys `dst` (the defaults) lacks and
-/// values of another type.
+/// values its key cannot hold.
 fn merge(
     dst: &mut toml::Table,
     src: &toml::Table,
@@ -467,20 +474,20 @@ fn merge(
         match (slot, v) {
             (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin)?,
             (toml::Value::Table(_), other) => {
-                return Err(bad(&key, &other.to_string(), origin, "a table"));
+                return Err(bad(&key, &shown(other), origin, "a table"));
             }
             (slot, v) => {
-                if std::mem::discriminant(slot) != std::mem::discriminant(v) {
-                    return Err(bad(&key, &v.to_string(), origin, kind(slot)));
-                }
-                *slot = v.clone();
+                let ty = ty_of(&key, slot);
+                *slot = ty
+                    .accept(v)
+                    .ok_or_else(|| bad(&key, &shown(v), origin, &ty.expected()))?;
             }
         }
     }
     Ok(())
 }
 
-/// Sets one dotted key from a string, parsed as the default's type.
+/// Sets one dotted key from a string, parsed as the key's type.
 fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
     let mut parts = key.split('.').peekable();
     let mut cur = table;
@@ -488,7 +495,13 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
         let unknown = || unknown_key(key, origin);
         if parts.peek().is_none() {
             let slot = cur.get_mut(part).ok_or_else(unknown)?;
-            *slot = parse_as(slot, raw).ok_or_else(|| bad(key, raw, origin, kind(slot)))?;
+            if slot.is_table() {
+                return Err(bad(key, raw, origin, "a table (set its keys one by one)"));
+            }
+            let ty = ty_of(key, slot);
+            *slot = ty
+                .parse(raw)
+                .ok_or_else(|| bad(key, raw, origin, &ty.expected()))?;
             return Ok(());
         }
         cur = match cur.get_mut(part) {
@@ -497,6 +510,115 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
         };
     }
     Err(unknown_key(key, origin))
+}
+
+/// TOML integers are i64: no key can hold more.
+const TOML_MAX: u64 = i64::MAX as u64;
+const U16: Ty = Ty::UInt(u16::MAX as u64);
+const U64: Ty = Ty::UInt(TOML_MAX);
+const USIZE: Ty = Ty::UInt(if (usize::MAX as u64) < TOML_MAX {
+    usize::MAX as u64
+} else {
+    TOML_MAX
+});
+
+/// The type of every key: what its field in [`Config`] can hold. A value
+/// is checked against it where it is read, so that an error can say which
+/// source it came from (the deserialization of the merged table at the end
+/// could not). A test checks this table against the fields' real types.
+const TYPES: &[(&str, Ty)] = &[
+    ("port", U16),
+    ("host", Ty::Str),
+    ("telemetry.enabled", Ty::Bool),
+    ("telemetry.handler-id", Ty::Str),
+    ("telemetry.min-level", Ty::Str),
+    ("telemetry.output", Ty::Str),
+    ("telemetry.format", Ty::Str),
+    ("telemetry.file", Ty::Str),
+    ("telemetry.buffer-size", USIZE),
+    ("websocket.max-connections", USIZE),
+    ("websocket.heartbeat-interval-ms", U64),
+    ("websocket.message-timeout-ms", U64),
+    ("websocket.max-message-bytes", USIZE),
+    ("websocket.max-outbound-frames", USIZE),
+    ("websocket.max-outbound-bytes", USIZE),
+    ("websocket.shutdown-drain-ms", U64),
+    ("channels.auto-create", Ty::Bool),
+    ("channels.max-channels", USIZE),
+    ("channels.max-channel-id-bytes", USIZE),
+    ("channels.max-pending-rpc", USIZE),
+    ("channels.max-pending-rpc-per-connection", USIZE),
+    ("channels.max-rpc-timeout-ms", U64),
+    ("channels.default-config.max-subscribers", USIZE),
+    ("channels.default-config.message-retention", USIZE),
+    ("channels.default-config.rpc-timeout-ms", U64),
+    ("channels.default-config.telemetry-enabled", Ty::Bool),
+];
+
+/// What a key's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Bool,
+    Str,
+    /// An integer from 0 to this.
+    UInt(u64),
+}
+
+/// The type of `key`, whose default is `default`.
+fn ty_of(key: &str, default: &toml::Value) -> Ty {
+    match TYPES.iter().find(|(k, _)| *k == key) {
+        Some((_, ty)) => *ty,
+        // Not in the table (a test forbids it): as the default's type.
+        None => match default {
+            toml::Value::Boolean(_) => Ty::Bool,
+            toml::Value::Integer(_) => U64,
+            _ => Ty::Str,
+        },
+    }
+}
+
+impl Ty {
+    /// `v` if a value of this type.
+    fn accept(self, v: &toml::Value) -> Option<toml::Value> {
+        let ok = match (self, v) {
+            (Ty::Bool, toml::Value::Boolean(_)) | (Ty::Str, toml::Value::String(_)) => true,
+            (Ty::UInt(max), toml::Value::Integer(i)) => u64::try_from(*i).is_ok_and(|u| u <= max),
+            _ => false,
+        };
+        ok.then(|| v.clone())
+    }
+
+    /// A string from the environment or a flag as a value of this type.
+    fn parse(self, raw: &str) -> Option<toml::Value> {
+        let raw = raw.trim();
+        let v = match self {
+            Ty::Bool => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                _ => return None,
+            },
+            Ty::UInt(_) => toml::Value::Integer(raw.parse().ok()?),
+            Ty::Str => toml::Value::String(raw.to_owned()),
+        };
+        self.accept(&v)
+    }
+
+    /// What a bad value's error says was expected.
+    fn expected(self) -> String {
+        match self {
+            Ty::Bool => "a boolean (true/false)".to_owned(),
+            Ty::Str => "a string".to_owned(),
+            Ty::UInt(max) => format!("an integer from 0 to {max}"),
+        }
+    }
+}
+
+/// A TOML value as an error shows it: a string without its quotes.
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn unknown_key(key: &str, origin: &str) -> ConfigError {
@@ -539,32 +661,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     rows[a.len()][b.len()]
-}
-
-fn parse_as(like: &toml::Value, raw: &str) -> Option<toml::Value> {
-    let raw = raw.trim();
-    Some(match like {
-        toml::Value::Integer(_) => {
-            toml::Value::Integer(raw.parse::<i64>().ok().filter(|v| *v >= 0)?)
-        }
-        toml::Value::Boolean(_) => match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
-            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
-            _ => return None,
-        },
-        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
-        _ => return None,
-    })
-}
-
-fn kind(v: &toml::Value) -> &'static str {
-    match v {
-        toml::Value::Integer(_) => "a non-negative integer",
-        toml::Value::Boolean(_) => "a boolean (true/false)",
-        toml::Value::String(_) => "a string",
-        toml::Value::Table(_) => "a table",
-        _ => "a value of the default's type",
-    }
 }
 
 fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
@@ -812,6 +908,108 @@ mod tests {
             closest("LOG", &["PORT".to_owned(), "HOST".to_owned()]),
             None
         );
+    }
+
+    /// The key's slot in a table.
+    fn slot<'t>(t: &'t mut toml::Table, key: &str) -> &'t mut toml::Value {
+        match key.split_once('.') {
+            Some((first, rest)) => match t.get_mut(first) {
+                Some(toml::Value::Table(sub)) => slot(sub, rest),
+                _ => panic!("{key} is no key"),
+            },
+            None => t.get_mut(key).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_type_table_matches_the_fields() {
+        let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(Config::default()) else {
+            panic!("the defaults are a table");
+        };
+        let mut listed: Vec<&str> = TYPES.iter().map(|(k, _)| *k).collect();
+        let mut keys = Config::keys();
+        listed.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(listed, keys, "TYPES lists every key once");
+        for (key, ty) in TYPES {
+            let loads = |v: toml::Value| {
+                let mut t = defaults.clone();
+                *slot(&mut t, key) = v;
+                toml::Value::Table(t).try_into::<Config>().is_ok()
+            };
+            let int = |i: u64| toml::Value::Integer(i64::try_from(i).unwrap());
+            let text = |s: &str| toml::Value::String(s.to_owned());
+            match *ty {
+                Ty::UInt(max) => {
+                    assert!(loads(int(max)), "{key} holds {max}");
+                    assert!(!loads(toml::Value::Integer(-1)), "{key} holds -1");
+                    if max < TOML_MAX {
+                        assert!(!loads(int(max + 1)), "{key} holds {max} + 1");
+                    }
+                    assert!(!loads(text("1")), "{key} holds a string");
+                }
+                Ty::Bool => {
+                    assert!(loads(toml::Value::Boolean(true)), "{key}");
+                    assert!(!loads(text("true")), "{key} holds a string");
+                }
+                Ty::Str => {
+                    assert!(loads(text("x")), "{key} holds any string");
+                    assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn type_errors_are_found_where_the_value_is_read() {
+        // Out of the key's range, negative, wrong type: each from its
+        // source, never the deserializer's words.
+        type Pairs = &'static [(&'static str, &'static str)];
+        let cases: [(Pairs, Pairs, &str); 4] = [
+            (&[("PORT", "70000")], &[], "environment PORT"),
+            (&[], &[("port", "65536")], "command line"),
+            (
+                &[("SENTE_LITE_TELEMETRY_BUFFER_SIZE", "-1")],
+                &[],
+                "environment SENTE_LITE_TELEMETRY_BUFFER_SIZE",
+            ),
+            (
+                &[("TELEMETRY_ENABLED", "maybe")],
+                &[],
+                "environment TELEMETRY_ENABLED",
+            ),
+        ];
+        for (e, flags, origin) in cases {
+            let err = Config::load(None, &env(e), &env(flags)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadValue { origin: o, .. } if o == origin),
+                "{err:?}"
+            );
+        }
+        let f = file("port = 65536\n");
+        let err = Config::load(Some(f.path()), &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, value, expected, .. }
+                if (key.as_str(), value.as_str(), expected.as_str())
+                    == ("port", "65536", "an integer from 0 to 65535")),
+            "{err:?}"
+        );
+        let f = file("host = 7\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a string"), "{err}");
+        let f = file("[telemetry]\nhandler-id = \"x\"\nfile = [1]\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`telemetry.file`") && err.contains("[1]"),
+            "{err}"
+        );
+        let flags = env(&[("websocket", "3")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.contains("a table"), "{err}");
     }
 
     #[test]

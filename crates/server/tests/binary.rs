@@ -91,13 +91,18 @@ fn bad_configuration_exits_2_naming_the_key() {
         &'static [(&'static str, &'static str)],
         &'static [&'static str],
     );
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         (
             &["--port", "abc"],
             &[],
             &["`port`", "\"abc\"", "command line"],
         ),
         (&[], &[("PORT", "abc")], &["`port`", "environment PORT"]),
+        (
+            &[],
+            &[("PORT", "70000")],
+            &["`port`", "\"70000\"", "(from environment PORT)", "65535"],
+        ),
         (
             &[],
             &[("MAX_SUBSCRIBERS", "-5")],
