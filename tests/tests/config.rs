@@ -222,8 +222,18 @@ async fn start_refuses_an_invalid_config() {
     };
     c.telemetry.output = "none".into();
     c.websocket.max_connections = 0;
-    let e = Server::start(c).await.unwrap_err().to_string();
+    let e = Server::start(c.clone()).await.unwrap_err().to_string();
     assert!(e.contains("websocket.max-connections"), "{e}");
+    // Built in code: a value set there is named as such, a default as one.
+    assert!(e.contains("(from the Rust API)"), "{e}");
+    c.websocket.max_connections = 10;
+    c.websocket.max_message_bytes = 100_000_000;
+    let e = Server::start(c).await.unwrap_err().to_string();
+    assert!(
+        e.contains("`websocket.max-outbound-bytes` = \"8388608\" (from default)")
+            && e.contains("100000000 (from the Rust API)"),
+        "{e}"
+    );
 }
 
 /// Asserts that the error `e` contains every needle.
@@ -313,4 +323,50 @@ fn type_errors_name_key_value_and_source() {
         let e = load_err(Some(&f), &[], &[], key);
         names_all(&e, &[value, &f.0.display().to_string()]);
     }
+}
+
+#[test]
+fn range_errors_name_their_source() {
+    let e = load_err(
+        None,
+        &[("SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS", "0")],
+        &[],
+        "websocket.heartbeat-interval-ms",
+    );
+    assert_eq!(
+        e,
+        "`websocket.heartbeat-interval-ms` = \"0\" (from environment \
+         SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS): must be at least 1"
+    );
+    let e = load_err(
+        None,
+        &[],
+        &[("websocket.heartbeat-interval-ms", "0")],
+        "websocket.heartbeat-interval-ms",
+    );
+    names_all(&e, &["(from command line)"]);
+    let f = TempToml::new("range-zero", "[websocket]\nmax-connections = 0\n");
+    let e = load_err(Some(&f), &[], &[], "websocket.max-connections");
+    names_all(&e, &[&format!("(from {})", f.0.display())]);
+    // The final value is what is checked: a later source may fix it.
+    let c = Config::load(
+        Some(&f.0),
+        &pairs(&[("SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS", "5")]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.websocket.max_connections, 5);
+    // A rule between two keys names both, with their sources.
+    let e = load_err(
+        None,
+        &[],
+        &[("websocket.max-message-bytes", "100000000")],
+        "`websocket.max-outbound-bytes` = \"8388608\" (from default)",
+    );
+    names_all(
+        &e,
+        &["websocket.max-message-bytes", "100000000", "command line"],
+    );
+    let e = load_err(None, &[("HOST", "not-an-ip")], &[], "`host`");
+    names_all(&e, &["(from environment HOST)"]);
 }

@@ -11,6 +11,8 @@ use sente_lite_channels::EngineConfig;
 use sente_lite_protocol::ChannelConfig;
 use sente_lite_transport::TransportConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
@@ -177,10 +179,14 @@ pub enum ConfigError {
         "internal error, please report it: the checked configuration does not deserialize: {0}"
     )]
     Type(String),
-    #[error("`{key}` = {value:?}: {message}")]
+    /// A value of the right type that breaks a rule ([`Config::validate`]).
+    #[error("`{key}` = {value:?} (from {origin}): {message}")]
     Invalid {
         key: String,
         value: String,
+        /// Where the value came from, as in [`BadValue`](ConfigError::BadValue);
+        /// `default`, or `the Rust API` for a `Config` built in code.
+        origin: String,
         message: String,
     },
 }
@@ -191,6 +197,16 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         None => String::new(),
     }
 }
+
+/// Where each key's value came from (key → source), for errors. A key not
+/// in it has its default.
+type Origins = BTreeMap<String, String>;
+
+/// The source of a default value.
+const DEFAULT_ORIGIN: &str = "default";
+
+/// The source of a value set on a `Config` in Rust code.
+const CODE_ORIGIN: &str = "the Rust API";
 
 /// The prefix of the environment variables of the keys. Every variable
 /// with it must be one of them; no other code reads such a variable.
@@ -240,6 +256,7 @@ impl Config {
             Ok(toml::Value::Table(t)) => t,
             _ => toml::Table::new(),
         };
+        let mut origins = Origins::new();
         if let Some(path) = file {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -250,7 +267,7 @@ impl Config {
                 path: origin.clone(),
                 message: e.to_string(),
             })?;
-            merge(&mut table, &file_table, "", &origin)?;
+            merge(&mut table, &file_table, "", &origin, &mut origins)?;
         }
         let keys = Config::keys();
         let names: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
@@ -268,7 +285,13 @@ impl Config {
         for key in &keys {
             let name = env_name(key);
             if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
-                set(&mut table, key, v, &format!("environment {name}"))?;
+                set(
+                    &mut table,
+                    key,
+                    v,
+                    &format!("environment {name}"),
+                    &mut origins,
+                )?;
             }
         }
         for (name, key) in SEED_ENV {
@@ -278,11 +301,17 @@ impl Config {
                 continue;
             }
             if let Some((_, v)) = env.iter().find(|(n, _)| n == name) {
-                set(&mut table, key, v, &format!("environment {name}"))?;
+                set(
+                    &mut table,
+                    key,
+                    v,
+                    &format!("environment {name}"),
+                    &mut origins,
+                )?;
             }
         }
         for (key, v) in overrides {
-            set(&mut table, key, v, "command line")?;
+            set(&mut table, key, v, "command line", &mut origins)?;
         }
         let config: Config =
             toml::Value::Table(table)
@@ -290,20 +319,51 @@ impl Config {
                 .map_err(|e: toml::de::Error| {
                     ConfigError::Type(e.to_string().trim().replace('\n', " "))
                 })?;
-        config.validate()?;
+        config.check(&|key| {
+            origins
+                .get(key)
+                .map_or(DEFAULT_ORIGIN, String::as_str)
+                .to_owned()
+        })?;
         Ok(config)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot ([`Server::start`] does it too).
+    ///
+    /// A `Config` built in Rust does not record where its values came from:
+    /// an error names a value that differs from the default as set through
+    /// `the Rust API`, and one that does not as the `default`.
+    /// ([`Config::load`] names the real source: a file, a variable, a flag.)
+    ///
+    /// [`Server::start`]: crate::Server::start
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &str, value: impl ToString, message: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key: key.to_owned(),
-                value: value.to_string(),
-                message: message.to_owned(),
+        let mine = leaves(self);
+        let defaults = leaves(&Config::default());
+        self.check(&|key| {
+            if mine.get(key) == defaults.get(key) {
+                DEFAULT_ORIGIN.to_owned()
+            } else {
+                CODE_ORIGIN.to_owned()
             }
+        })
+    }
+
+    /// The rules of [`validate`](Self::validate); `origin` names each key's
+    /// source.
+    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn Display, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: origin(key),
+            message: message.to_owned(),
+        };
+        if self.host_ip().is_none() {
+            return Err(invalid(
+                "host",
+                &self.host,
+                "expected an IP address or localhost",
+            ));
         }
-        self.bind_ip()?;
         let positive: [(&str, u64); 10] = [
             (
                 "websocket.max-connections",
@@ -345,21 +405,27 @@ impl Config {
         ];
         for (key, v) in positive {
             if v == 0 {
-                return Err(invalid(key, v, "must be at least 1"));
+                return Err(invalid(key, &v, "must be at least 1"));
             }
         }
         if self.websocket.max_connections > u32::MAX as usize {
             return Err(invalid(
                 "websocket.max-connections",
-                self.websocket.max_connections,
+                &self.websocket.max_connections,
                 "must fit in 32 bits",
             ));
         }
         if self.websocket.max_outbound_bytes < self.websocket.max_message_bytes {
+            let other = "websocket.max-message-bytes";
             return Err(invalid(
                 "websocket.max-outbound-bytes",
-                self.websocket.max_outbound_bytes,
-                "must be at least websocket.max-message-bytes, or a client's largest message could never be delivered",
+                &self.websocket.max_outbound_bytes,
+                &format!(
+                    "must be at least `{other}` = {} (from {}), or a client's largest message \
+                     could never be delivered",
+                    self.websocket.max_message_bytes,
+                    origin(other)
+                ),
             ));
         }
         if self
@@ -389,24 +455,33 @@ impl Config {
             ));
         }
         if self.telemetry.buffer_size == 0 {
-            return Err(invalid("telemetry.buffer-size", 0, "must be at least 1"));
+            return Err(invalid("telemetry.buffer-size", &0, "must be at least 1"));
         }
         if self.telemetry.handler_id.trim().is_empty() {
-            return Err(invalid("telemetry.handler-id", "", "must not be empty"));
+            return Err(invalid(
+                "telemetry.handler-id",
+                &self.telemetry.handler_id,
+                "must not be empty",
+            ));
         }
         Ok(())
     }
 
     /// The IP to bind (`localhost` is 127.0.0.1).
     pub fn bind_ip(&self) -> Result<std::net::IpAddr, ConfigError> {
-        if self.host.eq_ignore_ascii_case("localhost") {
-            return Ok(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        }
-        self.host.parse().map_err(|_| ConfigError::Invalid {
+        self.host_ip().ok_or_else(|| ConfigError::Invalid {
             key: "host".to_owned(),
             value: self.host.clone(),
+            origin: CODE_ORIGIN.to_owned(),
             message: "expected an IP address or localhost".to_owned(),
         })
+    }
+
+    fn host_ip(&self) -> Option<std::net::IpAddr> {
+        if self.host.eq_ignore_ascii_case("localhost") {
+            return Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        self.host.parse().ok()
     }
 
     /// The engine's part.
@@ -448,6 +523,26 @@ fn dotted(prefix: &str, key: &str) -> String {
     }
 }
 
+/// Every key of `config` with its value.
+fn leaves(config: &Config) -> BTreeMap<String, toml::Value> {
+    fn walk(t: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::Value>) {
+        for (k, v) in t {
+            let key = dotted(prefix, k);
+            match v {
+                toml::Value::Table(sub) => walk(sub, &key, out),
+                _ => {
+                    out.insert(key, v.clone());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(toml::Value::Table(t)) = toml::Value::try_from(config) {
+        walk(&t, "", &mut out);
+    }
+    out
+}
+
 fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in t {
         let key = dotted(prefix, k);
@@ -465,6 +560,7 @@ fn merge(
     src: &toml::Table,
     prefix: &str,
     origin: &str,
+    origins: &mut Origins,
 ) -> Result<(), ConfigError> {
     for (k, v) in src {
         let key = dotted(prefix, k);
@@ -472,7 +568,7 @@ fn merge(
             return Err(unknown_key(&key, origin));
         };
         match (slot, v) {
-            (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin)?,
+            (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin, origins)?,
             (toml::Value::Table(_), other) => {
                 return Err(bad(&key, &shown(other), origin, "a table"));
             }
@@ -481,6 +577,7 @@ fn merge(
                 *slot = ty
                     .accept(v)
                     .ok_or_else(|| bad(&key, &shown(v), origin, &ty.expected()))?;
+                origins.insert(key, origin.to_owned());
             }
         }
     }
@@ -488,7 +585,13 @@ fn merge(
 }
 
 /// Sets one dotted key from a string, parsed as the key's type.
-fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+fn set(
+    table: &mut toml::Table,
+    key: &str,
+    raw: &str,
+    origin: &str,
+    origins: &mut Origins,
+) -> Result<(), ConfigError> {
     let mut parts = key.split('.').peekable();
     let mut cur = table;
     while let Some(part) = parts.next() {
@@ -502,6 +605,7 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
             *slot = ty
                 .parse(raw)
                 .ok_or_else(|| bad(key, raw, origin, &ty.expected()))?;
+            origins.insert(key.to_owned(), origin.to_owned());
             return Ok(());
         }
         cur = match cur.get_mut(part) {
@@ -1010,6 +1114,76 @@ mod tests {
         let flags = env(&[("websocket", "3")]);
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(err.contains("a table"), "{err}");
+    }
+
+    /// The origin of an `Invalid` error, or a panic.
+    fn invalid_origin(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { origin, .. }) => origin,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rule_errors_name_the_source_of_the_final_value() {
+        let f = file("[websocket]\nmessage-timeout-ms = 0\n");
+        let path = f.path().display().to_string();
+        assert_eq!(invalid_origin(Config::load(Some(f.path()), &[], &[])), path);
+        let e = env(&[("SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS", "0")]);
+        assert_eq!(
+            invalid_origin(Config::load(Some(f.path()), &e, &[])),
+            "environment SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS"
+        );
+        let flags = env(&[("websocket.message-timeout-ms", "0")]);
+        assert_eq!(
+            invalid_origin(Config::load(None, &[], &flags)),
+            "command line"
+        );
+        // The later source wins, for the origin as for the value.
+        let e = env(&[("SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS", "7")]);
+        let c = Config::load(Some(f.path()), &e, &[]).unwrap();
+        assert_eq!(c.websocket.message_timeout_ms, 7);
+        let e = env(&[("APP_NAME", " ")]);
+        assert_eq!(
+            invalid_origin(Config::load(None, &e, &[])),
+            "environment APP_NAME"
+        );
+        // A rule between two keys: the one named first is the default here.
+        let flags = env(&[("websocket.max-message-bytes", "9000000")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`websocket.max-outbound-bytes` = \"8388608\" (from default): ")
+                && err.contains("`websocket.max-message-bytes` = 9000000 (from command line)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validate_names_values_set_in_code() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.websocket.heartbeat_interval_ms = 0;
+        assert_eq!(
+            invalid_origin(c.validate().map(|()| c.clone())),
+            "the Rust API"
+        );
+        c.websocket.heartbeat_interval_ms = 10;
+        c.websocket.max_message_bytes = usize::MAX / 2;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("(from default)") && err.contains("(from the Rust API)"),
+            "{err}"
+        );
+        c.websocket.max_message_bytes = 1;
+        c.host = "nowhere".to_owned();
+        assert_eq!(
+            invalid_origin(c.validate().map(|()| c.clone())),
+            "the Rust API"
+        );
+        assert!(matches!(
+            c.bind_ip(),
+            Err(ConfigError::Invalid { ref key, ref origin, .. }) if key == "host" && origin == "the Rust API"
+        ));
     }
 
     #[test]

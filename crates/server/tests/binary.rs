@@ -91,7 +91,7 @@ fn bad_configuration_exits_2_naming_the_key() {
         &'static [(&'static str, &'static str)],
         &'static [&'static str],
     );
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         (
             &["--port", "abc"],
             &[],
@@ -115,12 +115,20 @@ fn bad_configuration_exits_2_naming_the_key() {
         (
             &["--max-connections", "0"],
             &[],
-            &["websocket.max-connections"],
+            &["websocket.max-connections", "\"0\"", "(from command line)"],
         ),
         (
             &["--set", "websocket.max-connections=0"],
             &[],
-            &["websocket.max-connections"],
+            &["websocket.max-connections", "(from command line)"],
+        ),
+        (
+            &[],
+            &[("SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS", "0")],
+            &[
+                "websocket.heartbeat-interval-ms",
+                "(from environment SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS)",
+            ],
         ),
         (
             &["--set", "no.such-key=1"],
