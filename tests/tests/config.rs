@@ -370,3 +370,40 @@ fn range_errors_name_their_source() {
     let e = load_err(None, &[("HOST", "not-an-ip")], &[], "`host`");
     names_all(&e, &["(from environment HOST)"]);
 }
+
+#[test]
+fn zero_limits_that_would_refuse_everything_are_errors() {
+    let e = load_err(
+        None,
+        &[("MAX_SUBSCRIBERS", "0")],
+        &[],
+        "`channels.default-config.max-subscribers`",
+    );
+    names_all(&e, &["(from environment MAX_SUBSCRIBERS)", "at least 1"]);
+    let e = load_err(
+        None,
+        &[],
+        &[("channels.default-config.rpc-timeout-ms", "0")],
+        "`channels.default-config.rpc-timeout-ms`",
+    );
+    names_all(&e, &["(from command line)", "at least 1"]);
+    let f = TempToml::new("rpc-zero", "[channels]\nmax-rpc-timeout-ms = 0\n");
+    let e = load_err(Some(&f), &[], &[], "`channels.max-rpc-timeout-ms`");
+    names_all(&e, &["at least 1"]);
+    let e = load_err(
+        None,
+        &[],
+        &[("telemetry.output", "file"), ("telemetry.file", " ")],
+        "`telemetry.file`",
+    );
+    names_all(&e, &["must not be empty"]);
+    // Zeros that mean something stay accepted.
+    let c = Config::load(
+        None,
+        &pairs(&[("PORT", "0"), ("MESSAGE_RETENTION", "0")]),
+        &[("websocket.shutdown-drain-ms".into(), "0".into())],
+    )
+    .unwrap();
+    assert_eq!(c.port, 0);
+    assert_eq!(c.websocket.shutdown_drain_ms, 0);
+}

@@ -364,7 +364,10 @@ impl Config {
                 "expected an IP address or localhost",
             ));
         }
-        let positive: [(&str, u64); 10] = [
+        // A 0 in any of these would refuse or time out everything.
+        let c = &self.channels;
+        let positive: [(&str, u64); 14] = [
+            ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
             (
                 "websocket.max-connections",
                 self.websocket.max_connections as u64,
@@ -401,6 +404,18 @@ impl Config {
             (
                 "channels.max-pending-rpc-per-connection",
                 self.channels.max_pending_rpc_per_connection as u64,
+            ),
+            // Every RPC would time out the moment it is sent.
+            ("channels.max-rpc-timeout-ms", c.max_rpc_timeout_ms),
+            // No one could ever subscribe to a channel.
+            (
+                "channels.default-config.max-subscribers",
+                c.default_config.max_subscribers as u64,
+            ),
+            // Every RPC naming no timeout would time out at once.
+            (
+                "channels.default-config.rpc-timeout-ms",
+                c.default_config.rpc_timeout_ms,
             ),
         ];
         for (key, v) in positive {
@@ -454,8 +469,12 @@ impl Config {
                 "expected text or json",
             ));
         }
-        if self.telemetry.buffer_size == 0 {
-            return Err(invalid("telemetry.buffer-size", &0, "must be at least 1"));
+        if self.telemetry.output == "file" && self.telemetry.file.trim().is_empty() {
+            return Err(invalid(
+                "telemetry.file",
+                &self.telemetry.file,
+                "must not be empty when telemetry.output is file",
+            ));
         }
         if self.telemetry.handler_id.trim().is_empty() {
             return Err(invalid(
@@ -1184,6 +1203,35 @@ mod tests {
             c.bind_ip(),
             Err(ConfigError::Invalid { ref key, ref origin, .. }) if key == "host" && origin == "the Rust API"
         ));
+    }
+
+    #[test]
+    fn zeros_that_would_refuse_everything_are_refused() {
+        for key in [
+            "channels.default-config.max-subscribers",
+            "channels.default-config.rpc-timeout-ms",
+            "channels.max-rpc-timeout-ms",
+            "telemetry.buffer-size",
+        ] {
+            let err = Config::load(None, &[], &env(&[(key, "0")])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, message, .. }
+                    if k == key && message == "must be at least 1"),
+                "{key}: {err:?}"
+            );
+        }
+        let mut c = Config::default();
+        c.channels.default_config.max_subscribers = 0;
+        assert!(c.validate().is_err(), "validate() checks it too");
+        // The file is needed only when it is written to.
+        let flags = env(&[("telemetry.file", ""), ("telemetry.output", "none")]);
+        assert!(Config::load(None, &[], &flags).is_ok());
+        let flags = env(&[("telemetry.file", ""), ("telemetry.output", "file")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.contains("`telemetry.file` = \"\" (from command line)"),
+            "{err}"
+        );
     }
 
     #[test]
