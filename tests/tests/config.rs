@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use sente_lite_server::{Config, Server};
+use sente_lite_server::{Config, Server, TelemetryOutput};
 use std::path::PathBuf;
 
 /// A TOML file in the temp dir, removed when dropped.
@@ -104,7 +104,7 @@ message-retention = 7
     assert_eq!(c.channels.default_config.message_retention, 7, "file only");
     assert_eq!(c.telemetry.handler_id, "chat-server");
     assert!(!c.channels.auto_create);
-    assert_eq!(c.telemetry.output, "none");
+    assert_eq!(c.telemetry.output, TelemetryOutput::None);
     // Untouched keys keep their defaults.
     assert_eq!(
         c.websocket.max_message_bytes,
@@ -220,7 +220,7 @@ async fn start_refuses_an_invalid_config() {
         host: "127.0.0.1".into(),
         ..Config::default()
     };
-    c.telemetry.output = "none".into();
+    c.telemetry.output = TelemetryOutput::None;
     c.websocket.max_connections = 0;
     let e = Server::start(c.clone()).await.unwrap_err().to_string();
     assert!(e.contains("websocket.max-connections"), "{e}");
@@ -406,4 +406,56 @@ fn zero_limits_that_would_refuse_everything_are_errors() {
     .unwrap();
     assert_eq!(c.port, 0);
     assert_eq!(c.websocket.shutdown_drain_ms, 0);
+}
+
+#[test]
+fn telemetry_names_are_parsed_once_into_their_canonical_form() {
+    let env = pairs(&[
+        ("SENTE_LITE_TELEMETRY_MIN_LEVEL", "WARNING"),
+        ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
+        ("SENTE_LITE_TELEMETRY_FORMAT", "json"),
+    ]);
+    let c = Config::load(None, &env, &[]).unwrap();
+    let shown = serde_json::to_value(&c.telemetry).unwrap();
+    assert_eq!(shown["min-level"], "warn");
+    assert_eq!(shown["output"], "file");
+    assert_eq!(shown["format"], "json");
+    let f = TempToml::new("level-case", "[telemetry]\nmin-level = \"Debug\"\n");
+    let c = Config::load(Some(&f.0), &[], &[]).unwrap();
+    assert_eq!(
+        serde_json::to_value(&c.telemetry).unwrap()["min-level"],
+        "debug"
+    );
+    // Bad names: key, value, source and the allowed set.
+    let e = load_err(
+        None,
+        &[("SENTE_LITE_TELEMETRY_OUTPUT", "fancy")],
+        &[],
+        "`telemetry.output`",
+    );
+    names_all(
+        &e,
+        &[
+            "\"fancy\"",
+            "environment SENTE_LITE_TELEMETRY_OUTPUT",
+            "console, file or none",
+        ],
+    );
+    let f = TempToml::new("format-bad", "[telemetry]\nformat = \"xml\"\n");
+    let e = load_err(Some(&f), &[], &[], "`telemetry.format`");
+    names_all(&e, &["\"xml\"", &f.0.display().to_string(), "text or json"]);
+    let e = load_err(
+        None,
+        &[],
+        &[("telemetry.min-level", "loud")],
+        "`telemetry.min-level`",
+    );
+    names_all(
+        &e,
+        &[
+            "\"loud\"",
+            "command line",
+            "trace, debug, info, warn, error, fatal or report",
+        ],
+    );
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
+use telemere_lite::Level;
 
 /// The whole configuration. See docs/CONFIGURATION.md for every key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,15 +39,80 @@ pub struct TelemetryConfig {
     /// Id of that handler (its key in `/stats` `telemetry-stats`).
     pub handler_id: String,
     /// Minimum level: trace, debug, info, warn, error, fatal, report.
-    pub min_level: String,
-    /// Where signals go: `console` (stderr), `file`, or `none` (counted only).
-    pub output: String,
-    /// Console format: `text` or `json`.
-    pub format: String,
+    pub min_level: Level,
+    /// Where signals go.
+    pub output: TelemetryOutput,
+    /// Format of the console output.
+    pub format: TelemetryFormat,
     /// JSON-lines file for `output = "file"`.
     pub file: String,
     /// Queue of the async handler.
     pub buffer_size: usize,
+}
+
+/// `telemetry.output`: where the server's telemetry handler sends signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelemetryOutput {
+    /// Stderr, in [`TelemetryFormat`].
+    Console,
+    /// JSON lines appended to `telemetry.file`.
+    File,
+    /// Nowhere: signals are only counted (`/stats` `telemetry-stats`).
+    None,
+}
+
+impl TelemetryOutput {
+    /// Every output, as named in the configuration.
+    pub const ALL: [TelemetryOutput; 3] = [
+        TelemetryOutput::Console,
+        TelemetryOutput::File,
+        TelemetryOutput::None,
+    ];
+
+    /// The name in the configuration (`"console"`), as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TelemetryOutput::Console => "console",
+            TelemetryOutput::File => "file",
+            TelemetryOutput::None => "none",
+        }
+    }
+}
+
+impl Display for TelemetryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// `telemetry.format`: how console output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelemetryFormat {
+    /// One human-readable line per signal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl TelemetryFormat {
+    /// Every format, as named in the configuration.
+    pub const ALL: [TelemetryFormat; 2] = [TelemetryFormat::Text, TelemetryFormat::Json];
+
+    /// The name in the configuration (`"text"`), as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TelemetryFormat::Text => "text",
+            TelemetryFormat::Json => "json",
+        }
+    }
+}
+
+impl Display for TelemetryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `[websocket]`
@@ -92,9 +158,9 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             enabled: true,
             handler_id: "sente-lite".to_owned(),
-            min_level: "info".to_owned(),
-            output: "console".to_owned(),
-            format: "text".to_owned(),
+            min_level: Level::Info,
+            output: TelemetryOutput::Console,
+            format: TelemetryFormat::Text,
             file: "sente-lite.log".to_owned(),
             buffer_size: 1024,
         }
@@ -443,33 +509,7 @@ impl Config {
                 ),
             ));
         }
-        if self
-            .telemetry
-            .min_level
-            .parse::<telemere_lite::Level>()
-            .is_err()
-        {
-            return Err(invalid(
-                "telemetry.min-level",
-                &self.telemetry.min_level,
-                "expected one of trace, debug, info, warn, error, fatal, report",
-            ));
-        }
-        if !["console", "file", "none"].contains(&self.telemetry.output.as_str()) {
-            return Err(invalid(
-                "telemetry.output",
-                &self.telemetry.output,
-                "expected console, file or none",
-            ));
-        }
-        if !["text", "json"].contains(&self.telemetry.format.as_str()) {
-            return Err(invalid(
-                "telemetry.format",
-                &self.telemetry.format,
-                "expected text or json",
-            ));
-        }
-        if self.telemetry.output == "file" && self.telemetry.file.trim().is_empty() {
+        if self.telemetry.output == TelemetryOutput::File && self.telemetry.file.trim().is_empty() {
             return Err(invalid(
                 "telemetry.file",
                 &self.telemetry.file,
@@ -654,9 +694,9 @@ const TYPES: &[(&str, Ty)] = &[
     ("host", Ty::Str),
     ("telemetry.enabled", Ty::Bool),
     ("telemetry.handler-id", Ty::Str),
-    ("telemetry.min-level", Ty::Str),
-    ("telemetry.output", Ty::Str),
-    ("telemetry.format", Ty::Str),
+    ("telemetry.min-level", LEVEL),
+    ("telemetry.output", OUTPUT),
+    ("telemetry.format", FORMAT),
     ("telemetry.file", Ty::Str),
     ("telemetry.buffer-size", USIZE),
     ("websocket.max-connections", USIZE),
@@ -678,13 +718,43 @@ const TYPES: &[(&str, Ty)] = &[
     ("channels.default-config.telemetry-enabled", Ty::Bool),
 ];
 
+const LEVEL: Ty = Ty::Names {
+    names: &["trace", "debug", "info", "warn", "error", "fatal", "report"],
+    // As Level::from_str: any case, and "warning".
+    canonical: |s| s.parse::<Level>().ok().map(Level::as_str),
+};
+const OUTPUT: Ty = Ty::Names {
+    names: &["console", "file", "none"],
+    canonical: |s| {
+        TelemetryOutput::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .find(|n| *n == s)
+    },
+};
+const FORMAT: Ty = Ty::Names {
+    names: &["text", "json"],
+    canonical: |s| {
+        TelemetryFormat::ALL
+            .iter()
+            .map(|f| f.as_str())
+            .find(|n| *n == s)
+    },
+};
+
 /// What a key's value must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Ty {
     Bool,
     Str,
     /// An integer from 0 to this.
     UInt(u64),
+    /// A string naming one of an enum's values (serialized as `names`);
+    /// `canonical` gives the serialized name of a string it accepts.
+    Names {
+        names: &'static [&'static str],
+        canonical: fn(&str) -> Option<&'static str>,
+    },
 }
 
 /// The type of `key`, whose default is `default`.
@@ -701,11 +771,14 @@ fn ty_of(key: &str, default: &toml::Value) -> Ty {
 }
 
 impl Ty {
-    /// `v` if a value of this type.
+    /// `v` if a value of this type, in its serialized form.
     fn accept(self, v: &toml::Value) -> Option<toml::Value> {
         let ok = match (self, v) {
             (Ty::Bool, toml::Value::Boolean(_)) | (Ty::Str, toml::Value::String(_)) => true,
             (Ty::UInt(max), toml::Value::Integer(i)) => u64::try_from(*i).is_ok_and(|u| u <= max),
+            (Ty::Names { canonical, .. }, toml::Value::String(s)) => {
+                return canonical(s).map(|n| toml::Value::String(n.to_owned()));
+            }
             _ => false,
         };
         ok.then(|| v.clone())
@@ -721,7 +794,7 @@ impl Ty {
                 _ => return None,
             },
             Ty::UInt(_) => toml::Value::Integer(raw.parse().ok()?),
-            Ty::Str => toml::Value::String(raw.to_owned()),
+            Ty::Str | Ty::Names { .. } => toml::Value::String(raw.to_owned()),
         };
         self.accept(&v)
     }
@@ -732,6 +805,11 @@ impl Ty {
             Ty::Bool => "a boolean (true/false)".to_owned(),
             Ty::Str => "a string".to_owned(),
             Ty::UInt(max) => format!("an integer from 0 to {max}"),
+            Ty::Names { names, .. } => match names.split_last() {
+                Some((last, [])) => (*last).to_owned(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => "nothing".to_owned(),
+            },
         }
     }
 }
@@ -1079,6 +1157,14 @@ mod tests {
                     assert!(loads(text("x")), "{key} holds any string");
                     assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
                 }
+                Ty::Names { names, canonical } => {
+                    for n in names {
+                        assert!(loads(text(n)), "{key} holds {n}");
+                        assert_eq!(canonical(n), Some(*n), "{key}");
+                    }
+                    assert!(!loads(text("zzz")), "{key} holds any string");
+                    assert_eq!(canonical("zzz"), None, "{key}");
+                }
             }
         }
     }
@@ -1232,6 +1318,70 @@ mod tests {
             err.contains("`telemetry.file` = \"\" (from command line)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn telemetry_values_are_enums_named_as_before() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        for line in [
+            "min-level = \"info\"",
+            "output = \"console\"",
+            "format = \"text\"",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+        let names = |ty: Ty| match ty {
+            Ty::Names { names, .. } => names.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(names(LEVEL), Level::ALL.map(Level::as_str));
+        assert_eq!(
+            names(OUTPUT),
+            TelemetryOutput::ALL.map(TelemetryOutput::as_str)
+        );
+        assert_eq!(
+            names(FORMAT),
+            TelemetryFormat::ALL.map(TelemetryFormat::as_str)
+        );
+        for o in TelemetryOutput::ALL {
+            assert_eq!(toml::Value::try_from(o).unwrap().as_str(), Some(o.as_str()));
+            assert_eq!(o.to_string(), o.as_str());
+        }
+        for f in TelemetryFormat::ALL {
+            assert_eq!(toml::Value::try_from(f).unwrap().as_str(), Some(f.as_str()));
+        }
+
+        let e = env(&[
+            ("SENTE_LITE_TELEMETRY_MIN_LEVEL", " Warning "),
+            ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
+            ("SENTE_LITE_TELEMETRY_FORMAT", "json"),
+        ]);
+        let t = Config::load(None, &e, &[]).unwrap().telemetry;
+        assert_eq!(
+            (t.min_level, t.output, t.format),
+            (Level::Warn, TelemetryOutput::File, TelemetryFormat::Json)
+        );
+        let f = file("[telemetry]\nmin-level = \"ERROR\"\noutput = \"none\"\n");
+        let t = Config::load(Some(f.path()), &[], &[]).unwrap().telemetry;
+        assert_eq!(
+            (t.min_level, t.output),
+            (Level::Error, TelemetryOutput::None)
+        );
+        // Output and format names are exact, as they always were.
+        let e = env(&[("SENTE_LITE_TELEMETRY_OUTPUT", "Console")]);
+        let err = Config::load(None, &e, &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, value, origin, expected }
+                if key == "telemetry.output" && value == "Console"
+                    && origin == "environment SENTE_LITE_TELEMETRY_OUTPUT"
+                    && expected == "console, file or none"),
+            "{err:?}"
+        );
+        let f = file("[telemetry]\nformat = 1\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("expected text or json"), "{err}");
     }
 
     #[test]
