@@ -303,16 +303,18 @@ pub fn env_name(key: &str) -> String {
 impl Config {
     /// Every dotted key, in file order.
     pub fn keys() -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) {
-            collect_keys(&t, "", &mut out);
-        }
-        out
+        leaves(&Config::default()).into_keys().collect()
     }
 
     /// Loads: defaults, then `file` (TOML), then the environment `env`
     /// (name → value), then `overrides` (dotted key → value, from flags).
     /// Each later source wins. Then validates.
+    ///
+    /// Every error names its source. An unknown key, a `SENTE_LITE_*`
+    /// variable that is no key's, and a value its key's type cannot hold are
+    /// refused where they are read; the rules of [`validate`](Self::validate)
+    /// apply to the merged values. Variables without the `SENTE_LITE_`
+    /// prefix other than the seed's ([`SEED_ENV`]) are ignored.
     pub fn load(
         file: Option<&Path>,
         env: &[(String, String)],
@@ -600,16 +602,6 @@ fn leaves(config: &Config) -> BTreeMap<String, toml::Value> {
         walk(&t, "", &mut out);
     }
     out
-}
-
-fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
-    for (k, v) in t {
-        let key = dotted(prefix, k);
-        match v {
-            toml::Value::Table(sub) => collect_keys(sub, &key, out),
-            _ => out.push(key),
-        }
-    }
 }
 
 /// Copies `src` into `dst`, refusing keys `dst` (the defaults) lacks and
