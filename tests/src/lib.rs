@@ -32,7 +32,7 @@ pub fn config() -> Config {
         host: "127.0.0.1".into(),
         ..Config::default()
     };
-    c.telemetry.output = "none".into();
+    c.telemetry.output = sente_lite_server::TelemetryOutput::None;
     c
 }
 

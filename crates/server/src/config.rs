@@ -11,8 +11,11 @@ use sente_lite_channels::EngineConfig;
 use sente_lite_protocol::ChannelConfig;
 use sente_lite_transport::TransportConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
+use telemere_lite::Level;
 
 /// The whole configuration. See docs/CONFIGURATION.md for every key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,15 +39,80 @@ pub struct TelemetryConfig {
     /// Id of that handler (its key in `/stats` `telemetry-stats`).
     pub handler_id: String,
     /// Minimum level: trace, debug, info, warn, error, fatal, report.
-    pub min_level: String,
-    /// Where signals go: `console` (stderr), `file`, or `none` (counted only).
-    pub output: String,
-    /// Console format: `text` or `json`.
-    pub format: String,
+    pub min_level: Level,
+    /// Where signals go.
+    pub output: TelemetryOutput,
+    /// Format of the console output.
+    pub format: TelemetryFormat,
     /// JSON-lines file for `output = "file"`.
     pub file: String,
     /// Queue of the async handler.
     pub buffer_size: usize,
+}
+
+/// `telemetry.output`: where the server's telemetry handler sends signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelemetryOutput {
+    /// Stderr, in [`TelemetryFormat`].
+    Console,
+    /// JSON lines appended to `telemetry.file`.
+    File,
+    /// Nowhere: signals are only counted (`/stats` `telemetry-stats`).
+    None,
+}
+
+impl TelemetryOutput {
+    /// Every output, as named in the configuration.
+    pub const ALL: [TelemetryOutput; 3] = [
+        TelemetryOutput::Console,
+        TelemetryOutput::File,
+        TelemetryOutput::None,
+    ];
+
+    /// The name in the configuration (`"console"`), as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TelemetryOutput::Console => "console",
+            TelemetryOutput::File => "file",
+            TelemetryOutput::None => "none",
+        }
+    }
+}
+
+impl Display for TelemetryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// `telemetry.format`: how console output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelemetryFormat {
+    /// One human-readable line per signal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl TelemetryFormat {
+    /// Every format, as named in the configuration.
+    pub const ALL: [TelemetryFormat; 2] = [TelemetryFormat::Text, TelemetryFormat::Json];
+
+    /// The name in the configuration (`"text"`), as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TelemetryFormat::Text => "text",
+            TelemetryFormat::Json => "json",
+        }
+    }
+}
+
+impl Display for TelemetryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `[websocket]`
@@ -90,9 +158,9 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             enabled: true,
             handler_id: "sente-lite".to_owned(),
-            min_level: "info".to_owned(),
-            output: "console".to_owned(),
-            format: "text".to_owned(),
+            min_level: Level::Info,
+            output: TelemetryOutput::Console,
+            format: TelemetryFormat::Text,
             file: "sente-lite.log".to_owned(),
             buffer_size: 1024,
         }
@@ -143,8 +211,24 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
-    #[error("unknown config key `{key}` (from {origin})")]
-    UnknownKey { key: String, origin: String },
+    #[error("unknown config key `{key}` (from {origin}){}", did_you_mean(.suggestion))]
+    UnknownKey {
+        key: String,
+        origin: String,
+        /// The key it is nearest to, when that looks like a typo.
+        suggestion: Option<String>,
+    },
+    /// A `SENTE_LITE_*` variable that is no key's: a misspelled variable
+    /// would otherwise be silently ignored.
+    #[error(
+        "unknown environment variable `{name}`: no config key of that name{}",
+        did_you_mean(.suggestion)
+    )]
+    UnknownVariable {
+        name: String,
+        /// The variable it is nearest to, when that looks like a typo.
+        suggestion: Option<String>,
+    },
     #[error("bad value {value:?} for `{key}` (from {origin}): expected {expected}")]
     BadValue {
         key: String,
@@ -152,15 +236,47 @@ pub enum ConfigError {
         origin: String,
         expected: String,
     },
-    #[error("{0}")]
+    /// The merged values did not make a [`Config`]. Every value is checked
+    /// against its key's type where it is read (and a [`BadValue`] names
+    /// it), so this is a bug in those checks, never a user's mistake.
+    ///
+    /// [`BadValue`]: ConfigError::BadValue
+    #[error(
+        "internal error, please report it: the checked configuration does not deserialize: {0}"
+    )]
     Type(String),
-    #[error("`{key}` = {value:?}: {message}")]
+    /// A value of the right type that breaks a rule ([`Config::validate`]).
+    #[error("`{key}` = {value:?} (from {origin}): {message}")]
     Invalid {
         key: String,
         value: String,
+        /// Where the value came from, as in [`BadValue`](ConfigError::BadValue);
+        /// `default`, or `the Rust API` for a `Config` built in code.
+        origin: String,
         message: String,
     },
 }
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
+/// Where each key's value came from (key → source), for errors. A key not
+/// in it has its default.
+type Origins = BTreeMap<String, String>;
+
+/// The source of a default value.
+const DEFAULT_ORIGIN: &str = "default";
+
+/// The source of a value set on a `Config` in Rust code.
+const CODE_ORIGIN: &str = "the Rust API";
+
+/// The prefix of the environment variables of the keys. Every variable
+/// with it must be one of them; no other code reads such a variable.
+const ENV_PREFIX: &str = "SENTE_LITE_";
 
 /// The seed's environment variables and the keys they set.
 pub const SEED_ENV: [(&str, &str); 7] = [
@@ -179,7 +295,7 @@ pub const SEED_ENV: [(&str, &str); 7] = [
 /// The `SENTE_LITE_*` variable of a dotted key.
 pub fn env_name(key: &str) -> String {
     format!(
-        "SENTE_LITE_{}",
+        "{ENV_PREFIX}{}",
         key.to_ascii_uppercase().replace(['.', '-'], "_")
     )
 }
@@ -187,16 +303,18 @@ pub fn env_name(key: &str) -> String {
 impl Config {
     /// Every dotted key, in file order.
     pub fn keys() -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) {
-            collect_keys(&t, "", &mut out);
-        }
-        out
+        leaves(&Config::default()).into_keys().collect()
     }
 
     /// Loads: defaults, then `file` (TOML), then the environment `env`
     /// (name → value), then `overrides` (dotted key → value, from flags).
     /// Each later source wins. Then validates.
+    ///
+    /// Every error names its source. An unknown key, a `SENTE_LITE_*`
+    /// variable that is no key's, and a value its key's type cannot hold are
+    /// refused where they are read; the rules of [`validate`](Self::validate)
+    /// apply to the merged values. Variables without the `SENTE_LITE_`
+    /// prefix other than the seed's ([`SEED_ENV`]) are ignored.
     pub fn load(
         file: Option<&Path>,
         env: &[(String, String)],
@@ -206,6 +324,7 @@ impl Config {
             Ok(toml::Value::Table(t)) => t,
             _ => toml::Table::new(),
         };
+        let mut origins = Origins::new();
         if let Some(path) = file {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -216,13 +335,31 @@ impl Config {
                 path: origin.clone(),
                 message: e.to_string(),
             })?;
-            merge(&mut table, &file_table, "", &origin)?;
+            merge(&mut table, &file_table, "", &origin, &mut origins)?;
         }
         let keys = Config::keys();
+        let names: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
+        if let Some((name, _)) = env
+            .iter()
+            .find(|(n, _)| n.starts_with(ENV_PREFIX) && !names.contains(n))
+        {
+            let tail = |n: &str| n.strip_prefix(ENV_PREFIX).unwrap_or(n).to_owned();
+            let tails: Vec<String> = names.iter().map(|n| tail(n)).collect();
+            return Err(ConfigError::UnknownVariable {
+                name: name.clone(),
+                suggestion: closest(&tail(name), &tails).map(|t| format!("{ENV_PREFIX}{t}")),
+            });
+        }
         for key in &keys {
             let name = env_name(key);
             if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
-                set(&mut table, key, v, &format!("environment {name}"))?;
+                set(
+                    &mut table,
+                    key,
+                    v,
+                    &format!("environment {name}"),
+                    &mut origins,
+                )?;
             }
         }
         for (name, key) in SEED_ENV {
@@ -232,11 +369,17 @@ impl Config {
                 continue;
             }
             if let Some((_, v)) = env.iter().find(|(n, _)| n == name) {
-                set(&mut table, key, v, &format!("environment {name}"))?;
+                set(
+                    &mut table,
+                    key,
+                    v,
+                    &format!("environment {name}"),
+                    &mut origins,
+                )?;
             }
         }
         for (key, v) in overrides {
-            set(&mut table, key, v, "command line")?;
+            set(&mut table, key, v, "command line", &mut origins)?;
         }
         let config: Config =
             toml::Value::Table(table)
@@ -244,21 +387,55 @@ impl Config {
                 .map_err(|e: toml::de::Error| {
                     ConfigError::Type(e.to_string().trim().replace('\n', " "))
                 })?;
-        config.validate()?;
+        config.check(&|key| {
+            origins
+                .get(key)
+                .map_or(DEFAULT_ORIGIN, String::as_str)
+                .to_owned()
+        })?;
         Ok(config)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot ([`Server::start`] does it too).
+    ///
+    /// A `Config` built in Rust does not record where its values came from:
+    /// an error names a value that differs from the default as set through
+    /// `the Rust API`, and one that does not as the `default`.
+    /// ([`Config::load`] names the real source: a file, a variable, a flag.)
+    ///
+    /// [`Server::start`]: crate::Server::start
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &str, value: impl ToString, message: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key: key.to_owned(),
-                value: value.to_string(),
-                message: message.to_owned(),
+        let mine = leaves(self);
+        let defaults = leaves(&Config::default());
+        self.check(&|key| {
+            if mine.get(key) == defaults.get(key) {
+                DEFAULT_ORIGIN.to_owned()
+            } else {
+                CODE_ORIGIN.to_owned()
             }
+        })
+    }
+
+    /// The rules of [`validate`](Self::validate); `origin` names each key's
+    /// source.
+    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn Display, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: origin(key),
+            message: message.to_owned(),
+        };
+        if self.host_ip().is_none() {
+            return Err(invalid(
+                "host",
+                &self.host,
+                "expected an IP address or localhost",
+            ));
         }
-        self.bind_ip()?;
-        let positive: [(&str, u64); 10] = [
+        // A 0 in any of these would refuse or time out everything.
+        let c = &self.channels;
+        let positive: [(&str, u64); 14] = [
+            ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
             (
                 "websocket.max-connections",
                 self.websocket.max_connections as u64,
@@ -296,71 +473,76 @@ impl Config {
                 "channels.max-pending-rpc-per-connection",
                 self.channels.max_pending_rpc_per_connection as u64,
             ),
+            // Every RPC would time out the moment it is sent.
+            ("channels.max-rpc-timeout-ms", c.max_rpc_timeout_ms),
+            // No one could ever subscribe to a channel.
+            (
+                "channels.default-config.max-subscribers",
+                c.default_config.max_subscribers as u64,
+            ),
+            // Every RPC naming no timeout would time out at once.
+            (
+                "channels.default-config.rpc-timeout-ms",
+                c.default_config.rpc_timeout_ms,
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {
-                return Err(invalid(key, v, "must be at least 1"));
+                return Err(invalid(key, &v, "must be at least 1"));
             }
         }
         if self.websocket.max_connections > u32::MAX as usize {
             return Err(invalid(
                 "websocket.max-connections",
-                self.websocket.max_connections,
+                &self.websocket.max_connections,
                 "must fit in 32 bits",
             ));
         }
         if self.websocket.max_outbound_bytes < self.websocket.max_message_bytes {
+            let other = "websocket.max-message-bytes";
             return Err(invalid(
                 "websocket.max-outbound-bytes",
-                self.websocket.max_outbound_bytes,
-                "must be at least websocket.max-message-bytes, or a client's largest message could never be delivered",
+                &self.websocket.max_outbound_bytes,
+                &format!(
+                    "must be at least `{other}` = {} (from {}), or a client's largest message \
+                     could never be delivered",
+                    self.websocket.max_message_bytes,
+                    origin(other)
+                ),
             ));
         }
-        if self
-            .telemetry
-            .min_level
-            .parse::<telemere_lite::Level>()
-            .is_err()
-        {
+        if self.telemetry.output == TelemetryOutput::File && self.telemetry.file.trim().is_empty() {
             return Err(invalid(
-                "telemetry.min-level",
-                &self.telemetry.min_level,
-                "expected one of trace, debug, info, warn, error, fatal, report",
+                "telemetry.file",
+                &self.telemetry.file,
+                "must not be empty when telemetry.output is file",
             ));
-        }
-        if !["console", "file", "none"].contains(&self.telemetry.output.as_str()) {
-            return Err(invalid(
-                "telemetry.output",
-                &self.telemetry.output,
-                "expected console, file or none",
-            ));
-        }
-        if !["text", "json"].contains(&self.telemetry.format.as_str()) {
-            return Err(invalid(
-                "telemetry.format",
-                &self.telemetry.format,
-                "expected text or json",
-            ));
-        }
-        if self.telemetry.buffer_size == 0 {
-            return Err(invalid("telemetry.buffer-size", 0, "must be at least 1"));
         }
         if self.telemetry.handler_id.trim().is_empty() {
-            return Err(invalid("telemetry.handler-id", "", "must not be empty"));
+            return Err(invalid(
+                "telemetry.handler-id",
+                &self.telemetry.handler_id,
+                "must not be empty",
+            ));
         }
         Ok(())
     }
 
     /// The IP to bind (`localhost` is 127.0.0.1).
     pub fn bind_ip(&self) -> Result<std::net::IpAddr, ConfigError> {
-        if self.host.eq_ignore_ascii_case("localhost") {
-            return Ok(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        }
-        self.host.parse().map_err(|_| ConfigError::Invalid {
+        self.host_ip().ok_or_else(|| ConfigError::Invalid {
             key: "host".to_owned(),
             value: self.host.clone(),
+            origin: CODE_ORIGIN.to_owned(),
             message: "expected an IP address or localhost".to_owned(),
         })
+    }
+
+    fn host_ip(&self) -> Option<std::net::IpAddr> {
+        if self.host.eq_ignore_ascii_case("localhost") {
+            return Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        self.host.parse().ok()
     }
 
     /// The engine's part.
@@ -402,60 +584,79 @@ fn dotted(prefix: &str, key: &str) -> String {
     }
 }
 
-fn collect_keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
-    for (k, v) in t {
-        let key = dotted(prefix, k);
-        match v {
-            toml::Value::Table(sub) => collect_keys(sub, &key, out),
-            _ => out.push(key),
+/// Every key of `config` with its value.
+fn leaves(config: &Config) -> BTreeMap<String, toml::Value> {
+    fn walk(t: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::Value>) {
+        for (k, v) in t {
+            let key = dotted(prefix, k);
+            match v {
+                toml::Value::Table(sub) => walk(sub, &key, out),
+                _ => {
+                    out.insert(key, v.clone());
+                }
+            }
         }
     }
+    let mut out = BTreeMap::new();
+    if let Ok(toml::Value::Table(t)) = toml::Value::try_from(config) {
+        walk(&t, "", &mut out);
+    }
+    out
 }
 
 /// Copies `src` into `dst`, refusing keys `dst` (the defaults) lacks and
-/// values of another type.
+/// values its key cannot hold.
 fn merge(
     dst: &mut toml::Table,
     src: &toml::Table,
     prefix: &str,
     origin: &str,
+    origins: &mut Origins,
 ) -> Result<(), ConfigError> {
     for (k, v) in src {
         let key = dotted(prefix, k);
         let Some(slot) = dst.get_mut(k) else {
-            return Err(ConfigError::UnknownKey {
-                key,
-                origin: origin.to_owned(),
-            });
+            return Err(unknown_key(&key, origin));
         };
         match (slot, v) {
-            (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin)?,
+            (toml::Value::Table(d), toml::Value::Table(s)) => merge(d, s, &key, origin, origins)?,
             (toml::Value::Table(_), other) => {
-                return Err(bad(&key, &other.to_string(), origin, "a table"));
+                return Err(bad(&key, &shown(other), origin, "a table"));
             }
             (slot, v) => {
-                if std::mem::discriminant(slot) != std::mem::discriminant(v) {
-                    return Err(bad(&key, &v.to_string(), origin, kind(slot)));
-                }
-                *slot = v.clone();
+                let ty = ty_of(&key, slot);
+                *slot = ty
+                    .accept(v)
+                    .ok_or_else(|| bad(&key, &shown(v), origin, &ty.expected()))?;
+                origins.insert(key, origin.to_owned());
             }
         }
     }
     Ok(())
 }
 
-/// Sets one dotted key from a string, parsed as the default's type.
-fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+/// Sets one dotted key from a string, parsed as the key's type.
+fn set(
+    table: &mut toml::Table,
+    key: &str,
+    raw: &str,
+    origin: &str,
+    origins: &mut Origins,
+) -> Result<(), ConfigError> {
     let mut parts = key.split('.').peekable();
     let mut cur = table;
     while let Some(part) = parts.next() {
-        let unknown = || ConfigError::UnknownKey {
-            key: key.to_owned(),
-            origin: origin.to_owned(),
-        };
+        let unknown = || unknown_key(key, origin);
         if parts.peek().is_none() {
             let slot = cur.get_mut(part).ok_or_else(unknown)?;
-            *slot = parse_as(slot, raw).ok_or_else(|| bad(key, raw, origin, kind(slot)))?;
+            if slot.is_table() {
+                return Err(bad(key, raw, origin, "a table (set its keys one by one)"));
+            }
+            let ty = ty_of(key, slot);
+            *slot = ty
+                .parse(raw)
+                .ok_or_else(|| bad(key, raw, origin, &ty.expected()))?;
+            origins.insert(key.to_owned(), origin.to_owned());
             return Ok(());
         }
         cur = match cur.get_mut(part) {
@@ -463,36 +664,196 @@ fn set(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<()
             _ => return Err(unknown()),
         };
     }
-    Err(ConfigError::UnknownKey {
+    Err(unknown_key(key, origin))
+}
+
+/// TOML integers are i64: no key can hold more.
+const TOML_MAX: u64 = i64::MAX as u64;
+const U16: Ty = Ty::UInt(u16::MAX as u64);
+const U64: Ty = Ty::UInt(TOML_MAX);
+const USIZE: Ty = Ty::UInt(if (usize::MAX as u64) < TOML_MAX {
+    usize::MAX as u64
+} else {
+    TOML_MAX
+});
+
+/// The type of every key: what its field in [`Config`] can hold. A value
+/// is checked against it where it is read, so that an error can say which
+/// source it came from (the deserialization of the merged table at the end
+/// could not). A test checks this table against the fields' real types.
+const TYPES: &[(&str, Ty)] = &[
+    ("port", U16),
+    ("host", Ty::Str),
+    ("telemetry.enabled", Ty::Bool),
+    ("telemetry.handler-id", Ty::Str),
+    ("telemetry.min-level", LEVEL),
+    ("telemetry.output", OUTPUT),
+    ("telemetry.format", FORMAT),
+    ("telemetry.file", Ty::Str),
+    ("telemetry.buffer-size", USIZE),
+    ("websocket.max-connections", USIZE),
+    ("websocket.heartbeat-interval-ms", U64),
+    ("websocket.message-timeout-ms", U64),
+    ("websocket.max-message-bytes", USIZE),
+    ("websocket.max-outbound-frames", USIZE),
+    ("websocket.max-outbound-bytes", USIZE),
+    ("websocket.shutdown-drain-ms", U64),
+    ("channels.auto-create", Ty::Bool),
+    ("channels.max-channels", USIZE),
+    ("channels.max-channel-id-bytes", USIZE),
+    ("channels.max-pending-rpc", USIZE),
+    ("channels.max-pending-rpc-per-connection", USIZE),
+    ("channels.max-rpc-timeout-ms", U64),
+    ("channels.default-config.max-subscribers", USIZE),
+    ("channels.default-config.message-retention", USIZE),
+    ("channels.default-config.rpc-timeout-ms", U64),
+    ("channels.default-config.telemetry-enabled", Ty::Bool),
+];
+
+const LEVEL: Ty = Ty::Names {
+    names: &["trace", "debug", "info", "warn", "error", "fatal", "report"],
+    // As Level::from_str: any case, and "warning".
+    canonical: |s| s.parse::<Level>().ok().map(Level::as_str),
+};
+const OUTPUT: Ty = Ty::Names {
+    names: &["console", "file", "none"],
+    canonical: |s| {
+        TelemetryOutput::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .find(|n| *n == s)
+    },
+};
+const FORMAT: Ty = Ty::Names {
+    names: &["text", "json"],
+    canonical: |s| {
+        TelemetryFormat::ALL
+            .iter()
+            .map(|f| f.as_str())
+            .find(|n| *n == s)
+    },
+};
+
+/// What a key's value must be.
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    Bool,
+    Str,
+    /// An integer from 0 to this.
+    UInt(u64),
+    /// A string naming one of an enum's values (serialized as `names`);
+    /// `canonical` gives the serialized name of a string it accepts.
+    Names {
+        names: &'static [&'static str],
+        canonical: fn(&str) -> Option<&'static str>,
+    },
+}
+
+/// The type of `key`, whose default is `default`.
+fn ty_of(key: &str, default: &toml::Value) -> Ty {
+    match TYPES.iter().find(|(k, _)| *k == key) {
+        Some((_, ty)) => *ty,
+        // Not in the table (a test forbids it): as the default's type.
+        None => match default {
+            toml::Value::Boolean(_) => Ty::Bool,
+            toml::Value::Integer(_) => U64,
+            _ => Ty::Str,
+        },
+    }
+}
+
+impl Ty {
+    /// `v` if a value of this type, in its serialized form.
+    fn accept(self, v: &toml::Value) -> Option<toml::Value> {
+        let ok = match (self, v) {
+            (Ty::Bool, toml::Value::Boolean(_)) | (Ty::Str, toml::Value::String(_)) => true,
+            (Ty::UInt(max), toml::Value::Integer(i)) => u64::try_from(*i).is_ok_and(|u| u <= max),
+            (Ty::Names { canonical, .. }, toml::Value::String(s)) => {
+                return canonical(s).map(|n| toml::Value::String(n.to_owned()));
+            }
+            _ => false,
+        };
+        ok.then(|| v.clone())
+    }
+
+    /// A string from the environment or a flag as a value of this type.
+    fn parse(self, raw: &str) -> Option<toml::Value> {
+        let raw = raw.trim();
+        let v = match self {
+            Ty::Bool => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                _ => return None,
+            },
+            Ty::UInt(_) => toml::Value::Integer(raw.parse().ok()?),
+            Ty::Str | Ty::Names { .. } => toml::Value::String(raw.to_owned()),
+        };
+        self.accept(&v)
+    }
+
+    /// What a bad value's error says was expected.
+    fn expected(self) -> String {
+        match self {
+            Ty::Bool => "a boolean (true/false)".to_owned(),
+            Ty::Str => "a string".to_owned(),
+            Ty::UInt(max) => format!("an integer from 0 to {max}"),
+            Ty::Names { names, .. } => match names.split_last() {
+                Some((last, [])) => (*last).to_owned(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => "nothing".to_owned(),
+            },
+        }
+    }
+}
+
+/// A TOML value as an error shows it: a string without its quotes.
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unknown_key(key: &str, origin: &str) -> ConfigError {
+    ConfigError::UnknownKey {
         key: key.to_owned(),
         origin: origin.to_owned(),
-    })
-}
-
-fn parse_as(like: &toml::Value, raw: &str) -> Option<toml::Value> {
-    let raw = raw.trim();
-    Some(match like {
-        toml::Value::Integer(_) => {
-            toml::Value::Integer(raw.parse::<i64>().ok().filter(|v| *v >= 0)?)
-        }
-        toml::Value::Boolean(_) => match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
-            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
-            _ => return None,
-        },
-        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
-        _ => return None,
-    })
-}
-
-fn kind(v: &toml::Value) -> &'static str {
-    match v {
-        toml::Value::Integer(_) => "a non-negative integer",
-        toml::Value::Boolean(_) => "a boolean (true/false)",
-        toml::Value::String(_) => "a string",
-        toml::Value::Table(_) => "a table",
-        _ => "a value of the default's type",
+        suggestion: closest(key, &Config::keys()),
     }
+}
+
+/// The candidate nearest to `name`, when it is near enough to be a typo of
+/// it (at most two edits, and a small part of the name).
+fn closest(name: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 2 && *d * 3 <= c.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows: Vec<Vec<usize>> = (0..=a.len())
+        .map(|i| (0..=b.len()).map(|j| if i == 0 { j } else { i }).collect())
+        .collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
@@ -686,6 +1047,333 @@ mod tests {
         let flags = vec![("telemetry.min-level".to_owned(), "loud".to_owned())];
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(err.contains("telemetry.min-level"), "{err}");
+    }
+
+    #[test]
+    fn every_sente_lite_variable_must_be_a_key() {
+        let err = Config::load(None, &env(&[("SENTE_LITE_PROT", "1")]), &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownVariable { name, suggestion }
+                if name == "SENTE_LITE_PROT" && suggestion.as_deref() == Some("SENTE_LITE_PORT")),
+            "{err:?}"
+        );
+        // Checked before any variable is applied, whatever the order.
+        let e = env(&[("PORT", "abc"), ("SENTE_LITE_NOPE", "1")]);
+        let err = Config::load(None, &e, &[]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnknownVariable { .. }),
+            "{err:?}"
+        );
+        // Every key's own variable is accepted.
+        let all: Vec<(String, String)> = Config::keys()
+            .iter()
+            .map(|k| (env_name(k), String::new()))
+            .collect();
+        let err = Config::load(None, &all, &[]).unwrap_err();
+        assert!(
+            !matches!(err, ConfigError::UnknownVariable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest() {
+        let f = file("[websocket]\nmax-conections = 5\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("; did you mean `websocket.max-connections`?"),
+            "{err}"
+        );
+        let flags = vec![("prot".to_owned(), "1".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.ends_with("did you mean `port`?"), "{err}");
+        let flags = vec![("websocket.nope".to_owned(), "1".to_owned())];
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+
+        assert_eq!(edit_distance("port", "prot"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(
+            closest("LOG", &["PORT".to_owned(), "HOST".to_owned()]),
+            None
+        );
+    }
+
+    /// The key's slot in a table.
+    fn slot<'t>(t: &'t mut toml::Table, key: &str) -> &'t mut toml::Value {
+        match key.split_once('.') {
+            Some((first, rest)) => match t.get_mut(first) {
+                Some(toml::Value::Table(sub)) => slot(sub, rest),
+                _ => panic!("{key} is no key"),
+            },
+            None => t.get_mut(key).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_type_table_matches_the_fields() {
+        let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(Config::default()) else {
+            panic!("the defaults are a table");
+        };
+        let mut listed: Vec<&str> = TYPES.iter().map(|(k, _)| *k).collect();
+        let mut keys = Config::keys();
+        listed.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(listed, keys, "TYPES lists every key once");
+        for (key, ty) in TYPES {
+            let loads = |v: toml::Value| {
+                let mut t = defaults.clone();
+                *slot(&mut t, key) = v;
+                toml::Value::Table(t).try_into::<Config>().is_ok()
+            };
+            let int = |i: u64| toml::Value::Integer(i64::try_from(i).unwrap());
+            let text = |s: &str| toml::Value::String(s.to_owned());
+            match *ty {
+                Ty::UInt(max) => {
+                    assert!(loads(int(max)), "{key} holds {max}");
+                    assert!(!loads(toml::Value::Integer(-1)), "{key} holds -1");
+                    if max < TOML_MAX {
+                        assert!(!loads(int(max + 1)), "{key} holds {max} + 1");
+                    }
+                    assert!(!loads(text("1")), "{key} holds a string");
+                }
+                Ty::Bool => {
+                    assert!(loads(toml::Value::Boolean(true)), "{key}");
+                    assert!(!loads(text("true")), "{key} holds a string");
+                }
+                Ty::Str => {
+                    assert!(loads(text("x")), "{key} holds any string");
+                    assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
+                }
+                Ty::Names { names, canonical } => {
+                    for n in names {
+                        assert!(loads(text(n)), "{key} holds {n}");
+                        assert_eq!(canonical(n), Some(*n), "{key}");
+                    }
+                    assert!(!loads(text("zzz")), "{key} holds any string");
+                    assert_eq!(canonical("zzz"), None, "{key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn type_errors_are_found_where_the_value_is_read() {
+        // Out of the key's range, negative, wrong type: each from its
+        // source, never the deserializer's words.
+        type Pairs = &'static [(&'static str, &'static str)];
+        let cases: [(Pairs, Pairs, &str); 4] = [
+            (&[("PORT", "70000")], &[], "environment PORT"),
+            (&[], &[("port", "65536")], "command line"),
+            (
+                &[("SENTE_LITE_TELEMETRY_BUFFER_SIZE", "-1")],
+                &[],
+                "environment SENTE_LITE_TELEMETRY_BUFFER_SIZE",
+            ),
+            (
+                &[("TELEMETRY_ENABLED", "maybe")],
+                &[],
+                "environment TELEMETRY_ENABLED",
+            ),
+        ];
+        for (e, flags, origin) in cases {
+            let err = Config::load(None, &env(e), &env(flags)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadValue { origin: o, .. } if o == origin),
+                "{err:?}"
+            );
+        }
+        let f = file("port = 65536\n");
+        let err = Config::load(Some(f.path()), &[], &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, value, expected, .. }
+                if (key.as_str(), value.as_str(), expected.as_str())
+                    == ("port", "65536", "an integer from 0 to 65535")),
+            "{err:?}"
+        );
+        let f = file("host = 7\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a string"), "{err}");
+        let f = file("[telemetry]\nhandler-id = \"x\"\nfile = [1]\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`telemetry.file`") && err.contains("[1]"),
+            "{err}"
+        );
+        let flags = env(&[("websocket", "3")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.contains("a table"), "{err}");
+    }
+
+    /// The origin of an `Invalid` error, or a panic.
+    fn invalid_origin(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { origin, .. }) => origin,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rule_errors_name_the_source_of_the_final_value() {
+        let f = file("[websocket]\nmessage-timeout-ms = 0\n");
+        let path = f.path().display().to_string();
+        assert_eq!(invalid_origin(Config::load(Some(f.path()), &[], &[])), path);
+        let e = env(&[("SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS", "0")]);
+        assert_eq!(
+            invalid_origin(Config::load(Some(f.path()), &e, &[])),
+            "environment SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS"
+        );
+        let flags = env(&[("websocket.message-timeout-ms", "0")]);
+        assert_eq!(
+            invalid_origin(Config::load(None, &[], &flags)),
+            "command line"
+        );
+        // The later source wins, for the origin as for the value.
+        let e = env(&[("SENTE_LITE_WEBSOCKET_MESSAGE_TIMEOUT_MS", "7")]);
+        let c = Config::load(Some(f.path()), &e, &[]).unwrap();
+        assert_eq!(c.websocket.message_timeout_ms, 7);
+        let e = env(&[("APP_NAME", " ")]);
+        assert_eq!(
+            invalid_origin(Config::load(None, &e, &[])),
+            "environment APP_NAME"
+        );
+        // A rule between two keys: the one named first is the default here.
+        let flags = env(&[("websocket.max-message-bytes", "9000000")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`websocket.max-outbound-bytes` = \"8388608\" (from default): ")
+                && err.contains("`websocket.max-message-bytes` = 9000000 (from command line)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validate_names_values_set_in_code() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.websocket.heartbeat_interval_ms = 0;
+        assert_eq!(
+            invalid_origin(c.validate().map(|()| c.clone())),
+            "the Rust API"
+        );
+        c.websocket.heartbeat_interval_ms = 10;
+        c.websocket.max_message_bytes = usize::MAX / 2;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("(from default)") && err.contains("(from the Rust API)"),
+            "{err}"
+        );
+        c.websocket.max_message_bytes = 1;
+        c.host = "nowhere".to_owned();
+        assert_eq!(
+            invalid_origin(c.validate().map(|()| c.clone())),
+            "the Rust API"
+        );
+        assert!(matches!(
+            c.bind_ip(),
+            Err(ConfigError::Invalid { ref key, ref origin, .. }) if key == "host" && origin == "the Rust API"
+        ));
+    }
+
+    #[test]
+    fn zeros_that_would_refuse_everything_are_refused() {
+        for key in [
+            "channels.default-config.max-subscribers",
+            "channels.default-config.rpc-timeout-ms",
+            "channels.max-rpc-timeout-ms",
+            "telemetry.buffer-size",
+        ] {
+            let err = Config::load(None, &[], &env(&[(key, "0")])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, message, .. }
+                    if k == key && message == "must be at least 1"),
+                "{key}: {err:?}"
+            );
+        }
+        let mut c = Config::default();
+        c.channels.default_config.max_subscribers = 0;
+        assert!(c.validate().is_err(), "validate() checks it too");
+        // The file is needed only when it is written to.
+        let flags = env(&[("telemetry.file", ""), ("telemetry.output", "none")]);
+        assert!(Config::load(None, &[], &flags).is_ok());
+        let flags = env(&[("telemetry.file", ""), ("telemetry.output", "file")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.contains("`telemetry.file` = \"\" (from command line)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn telemetry_values_are_enums_named_as_before() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        for line in [
+            "min-level = \"info\"",
+            "output = \"console\"",
+            "format = \"text\"",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+        let names = |ty: Ty| match ty {
+            Ty::Names { names, .. } => names.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(names(LEVEL), Level::ALL.map(Level::as_str));
+        assert_eq!(
+            names(OUTPUT),
+            TelemetryOutput::ALL.map(TelemetryOutput::as_str)
+        );
+        assert_eq!(
+            names(FORMAT),
+            TelemetryFormat::ALL.map(TelemetryFormat::as_str)
+        );
+        for o in TelemetryOutput::ALL {
+            assert_eq!(toml::Value::try_from(o).unwrap().as_str(), Some(o.as_str()));
+            assert_eq!(o.to_string(), o.as_str());
+        }
+        for f in TelemetryFormat::ALL {
+            assert_eq!(toml::Value::try_from(f).unwrap().as_str(), Some(f.as_str()));
+        }
+
+        let e = env(&[
+            ("SENTE_LITE_TELEMETRY_MIN_LEVEL", " Warning "),
+            ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
+            ("SENTE_LITE_TELEMETRY_FORMAT", "json"),
+        ]);
+        let t = Config::load(None, &e, &[]).unwrap().telemetry;
+        assert_eq!(
+            (t.min_level, t.output, t.format),
+            (Level::Warn, TelemetryOutput::File, TelemetryFormat::Json)
+        );
+        let f = file("[telemetry]\nmin-level = \"ERROR\"\noutput = \"none\"\n");
+        let t = Config::load(Some(f.path()), &[], &[]).unwrap().telemetry;
+        assert_eq!(
+            (t.min_level, t.output),
+            (Level::Error, TelemetryOutput::None)
+        );
+        // Output and format names are exact, as they always were.
+        let e = env(&[("SENTE_LITE_TELEMETRY_OUTPUT", "Console")]);
+        let err = Config::load(None, &e, &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, value, origin, expected }
+                if key == "telemetry.output" && value == "Console"
+                    && origin == "environment SENTE_LITE_TELEMETRY_OUTPUT"
+                    && expected == "console, file or none"),
+            "{err:?}"
+        );
+        let f = file("[telemetry]\nformat = 1\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("expected text or json"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,8 @@ mod config;
 pub mod events;
 
 pub use config::{
-    env_name, ChannelsConfig, Config, ConfigError, TelemetryConfig, WebsocketConfig, SEED_ENV,
+    env_name, ChannelsConfig, Config, ConfigError, TelemetryConfig, TelemetryFormat,
+    TelemetryOutput, WebsocketConfig, SEED_ENV,
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
@@ -213,19 +214,22 @@ fn telemetry_for(config: &Config) -> Result<Telemetry, StartError> {
     if !t.enabled {
         return Ok(tel);
     }
-    let level: Level = t.min_level.parse().unwrap_or(Level::Info);
+    let level: Level = t.min_level;
     tel.set_min_level(level);
     let opts = HandlerOptions::async_()
         .mode(Mode::Dropping)
         .buffer_size(t.buffer_size);
-    match t.output.as_str() {
-        "file" => tel.add_handler(t.handler_id.clone(), FileHandler::new(&t.file)?, opts)?,
-        "none" => tel.add_handler(t.handler_id.clone(), |_: &telemere_lite::Signal| {}, opts)?,
-        _ => {
-            let console = if t.format == "json" {
-                ConsoleHandler::stderr().json()
-            } else {
-                ConsoleHandler::stderr()
+    match t.output {
+        TelemetryOutput::File => {
+            tel.add_handler(t.handler_id.clone(), FileHandler::new(&t.file)?, opts)?
+        }
+        TelemetryOutput::None => {
+            tel.add_handler(t.handler_id.clone(), |_: &telemere_lite::Signal| {}, opts)?
+        }
+        TelemetryOutput::Console => {
+            let console = match t.format {
+                TelemetryFormat::Text => ConsoleHandler::stderr(),
+                TelemetryFormat::Json => ConsoleHandler::stderr().json(),
             };
             tel.add_handler(t.handler_id.clone(), console, opts)?
         }

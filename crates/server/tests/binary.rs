@@ -84,33 +84,67 @@ fn help_and_version() {
 
 #[test]
 fn bad_configuration_exits_2_naming_the_key() {
-    // (flags, environment, the key the error must name)
+    // (flags, environment, what stderr must contain: the key, the value,
+    // the source)
     type Case = (
         &'static [&'static str],
         &'static [(&'static str, &'static str)],
-        &'static str,
+        &'static [&'static str],
     );
-    let cases: [Case; 6] = [
-        (&["--port", "abc"], &[], "port"),
-        (&[], &[("PORT", "abc")], "port"),
+    let cases: [Case; 9] = [
+        (
+            &["--port", "abc"],
+            &[],
+            &["`port`", "\"abc\"", "command line"],
+        ),
+        (&[], &[("PORT", "abc")], &["`port`", "environment PORT"]),
+        (
+            &[],
+            &[("PORT", "70000")],
+            &["`port`", "\"70000\"", "(from environment PORT)", "65535"],
+        ),
         (
             &[],
             &[("MAX_SUBSCRIBERS", "-5")],
-            "channels.default-config.max-subscribers",
+            &[
+                "channels.default-config.max-subscribers",
+                "\"-5\"",
+                "environment MAX_SUBSCRIBERS",
+            ],
         ),
         (
             &["--max-connections", "0"],
             &[],
-            "websocket.max-connections",
+            &["websocket.max-connections", "\"0\"", "(from command line)"],
         ),
         (
             &["--set", "websocket.max-connections=0"],
             &[],
-            "websocket.max-connections",
+            &["websocket.max-connections", "(from command line)"],
         ),
-        (&["--set", "no.such-key=1"], &[], "no.such-key"),
+        (
+            &[],
+            &[("SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS", "0")],
+            &[
+                "websocket.heartbeat-interval-ms",
+                "(from environment SENTE_LITE_WEBSOCKET_HEARTBEAT_INTERVAL_MS)",
+            ],
+        ),
+        (
+            &["--set", "no.such-key=1"],
+            &[],
+            &["no.such-key", "command line"],
+        ),
+        (
+            &[],
+            &[("SENTE_LITE_WEBSOCKET_MAX_CONECTIONS", "5")],
+            &[
+                "unknown environment variable `SENTE_LITE_WEBSOCKET_MAX_CONECTIONS`",
+                "SENTE_LITE_WEBSOCKET_MAX_CONNECTIONS",
+            ],
+        ),
     ];
-    for (args, env, key) in cases {
+    for (args, env, needles) in cases {
         let out = run(args, env);
         let stderr = text(&out.stderr);
         assert_eq!(
@@ -118,10 +152,12 @@ fn bad_configuration_exits_2_naming_the_key() {
             Some(2),
             "{args:?} {env:?}: stderr {stderr}"
         );
-        assert!(
-            stderr.contains(key),
-            "{args:?} {env:?}: stderr {stderr:?} lacks {key}"
-        );
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?} {env:?}: stderr {stderr:?} lacks {needle}"
+            );
+        }
         assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
     }
     // An unknown key in the config file.

@@ -28,7 +28,7 @@ pub fn example_config() -> Config {
         host: "127.0.0.1".into(),
         ..Config::default()
     };
-    config.telemetry.output = "none".into();
+    config.telemetry.output = sente_lite_server::TelemetryOutput::None;
     config
 }
 
