@@ -287,6 +287,34 @@ impl Client {
     }
 }
 
+/// The next text frame of `ws` as the exact text the server sent,
+/// skipping control frames. Panics on anything else.
+pub async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> String {
+    within("the next text frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Writes `bytes` on a fresh TCP connection and reads until the server
+/// closes it: the whole raw answer.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    within("a raw HTTP exchange", async {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(bytes).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
 /// The next text frame of `ws`, skipping control frames.
 pub async fn next_frame(ws: &mut WebSocketStream<TcpStream>) -> Result<Value, Ended> {
     loop {

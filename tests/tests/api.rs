@@ -19,7 +19,7 @@ async fn broadcast_reaches_every_connection_with_broadcast_true() {
     a.subscribe("x").await; // subscriptions do not matter
     let n = server.broadcast(obj(
         json!({"type": "announcement", "text": "Server restarts at 22:00", "broadcast": "no"}),
-    ));
+    )).await;
     assert_eq!(n, 2);
     let want =
         json!({"type": "announcement", "text": "Server restarts at 22:00", "broadcast": true});
@@ -37,7 +37,7 @@ async fn broadcast_to_channel_adds_channel_id_and_broadcast_time() {
     other.subscribe("elsewhere").await;
     let before = now_ms();
     let n = server
-        .broadcast_to_channel("prices", obj(json!({"type": "price", "value": 42.5})))
+        .broadcast_to_channel("prices", obj(json!({"type": "price", "value": 42.5}))).await
         .unwrap();
     assert_eq!(n, 1);
     let m = sub.recv().await;
@@ -56,7 +56,7 @@ async fn broadcast_to_channel_adds_channel_id_and_broadcast_time() {
     );
     // A channel that does not exist is an error.
     assert!(server
-        .broadcast_to_channel("nowhere", obj(json!({"type": "x"})))
+        .broadcast_to_channel("nowhere", obj(json!({"type": "x"}))).await
         .is_err());
 }
 
@@ -67,10 +67,10 @@ async fn send_to_connection_by_its_welcome_conn_id() {
     let mut a = Client::connect(addr).await;
     let mut b = Client::connect(addr).await;
     let msg = json!({"type": "notice", "text": "Your export is ready", "n": [1, 2]});
-    server.send_to_connection(&b.conn_id, &msg).unwrap();
+    server.send_to_connection(&b.conn_id, &msg).await.unwrap();
     assert_eq!(b.recv().await, msg, "unchanged");
     a.roundtrip().await; // a got nothing
-    assert!(server.send_to_connection("conn-nope", &msg).is_err());
+    assert!(server.send_to_connection("conn-nope", &msg).await.is_err());
 }
 
 #[tokio::test]
@@ -82,13 +82,13 @@ async fn server_side_publish_has_null_sender_and_is_retained() {
     };
     server
         .channels()
-        .create_channel("notifications", Some(cfg))
+        .create_channel("notifications", Some(cfg)).await
         .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     a.subscribe("notifications").await;
     let p = server
         .channels()
-        .publish(None, "notifications", json!("maintenance at 22:00"), false)
+        .publish(None, "notifications", json!("maintenance at 22:00"), false).await
         .unwrap();
     assert_eq!(p.delivered_to, 1);
     let m = a.recv_type("channel-message").await;
@@ -128,7 +128,7 @@ async fn several_servers_in_one_process_are_independent() {
     );
     clients[0].roundtrip().await;
     clients[2].roundtrip().await;
-    assert_eq!(servers[0].broadcast(obj(json!({"type": "hello"}))), 1);
+    assert_eq!(servers[0].broadcast(obj(json!({"type": "hello"}))).await, 1);
     assert_eq!(
         clients[0].recv().await,
         json!({"type": "hello", "broadcast": true})
@@ -163,7 +163,7 @@ async fn welcome_comes_first_even_during_broadcasts() {
         tokio::spawn(async move {
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                server.broadcast(obj(json!({"type": "tick", "n": sent})));
+                server.broadcast(obj(json!({"type": "tick", "n": sent}))).await;
                 sent += 1;
                 tokio::task::yield_now().await;
             }
@@ -187,7 +187,7 @@ async fn delete_channel_unsubscribes_everyone() {
     let mut a = Client::connect(server.local_addr()).await;
     a.subscribe("doomed").await;
     a.subscribe("kept").await;
-    assert_eq!(server.channels().delete_channel("doomed").unwrap(), 1);
+    assert_eq!(server.channels().delete_channel("doomed").await.unwrap(), 1);
     a.send(json!({"type": "get-subscriptions"})).await;
     assert_eq!(
         a.recv_type("subscription-list").await,

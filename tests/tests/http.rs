@@ -139,7 +139,7 @@ async fn stats_fields() {
         "1 <= socket-writes <= frames-sent in {t}"
     );
     // Stats from the Rust API agree.
-    assert_eq!(server.stats().active_connections, 2);
+    assert_eq!(server.stats().await.active_connections, 2);
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn channels_endpoint_and_json_404() {
     let (status, body) = http_get(addr, "/channels").await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"channels": {}}));
-    server.channels().create_channel("news", None).unwrap();
+    server.channels().create_channel("news", None).await.unwrap();
     let (_, body) = http_get(addr, "/channels").await;
     assert_eq!(body["channels"]["news"]["subscriber-count"], 0);
     assert_eq!(body["channels"]["news"]["message-count"], 0);
@@ -256,15 +256,101 @@ async fn write_counts_survive_the_connection() {
     let mut a = Client::connect(addr).await;
     a.roundtrip().await; // welcome + pong written
     a.roundtrip().await;
-    let before = server.stats().transport.unwrap();
+    let before = server.transport_stats();
     assert!(before.frames_sent >= 3, "{before:?}");
     assert!(before.socket_writes >= 1 && before.socket_writes <= before.frames_sent);
     a.close().await;
     eventually("the close is counted", || {
-        server.stats().transport.unwrap().connections_closed == 1
+        server.transport_stats().connections_closed == 1
     })
     .await;
-    let after = server.stats().transport.unwrap();
+    let after = server.transport_stats();
     assert_eq!(after.frames_sent, before.frames_sent, "{after:?}");
     assert_eq!(after.socket_writes, before.socket_writes, "{after:?}");
+}
+
+/// A request hyper could not parse still gets a JSON body, as every HTTP
+/// error does (it used to be a bare 400).
+#[tokio::test]
+async fn unparsable_requests_get_a_json_400() {
+    let server = start_default().await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        let answer = raw_exchange(server.local_addr(), garbage).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{garbage:?}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| {
+            panic!("{garbage:?}: the 400 has no JSON body ({e}): {answer}")
+        });
+        assert_eq!(v["error"], "bad-request", "{v}");
+        assert_eq!(v["reason"], "bad-request", "{v}");
+    }
+    // The server goes on serving.
+    assert_eq!(http_get(server.local_addr(), "/health").await.0, 200);
+    server.stop().await;
+}
+
+/// Health checkers use HEAD: it answers like GET, without a body.
+#[tokio::test]
+async fn head_health_is_200_without_a_body() {
+    let server = start_default().await;
+    let answer = raw_exchange(
+        server.local_addr(),
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    assert_eq!(body, "", "HEAD has no body");
+    server.stop().await;
+}
+
+struct Hello;
+
+impl sente_lite_server::Routes for Hello {
+    fn route(
+        &self,
+        request: &http::Request<bytes::Bytes>,
+    ) -> Option<sente_lite_server::RouteFuture> {
+        let path = request.uri().path().to_owned();
+        let body = request.body().clone();
+        match path.as_str() {
+            "/hello" => Some(Box::pin(async {
+                http::Response::new(bytes::Bytes::from_static(b"{\"hello\":true}"))
+            })),
+            "/echo" => Some(Box::pin(async move { http::Response::new(body) })),
+            _ => None,
+        }
+    }
+}
+
+/// Routes added by an embedder are served next to the built-in ones, which
+/// they cannot shadow; anything no route takes is still the JSON 404.
+#[tokio::test]
+async fn added_routes_are_served_beside_the_built_in_ones() {
+    let hooks = sente_lite_server::Hooks {
+        routes: vec![std::sync::Arc::new(Hello)],
+        ..Default::default()
+    };
+    let server = sente_lite_server::Server::start_with(config(), hooks)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let r = http_request(addr, "GET", "/hello", &[]).await;
+    assert_eq!((r.status, r.json()), (200, json!({"hello": true})));
+    let echo = raw_exchange(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}",
+    )
+    .await;
+    assert!(echo.starts_with("HTTP/1.1 200 ") && echo.ends_with("{\"a\":1}"), "{echo}");
+    assert_eq!(http_get(addr, "/health").await.0, 200);
+    let (status, body) = http_get(addr, "/nothing-here").await;
+    assert_eq!((status, body["reason"].clone()), (404, json!("not-found")));
+    server.stop().await;
 }

@@ -31,15 +31,15 @@ async fn a_clean_disconnect_leaves_no_trace() {
     .await;
 
     let engine = server.channels();
-    assert!(engine.channel_info("one").unwrap().subscribers.is_empty());
+    assert!(engine.channel_info("one").await.unwrap().subscribers.is_empty());
     assert_eq!(
-        engine.channel_info("two").unwrap().subscribers,
+        engine.channel_info("two").await.unwrap().subscribers,
         vec![w.conn_id.clone()]
     );
     assert_eq!(engine.pending_rpc_requests(), 0, "its RPC was dropped");
     assert!(engine.resolve(&a_id).is_err());
     assert!(server
-        .send_to_connection(&a_id, &json!({"type": "x"}))
+        .send_to_connection(&a_id, &json!({"type": "x"})).await
         .is_err());
 
     let s = stats(addr).await;
@@ -79,7 +79,7 @@ async fn an_abrupt_disconnect_is_cleaned_up_too() {
     .await;
     assert!(server
         .channels()
-        .channel_info("room")
+        .channel_info("room").await
         .unwrap()
         .subscribers
         .is_empty());
@@ -87,7 +87,7 @@ async fn an_abrupt_disconnect_is_cleaned_up_too() {
     let s = stats(addr).await;
     assert_eq!(s["channel-stats"]["total-subscriptions"], 1, "{s}");
     eventually("the close is counted", || {
-        server.stats().transport.unwrap().connections_closed == 1
+        server.transport_stats().connections_closed == 1
     })
     .await;
 }
@@ -110,12 +110,12 @@ async fn graceful_shutdown_drains_then_closes_1001() {
     for i in 0..MESSAGES {
         let p = server
             .channels()
-            .publish(None, "news", json!({"seq": i}), false)
+            .publish(None, "news", json!({"seq": i}), false).await
             .unwrap();
         assert_eq!(p.delivered_to, 3);
     }
     assert_eq!(
-        server.broadcast(json!({"type": "bye"}).as_object().cloned().unwrap()),
+        server.broadcast(json!({"type": "bye"}).as_object().cloned().unwrap()).await,
         4
     );
     let stopping = tokio::spawn(server.stop());

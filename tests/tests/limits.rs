@@ -54,7 +54,7 @@ async fn a_client_that_never_answers_is_closed_heartbeat_timeout() {
     let t0 = Instant::now();
     // Not polled from here on: pings go unanswered.
     eventually("the silent client is closed for heartbeat timeout", || {
-        server.stats().transport.unwrap().closed_heartbeat_timeout == 1
+        server.transport_stats().closed_heartbeat_timeout == 1
     })
     .await;
     let elapsed = t0.elapsed();
@@ -73,7 +73,7 @@ async fn a_client_that_never_answers_is_closed_heartbeat_timeout() {
     .await;
     assert!(server
         .channels()
-        .channel_info("room")
+        .channel_info("room").await
         .unwrap()
         .subscribers
         .is_empty());
@@ -132,7 +132,7 @@ async fn a_slow_consumer_is_closed_and_others_get_everything() {
             .await;
         slowest = slowest.max(t.elapsed());
         published += 1;
-        let closed = server.stats().transport.unwrap().closed_slow_consumer;
+        let closed = server.transport_stats().closed_slow_consumer;
         if closed >= 1 && after_close.is_none() {
             after_close = Some(published);
         }
@@ -271,7 +271,7 @@ async fn a_write_stuck_past_message_timeout_closes_slow_consumer() {
     let pad = "p".repeat(16 * 1024);
     let started = Instant::now();
     let mut published = 0u64;
-    while server.stats().transport.unwrap().closed_slow_consumer == 0 {
+    while server.transport_stats().closed_slow_consumer == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "not closed after {published} messages in {:?}",
@@ -292,7 +292,7 @@ async fn a_write_stuck_past_message_timeout_closes_slow_consumer() {
     assert_eq!(
         server
             .channels()
-            .channel_info("firehose")
+            .channel_info("firehose").await
             .unwrap()
             .subscribers,
         Vec::<String>::new()

@@ -70,7 +70,7 @@ async fn subscribe_unsubscribe_results() {
     );
     // b is still the only subscriber.
     assert_eq!(
-        server.channels().channel_info("room").unwrap().subscribers,
+        server.channels().channel_info("room").await.unwrap().subscribers,
         vec![b.conn_id.clone()]
     );
 }
@@ -80,7 +80,7 @@ async fn channel_not_found_when_auto_create_is_off() {
     let mut config = config();
     config.channels.auto_create = false;
     let server = start(config).await;
-    server.channels().create_channel("exists", None).unwrap();
+    server.channels().create_channel("exists", None).await.unwrap();
     let mut a = Client::connect(server.local_addr()).await;
 
     a.send(json!({"type": "subscribe", "channel-id": "missing"}))
@@ -123,7 +123,7 @@ async fn max_subscribers_reached() {
         max_subscribers: 1,
         ..ChannelConfig::default()
     };
-    server.channels().create_channel("solo", Some(cfg)).unwrap();
+    server.channels().create_channel("solo", Some(cfg)).await.unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     let mut b = Client::connect(server.local_addr()).await;
     a.subscribe("solo").await;
@@ -248,8 +248,12 @@ async fn publish_result_and_channel_message_fields_are_exact() {
             "data",
             "sender-conn-id",
             "published-at",
+            "offset",
+            "epoch",
         ],
     );
+    assert_eq!(m["offset"], 1, "the channel's first message");
+    assert!(m["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{m}");
     assert_eq!(m["channel-id"], "chat");
     assert_eq!(m["message-id"], message_id.as_str());
     assert_eq!(m["data"], data);
@@ -332,7 +336,7 @@ async fn retained_messages_replayed_oldest_first_from_create_channel() {
         message_retention: 3,
         ..ChannelConfig::default()
     };
-    server.channels().create_channel("news", Some(cfg)).unwrap();
+    server.channels().create_channel("news", Some(cfg)).await.unwrap();
     let mut live = Client::connect(server.local_addr()).await;
     live.subscribe("news").await;
     let mut publisher = Client::connect(server.local_addr()).await;
@@ -636,7 +640,7 @@ async fn list_channels_and_get_subscriptions() {
     };
     server
         .channels()
-        .create_channel("chat-room", Some(cfg))
+        .create_channel("chat-room", Some(cfg)).await
         .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     let mut b = Client::connect(server.local_addr()).await;
@@ -805,4 +809,51 @@ async fn error_frames_for_frames_that_cannot_be_understood() {
 
     let s = stats(server.local_addr()).await;
     assert_eq!(s["transport"]["error-frames-sent"], 13, "{s}");
+}
+
+/// A relay does not change what it relays: `data` arrives byte for byte
+/// (key order, `1.10`, a 30-digit integer, escapes), live, in the retained
+/// replay, and in both directions of RPC.
+#[tokio::test]
+async fn data_is_relayed_byte_for_byte() {
+    let mut cfg = config();
+    cfg.channels.default_config.message_retention = 5;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let data = r#"{"z":1,"a":1.10,"big":123456789012345678901234567890,"s":"caf\u00e9"}"#;
+    let mut sub = Client::connect(addr).await;
+    sub.subscribe("raw").await;
+    let mut publisher = Client::connect(addr).await;
+    publisher
+        .send_text(&format!(r#"{{"type":"publish","channel-id":"raw","data":{data}}}"#))
+        .await;
+    let live = next_text(&mut sub.ws).await;
+    assert!(live.contains(&format!(r#""data":{data}"#)), "{live}");
+    publisher.recv_type("publish-result").await;
+
+    let mut late = Client::connect(addr).await;
+    late.send_text(r#"{"type":"subscribe","channel-id":"raw"}"#).await;
+    let result = next_text(&mut late.ws).await;
+    assert!(result.contains(&format!(r#""data":{data}"#)), "retained: {result}");
+
+    // RPC: the request's data reaches the worker, the response's data the
+    // requester, both unchanged.
+    publisher
+        .send_text(&format!(r#"{{"type":"rpc-request","channel-id":"raw","data":{data}}}"#))
+        .await;
+    let request = next_text(&mut sub.ws).await;
+    assert!(request.contains(&format!(r#""data":{data}"#)), "{request}");
+    let id = serde_json::from_str::<Value>(&request).unwrap()["request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = r#"[1.50,{"y":2,"x":1}]"#;
+    sub.send_text(&format!(
+        r#"{{"type":"rpc-response","request-id":"{id}","data":{answer}}}"#
+    ))
+    .await;
+    publisher.recv_type("rpc-request-result").await;
+    let response = next_text(&mut publisher.ws).await;
+    assert!(response.contains(&format!(r#""data":{answer}"#)), "{response}");
+    server.stop().await;
 }

@@ -18,9 +18,8 @@
 use crate::nats;
 use crate::stats::Stamp;
 use futures::{SinkExt, StreamExt};
-use sente_lite_protocol::{ClientMessage, ServerMessage};
+use sente_lite_protocol::{ClientMessage, Data, ServerMessage};
 use serde::Deserialize;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -85,7 +84,7 @@ pub struct RpcCall {
 /// A payload in the form its protocol carries it.
 #[derive(Debug, Clone)]
 pub enum Body {
-    Json(Value),
+    Json(Data),
     Bytes(Vec<u8>),
 }
 
@@ -295,7 +294,7 @@ impl Conn {
     pub async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), ConnError> {
         match self.kind {
             Kind::Sente => {
-                let data: Value = serde_json::from_str(payload)
+                let data = Data::from_json(payload.to_owned())
                     .map_err(|e| ConnError::Unexpected(format!("payload is not JSON: {e}")))?;
                 self.send_client(&ClientMessage::Publish {
                     channel_id: channel.to_owned(),
@@ -321,7 +320,7 @@ impl Conn {
     ) -> Result<(), ConnError> {
         match self.kind {
             Kind::Sente => {
-                let data: Value = serde_json::from_str(payload)
+                let data = Data::from_json(payload.to_owned())
                     .map_err(|e| ConnError::Unexpected(format!("payload is not JSON: {e}")))?;
                 self.send_client(&ClientMessage::RpcRequest {
                     channel_id: channel.to_owned(),
@@ -518,7 +517,7 @@ pub fn decode_sente(text: &str) -> Event {
     }
     match serde_json::from_str::<ServerMessage>(text) {
         Ok(ServerMessage::ChannelMessage(m)) => {
-            Event::Delivery(serde_json::from_value(m.data).ok())
+            Event::Delivery(serde_json::from_str(m.data.as_json()).ok())
         }
         Ok(ServerMessage::SubscriptionResult { success, .. }) => {
             Event::SubscribeAck { ok: success }
@@ -532,7 +531,7 @@ pub fn decode_sente(text: &str) -> Event {
             ok: delivery.success,
         },
         Ok(ServerMessage::RpcResponse { data, error, .. }) => Event::Reply {
-            stamp: serde_json::from_value(data).ok(),
+            stamp: serde_json::from_str(data.as_json()).ok(),
             error,
         },
         Ok(ServerMessage::Error(e)) => Event::ServerError(format!("{}: {}", e.reason, e.message)),

@@ -111,6 +111,8 @@ async fn handle(mock: &Mock, conn_id: &str, text: &str) -> ServerMessage {
                 data,
                 sender_conn_id: Some(conn_id.to_owned()),
                 published_at: sente_lite_protocol::now_ms(),
+                offset: 1,
+                epoch: "e1".to_owned(),
             })
             .to_json();
             let subs: Vec<Tx> = mock

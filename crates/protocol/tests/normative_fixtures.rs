@@ -270,6 +270,7 @@ fn http_stats_with_transport() {
             frames_sent: 14,
             socket_writes: 12,
             error_frames_sent: 1,
+            accept_errors: 0,
         })
     );
     assert!(stats.telemetry_stats.is_empty());

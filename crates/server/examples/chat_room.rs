@@ -63,7 +63,7 @@ pub async fn run(server: &Server) -> Result<Transcript> {
             message_retention: 50,
             ..ChannelConfig::default()
         }),
-    )?;
+    ).await?;
     channels.create_channel(
         "announcements",
         Some(ChannelConfig {
@@ -71,7 +71,7 @@ pub async fn run(server: &Server) -> Result<Transcript> {
             message_retention: 10,
             ..ChannelConfig::default()
         }),
-    )?;
+    ).await?;
 
     let addr = server.local_addr();
     let mut alice = Client::connect(addr).await?;
@@ -106,7 +106,7 @@ pub async fn run(server: &Server) -> Result<Transcript> {
     let mut announcement = Map::new();
     announcement.insert("type".into(), json!("system-message"));
     announcement.insert("message".into(), json!("Chat server is running smoothly"));
-    server.broadcast_to_channel("announcements", announcement)?;
+    server.broadcast_to_channel("announcements", announcement).await?;
     transcript
         .announcements
         .push(alice.recv_type("system-message").await?);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// The metrics one update carries, from the engine's own counts.
 fn collect_metrics(engine: &Engine) -> Map<String, Value> {
-    let health = engine.system_health();
+    let health = engine.health();
     let mut update = Map::new();
     update.insert("type".into(), json!("metrics-update"));
     update.insert(
@@ -38,7 +38,7 @@ fn start_broadcasting(server: &Server, every: Duration) -> tokio::task::JoinHand
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let _ = engine.broadcast_to_channel("dashboard-metrics", collect_metrics(&engine));
+            let _ = engine.broadcast_to_channel("dashboard-metrics", collect_metrics(&engine)).await;
         }
     })
 }
@@ -47,7 +47,7 @@ fn start_broadcasting(server: &Server, every: Duration) -> tokio::task::JoinHand
 pub async fn run(server: &Server, updates: usize) -> Result<Vec<Value>> {
     server
         .channels()
-        .create_channel("dashboard-metrics", None)?;
+        .create_channel("dashboard-metrics", None).await?;
     let broadcaster = start_broadcasting(server, Duration::from_millis(50));
 
     let mut dashboard = Client::connect(server.local_addr()).await?;

@@ -88,11 +88,11 @@ pub async fn run(server: &Server) -> Result<BTreeMap<String, Vec<String>>> {
         &channel("user-registered"),
         json!({"event-type": "user-registered", "n": n, "email": "user@example.com"}),
         false,
-    )?;
+    ).await?;
     for t in TYPES {
         server
             .channels()
-            .publish(None, &channel(t), json!({"end": true}), false)?;
+            .publish(None, &channel(t), json!({"end": true}), false).await?;
     }
 
     let mut received = BTreeMap::new();

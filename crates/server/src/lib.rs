@@ -139,6 +139,12 @@ impl Server {
         self.transport.stats().await
     }
 
+    /// The connection-level counters (`transport` in `/stats`), without the
+    /// rest of `/stats`.
+    pub fn transport_stats(&self) -> sente_lite_protocol::http::TransportStats {
+        self.transport.counters()
+    }
+
     /// The `GET /health` body.
     pub fn health(&self) -> Health {
         self.transport.health()
