@@ -58,6 +58,7 @@ mod level;
 mod macros;
 mod signal;
 mod telemetry;
+mod timestamp;
 
 #[cfg(feature = "log")]
 mod bridge_log;
