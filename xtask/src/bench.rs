@@ -248,7 +248,7 @@ fn verdict(met: bool, by: &str) -> String {
     }
 }
 
-/// The issues' targets, each judged from this run's figures.
+/// The performance targets, each judged from this run's figures.
 fn targets(
     s: &mut String,
     criterion: &BTreeMap<String, Estimate>,
