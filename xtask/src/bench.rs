@@ -18,11 +18,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // Re-render the report from the last run's results without running.
     let report_only = args.iter().any(|a| a == "--report-only");
     let root = crate::root();
+    let target = target_dir(&root);
+    let release = target.join("release");
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out)?;
 
     // 1. In-process benches (criterion).
-    let criterion_dir = root.join("target").join("criterion");
+    let criterion_dir = target.join("criterion");
     if report_only {
         // Nothing to run.
     } else if quick {
@@ -37,6 +39,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let size = if quick { "quick" } else { "full" };
     let json = out.join(format!("e2e-{size}.json"));
     let json_s = json.to_string_lossy().into_owned();
+    let bench_bin = release
+        .join("sente-lite-bench")
+        .to_string_lossy()
+        .into_owned();
+    let sente_bin = release.join("sente-lite").to_string_lossy().into_owned();
     let e2e_ok = if report_only {
         Ok(())
     } else {
@@ -53,11 +60,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ],
         )?;
         crate::run(
-            "target/release/sente-lite-bench",
+            &bench_bin,
             &[
                 "compare",
                 "--sente-bin",
-                "target/release/sente-lite",
+                &sente_bin,
                 "--size",
                 size,
                 "--json",
@@ -65,7 +72,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ],
         )
     };
-    let idle_rss = idle_server_rss(&root.join("target/release/sente-lite"));
+    let idle_rss = idle_server_rss(&release.join("sente-lite"));
 
     // 3. The report, even when a case failed (the failure is in it).
     let criterion = if quick {
@@ -81,14 +88,24 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Err(e) = &idle_rss {
         eprintln!("idle RSS not measured: {e}");
     }
-    let target = if quick {
+    let report_path = if quick {
         out.join("BENCHMARKS-quick.md")
     } else {
         root.join("docs").join("BENCHMARKS.md")
     };
-    std::fs::write(&target, report)?;
-    eprintln!("wrote {}", target.display());
+    std::fs::write(&report_path, report)?;
+    eprintln!("wrote {}", report_path.display());
     e2e_ok
+}
+
+/// Where cargo puts build output (criterion writes its results there too):
+/// `CARGO_TARGET_DIR` if set (relative to the workspace root), else
+/// `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 /// One criterion result: mean time per iteration and elements per iteration.
