@@ -1,6 +1,8 @@
 //! `cargo xtask bench [--quick]`: every crate's criterion benches, then the
 //! end-to-end scenarios against sente-lite and NATS in one run, then
-//! `docs/BENCHMARKS.md` from both.
+//! `docs/BENCHMARKS.md` from both, and the benchmark section of
+//! `docs/TELEMETRY.md` (between its `bench:telemetry` markers) from the same
+//! criterion results, so the two documents show the same figures.
 //!
 //! `--quick` is CI's smoke run: each criterion bench runs once (`--test`) and
 //! the end-to-end comparison runs at its quick size; the report goes to
@@ -18,11 +20,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // Re-render the report from the last run's results without running.
     let report_only = args.iter().any(|a| a == "--report-only");
     let root = crate::root();
+    let target = target_dir(&root);
+    let release = target.join("release");
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out)?;
 
     // 1. In-process benches (criterion).
-    let criterion_dir = root.join("target").join("criterion");
+    let criterion_dir = target.join("criterion");
     if report_only {
         // Nothing to run.
     } else if quick {
@@ -37,6 +41,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let size = if quick { "quick" } else { "full" };
     let json = out.join(format!("e2e-{size}.json"));
     let json_s = json.to_string_lossy().into_owned();
+    let bench_bin = release
+        .join("sente-lite-bench")
+        .to_string_lossy()
+        .into_owned();
+    let sente_bin = release.join("sente-lite").to_string_lossy().into_owned();
     let e2e_ok = if report_only {
         Ok(())
     } else {
@@ -53,11 +62,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ],
         )?;
         crate::run(
-            "target/release/sente-lite-bench",
+            &bench_bin,
             &[
                 "compare",
                 "--sente-bin",
-                "target/release/sente-lite",
+                &sente_bin,
                 "--size",
                 size,
                 "--json",
@@ -65,7 +74,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ],
         )
     };
-    let idle_rss = idle_server_rss(&root.join("target/release/sente-lite"));
+    let idle_rss = idle_server_rss(&release.join("sente-lite"));
 
     // 3. The report, even when a case failed (the failure is in it).
     let criterion = if quick {
@@ -81,14 +90,33 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Err(e) = &idle_rss {
         eprintln!("idle RSS not measured: {e}");
     }
-    let target = if quick {
+    let report_path = if quick {
         out.join("BENCHMARKS-quick.md")
     } else {
         root.join("docs").join("BENCHMARKS.md")
     };
-    std::fs::write(&target, report)?;
-    eprintln!("wrote {}", target.display());
+    std::fs::write(&report_path, report)?;
+    eprintln!("wrote {}", report_path.display());
+    // The telemetry benches again, in the telemetry document, from the same
+    // results (a quick run has no criterion estimates: docs stay as they are).
+    if !quick {
+        write_telemetry_doc(
+            &root.join("docs").join("TELEMETRY.md"),
+            &criterion,
+            &run_date(&e2e),
+        )?;
+    }
     e2e_ok
+}
+
+/// Where cargo puts build output (criterion writes its results there too):
+/// `CARGO_TARGET_DIR` if set (relative to the workspace root), else
+/// `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 /// One criterion result: mean time per iteration and elements per iteration.
@@ -184,6 +212,20 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Mean nanoseconds per element (signal, delivery, ...), when criterion
+/// knows the elements per iteration.
+fn ns_per_element(e: &Estimate) -> Option<f64> {
+    e.elements.filter(|n| *n > 0.0).map(|n| e.mean_ns / n)
+}
+
+/// `(elements per second, ns per element)` as both reports print them.
+fn rate_and_per_element(e: &Estimate) -> (String, String) {
+    match ns_per_element(e) {
+        Some(per) => (fmt_num(1e9 / per), format!("{per:.2}")),
+        None => ("–".to_owned(), "–".to_owned()),
+    }
+}
+
 fn metric(results: &[Value], case: &str, server: &str, name: &str) -> Option<f64> {
     results
         .iter()
@@ -248,7 +290,67 @@ fn verdict(met: bool, by: &str) -> String {
     }
 }
 
-/// The issues' targets, each judged from this run's figures.
+/// One row of the targets table.
+struct TargetRow {
+    /// A telemetry target (also shown in docs/TELEMETRY.md).
+    telemetry: bool,
+    line: String,
+}
+
+/// The targets judged from criterion's figures, in table order.
+fn criterion_targets(criterion: &BTreeMap<String, Estimate>) -> Vec<TargetRow> {
+    let mut rows = Vec::new();
+    let mut row = |telemetry: bool, line: String| rows.push(TargetRow { telemetry, line });
+    let per_elem = |id: &str| criterion.get(id).and_then(ns_per_element);
+    if let Some(ns) = per_elem("publish_fan_out/subscribers/1000") {
+        let v = verdict(ns <= 50.0, &format!("{:.1}× under the limit", 50.0 / ns));
+        row(
+            false,
+            format!("| engine: ≤ 50 ns per delivery at 1,000 subscribers | {ns:.1} ns | {v} |"),
+        );
+    }
+    if let Some(ns) = per_elem("telemere/filtered_out") {
+        let v = verdict(ns <= 2.0, "limit 2 ns");
+        row(
+            true,
+            format!("| telemetry: filtered-out signal ≤ 2 ns | {ns:.2} ns | {v} |"),
+        );
+    }
+    if let Some(ns) = per_elem("telemere/async_enqueue/1_thread_accepted") {
+        let rate = 1e3 / ns;
+        let v = verdict(rate >= 10.0, &format!("{:.0} % of the target", rate * 10.0));
+        row(
+            true,
+            format!(
+                "| telemetry: async enqueue ≥ 10 M signals/s from one thread, all accepted | {rate:.2} M/s | {v} |"
+            ),
+        );
+    }
+    let file = per_elem("file_e2e/telemere_blocking");
+    if let Some(ns) = file {
+        let rate = 1e3 / ns;
+        let v = verdict(rate >= 1.0, &format!("{:.0} % of the target", rate * 100.0));
+        row(
+            true,
+            format!(
+                "| telemetry: JSON-lines file ≥ 1 M signals/s end to end | {rate:.2} M/s | {v} |"
+            ),
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (file, per_elem("file_e2e/tracing_appender_blocking")) {
+        let x = theirs / ours;
+        let v = verdict(x >= 2.0, "same run");
+        row(
+            true,
+            format!(
+                "| telemetry: ≥ 2× tracing + tracing-appender on the same file workload | {x:.1}× | {v} |"
+            ),
+        );
+    }
+    rows
+}
+
+/// The performance targets, each judged from this run's figures.
 fn targets(
     s: &mut String,
     criterion: &BTreeMap<String, Estimate>,
@@ -258,49 +360,8 @@ fn targets(
     let _ = writeln!(s, "## Targets\n");
     let _ = writeln!(s, "| target | measured | verdict |");
     let _ = writeln!(s, "| --- | --- | --- |");
-    let per_elem = |id: &str| {
-        criterion
-            .get(id)
-            .and_then(|e| e.elements.map(|n| e.mean_ns / n))
-    };
-    if let Some(ns) = per_elem("publish_fan_out/subscribers/1000") {
-        let v = verdict(ns <= 50.0, &format!("{:.1}× under the limit", 50.0 / ns));
-        let _ = writeln!(
-            s,
-            "| engine: ≤ 50 ns per delivery at 1,000 subscribers | {ns:.1} ns | {v} |"
-        );
-    }
-    if let Some(ns) = per_elem("telemere/filtered_out") {
-        let v = verdict(ns <= 2.0, "limit 2 ns");
-        let _ = writeln!(
-            s,
-            "| telemetry: filtered-out signal ≤ 2 ns | {ns:.2} ns | {v} |"
-        );
-    }
-    if let Some(ns) = per_elem("telemere/async_enqueue/1_thread_accepted") {
-        let rate = 1e3 / ns;
-        let v = verdict(rate >= 10.0, &format!("{:.0} % of the target", rate * 10.0));
-        let _ = writeln!(
-            s,
-            "| telemetry: async enqueue ≥ 10 M signals/s from one thread, all accepted | {rate:.2} M/s | {v} |"
-        );
-    }
-    let file = per_elem("file_e2e/telemere_blocking");
-    if let Some(ns) = file {
-        let rate = 1e3 / ns;
-        let v = verdict(rate >= 1.0, &format!("{:.0} % of the target", rate * 100.0));
-        let _ = writeln!(
-            s,
-            "| telemetry: JSON-lines file ≥ 1 M signals/s end to end | {rate:.2} M/s | {v} |"
-        );
-    }
-    if let (Some(ours), Some(theirs)) = (file, per_elem("file_e2e/tracing_appender_blocking")) {
-        let x = theirs / ours;
-        let v = verdict(x >= 2.0, "same run");
-        let _ = writeln!(
-            s,
-            "| telemetry: ≥ 2× tracing + tracing-appender on the same file workload | {x:.1}× | {v} |"
-        );
+    for r in criterion_targets(criterion) {
+        let _ = writeln!(s, "{}", r.line);
     }
     let m = |case: &str, server: &str, name: &str| metric(results, case, server, name);
     for rate in [20, 100, 300] {
@@ -364,6 +425,185 @@ fn targets(
     let _ = writeln!(s);
 }
 
+/// The markers around the generated part of docs/TELEMETRY.md.
+const TELEMETRY_START: &str = "<!-- bench:telemetry:start -->";
+const TELEMETRY_END: &str = "<!-- bench:telemetry:end -->";
+
+/// The telemetry benches in the order docs/TELEMETRY.md lists them, with
+/// what each measures. Any other `telemere/*` or `file_e2e/*` result is
+/// listed after them.
+const TELEMETRY_BENCHES: &[(&str, &str)] = &[
+    ("telemere/filtered_out", "`debug!` below the level gate"),
+    (
+        "telemere/sync_noop",
+        "`info!` + data (serialized on the caller) to a sync no-op handler",
+    ),
+    (
+        "telemere/async_enqueue/1_threads",
+        "`info!` + `Lazy` data into an async `Dropping` queue (1024) with a no-op worker; \
+         calls that meet a full queue drop the signal (the bench prints how many)",
+    ),
+    (
+        "telemere/async_enqueue/2_threads",
+        "the same from two emitting threads (time per signal over both)",
+    ),
+    (
+        "telemere/async_enqueue/1_threads_eager_data",
+        "the same with the data serialized on the caller",
+    ),
+    (
+        "telemere/async_enqueue/1_thread_accepted",
+        "every signal really enqueued (chunks of one buffer, drained off the clock)",
+    ),
+    (
+        "file_e2e/telemere_blocking",
+        "50,000 `info!` + data into an async `Blocking` (1024) JSON-lines file handler, \
+         until drained and flushed; nothing dropped",
+    ),
+    (
+        "file_e2e/tracing_appender_blocking",
+        "the same events through `tracing`, its JSON formatter and `tracing-appender`'s \
+         non-blocking writer (lossy = false, 1024 lines)",
+    ),
+    (
+        "file_e2e/telemere_dropping",
+        "50,000 in a burst into `Dropping` (1024): most are dropped and counted; \
+         the rate is of signals emitted",
+    ),
+    (
+        "file_e2e/tracing_appender_dropping",
+        "the same burst into tracing-appender, lossy (1024 lines)",
+    ),
+];
+
+/// The seed design's telemetry figures, in signals per second.
+const SEED_SYNC_PER_SEC: f64 = 2_720.0;
+const SEED_ASYNC_PER_SEC: f64 = 66_667.0;
+
+/// The generated part of docs/TELEMETRY.md (without the markers): the
+/// telemetry benches and targets of this run, with the same figures as
+/// docs/BENCHMARKS.md.
+fn telemetry_section(criterion: &BTreeMap<String, Estimate>, date: &str, machine: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<!-- Generated by `cargo xtask bench` from the run docs/BENCHMARKS.md reports; \
+         do not edit by hand. -->\n"
+    );
+    let _ = writeln!(
+        s,
+        "Run started {date} on {machine} (the run of [BENCHMARKS.md](BENCHMARKS.md)). \
+         Command: `cargo bench -p telemere-lite`, within `cargo xtask bench`. Each figure is \
+         criterion's mean; files are written to a temporary directory.\n"
+    );
+    let _ = writeln!(s, "| bench | what | time / signal | signals/s |");
+    let _ = writeln!(s, "| --- | --- | ---: | ---: |");
+    let known = TELEMETRY_BENCHES.iter().map(|(id, what)| (*id, *what));
+    let others = criterion
+        .keys()
+        .filter(|id| id.starts_with("telemere/") || id.starts_with("file_e2e/"))
+        .filter(|id| TELEMETRY_BENCHES.iter().all(|(k, _)| k != id))
+        .map(|id| (id.as_str(), ""));
+    for (id, what) in known.chain(others) {
+        let Some(e) = criterion.get(id) else {
+            continue;
+        };
+        let (rate, per) = rate_and_per_element(e);
+        let _ = writeln!(s, "| `{id}` | {what} | {per} ns | {rate} |");
+    }
+    let rows: Vec<TargetRow> = criterion_targets(criterion)
+        .into_iter()
+        .filter(|r| r.telemetry)
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(s, "\n| target | measured | verdict |");
+        let _ = writeln!(s, "| --- | --- | --- |");
+        for r in rows {
+            let _ = writeln!(s, "{}", r.line);
+        }
+    }
+    let rate = |id: &str| {
+        criterion
+            .get(id)
+            .and_then(ns_per_element)
+            .map(|ns| 1e9 / ns)
+    };
+    let vs_seed = [
+        (
+            "sync delivery",
+            rate("telemere/sync_noop"),
+            SEED_SYNC_PER_SEC,
+        ),
+        (
+            "accepted async enqueue",
+            rate("telemere/async_enqueue/1_thread_accepted"),
+            SEED_ASYNC_PER_SEC,
+        ),
+        (
+            "async end to end into a file (the seed's figure did not include the I/O)",
+            rate("file_e2e/telemere_blocking"),
+            SEED_ASYNC_PER_SEC,
+        ),
+    ];
+    let parts: Vec<String> = vs_seed
+        .iter()
+        .filter_map(|(what, ours, seed)| ours.map(|r| format!("{:.0}× for {what}", r / seed)))
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nAgainst the seed design's figures (sync 2,720 signals/s, async 66,667 signals/s): \
+             {}.",
+            parts.join("; ")
+        );
+    }
+    s
+}
+
+/// Replaces what lies between the `start` and `end` marker lines of `doc`
+/// with `body`, keeping the markers and everything outside them.
+fn splice(doc: &str, start: &str, end: &str, body: &str) -> Result<String> {
+    let Some(a) = doc.find(start) else {
+        bail!("marker {start} not found");
+    };
+    let from = a + start.len();
+    let Some(b) = doc[from..].find(end).map(|i| from + i) else {
+        bail!("marker {end} not found after {start}");
+    };
+    let mut out = String::with_capacity(doc.len() + body.len());
+    out.push_str(&doc[..from]);
+    out.push('\n');
+    out.push_str(body);
+    if !body.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&doc[b..]);
+    Ok(out)
+}
+
+/// Renders the generated part of docs/TELEMETRY.md into it.
+fn write_telemetry_doc(
+    path: &Path,
+    criterion: &BTreeMap<String, Estimate>,
+    date: &str,
+) -> Result<()> {
+    let doc =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let body = telemetry_section(criterion, date, &machine());
+    let doc = splice(&doc, TELEMETRY_START, TELEMETRY_END, &body)
+        .with_context(|| format!("updating {}", path.display()))?;
+    std::fs::write(path, doc)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// When the run started, from the load tool's results.
+fn run_date(e2e: &Value) -> String {
+    e2e["started_at_ms"]
+        .as_u64()
+        .map_or_else(|| "unknown".to_owned(), utc)
+}
+
 fn render(
     criterion: &BTreeMap<String, Estimate>,
     e2e: &Value,
@@ -371,9 +611,7 @@ fn render(
     idle_rss: Option<u64>,
 ) -> String {
     let mut s = String::new();
-    let date = e2e["started_at_ms"]
-        .as_u64()
-        .map_or_else(|| "unknown".to_owned(), utc);
+    let date = run_date(e2e);
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
@@ -403,13 +641,7 @@ fn render(
         );
         let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
         for (id, e) in criterion {
-            let (rate, per) = match e.elements {
-                Some(n) if n > 0.0 => (
-                    fmt_num(n / (e.mean_ns * 1e-9)),
-                    format!("{:.2}", e.mean_ns / n),
-                ),
-                _ => ("–".to_owned(), "–".to_owned()),
-            };
+            let (rate, per) = rate_and_per_element(e);
             let _ = writeln!(s, "| `{id}` | {} ns | {rate} | {per} |", fmt_num(e.mean_ns));
         }
         let _ = writeln!(s);
@@ -543,4 +775,184 @@ fn render(
         let _ = writeln!(s);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est(mean_ns: f64, elements: f64) -> Estimate {
+        Estimate {
+            mean_ns,
+            elements: Some(elements),
+        }
+    }
+
+    /// A small run: an engine bench and the telemetry benches the targets use.
+    fn fixture() -> BTreeMap<String, Estimate> {
+        [
+            ("publish_fan_out/subscribers/1000", est(22_310.0, 1000.0)),
+            ("telemere/filtered_out", est(1.132, 1.0)),
+            ("telemere/sync_noop", est(270.87, 1.0)),
+            ("telemere/async_enqueue/2_threads", est(166.92, 2.0)),
+            ("telemere/async_enqueue/1_thread_accepted", est(212.14, 1.0)),
+            ("telemere/brand_new", est(10.0, 1.0)),
+            ("file_e2e/telemere_blocking", est(25_878_500.0, 50_000.0)),
+            (
+                "file_e2e/tracing_appender_blocking",
+                est(174_819_500.0, 50_000.0),
+            ),
+        ]
+        .into_iter()
+        .map(|(id, e)| (id.to_owned(), e))
+        .collect()
+    }
+
+    /// The rows of the generated section's tables, cells trimmed.
+    fn table_rows(section: &str) -> Vec<Vec<String>> {
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Checks that `section` (docs/TELEMETRY.md's generated part) shows the
+    /// same figures as `report` (docs/BENCHMARKS.md).
+    fn assert_same_figures(section: &str, report: &str) {
+        let mut benches = 0;
+        for row in table_rows(section) {
+            if row[0].starts_with("telemetry:") {
+                let line = format!("| {} |", row.join(" | "));
+                assert!(
+                    report.contains(&line),
+                    "target row {line:?} not in the report"
+                );
+            } else if row[0].starts_with('`') {
+                // | `id` | what | per ns | rate |  vs  | `id` | time | rate | per |
+                let (id, per, rate) = (&row[0], row[2].trim_end_matches(" ns"), &row[3]);
+                let theirs = table_rows(report)
+                    .into_iter()
+                    .find(|r| &r[0] == id)
+                    .unwrap_or_else(|| panic!("{id} not in the report"));
+                assert_eq!((&theirs[2], theirs[3].as_str()), (rate, per), "{id}");
+                benches += 1;
+            }
+        }
+        assert!(benches > 0, "no bench rows in {section:?}");
+    }
+
+    #[test]
+    fn telemetry_section_shows_the_report_figures() {
+        let criterion = fixture();
+        let e2e = serde_json::json!({"started_at_ms": 1_700_000_000_000u64});
+        let report = render(&criterion, &e2e, false, None);
+        let section = telemetry_section(&criterion, &run_date(&e2e), "a machine");
+        assert_same_figures(&section, &report);
+        // Known benches in the documented order, then the others; engine
+        // benches and their target stay out.
+        let ids: Vec<String> = table_rows(&section)
+            .into_iter()
+            .map(|r| r[0].clone())
+            .filter(|c| c.starts_with('`'))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "`telemere/filtered_out`",
+                "`telemere/sync_noop`",
+                "`telemere/async_enqueue/2_threads`",
+                "`telemere/async_enqueue/1_thread_accepted`",
+                "`file_e2e/telemere_blocking`",
+                "`file_e2e/tracing_appender_blocking`",
+                "`telemere/brand_new`",
+            ]
+        );
+        assert!(!section.contains("engine:"));
+        assert!(section.contains("| telemetry: filtered-out signal ≤ 2 ns | 1.13 ns |"));
+        assert!(section.contains("| `file_e2e/telemere_blocking` | "));
+        assert!(section.contains("| 517.57 ns | 1.93 M |"));
+        assert!(section.contains("6.8× | **met** (same run) |"));
+        assert!(section.contains("Run started 2023-11-14 22:13 UTC on a machine"));
+        // 1e9 / 270.87 / 2720 = 1357
+        assert!(section.contains("1357× for sync delivery;"));
+    }
+
+    #[test]
+    fn splice_replaces_only_what_is_between_the_markers() -> Result<()> {
+        let doc = format!("# T\n\nbefore\n{TELEMETRY_START}\nold\nlines\n{TELEMETRY_END}\nafter\n");
+        let once = splice(&doc, TELEMETRY_START, TELEMETRY_END, "new")?;
+        assert_eq!(
+            once,
+            format!("# T\n\nbefore\n{TELEMETRY_START}\nnew\n{TELEMETRY_END}\nafter\n")
+        );
+        assert_eq!(
+            splice(&once, TELEMETRY_START, TELEMETRY_END, "new\n")?,
+            once
+        );
+        assert!(splice("no markers", TELEMETRY_START, TELEMETRY_END, "x").is_err());
+        let reversed = format!("{TELEMETRY_END}\n{TELEMETRY_START}\n");
+        assert!(splice(&reversed, TELEMETRY_START, TELEMETRY_END, "x").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn criterion_results_are_read_from_their_new_directories() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-criterion-{}", std::process::id()));
+        let new = dir.join("telemere").join("filtered_out").join("new");
+        std::fs::create_dir_all(&new)?;
+        std::fs::write(
+            new.join("benchmark.json"),
+            r#"{"full_id":"telemere/filtered_out","throughput":{"Elements":1}}"#,
+        )?;
+        std::fs::write(
+            new.join("estimates.json"),
+            r#"{"mean":{"point_estimate":1.132}}"#,
+        )?;
+        // A stale `base` estimate is not read.
+        let base = dir.join("telemere").join("filtered_out").join("base");
+        std::fs::create_dir_all(&base)?;
+        std::fs::write(
+            base.join("estimates.json"),
+            r#"{"mean":{"point_estimate":9}}"#,
+        )?;
+        let read = read_criterion(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        let read = read?;
+        assert_eq!(read.len(), 1);
+        let e = &read["telemere/filtered_out"];
+        assert_eq!((e.mean_ns, e.elements), (1.132, Some(1.0)));
+        Ok(())
+    }
+
+    /// The committed documents come from one run: what docs/TELEMETRY.md
+    /// shows between its markers is what docs/BENCHMARKS.md reports.
+    #[test]
+    fn committed_telemetry_figures_are_those_of_the_benchmark_report() -> Result<()> {
+        let docs = crate::root().join("docs");
+        let telemetry = std::fs::read_to_string(docs.join("TELEMETRY.md"))?;
+        let report = std::fs::read_to_string(docs.join("BENCHMARKS.md"))?;
+        let (Some(a), Some(b)) = (
+            telemetry.find(TELEMETRY_START),
+            telemetry.find(TELEMETRY_END),
+        ) else {
+            bail!("docs/TELEMETRY.md lacks its bench:telemetry markers");
+        };
+        let section = &telemetry[a..b];
+        assert_same_figures(section, &report);
+        let date = report
+            .lines()
+            .find_map(|l| l.strip_prefix("- Run started: "))
+            .unwrap_or("?");
+        assert!(
+            section.contains(&format!("Run started {date} ")),
+            "docs/TELEMETRY.md is not from the run of {date}"
+        );
+        Ok(())
+    }
 }

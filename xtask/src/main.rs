@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: format check, clippy with `-D warnings`, every test.
 //! - `cargo xtask bench [--quick]`: criterion benches and end-to-end runs.
-//! - `cargo xtask ci`: what `.ci/run` runs: `test`, then `bench --quick`.
+//! - `cargo xtask ci [--allow-dirty]`: what `.ci/run` runs: `test`, a
+//!   publish dry run of the library crates, then `bench --quick`.
 
 mod bench;
 mod ci;
@@ -23,7 +24,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "ci" => ci::run(rest),
         "help" | "--help" | "-h" => {
-            eprintln!("usage: cargo xtask <test|bench [--quick]|ci>");
+            eprintln!("usage: cargo xtask <test|bench [--quick]|ci [--allow-dirty]>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}`; try `cargo xtask help`"),

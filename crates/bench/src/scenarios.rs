@@ -172,20 +172,45 @@ struct PubOutcome {
     server_errors: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn subscriber(
+/// One subscriber of a pub/sub run: who it is and what it subscribes to.
+#[derive(Debug)]
+struct SubscriberPlan {
     target: Target,
     index: usize,
     src: Option<IpAddr>,
     channel: usize,
     chan_name: String,
+    /// Messages per publisher (sizes its sequence tracker).
     capacity: u64,
-    sem: Arc<Semaphore>,
     setup_deadline: Instant,
+}
+
+/// What every subscriber of a run shares: the connection limiter, the
+/// setup report channel, the delivery counter and the stop flag.
+#[derive(Debug, Clone)]
+struct SubscriberLinks {
+    sem: Arc<Semaphore>,
     ready: mpsc::Sender<Result<usize, String>>,
     received: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
-) -> SubOutcome {
+    stop: watch::Receiver<bool>,
+}
+
+async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome {
+    let SubscriberPlan {
+        target,
+        index,
+        src,
+        channel,
+        chan_name,
+        capacity,
+        setup_deadline,
+    } = plan;
+    let SubscriberLinks {
+        sem,
+        ready,
+        received,
+        mut stop,
+    } = links;
     let mut out = SubOutcome {
         channel,
         tracker: SeqTracker::new(capacity),
@@ -258,18 +283,32 @@ fn publisher_event(out: &mut PubOutcome, ev: Event) -> u64 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publisher(
-    mut conn: Conn,
+/// What one publisher or RPC client sends: `count` payloads of `size`
+/// bytes at `rate` per second (0 = flat out), starting when the starter
+/// says and giving up at `end_deadline`.
+#[derive(Debug, Clone, Copy)]
+struct SendPlan {
     id: u32,
-    channel: usize,
-    chan_name: String,
     rate: f64,
     count: u64,
     size: usize,
-    mut start: watch::Receiver<Option<Instant>>,
     end_deadline: Instant,
+}
+
+async fn publisher(
+    mut conn: Conn,
+    plan: SendPlan,
+    channel: usize,
+    chan_name: String,
+    mut start: watch::Receiver<Option<Instant>>,
 ) -> PubOutcome {
+    let SendPlan {
+        id,
+        rate,
+        count,
+        size,
+        end_deadline,
+    } = plan;
     let mut out = PubOutcome {
         id,
         channel,
@@ -348,24 +387,29 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel(n_subs.max(1));
 
+    let links = SubscriberLinks {
+        sem,
+        ready: ready_tx,
+        received: received.clone(),
+        stop: stop_rx,
+    };
     let mut subs = Vec::with_capacity(n_subs);
     for i in 0..n_subs {
         let c = i / spec.subscribers_per_channel.max(1);
-        subs.push(tokio::spawn(subscriber(
+        let plan = SubscriberPlan {
             target,
-            i,
-            pick(&opts.srcs, i),
-            c,
-            chan(c),
-            spec.messages_per_publisher,
-            sem.clone(),
+            index: i,
+            src: pick(&opts.srcs, i),
+            channel: c,
+            chan_name: chan(c),
+            capacity: spec.messages_per_publisher,
             setup_deadline,
-            ready_tx.clone(),
-            received.clone(),
-            stop_rx.clone(),
-        )));
+        };
+        subs.push(tokio::spawn(subscriber(plan, links.clone())));
     }
-    drop(ready_tx);
+    // Only the subscribers' clones of the ready sender are left: the
+    // receiver sees the end once each has reported.
+    drop(links);
     let (ready_channels, subs_failed, first_err) =
         collect_ready(&mut ready_rx, n_subs, setup_deadline).await;
     let subs_ok = ready_channels.len();
@@ -399,16 +443,19 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
     let mut pubs = Vec::with_capacity(n_pubs);
     for (j, conn) in pub_conns.into_iter().enumerate() {
         let c = j / spec.publishers_per_channel.max(1);
+        let plan = SendPlan {
+            id: j as u32,
+            rate: per_pub_rate,
+            count: spec.messages_per_publisher,
+            size: spec.payload_bytes,
+            end_deadline: publish_deadline + opts.drain,
+        };
         pubs.push(tokio::spawn(publisher(
             conn,
-            j as u32,
+            plan,
             c,
             chan(c),
-            per_pub_rate,
-            spec.messages_per_publisher,
-            spec.payload_bytes,
             start_rx.clone(),
-            publish_deadline + opts.drain,
         )));
     }
 
@@ -533,17 +580,19 @@ async fn rpc_worker(mut conn: Conn, mut stop: watch::Receiver<bool>) -> (u64, Op
     (answered, None)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn rpc_client(
     mut conn: Conn,
-    id: u32,
-    rate: f64,
-    count: u64,
-    size: usize,
+    plan: SendPlan,
     timeout_ms: u64,
     mut start: watch::Receiver<Option<Instant>>,
-    end_deadline: Instant,
 ) -> PubOutcome {
+    let SendPlan {
+        id,
+        rate,
+        count,
+        size,
+        end_deadline,
+    } = plan;
     let mut out = PubOutcome {
         id,
         tracker: SeqTracker::new(count),
@@ -668,15 +717,18 @@ pub async fn rpc(target: Target, spec: &RpcSpec, opts: &RunOpts) -> anyhow::Resu
     let (start_tx, start_rx) = watch::channel(None);
     let mut tasks = Vec::new();
     for (i, c) in clients.into_iter().enumerate() {
+        let plan = SendPlan {
+            id: i as u32,
+            rate: per_client,
+            count: spec.requests_per_client,
+            size: spec.payload_bytes,
+            end_deadline: end,
+        };
         tasks.push(tokio::spawn(rpc_client(
             c,
-            i as u32,
-            per_client,
-            spec.requests_per_client,
-            spec.payload_bytes,
+            plan,
             timeout_ms,
             start_rx.clone(),
-            end,
         )));
     }
     let sampler = start_sampler(opts)?;

@@ -44,3 +44,8 @@ pub fn now_ms() -> i64 {
         Err(_) => 0,
     }
 }
+
+/// The README's example, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -35,7 +35,7 @@ fn level(l: log::Level) -> Level {
 impl log::Log for LogBridge {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         let lvl = level(metadata.level());
-        self.telemetry.level_enabled(lvl) && self.telemetry.enabled_in(lvl, None, metadata.target())
+        self.telemetry.enabled_in(lvl, None, metadata.target())
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -188,8 +188,8 @@ pub struct HandlerStats {
 /// Counters touched per signal.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) processed: AtomicU64,
-    pub(crate) errors: AtomicU64,
+    processed: AtomicU64,
+    errors: AtomicU64,
     /// log2 buckets of sampled handling times.
     hist: [AtomicU64; 40],
 }
@@ -645,7 +645,7 @@ impl Queue {
     }
 
     /// Stops accepting signals and wakes everyone.
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         lock(&self.state).closed = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();

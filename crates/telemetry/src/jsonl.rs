@@ -6,8 +6,23 @@
 //! strings, strings that need no escaping (module paths, file names, ids,
 //! most messages) are copied after one scan, and integers are formatted by
 //! [`write_u64`] instead of `core::fmt`.
+//!
+//! It depends on `signal` (what it formats), never the other way round:
+//! [`Signal::write_json_line`] is defined here.
 
-use crate::signal::{rfc3339_bytes, Data, Signal};
+use crate::signal::{Data, Kind, Signal};
+use crate::timestamp::rfc3339_bytes;
+
+impl Signal {
+    /// Writes the signal as one line of JSON followed by `\n`.
+    /// (The same text as `serde_json::to_writer(self)` plus `\n`, written
+    /// by a hand-written formatter in one `write_all`.)
+    pub fn write_json_line<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(256);
+        write_line(self, &mut line);
+        w.write_all(&line)
+    }
+}
 
 /// Appends `signal` as one JSON object followed by `\n`.
 pub(crate) fn write_line(signal: &Signal, out: &mut Vec<u8>) {
@@ -18,8 +33,8 @@ pub(crate) fn write_line(signal: &Signal, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"level\":\"");
     out.extend_from_slice(signal.level.as_str().as_bytes());
     out.extend_from_slice(match signal.kind {
-        crate::Kind::Event => b"\",\"kind\":\"event\"",
-        crate::Kind::Log => b"\",\"kind\":\"log\"",
+        Kind::Event => b"\",\"kind\":\"event\"",
+        Kind::Log => b"\",\"kind\":\"log\"",
     });
     if let Some(id) = &signal.id {
         out.extend_from_slice(b",\"id\":");
@@ -173,7 +188,7 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::{ErrorInfo, Kind, ThreadInfo};
+    use crate::signal::{ErrorInfo, ThreadInfo};
     use crate::{CorrelationId, Lazy, Level};
     use std::borrow::Cow;
 

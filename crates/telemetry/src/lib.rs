@@ -58,11 +58,17 @@ mod level;
 mod macros;
 mod signal;
 mod telemetry;
+mod timestamp;
 
 #[cfg(feature = "log")]
 mod bridge_log;
 #[cfg(feature = "tracing")]
 mod bridge_tracing;
+
+/// The README's examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::correlation::CorrelationId;
 use crate::level::Level;
+use crate::timestamp::{write_rfc3339, Rfc3339};
 
 /// Whether a signal came from [`event!`](crate::event) (an id first) or from
 /// a log macro / bridge (a message first).
@@ -327,15 +328,6 @@ impl Signal {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Writes the signal as one line of JSON followed by `\n`.
-    /// (The same text as `serde_json::to_writer(self)` plus `\n`, written
-    /// by a hand-written formatter in one `write_all`.)
-    pub fn write_json_line<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
-        let mut line = Vec::with_capacity(256);
-        crate::jsonl::write_line(self, &mut line);
-        w.write_all(&line)
-    }
-
     /// The signal as one line of human-readable text (no newline).
     pub fn to_text(&self) -> String {
         let mut s = String::with_capacity(128);
@@ -382,83 +374,6 @@ impl Signal {
     }
 }
 
-/// A timestamp serialized as RFC 3339 UTC with microseconds.
-struct Rfc3339(SystemTime);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 32];
-        let n = rfc3339_bytes(&mut buf, self.0);
-        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
-    }
-}
-
-/// Writes `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
-pub(crate) fn write_rfc3339(out: &mut impl fmt::Write, t: SystemTime) -> fmt::Result {
-    let mut buf = [0u8; 32];
-    let n = rfc3339_bytes(&mut buf, t);
-    out.write_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
-}
-
-/// The RFC 3339 form in ASCII digits, without `core::fmt` (it shows up in
-/// the file handler's profile); returns the length written.
-pub(crate) fn rfc3339_bytes(buf: &mut [u8; 32], t: SystemTime) -> usize {
-    let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (d.as_secs() as i64, d.subsec_micros()),
-        Err(e) => {
-            let d = e.duration();
-            let mut s = -(d.as_secs() as i64);
-            let mut us = d.subsec_micros();
-            if us > 0 {
-                s -= 1;
-                us = 1_000_000 - us;
-            }
-            (s, us)
-        }
-    };
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
-    let y = y.clamp(0, 9999) as u32;
-    fn put(buf: &mut [u8], at: usize, v: u32, width: usize) {
-        let mut v = v;
-        for i in (0..width).rev() {
-            buf[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-    put(buf, 0, y, 4);
-    buf[4] = b'-';
-    put(buf, 5, m, 2);
-    buf[7] = b'-';
-    put(buf, 8, d, 2);
-    buf[10] = b'T';
-    put(buf, 11, sod / 3600, 2);
-    buf[13] = b':';
-    put(buf, 14, (sod / 60) % 60, 2);
-    buf[16] = b':';
-    put(buf, 17, sod % 60, 2);
-    buf[19] = b'.';
-    put(buf, 20, micros, 6);
-    buf[26] = b'Z';
-    27
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (the well-known era-based algorithm by Howard Hinnant).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 impl Serialize for Signal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
@@ -495,22 +410,6 @@ impl Serialize for Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339() {
-        let mut s = String::new();
-        write_rfc3339(&mut s, UNIX_EPOCH).unwrap();
-        assert_eq!(s, "1970-01-01T00:00:00.000000Z");
-        s.clear();
-        // 2024-02-29T12:34:56.789012Z
-        let t = UNIX_EPOCH + Duration::new(1_709_210_096, 789_012_000);
-        write_rfc3339(&mut s, t).unwrap();
-        assert_eq!(s, "2024-02-29T12:34:56.789012Z");
-        s.clear();
-        write_rfc3339(&mut s, UNIX_EPOCH - Duration::from_micros(1)).unwrap();
-        assert_eq!(s, "1969-12-31T23:59:59.999999Z");
-    }
 
     #[test]
     fn json_shape() {

@@ -51,7 +51,7 @@ struct Config {
 }
 
 /// One registered handler.
-pub(crate) struct Slot {
+struct Slot {
     id: String,
     filter: CompiledFilter,
     kind: SlotKind,
@@ -170,7 +170,7 @@ impl Telemetry {
     /// any module, ignoring sampling and rate limits (which are decided per
     /// signal).
     pub fn enabled(&self, level: Level, id: &str) -> bool {
-        self.level_enabled(level) && self.enabled_in(level, Some(id), "")
+        self.enabled_in(level, Some(id), "")
     }
 
     /// Like [`enabled`](Self::enabled) with a module path; `id` may be absent.
@@ -296,6 +296,8 @@ impl Telemetry {
     // ---- configuration ---------------------------------------------
 
     /// Changes the configuration under the admin lock and publishes it.
+    /// A change that keeps the instance filter passes `cfg.filter.clone()`:
+    /// the `Arc` is shared, and with it the rate limiter's state.
     fn update(
         &self,
         f: impl FnOnce(&Config) -> Result<(Arc<CompiledFilter>, Vec<Arc<Slot>>), TelemetryError>,
@@ -414,7 +416,7 @@ impl Telemetry {
                 return Err(TelemetryError::TooManyHandlers { max: MAX_HANDLERS });
             }
             handlers.push(slot.clone());
-            Ok((clone_filter(&cfg.filter)?, handlers))
+            Ok((cfg.filter.clone(), handlers))
         });
         if let Err(e) = res {
             slot.stop(Instant::now());
@@ -436,7 +438,7 @@ impl Telemetry {
             if let Some(pos) = handlers.iter().position(|h| h.id == id) {
                 removed = Some(handlers.remove(pos));
             }
-            Ok((clone_filter(&cfg.filter)?, handlers))
+            Ok((cfg.filter.clone(), handlers))
         });
         match removed {
             Some(slot) => {
@@ -517,7 +519,7 @@ impl Telemetry {
         let mut slots = Vec::new();
         let _ = self.update(|cfg| {
             slots = cfg.handlers.clone();
-            Ok((clone_filter(&cfg.filter)?, Vec::new()))
+            Ok((cfg.filter.clone(), Vec::new()))
         });
         let mut report = ShutdownReport {
             handlers: slots.len(),
@@ -542,12 +544,6 @@ impl Telemetry {
             })
         }
     }
-}
-
-/// A configuration change that keeps the filter shares it (with its rate
-/// limiter state).
-fn clone_filter(f: &Arc<CompiledFilter>) -> Result<Arc<CompiledFilter>, TelemetryError> {
-    Ok(f.clone())
 }
 
 /// The handlers (as a bit mask) that want this signal.
