@@ -17,9 +17,11 @@ async fn broadcast_reaches_every_connection_with_broadcast_true() {
     let mut a = Client::connect(addr).await;
     let mut b = Client::connect(addr).await;
     a.subscribe("x").await; // subscriptions do not matter
-    let n = server.broadcast(obj(
-        json!({"type": "announcement", "text": "Server restarts at 22:00", "broadcast": "no"}),
-    )).await;
+    let n = server
+        .broadcast(obj(
+            json!({"type": "announcement", "text": "Server restarts at 22:00", "broadcast": "no"}),
+        ))
+        .await;
     assert_eq!(n, 2);
     let want =
         json!({"type": "announcement", "text": "Server restarts at 22:00", "broadcast": true});
@@ -37,7 +39,8 @@ async fn broadcast_to_channel_adds_channel_id_and_broadcast_time() {
     other.subscribe("elsewhere").await;
     let before = now_ms();
     let n = server
-        .broadcast_to_channel("prices", obj(json!({"type": "price", "value": 42.5}))).await
+        .broadcast_to_channel("prices", obj(json!({"type": "price", "value": 42.5})))
+        .await
         .unwrap();
     assert_eq!(n, 1);
     let m = sub.recv().await;
@@ -56,7 +59,8 @@ async fn broadcast_to_channel_adds_channel_id_and_broadcast_time() {
     );
     // A channel that does not exist is an error.
     assert!(server
-        .broadcast_to_channel("nowhere", obj(json!({"type": "x"}))).await
+        .broadcast_to_channel("nowhere", obj(json!({"type": "x"})))
+        .await
         .is_err());
 }
 
@@ -82,13 +86,15 @@ async fn server_side_publish_has_null_sender_and_is_retained() {
     };
     server
         .channels()
-        .create_channel("notifications", Some(cfg)).await
+        .create_channel("notifications", Some(cfg))
+        .await
         .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     a.subscribe("notifications").await;
     let p = server
         .channels()
-        .publish(None, "notifications", json!("maintenance at 22:00"), false).await
+        .publish(None, "notifications", json!("maintenance at 22:00"), false)
+        .await
         .unwrap();
     assert_eq!(p.delivered_to, 1);
     let m = a.recv_type("channel-message").await;
@@ -163,7 +169,9 @@ async fn welcome_comes_first_even_during_broadcasts() {
         tokio::spawn(async move {
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                server.broadcast(obj(json!({"type": "tick", "n": sent}))).await;
+                server
+                    .broadcast(obj(json!({"type": "tick", "n": sent})))
+                    .await;
                 sent += 1;
                 tokio::task::yield_now().await;
             }
@@ -205,4 +213,38 @@ async fn delete_channel_unsubscribes_everyone() {
     a.roundtrip().await;
     let s = stats(server.local_addr()).await;
     assert_eq!(s["channel-stats"]["total-subscriptions"], 1, "{s}");
+}
+
+/// `send_to_connection` tells a full queue (`slow-consumer`: the transport
+/// is closing that client) from a connection that is not there
+/// (`connection-not-found`), which it used to report for both.
+#[tokio::test]
+async fn send_to_a_full_connection_is_slow_consumer_not_not_found() {
+    let mut config = config();
+    config.websocket.max_message_bytes = 64 * 1024;
+    config.websocket.max_outbound_bytes = 256 * 1024;
+    config.websocket.max_outbound_frames = 64;
+    let server = start(config).await;
+    // Never reads, with a small receive buffer: its queue fills.
+    let stuck = Client::connect_small_buffer(server.local_addr(), 4096).await;
+    let msg = json!({"type": "bulk", "pad": "x".repeat(32 * 1024)});
+    let mut first_error = None;
+    for _ in 0..10_000 {
+        if let Err(e) = server.send_to_connection(&stuck.conn_id, &msg).await {
+            first_error = Some(e.reason());
+            break;
+        }
+    }
+    assert_eq!(
+        first_error,
+        Some(sente_lite_protocol::Reason::SlowConsumer),
+        "the send that found the queue full"
+    );
+    // From then on the connection is closing or gone.
+    let later = server.send_to_connection(&stuck.conn_id, &msg).await;
+    assert_eq!(
+        later.unwrap_err().reason(),
+        sente_lite_protocol::Reason::ConnectionNotFound
+    );
+    server.stop().await;
 }

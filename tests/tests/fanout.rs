@@ -132,7 +132,11 @@ async fn a_subscribe_racing_with_publishes_sees_each_message_once() {
         message_retention: MESSAGES,
         ..Default::default()
     };
-    server.channels().create_channel("race", Some(cfg)).await.unwrap();
+    server
+        .channels()
+        .create_channel("race", Some(cfg))
+        .await
+        .unwrap();
     let mut publisher = Client::connect(addr).await;
     let mut late = Client::connect(addr).await;
     let publishing = tokio::spawn(async move {

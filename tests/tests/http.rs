@@ -149,7 +149,11 @@ async fn channels_endpoint_and_json_404() {
     let (status, body) = http_get(addr, "/channels").await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"channels": {}}));
-    server.channels().create_channel("news", None).await.unwrap();
+    server
+        .channels()
+        .create_channel("news", None)
+        .await
+        .unwrap();
     let (_, body) = http_get(addr, "/channels").await;
     assert_eq!(body["channels"]["news"]["subscriber-count"], 0);
     assert_eq!(body["channels"]["news"]["message-count"], 0);
@@ -283,9 +287,8 @@ async fn unparsable_requests_get_a_json_400() {
         let answer = raw_exchange(server.local_addr(), garbage).await;
         assert!(answer.starts_with("HTTP/1.1 400 "), "{garbage:?}: {answer}");
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| {
-            panic!("{garbage:?}: the 400 has no JSON body ({e}): {answer}")
-        });
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{garbage:?}: the 400 has no JSON body ({e}): {answer}"));
         assert_eq!(v["error"], "bad-request", "{v}");
         assert_eq!(v["reason"], "bad-request", "{v}");
     }
@@ -305,7 +308,11 @@ async fn head_health_is_200_without_a_body() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
     assert_eq!(body, "", "HEAD has no body");
     server.stop().await;
 }
@@ -348,7 +355,10 @@ async fn added_routes_are_served_beside_the_built_in_ones() {
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}",
     )
     .await;
-    assert!(echo.starts_with("HTTP/1.1 200 ") && echo.ends_with("{\"a\":1}"), "{echo}");
+    assert!(
+        echo.starts_with("HTTP/1.1 200 ") && echo.ends_with("{\"a\":1}"),
+        "{echo}"
+    );
     assert_eq!(http_get(addr, "/health").await.0, 200);
     let (status, body) = http_get(addr, "/nothing-here").await;
     assert_eq!((status, body["reason"].clone()), (404, json!("not-found")));

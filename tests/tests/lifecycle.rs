@@ -31,7 +31,12 @@ async fn a_clean_disconnect_leaves_no_trace() {
     .await;
 
     let engine = server.channels();
-    assert!(engine.channel_info("one").await.unwrap().subscribers.is_empty());
+    assert!(engine
+        .channel_info("one")
+        .await
+        .unwrap()
+        .subscribers
+        .is_empty());
     assert_eq!(
         engine.channel_info("two").await.unwrap().subscribers,
         vec![w.conn_id.clone()]
@@ -39,7 +44,8 @@ async fn a_clean_disconnect_leaves_no_trace() {
     assert_eq!(engine.pending_rpc_requests(), 0, "its RPC was dropped");
     assert!(engine.resolve(&a_id).is_err());
     assert!(server
-        .send_to_connection(&a_id, &json!({"type": "x"})).await
+        .send_to_connection(&a_id, &json!({"type": "x"}))
+        .await
         .is_err());
 
     let s = stats(addr).await;
@@ -79,7 +85,8 @@ async fn an_abrupt_disconnect_is_cleaned_up_too() {
     .await;
     assert!(server
         .channels()
-        .channel_info("room").await
+        .channel_info("room")
+        .await
         .unwrap()
         .subscribers
         .is_empty());
@@ -110,12 +117,15 @@ async fn graceful_shutdown_drains_then_closes_1001() {
     for i in 0..MESSAGES {
         let p = server
             .channels()
-            .publish(None, "news", json!({"seq": i}), false).await
+            .publish(None, "news", json!({"seq": i}), false)
+            .await
             .unwrap();
         assert_eq!(p.delivered_to, 3);
     }
     assert_eq!(
-        server.broadcast(json!({"type": "bye"}).as_object().cloned().unwrap()).await,
+        server
+            .broadcast(json!({"type": "bye"}).as_object().cloned().unwrap())
+            .await,
         4
     );
     let stopping = tokio::spawn(server.stop());

@@ -73,7 +73,8 @@ async fn a_client_that_never_answers_is_closed_heartbeat_timeout() {
     .await;
     assert!(server
         .channels()
-        .channel_info("room").await
+        .channel_info("room")
+        .await
         .unwrap()
         .subscribers
         .is_empty());
@@ -292,7 +293,8 @@ async fn a_write_stuck_past_message_timeout_closes_slow_consumer() {
     assert_eq!(
         server
             .channels()
-            .channel_info("firehose").await
+            .channel_info("firehose")
+            .await
             .unwrap()
             .subscribers,
         Vec::<String>::new()

@@ -70,7 +70,12 @@ async fn subscribe_unsubscribe_results() {
     );
     // b is still the only subscriber.
     assert_eq!(
-        server.channels().channel_info("room").await.unwrap().subscribers,
+        server
+            .channels()
+            .channel_info("room")
+            .await
+            .unwrap()
+            .subscribers,
         vec![b.conn_id.clone()]
     );
 }
@@ -80,7 +85,11 @@ async fn channel_not_found_when_auto_create_is_off() {
     let mut config = config();
     config.channels.auto_create = false;
     let server = start(config).await;
-    server.channels().create_channel("exists", None).await.unwrap();
+    server
+        .channels()
+        .create_channel("exists", None)
+        .await
+        .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
 
     a.send(json!({"type": "subscribe", "channel-id": "missing"}))
@@ -123,7 +132,11 @@ async fn max_subscribers_reached() {
         max_subscribers: 1,
         ..ChannelConfig::default()
     };
-    server.channels().create_channel("solo", Some(cfg)).await.unwrap();
+    server
+        .channels()
+        .create_channel("solo", Some(cfg))
+        .await
+        .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     let mut b = Client::connect(server.local_addr()).await;
     a.subscribe("solo").await;
@@ -336,7 +349,11 @@ async fn retained_messages_replayed_oldest_first_from_create_channel() {
         message_retention: 3,
         ..ChannelConfig::default()
     };
-    server.channels().create_channel("news", Some(cfg)).await.unwrap();
+    server
+        .channels()
+        .create_channel("news", Some(cfg))
+        .await
+        .unwrap();
     let mut live = Client::connect(server.local_addr()).await;
     live.subscribe("news").await;
     let mut publisher = Client::connect(server.local_addr()).await;
@@ -640,7 +657,8 @@ async fn list_channels_and_get_subscriptions() {
     };
     server
         .channels()
-        .create_channel("chat-room", Some(cfg)).await
+        .create_channel("chat-room", Some(cfg))
+        .await
         .unwrap();
     let mut a = Client::connect(server.local_addr()).await;
     let mut b = Client::connect(server.local_addr()).await;
@@ -825,21 +843,29 @@ async fn data_is_relayed_byte_for_byte() {
     sub.subscribe("raw").await;
     let mut publisher = Client::connect(addr).await;
     publisher
-        .send_text(&format!(r#"{{"type":"publish","channel-id":"raw","data":{data}}}"#))
+        .send_text(&format!(
+            r#"{{"type":"publish","channel-id":"raw","data":{data}}}"#
+        ))
         .await;
     let live = next_text(&mut sub.ws).await;
     assert!(live.contains(&format!(r#""data":{data}"#)), "{live}");
     publisher.recv_type("publish-result").await;
 
     let mut late = Client::connect(addr).await;
-    late.send_text(r#"{"type":"subscribe","channel-id":"raw"}"#).await;
+    late.send_text(r#"{"type":"subscribe","channel-id":"raw"}"#)
+        .await;
     let result = next_text(&mut late.ws).await;
-    assert!(result.contains(&format!(r#""data":{data}"#)), "retained: {result}");
+    assert!(
+        result.contains(&format!(r#""data":{data}"#)),
+        "retained: {result}"
+    );
 
     // RPC: the request's data reaches the worker, the response's data the
     // requester, both unchanged.
     publisher
-        .send_text(&format!(r#"{{"type":"rpc-request","channel-id":"raw","data":{data}}}"#))
+        .send_text(&format!(
+            r#"{{"type":"rpc-request","channel-id":"raw","data":{data}}}"#
+        ))
         .await;
     let request = next_text(&mut sub.ws).await;
     assert!(request.contains(&format!(r#""data":{data}"#)), "{request}");
@@ -854,6 +880,9 @@ async fn data_is_relayed_byte_for_byte() {
     .await;
     publisher.recv_type("rpc-request-result").await;
     let response = next_text(&mut publisher.ws).await;
-    assert!(response.contains(&format!(r#""data":{answer}"#)), "{response}");
+    assert!(
+        response.contains(&format!(r#""data":{answer}"#)),
+        "{response}"
+    );
     server.stop().await;
 }

@@ -80,7 +80,8 @@ fn fan_out(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {
             b.iter(|| {
                 let out = e
-                    .publish(None, "fan", payload.clone(), false).now()
+                    .publish(None, "fan", payload.clone(), false)
+                    .now()
                     .expect("publish");
                 black_box(out.delivered_to)
             })
@@ -181,7 +182,8 @@ fn rpc_round_trip(c: &mut Criterion) {
     group.bench_function("in_process_round_trip", |b| {
         b.iter(|| {
             let sent = e
-                .send_rpc_request(r, "api", json!({"action": "get"}), Some(5_000)).now()
+                .send_rpc_request(r, "api", json!({"action": "get"}), Some(5_000))
+                .now()
                 .expect("request");
             black_box(sent.request_id)
         })

@@ -258,7 +258,10 @@ pub trait Broker: Send + Sync + 'static {
     fn channels<'a>(&'a self, hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>>;
 
     /// The retained history of a channel, oldest first.
-    fn history<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>>;
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>>;
 
     /// Channels that exist now, cluster-wide.
     fn channel_count(&self) -> usize;

@@ -57,3 +57,8 @@ impl EngineError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the channel engine must be created inside a tokio runtime (it spawns its RPC timer)")]
 pub struct NoRuntime;
+
+/// A client-supplied string cut to a length fit for an error message.
+pub(crate) fn truncated(s: &str) -> String {
+    s.chars().take(128).collect()
+}

@@ -66,7 +66,10 @@ mod tests {
             epoch: "e1",
         });
         assert_eq!(by_ref, ServerMessage::ChannelMessage(m).to_json());
-        assert!(by_ref.contains(r#""data":{"b":1.10,"a":[1,"x"]}"#), "{by_ref}");
+        assert!(
+            by_ref.contains(r#""data":{"b":1.10,"a":[1,"x"]}"#),
+            "{by_ref}"
+        );
     }
 
     #[test]

@@ -224,7 +224,13 @@ impl Hub {
         let entry = self
             .conn(conn)
             .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
-        let mut subs: Vec<String> = entry.state.lock().subs.iter().map(|s| s.to_string()).collect();
+        let mut subs: Vec<String> = entry
+            .state
+            .lock()
+            .subs
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         subs.sort_unstable();
         Ok(subs)
     }
@@ -242,14 +248,16 @@ impl Hub {
         telemetry: bool,
     ) -> Result<Option<Joined>, EngineError> {
         loop {
-            let entry = match self.channels.insert_new(channel, usize::MAX, || HubChannel {
-                subs: Mutex::new(Subs {
-                    list: Vec::new(),
-                    index: HashMap::new(),
-                    gone: false,
-                }),
-                telemetry,
-            }) {
+            let entry = match self
+                .channels
+                .insert_new(channel, usize::MAX, || HubChannel {
+                    subs: Mutex::new(Subs {
+                        list: Vec::new(),
+                        index: HashMap::new(),
+                        gone: false,
+                    }),
+                    telemetry,
+                }) {
                 Ok(e) => e,
                 Err(crate::map::InsertError::Exists(e)) => e,
                 Err(crate::map::InsertError::Full) => {
@@ -265,7 +273,7 @@ impl Hub {
             }
             if subs.list.len() >= max {
                 return Err(EngineError::MaxSubscribersReached {
-                    channel: crate::truncated(channel),
+                    channel: crate::error::truncated(channel),
                     max,
                 });
             }
@@ -296,7 +304,8 @@ impl Hub {
         let last = subs.list.is_empty();
         if last {
             subs.gone = true;
-            self.channels.remove_if(channel, |e| std::ptr::eq(e, &*entry));
+            self.channels
+                .remove_if(channel, |e| std::ptr::eq(e, &*entry));
         }
         Some(Left {
             last,
@@ -315,7 +324,8 @@ impl Hub {
         let out: Vec<ConnId> = subs.list.drain(..).map(|s| s.conn).collect();
         subs.index.clear();
         subs.gone = true;
-        self.channels.remove_if(channel, |e| std::ptr::eq(e, &*entry));
+        self.channels
+            .remove_if(channel, |e| std::ptr::eq(e, &*entry));
         self.total_subscriptions.fetch_sub(out.len(), Relaxed);
         out
     }
@@ -361,7 +371,12 @@ impl Hub {
     }
 
     /// Like [`Hub::fan_out`], returning the ids of those that queued it.
-    pub fn fan_out_ids(&self, channel: &str, frame: &Frame, exclude: Option<ConnId>) -> Vec<ConnId> {
+    pub fn fan_out_ids(
+        &self,
+        channel: &str,
+        frame: &Frame,
+        exclude: Option<ConnId>,
+    ) -> Vec<ConnId> {
         let Some(entry) = self.channels.get(channel) else {
             return Vec::new();
         };

@@ -69,8 +69,3 @@ pub use hub::{FanOut, Hub, Joined, Left};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
 pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
-
-/// A client-supplied string cut to a length fit for an error message.
-pub(crate) fn truncated(s: &str) -> String {
-    s.chars().take(128).collect()
-}

@@ -6,12 +6,12 @@ use crate::broker::{
 };
 use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, Frame, Offer};
+use crate::error::truncated;
 use crate::error::EngineError;
 use crate::events::{self, ev};
 use crate::frames;
 use crate::hub::Hub;
 use crate::map::{InsertError, ShardedMap};
-use crate::truncated;
 use parking_lot::Mutex;
 use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage};
 use std::cell::Cell;

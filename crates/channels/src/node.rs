@@ -4,14 +4,15 @@
 use crate::broker::{
     Broker, ChannelMeta, Create, JoinView, Publication, Published, StreamPosition,
 };
+use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
+use crate::error::truncated;
 use crate::error::{EngineError, NoRuntime};
 use crate::events::{self, ev};
 use crate::hub::Hub;
 use crate::local::LocalBroker;
 use crate::rpc::{Request, Route, RpcRouter};
 use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
-use crate::EngineConfig;
 use sente_lite_protocol::{
     broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
     ChannelSummary, Data, Reason, RpcRequestDelivery, ServerMessage,
@@ -22,7 +23,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use crate::truncated;
 use telemere_lite::Telemetry;
 use tokio::time::Instant;
 
@@ -151,7 +151,10 @@ impl Engine {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         let inner = Arc::new(Inner {
             hub: Hub::new(config.max_connections),
-            rpc: RpcRouter::new(config.max_pending_rpc, config.max_pending_rpc_per_connection),
+            rpc: RpcRouter::new(
+                config.max_pending_rpc,
+                config.max_pending_rpc_per_connection,
+            ),
             config,
             broker,
             counters: Counters::default(),
@@ -191,7 +194,10 @@ impl Engine {
 
     /// Registers a connection with its outbound sink.
     pub fn connect(&self, sink: Arc<dyn Sink>) -> Result<ConnId, EngineError> {
-        self.inner.hub.connect(sink, None).inspect_err(|e| self.reject(e))
+        self.inner
+            .hub
+            .connect(sink, None)
+            .inspect_err(|e| self.reject(e))
     }
 
     /// Registers a connection and offers it a first frame built from its
@@ -318,7 +324,11 @@ impl Engine {
     /// Subscribes `conn` to `channel_id` (created when missing and
     /// auto-create is on). Subscribing twice is not an error: the second
     /// answer has `already_subscribed` set and no retained messages.
-    pub async fn subscribe(&self, conn: ConnId, channel_id: &str) -> Result<Subscribed, EngineError> {
+    pub async fn subscribe(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+    ) -> Result<Subscribed, EngineError> {
         self.subscribe_with_reply(conn, channel_id, None).await
     }
 
@@ -412,7 +422,10 @@ impl Engine {
             done = Some((out, joined.is_some_and(|j| j.first)));
             Ok(())
         };
-        inner.broker.join(channel_id, Create::Auto, &mut join).await?;
+        inner
+            .broker
+            .join(channel_id, Create::Auto, &mut join)
+            .await?;
         let (out, first) =
             done.ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
         if first {
@@ -521,7 +534,11 @@ impl Engine {
         match &result {
             Ok(p) => {
                 let tel = self
-                    .telemetry_of(channel_id, telemere_lite::Level::Debug, events::MESSAGE_PUBLISHED)
+                    .telemetry_of(
+                        channel_id,
+                        telemere_lite::Level::Debug,
+                        events::MESSAGE_PUBLISHED,
+                    )
                     .await;
                 ev!(
                     &self.inner.telemetry,
@@ -538,7 +555,11 @@ impl Engine {
             Err(e) => {
                 self.reject(e);
                 let tel = self
-                    .telemetry_of(channel_id, telemere_lite::Level::Warn, events::MESSAGE_PUBLISH_FAILED)
+                    .telemetry_of(
+                        channel_id,
+                        telemere_lite::Level::Warn,
+                        events::MESSAGE_PUBLISH_FAILED,
+                    )
                     .await;
                 ev!(
                     &self.inner.telemetry,
@@ -652,7 +673,11 @@ impl Engine {
     /// Sends a frame unchanged to one connection, on whichever node holds
     /// it. `connection-not-found` when there is none; an [`Offer`] says
     /// whether its queue took it.
-    pub async fn send_to_connection(&self, to: &ConnAddr, frame: &Frame) -> Result<Offer, EngineError> {
+    pub async fn send_to_connection(
+        &self,
+        to: &ConnAddr,
+        frame: &Frame,
+    ) -> Result<Offer, EngineError> {
         let offer = self
             .inner
             .broker
@@ -796,7 +821,12 @@ impl Engine {
             .inspect_err(|e| self.reject(e))
     }
 
-    fn rpc_response(&self, request_id: &str, data: Data, error: bool) -> Result<ConnId, EngineError> {
+    fn rpc_response(
+        &self,
+        request_id: &str,
+        data: Data,
+        error: bool,
+    ) -> Result<ConnId, EngineError> {
         let inner = &self.inner;
         let frame = Frame::new(
             ServerMessage::RpcResponse {

@@ -9,8 +9,8 @@
 //! from any node.
 
 use crate::conn::{ConnId, Frame};
+use crate::error::truncated;
 use crate::error::EngineError;
-use crate::truncated;
 use parking_lot::Mutex;
 use sente_lite_protocol::{Reason, ServerMessage};
 use std::collections::hash_map::RandomState;

@@ -46,7 +46,8 @@ async fn publish_reaches_every_subscriber_with_the_protocol_shape() {
     assert_eq!(e.subscribe(cb, "chat").await.unwrap().subscriber_count, 2);
 
     let out = e
-        .publish(Some(cp), "chat", json!({"text": "hi"}), false).await
+        .publish(Some(cp), "chat", json!({"text": "hi"}), false)
+        .await
         .unwrap();
     assert_eq!(out.delivered_to, 2);
     assert_eq!(out.full, 0);
@@ -79,13 +80,15 @@ async fn sender_exclusion_is_opt_in() {
     e.subscribe(ca, "c").await.unwrap();
     e.subscribe(cb, "c").await.unwrap();
     assert_eq!(
-        e.publish(Some(ca), "c", json!(1), false).await
+        e.publish(Some(ca), "c", json!(1), false)
+            .await
             .unwrap()
             .delivered_to,
         2
     );
     assert_eq!(
-        e.publish(Some(ca), "c", json!(2), true).await
+        e.publish(Some(ca), "c", json!(2), true)
+            .await
             .unwrap()
             .delivered_to,
         1
@@ -107,7 +110,8 @@ async fn retention_replays_the_last_n_oldest_first() {
             message_retention: 2,
             ..ChannelConfig::default()
         }),
-    ).await
+    )
+    .await
     .unwrap();
     for i in 1..=3 {
         e.publish(None, "news", json!(i), false).await.unwrap();
@@ -134,7 +138,9 @@ async fn retention_replays_the_last_n_oldest_first() {
 #[tokio::test]
 async fn auto_create_on_publish_keeps_retention_for_later_subscribers() {
     let e = engine_with(|c| c.default_channel.message_retention = 5);
-    e.publish(None, "fresh", json!("first"), false).await.unwrap();
+    e.publish(None, "fresh", json!("first"), false)
+        .await
+        .unwrap();
     let c = e.connect(Inbox::new()).unwrap();
     let sub = e.subscribe(c, "fresh").await.unwrap();
     assert_eq!(sub.retained_messages.len(), 1);
@@ -148,13 +154,15 @@ async fn without_auto_create_unknown_channels_are_not_found() {
     let err = e.subscribe(c, "nope").await.unwrap_err();
     assert_eq!(err.reason(), Reason::ChannelNotFound);
     assert_eq!(
-        e.publish(Some(c), "nope", json!(1), false).await
+        e.publish(Some(c), "nope", json!(1), false)
+            .await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
     );
     assert_eq!(
-        e.send_rpc_request(c, "nope", json!(1), None).await
+        e.send_rpc_request(c, "nope", json!(1), None)
+            .await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
@@ -177,7 +185,8 @@ async fn max_subscribers_is_enforced() {
             max_subscribers: 2,
             ..ChannelConfig::default()
         }),
-    ).await
+    )
+    .await
     .unwrap();
     let ids: Vec<ConnId> = (0..3).map(|_| e.connect(Inbox::new()).unwrap()).collect();
     e.subscribe(ids[0], "small").await.unwrap();
@@ -281,7 +290,10 @@ async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
     assert_ne!(new, old);
     let frame = Frame::new(r#"{"x":1}"#.to_owned());
     assert_eq!(
-        e.send_to_connection(&e.addr(old), &frame).await.unwrap_err().reason(),
+        e.send_to_connection(&e.addr(old), &frame)
+            .await
+            .unwrap_err()
+            .reason(),
         Reason::ConnectionNotFound
     );
     assert_eq!(
@@ -294,7 +306,10 @@ async fn disconnect_cleans_up_and_stale_ids_never_reach_the_new_owner() {
     );
     assert!(new_inbox.json().is_empty());
     assert_eq!(e.resolve(&new.to_string()).unwrap(), e.addr(new));
-    assert_eq!(e.send_to_connection(&e.addr(new), &frame).await.unwrap(), Offer::Queued);
+    assert_eq!(
+        e.send_to_connection(&e.addr(new), &frame).await.unwrap(),
+        Offer::Queued
+    );
     assert_eq!(new_inbox.json(), vec![json!({"x": 1})]);
 }
 
@@ -334,7 +349,8 @@ async fn server_side_sends_have_the_protocol_shapes() {
     e.subscribe(ca, "alerts").await.unwrap();
 
     assert_eq!(
-        e.broadcast(obj(json!({"type": "announcement", "message": "m"}))).await,
+        e.broadcast(obj(json!({"type": "announcement", "message": "m"})))
+            .await,
         2
     );
     assert_eq!(
@@ -343,7 +359,8 @@ async fn server_side_sends_have_the_protocol_shapes() {
     );
 
     let n = e
-        .broadcast_to_channel("alerts", obj(json!({"type": "system-alert"}))).await
+        .broadcast_to_channel("alerts", obj(json!({"type": "system-alert"})))
+        .await
         .unwrap();
     assert_eq!(n, 1);
     let got = a.json();
@@ -357,7 +374,8 @@ async fn server_side_sends_have_the_protocol_shapes() {
         "not a publish"
     );
     assert_eq!(
-        e.broadcast_to_channel("nope", Map::new()).await
+        e.broadcast_to_channel("nope", Map::new())
+            .await
             .unwrap_err()
             .reason(),
         Reason::ChannelNotFound
@@ -446,7 +464,9 @@ async fn totals_outlive_a_deleted_channel() {
     let e = engine();
     let c = e.connect(Inbox::new()).unwrap();
     e.subscribe(c, "short-lived").await.unwrap();
-    e.publish(None, "short-lived", json!(1), false).await.unwrap();
+    e.publish(None, "short-lived", json!(1), false)
+        .await
+        .unwrap();
     e.publish(None, "other", json!(2), false).await.unwrap();
     e.delete_channel("short-lived").await.unwrap();
     let t = e.counters();
@@ -499,7 +519,10 @@ async fn messages_carry_offset_and_epoch() {
     assert_eq!(got[1]["offset"], 2);
     assert_eq!(got[0]["epoch"], p1.position.epoch.as_ref());
     let id = got[0]["message-id"].as_str().unwrap();
-    assert!(id.starts_with("msg-") && id.matches('-').count() == 2, "{id}");
+    assert!(
+        id.starts_with("msg-") && id.matches('-').count() == 2,
+        "{id}"
+    );
     assert_ne!(p1.message_id, p2.message_id);
     // Retained messages keep their positions.
     let late = e.connect(Inbox::new()).unwrap();
@@ -525,7 +548,10 @@ async fn data_is_relayed_byte_for_byte() {
     let data = sente_lite_protocol::Data::from_json(text.to_owned()).unwrap();
     e.publish(None, "raw", data, false).await.unwrap();
     let frame = a.raw().pop().unwrap();
-    assert!(frame.as_str().contains(&format!(r#""data":{text}"#)), "{frame:?}");
+    assert!(
+        frame.as_str().contains(&format!(r#""data":{text}"#)),
+        "{frame:?}"
+    );
     let late = e.connect(Inbox::new()).unwrap();
     let sub = e.subscribe(late, "raw").await.unwrap();
     assert_eq!(sub.retained_messages[0].data.as_json(), text);

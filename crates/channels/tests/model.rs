@@ -90,7 +90,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 seq += 1;
                 let sender_id = sender.and_then(|s| live.get(&s)).map(|l| l.id);
                 let out = e
-                    .publish(sender_id, CHANNELS[h], json!(seq), exclude).now()
+                    .publish(sender_id, CHANNELS[h], json!(seq), exclude)
+                    .now()
                     .unwrap();
                 let mut expected = 0;
                 for l in live.values_mut() {

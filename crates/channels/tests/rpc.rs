@@ -26,7 +26,8 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
         e.subscribe(c, "api").await.unwrap();
     }
     let sent = e
-        .send_rpc_request(creq, "api", json!({"action": "get"}), Some(5000)).await
+        .send_rpc_request(creq, "api", json!({"action": "get"}), Some(5000))
+        .await
         .unwrap();
     assert_eq!(sent.delivered_to, 2, "everyone but the requester");
     let mut workers = sent.subscribers.clone();
@@ -44,7 +45,8 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(e.pending_rpc_requests(), 1);
 
     let target = e
-        .send_rpc_response(&sent.request_id, json!({"user": 1}), false).await
+        .send_rpc_response(&sent.request_id, json!({"user": 1}), false)
+        .await
         .unwrap();
     assert_eq!(target, creq);
     let resp = req.of_type("rpc-response");
@@ -57,11 +59,13 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(e.pending_rpc_requests(), 0);
     // The second worker's answer is too late.
     let err = e
-        .send_rpc_response(&sent.request_id, json!(2), true).await
+        .send_rpc_response(&sent.request_id, json!(2), true)
+        .await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::RequestNotFound);
     assert_eq!(
-        e.send_rpc_response("req-nope", json!(null), false).await
+        e.send_rpc_response("req-nope", json!(null), false)
+            .await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -74,11 +78,13 @@ async fn no_other_subscriber_means_no_subscribers_and_nothing_pending() {
     let req = e.connect(Inbox::new()).unwrap();
     e.subscribe(req, "lonely").await.unwrap();
     let err = e
-        .send_rpc_request(req, "lonely", json!(1), None).await
+        .send_rpc_request(req, "lonely", json!(1), None)
+        .await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
     let err = e
-        .send_rpc_request(req, "missing", json!(1), None).await
+        .send_rpc_request(req, "missing", json!(1), None)
+        .await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::NoSubscribers);
     assert_eq!(e.pending_rpc_requests(), 0);
@@ -93,7 +99,8 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "slow").await.unwrap();
     let sent = e
-        .send_rpc_request(creq, "slow", json!(1), Some(250)).await
+        .send_rpc_request(creq, "slow", json!(1), Some(250))
+        .await
         .unwrap();
 
     tokio::time::sleep(Duration::from_millis(249)).await;
@@ -108,7 +115,8 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(e.counters().rpc_expired, 1);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false).await
+        e.send_rpc_response(&sent.request_id, json!(1), false)
+            .await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -123,11 +131,15 @@ async fn an_earlier_deadline_wakes_the_timer() {
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").await.unwrap();
     let long = e
-        .send_rpc_request(creq, "c", json!(1), Some(10_000)).await
+        .send_rpc_request(creq, "c", json!(1), Some(10_000))
+        .await
         .unwrap();
     // Let the timer go to sleep on the long deadline first.
     tokio::task::yield_now().await;
-    let short = e.send_rpc_request(creq, "c", json!(2), Some(100)).await.unwrap();
+    let short = e
+        .send_rpc_request(creq, "c", json!(2), Some(100))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let errs = req.of_type("error");
     assert_eq!(errs.len(), 1);
@@ -153,13 +165,15 @@ async fn the_channel_default_timeout_applies_and_is_clamped() {
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").await.unwrap();
     assert_eq!(
-        e.send_rpc_request(creq, "c", json!(1), None).await
+        e.send_rpc_request(creq, "c", json!(1), None)
+            .await
             .unwrap()
             .timeout_ms,
         300
     );
     assert_eq!(
-        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX)).await
+        e.send_rpc_request(creq, "c", json!(1), Some(u64::MAX))
+            .await
             .unwrap()
             .timeout_ms,
         1_000
@@ -176,9 +190,12 @@ async fn cleanup_returns_the_count_of_expired_requests() {
     // Due at once. This test never yields, so on the current-thread runtime
     // the timer task cannot run before `cleanup_expired_rpc_requests` does.
     for _ in 0..3 {
-        e.send_rpc_request(creq, "c", json!(1), Some(0)).await.unwrap();
+        e.send_rpc_request(creq, "c", json!(1), Some(0))
+            .await
+            .unwrap();
     }
-    e.send_rpc_request(creq, "c", json!(1), Some(60_000)).await
+    e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+        .await
         .unwrap();
     assert_eq!(e.cleanup_expired_rpc_requests(), 3);
     assert_eq!(e.cleanup_expired_rpc_requests(), 0);
@@ -194,15 +211,18 @@ async fn a_requester_that_disconnects_leaves_nothing_pending() {
     let w = e.connect(Inbox::new()).unwrap();
     e.subscribe(w, "c").await.unwrap();
     let sent = e
-        .send_rpc_request(creq, "c", json!(1), Some(1_000)).await
+        .send_rpc_request(creq, "c", json!(1), Some(1_000))
+        .await
         .unwrap();
-    e.send_rpc_request(creq, "c", json!(2), Some(1_000)).await
+    e.send_rpc_request(creq, "c", json!(2), Some(1_000))
+        .await
         .unwrap();
     assert_eq!(e.pending_rpc_requests(), 2);
     e.disconnect(creq).await;
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false).await
+        e.send_rpc_response(&sent.request_id, json!(1), false)
+            .await
             .unwrap_err()
             .reason(),
         Reason::RequestNotFound
@@ -226,14 +246,16 @@ async fn pending_requests_are_bounded_per_connection_and_in_total() {
     e.send_rpc_request(a, "c", json!(1), None).await.unwrap();
     e.send_rpc_request(a, "c", json!(1), None).await.unwrap();
     assert_eq!(
-        e.send_rpc_request(a, "c", json!(1), None).await
+        e.send_rpc_request(a, "c", json!(1), None)
+            .await
             .unwrap_err()
             .reason(),
         Reason::MaxPendingRpcReached
     );
     e.send_rpc_request(b, "c", json!(1), None).await.unwrap();
     assert_eq!(
-        e.send_rpc_request(b, "c", json!(1), None).await
+        e.send_rpc_request(b, "c", json!(1), None)
+            .await
             .unwrap_err()
             .reason(),
         Reason::MaxPendingRpcReached
@@ -249,7 +271,12 @@ async fn request_ids_are_unique_and_not_sequential_guesses() {
     e.subscribe(w, "c").await.unwrap();
     let mut ids: Vec<String> = Vec::new();
     for _ in 0..50 {
-        ids.push(e.send_rpc_request(a, "c", json!(1), None).await.unwrap().request_id);
+        ids.push(
+            e.send_rpc_request(a, "c", json!(1), None)
+                .await
+                .unwrap()
+                .request_id,
+        );
     }
     let set: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(set.len(), ids.len());
@@ -263,7 +290,8 @@ async fn the_timer_ends_when_the_engine_is_dropped() {
         let creq = e.connect(Inbox::new()).unwrap();
         let w = e.connect(Inbox::new()).unwrap();
         e.subscribe(w, "c").await.unwrap();
-        e.send_rpc_request(creq, "c", json!(1), Some(60_000)).await
+        e.send_rpc_request(creq, "c", json!(1), Some(60_000))
+            .await
             .unwrap();
         tokio::runtime::Handle::current()
             .metrics()
@@ -287,7 +315,10 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
     let e = engine();
     let c = e.connect(Inbox::new()).unwrap();
     for id in [String::new(), "x".repeat(257)] {
-        let err = e.send_rpc_request(c, &id, json!(1), None).await.unwrap_err();
+        let err = e
+            .send_rpc_request(c, &id, json!(1), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), Reason::InvalidChannelId);
     }
     let strict = Engine::new(EngineConfig {
@@ -302,7 +333,8 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
     );
     assert_eq!(
         strict
-            .publish(Some(c), "", json!(1), false).await
+            .publish(Some(c), "", json!(1), false)
+            .await
             .unwrap_err()
             .reason(),
         Reason::InvalidChannelId
@@ -346,7 +378,8 @@ async fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
         )
     };
     let timeout = if sweep_instead { Some(0) } else { None };
-    e.send_rpc_request_with_reply(r, "api", json!(1).into(), timeout, Some(&result)).await
+    e.send_rpc_request_with_reply(r, "api", json!(1).into(), timeout, Some(&result))
+        .await
         .unwrap();
     worker.engine.lock().take();
     assert_eq!(e.pending_rpc_requests(), 0);

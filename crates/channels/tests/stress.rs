@@ -38,7 +38,8 @@ fn concurrent_publishers_counts_and_per_publisher_order() {
                 for i in 0..PER {
                     let ch = if i % 3 == 0 { "other" } else { "shared" };
                     delivered += e
-                        .publish(Some(me), ch, json!({"p": p, "i": i}), false).now()
+                        .publish(Some(me), ch, json!({"p": p, "i": i}), false)
+                        .now()
                         .unwrap()
                         .delivered_to;
                 }
@@ -97,7 +98,8 @@ fn max_subscribers_holds_under_concurrent_subscribes() {
             max_subscribers: MAX,
             ..ChannelConfig::default()
         }),
-    ).now()
+    )
+    .now()
     .unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));
     let ok: usize = (0..THREADS)

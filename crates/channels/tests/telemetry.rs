@@ -29,10 +29,16 @@ async fn every_operation_emits_its_event() {
     e.subscribe(a, "c").await.unwrap();
     e.subscribe(b, "c").await.unwrap();
     e.publish(Some(a), "c", json!(1), false).await.unwrap();
-    let sent = e.send_rpc_request(a, "c", json!(1), Some(10)).await.unwrap();
-    e.send_rpc_response(&sent.request_id, json!(2), false).await
+    let sent = e
+        .send_rpc_request(a, "c", json!(1), Some(10))
+        .await
         .unwrap();
-    e.send_rpc_request(a, "c", json!(1), Some(10)).await.unwrap();
+    e.send_rpc_response(&sent.request_id, json!(2), false)
+        .await
+        .unwrap();
+    e.send_rpc_request(a, "c", json!(1), Some(10))
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     e.unsubscribe(b, "c").await.unwrap();
     e.create_channel(
@@ -41,11 +47,13 @@ async fn every_operation_emits_its_event() {
             max_subscribers: 0,
             ..ChannelConfig::default()
         }),
-    ).await
+    )
+    .await
     .unwrap();
     assert!(e.subscribe(a, "small").await.is_err());
     assert!(e
-        .broadcast_to_channel("missing", serde_json::Map::new()).await
+        .broadcast_to_channel("missing", serde_json::Map::new())
+        .await
         .is_err());
     e.delete_channel("c").await.unwrap();
 
@@ -95,7 +103,8 @@ async fn channels_with_telemetry_off_are_silent() {
             max_subscribers: 2,
             ..ChannelConfig::default()
         }),
-    ).await
+    )
+    .await
     .unwrap();
     let a = e.connect(Inbox::new()).unwrap();
     let b = e.connect(Inbox::new()).unwrap();
@@ -106,8 +115,13 @@ async fn channels_with_telemetry_off_are_silent() {
     assert!(e.subscribe(c, "quiet").await.is_err());
     e.publish(Some(a), "quiet", json!(1), false).await.unwrap();
     // A round trip: a asks, b answers.
-    let sent = e.send_rpc_request(a, "quiet", json!(2), None).await.unwrap();
-    e.send_rpc_response(&sent.request_id, json!(3), false).await.unwrap();
+    let sent = e
+        .send_rpc_request(a, "quiet", json!(2), None)
+        .await
+        .unwrap();
+    e.send_rpc_response(&sent.request_id, json!(3), false)
+        .await
+        .unwrap();
     e.unsubscribe(b, "quiet").await.unwrap();
     e.delete_channel("quiet").await.unwrap();
     let ids = capture.ids();

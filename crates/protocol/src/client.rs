@@ -104,7 +104,12 @@ struct Fields<'a> {
     request_id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow, rename = "exclude-sender", default, deserialize_with = "present")]
+    #[serde(
+        borrow,
+        rename = "exclude-sender",
+        default,
+        deserialize_with = "present"
+    )]
     exclude_sender: Option<&'a RawValue>,
     #[serde(borrow, rename = "timeout-ms", default, deserialize_with = "present")]
     timeout_ms: Option<&'a RawValue>,

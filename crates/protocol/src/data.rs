@@ -144,8 +144,14 @@ mod tests {
     #[test]
     fn null_and_values() {
         assert_eq!(Data::null().as_json(), "null");
-        assert_eq!(Data::from(serde_json::json!([1, "x"])).as_json(), r#"[1,"x"]"#);
+        assert_eq!(
+            Data::from(serde_json::json!([1, "x"])).as_json(),
+            r#"[1,"x"]"#
+        );
         assert!(Data::from_json("{".to_owned()).is_err());
-        assert!(Data::from(serde_json::json!({"a": 1})) == serde_json::json!({"a": 1}));
+        let spaced = Data::from_json(r#"{ "a" : 1 }"#.to_owned()).unwrap();
+        assert!(spaced == serde_json::json!({"a": 1}));
+        assert_eq!(spaced, Data::from(serde_json::json!({"a": 1})));
+        assert_ne!(spaced.as_json(), r#"{"a":1}"#);
     }
 }

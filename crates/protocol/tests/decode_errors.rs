@@ -316,7 +316,8 @@ fn decode_error_becomes_error_frame() {
 /// spelling of its numbers and its escapes, in every message that has one.
 #[test]
 fn data_is_kept_byte_for_byte() {
-    let data = r#"{"z":1,"a":1.10,"big":123456789012345678901234567890,"s":"caf\u00e9","n":[ 1 , 2 ]}"#;
+    let data =
+        r#"{"z":1,"a":1.10,"big":123456789012345678901234567890,"s":"caf\u00e9","n":[ 1 , 2 ]}"#;
     for frame in [
         format!(r#"{{"type":"publish","channel-id":"c","data":{data}}}"#),
         format!(r#"{{"type":"rpc-request","channel-id":"c","data":{data}}}"#),

@@ -269,7 +269,8 @@ fn rpc_response() {
             data: json!({
                 "user": {"id": 123, "name": "Alice"},
                 "preferences": {"theme": "dark", "language": "en"}
-            }).into(),
+            })
+            .into(),
             error: false,
         },
     );

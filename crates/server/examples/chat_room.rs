@@ -56,22 +56,26 @@ pub async fn run(server: &Server) -> Result<Transcript> {
     // Predefined channels with their own settings (the others use the
     // config's default: 50 subscribers, 20 retained messages).
     let channels = server.channels();
-    channels.create_channel(
-        "general",
-        Some(ChannelConfig {
-            max_subscribers: 100,
-            message_retention: 50,
-            ..ChannelConfig::default()
-        }),
-    ).await?;
-    channels.create_channel(
-        "announcements",
-        Some(ChannelConfig {
-            max_subscribers: 1000,
-            message_retention: 10,
-            ..ChannelConfig::default()
-        }),
-    ).await?;
+    channels
+        .create_channel(
+            "general",
+            Some(ChannelConfig {
+                max_subscribers: 100,
+                message_retention: 50,
+                ..ChannelConfig::default()
+            }),
+        )
+        .await?;
+    channels
+        .create_channel(
+            "announcements",
+            Some(ChannelConfig {
+                max_subscribers: 1000,
+                message_retention: 10,
+                ..ChannelConfig::default()
+            }),
+        )
+        .await?;
 
     let addr = server.local_addr();
     let mut alice = Client::connect(addr).await?;
@@ -106,7 +110,9 @@ pub async fn run(server: &Server) -> Result<Transcript> {
     let mut announcement = Map::new();
     announcement.insert("type".into(), json!("system-message"));
     announcement.insert("message".into(), json!("Chat server is running smoothly"));
-    server.broadcast_to_channel("announcements", announcement).await?;
+    server
+        .broadcast_to_channel("announcements", announcement)
+        .await?;
     transcript
         .announcements
         .push(alice.recv_type("system-message").await?);

@@ -38,7 +38,9 @@ fn start_broadcasting(server: &Server, every: Duration) -> tokio::task::JoinHand
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let _ = engine.broadcast_to_channel("dashboard-metrics", collect_metrics(&engine)).await;
+            let _ = engine
+                .broadcast_to_channel("dashboard-metrics", collect_metrics(&engine))
+                .await;
         }
     })
 }
@@ -47,7 +49,8 @@ fn start_broadcasting(server: &Server, every: Duration) -> tokio::task::JoinHand
 pub async fn run(server: &Server, updates: usize) -> Result<Vec<Value>> {
     server
         .channels()
-        .create_channel("dashboard-metrics", None).await?;
+        .create_channel("dashboard-metrics", None)
+        .await?;
     let broadcaster = start_broadcasting(server, Duration::from_millis(50));
 
     let mut dashboard = Client::connect(server.local_addr()).await?;

@@ -83,16 +83,20 @@ pub async fn run(server: &Server) -> Result<BTreeMap<String, Vec<String>>> {
     }
     // The server publishes events itself too.
     n += 1;
-    server.channels().publish(
-        None,
-        &channel("user-registered"),
-        json!({"event-type": "user-registered", "n": n, "email": "user@example.com"}),
-        false,
-    ).await?;
+    server
+        .channels()
+        .publish(
+            None,
+            &channel("user-registered"),
+            json!({"event-type": "user-registered", "n": n, "email": "user@example.com"}),
+            false,
+        )
+        .await?;
     for t in TYPES {
         server
             .channels()
-            .publish(None, &channel(t), json!({"end": true}), false).await?;
+            .publish(None, &channel(t), json!({"end": true}), false)
+            .await?;
     }
 
     let mut received = BTreeMap::new();

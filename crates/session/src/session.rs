@@ -2,10 +2,10 @@
 
 use crate::auth::{Authorizer, ConnectInfo, Identity, Refusal};
 use crate::events;
-use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, RpcSent, Sink, Subscribed};
-use sente_lite_protocol::{
-    decode_client, now_ms, ClientMessage, Delivery, Reason, ServerMessage,
+use sente_lite_channels::{
+    ConnAddr, ConnId, Engine, EngineError, Frame, RpcSent, Sink, Subscribed,
 };
+use sente_lite_protocol::{decode_client, now_ms, ClientMessage, Delivery, Reason, ServerMessage};
 use std::fmt;
 use std::sync::Arc;
 use telemere_lite::{event, Level, Telemetry};
@@ -186,7 +186,10 @@ impl Session {
                 };
                 // On success the engine queues the result itself, before any
                 // message published after the subscription.
-                match engine.subscribe_with_reply(conn, &channel_id, Some(&ok)).await {
+                match engine
+                    .subscribe_with_reply(conn, &channel_id, Some(&ok))
+                    .await
+                {
                     Ok(_) => None,
                     Err(e) => Some(subscription_failed(channel_id, e.reason())),
                 }

@@ -38,7 +38,8 @@ async fn welcome_then_replies_in_order() {
     let e = Engine::new(EngineConfig::default()).unwrap();
     let (s, out) = open(&e, Arc::new(AllowAll));
     assert_eq!(
-        s.handle_text(r#"{"type":"subscribe","channel-id":"c"}"#).await,
+        s.handle_text(r#"{"type":"subscribe","channel-id":"c"}"#)
+            .await,
         Handled::Routed
     );
     assert_eq!(
@@ -50,7 +51,12 @@ async fn welcome_then_replies_in_order() {
     let types: Vec<&str> = got.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
-        ["welcome", "subscription-result", "channel-message", "publish-result"]
+        [
+            "welcome",
+            "subscription-result",
+            "channel-message",
+            "publish-result"
+        ]
     );
     assert_eq!(got[0]["conn-id"], s.addr().to_string());
     assert_eq!(got[2]["offset"], 1);
@@ -96,9 +102,18 @@ async fn the_authorizer_is_asked_before_every_operation() {
     let (s, out) = open(&e, Arc::new(NoPrivate));
     out.take();
     for (frame, result) in [
-        (r#"{"type":"subscribe","channel-id":"private-a"}"#, "subscription-result"),
-        (r#"{"type":"publish","channel-id":"private-a","data":1}"#, "publish-result"),
-        (r#"{"type":"rpc-request","channel-id":"private-a","data":1}"#, "rpc-request-result"),
+        (
+            r#"{"type":"subscribe","channel-id":"private-a"}"#,
+            "subscription-result",
+        ),
+        (
+            r#"{"type":"publish","channel-id":"private-a","data":1}"#,
+            "publish-result",
+        ),
+        (
+            r#"{"type":"rpc-request","channel-id":"private-a","data":1}"#,
+            "rpc-request-result",
+        ),
     ] {
         s.handle_text(frame).await;
         let got = out.take();
@@ -109,7 +124,12 @@ async fn the_authorizer_is_asked_before_every_operation() {
         let reason = got[0].get("reason").or(got[0]["delivery"].get("reason"));
         assert_eq!(reason, Some(&Value::from("forbidden")), "{frame}");
     }
-    assert_eq!(e.channel_count(), 0, "nothing was created for a refused operation");
-    s.handle_text(r#"{"type":"subscribe","channel-id":"public"}"#).await;
+    assert_eq!(
+        e.channel_count(),
+        0,
+        "nothing was created for a refused operation"
+    );
+    s.handle_text(r#"{"type":"subscribe","channel-id":"public"}"#)
+        .await;
     assert_eq!(out.take()[0]["success"], true);
 }

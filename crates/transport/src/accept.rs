@@ -123,7 +123,10 @@ pub(crate) async fn serve<S>(
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                shared.counters.accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .counters
+                    .accept_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
                     crate::events::ACCEPT_FAILED,
                     serde_json::json!({"error": e.to_string()}));
@@ -212,7 +215,12 @@ async fn read_head(mut tcp: TcpStream) -> Option<Prefixed> {
     }
 }
 
-async fn answer(tcp: &mut TcpStream, status: StatusCode, reason: &str, message: &str) -> io::Result<()> {
+async fn answer(
+    tcp: &mut TcpStream,
+    status: StatusCode,
+    reason: &str,
+    message: &str,
+) -> io::Result<()> {
     let bytes = raw_error(status, reason, message);
     tokio::time::timeout(Duration::from_secs(1), async {
         tcp.write_all(&bytes).await?;

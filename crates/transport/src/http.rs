@@ -81,9 +81,7 @@ pub(crate) fn routes(
 
 /// The raw query string, empty when there is none.
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// Hands the request to the embedder's routes, in order.
@@ -116,7 +114,10 @@ async fn added_route(
     *request.uri_mut() = uri.parse().map_err(|_| warp::reject::not_found())?;
     for route in &s.routes {
         if let Some(answer) = route.route(&request) {
-            return Ok(answer.await.map(warp::hyper::body::Bytes::from).into_response());
+            return Ok(answer
+                .await
+                .map(warp::hyper::body::Bytes::from)
+                .into_response());
         }
     }
     Err(warp::reject::not_found())

@@ -18,7 +18,11 @@ pub(crate) fn error(status: StatusCode, reason: &str, message: impl Into<String>
     json(status, &error_body(status, reason, message))
 }
 
-pub(crate) fn error_body(status: StatusCode, reason: &str, message: impl Into<String>) -> HttpError {
+pub(crate) fn error_body(
+    status: StatusCode,
+    reason: &str,
+    message: impl Into<String>,
+) -> HttpError {
     let name = status
         .canonical_reason()
         .unwrap_or("error")

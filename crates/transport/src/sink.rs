@@ -193,4 +193,3 @@ impl Sink for ConnSink {
         Offer::Queued
     }
 }
-
