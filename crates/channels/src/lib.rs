@@ -69,3 +69,8 @@ pub use hub::{FanOut, Hub, Joined, Left};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
 pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,7 +13,7 @@
 //! use sente_lite_server::{Config, Server};
 //! let server = Server::start(Config { port: 0, ..Config::default() }).await?;
 //! println!("listening on {}", server.local_addr());
-//! server.broadcast(serde_json::json!({"type": "announcement"}).as_object().cloned().unwrap_or_default());
+//! server.broadcast(serde_json::json!({"type": "announcement"}).as_object().cloned().unwrap_or_default()).await;
 //! server.stop().await;
 //! # Ok(()) }
 //! ```
@@ -242,3 +242,8 @@ fn telemetry_for(config: &Config) -> Result<Telemetry, StartError> {
     }
     Ok(tel)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

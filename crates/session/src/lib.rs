@@ -44,3 +44,8 @@ mod session;
 
 pub use auth::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
 pub use session::{Handled, OpenError, Session};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
