@@ -205,12 +205,20 @@ pub trait Broker: Send + Sync + 'static {
         join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
     ) -> Reply<'a, Result<(), EngineError>>;
 
-    /// The node has its first local subscriber of `channel`: from now on
-    /// deliver the channel's messages to it.
+    /// The node is about to get its first local subscriber of `channel`
+    /// (it calls this before the [`join`](Broker::join)): from now on
+    /// deliver the channel's messages to it. Repeated calls count as one.
     fn subscribe<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<(), EngineError>>;
 
-    /// The node's last local subscriber of `channel` left.
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<(), EngineError>>;
+    /// The node's last local subscriber of `channel` left. This may race
+    /// with a new first subscriber's [`subscribe`](Broker::subscribe): a
+    /// broker that keeps per-node state checks `hub.local_count(channel)`
+    /// under its own per-channel lock before it stops delivering.
+    fn unsubscribe<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<(), EngineError>>;
 
     /// Sends `frame` to the channel's subscribers on every node but
     /// `exclude`, outside the stream; `ids` asks for who queued it.

@@ -362,7 +362,11 @@ impl Broker for LocalBroker {
         Reply::ready(Ok(()))
     }
 
-    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
+    fn unsubscribe<'a>(
+        &'a self,
+        _channel: &'a str,
+        _hub: &'a Hub,
+    ) -> Reply<'a, Result<(), EngineError>> {
         Reply::ready(Ok(()))
     }
 

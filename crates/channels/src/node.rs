@@ -388,6 +388,13 @@ impl Engine {
             .hub
             .conn(conn)
             .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
+        // First in: the node subscribes at its broker before it takes the
+        // join view, so nothing published after the view can pass the node
+        // by. (A broker treats repeated subscribes as one.)
+        let subscribed_first = inner.hub.local_count(channel_id) == 0;
+        if subscribed_first {
+            inner.broker.subscribe(channel_id).await?;
+        }
         let mut done: Option<(Subscribed, bool)> = None;
         let hub = &inner.hub;
         let mut join = |view: JoinView<'_>| -> Result<(), EngineError> {
@@ -428,7 +435,9 @@ impl Engine {
             .await?;
         let (out, first) =
             done.ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
-        if first {
+        if first && !subscribed_first {
+            // Another subscriber left in between and took the node's
+            // broker subscription with it.
             inner.broker.subscribe(channel_id).await?;
         }
         Ok(out)
@@ -488,7 +497,11 @@ impl Engine {
         if left.last {
             // The in-process broker cannot fail here; a remote one reports
             // its own errors (and resubscribes) on its own.
-            let _ = self.inner.broker.unsubscribe(channel).await;
+            let _ = self
+                .inner
+                .broker
+                .unsubscribe(channel, &self.inner.hub)
+                .await;
         }
         true
     }
