@@ -6,6 +6,7 @@
 //!   publish dry run of the library crates, then `bench --quick`.
 
 mod bench;
+mod boundaries;
 mod ci;
 mod test;
 

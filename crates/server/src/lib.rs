@@ -30,7 +30,7 @@ pub use config::{
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
-pub use sente_lite_transport::{Hooks, RouteFuture, Routes, Transport};
+pub use sente_lite_transport::{http, Hooks, RouteFuture, Routes, Transport};
 
 use sente_lite_protocol::http::{Health, Stats};
 use serde_json::{Map, Value};

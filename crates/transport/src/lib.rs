@@ -42,6 +42,9 @@ mod stats;
 mod upgrade;
 
 pub use config::TransportConfig;
+/// The `http` crate whose types [`Routes`] speaks, so an embedder needs no
+/// dependency of its own to write one.
+pub use http;
 pub use routes::{RouteFuture, Routes, MAX_ROUTE_BODY};
 
 use parking_lot::Mutex;
