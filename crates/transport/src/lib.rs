@@ -32,8 +32,8 @@ mod accept;
 mod admission;
 mod config;
 mod conn;
+mod endpoints;
 pub mod events;
-mod http;
 mod reply;
 mod routes;
 mod shared;
@@ -175,12 +175,12 @@ impl Transport {
 
     /// The `/stats` body.
     pub async fn stats(&self) -> sente_lite_protocol::http::Stats {
-        http::stats(&self.shared).await
+        endpoints::stats(&self.shared).await
     }
 
     /// The `/health` body.
     pub fn health(&self) -> sente_lite_protocol::http::Health {
-        http::health(&self.shared)
+        endpoints::health(&self.shared)
     }
 
     /// Open WebSocket connections (admitted and not yet closed).
@@ -193,7 +193,7 @@ impl Transport {
     /// after draining its queue, and returns once all connection tasks have
     /// ended.
     pub async fn serve(&self, listener: TcpListener) {
-        let service = warp::service(http::routes(Arc::clone(&self.shared)));
+        let service = warp::service(endpoints::routes(Arc::clone(&self.shared)));
         let run = tokio::spawn(accept::serve(
             listener,
             Arc::clone(&self.shared),

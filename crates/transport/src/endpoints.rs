@@ -1,4 +1,4 @@
-//! The HTTP side: `/health`, `/stats`, `/channels`, the WebSocket route on
+//! The HTTP endpoints: `/health`, `/stats`, `/channels`, the WebSocket route on
 //! `/`, the added routes, and JSON bodies for every error.
 
 use crate::accept::Peer;
