@@ -166,3 +166,38 @@ async fn stop_with_no_clients_returns_promptly() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// The WebSocket runs on the accepted TCP stream itself: the transport's
+/// fallback through hyper's boxed `Upgraded` (which it reports with a
+/// warning) is never taken.
+#[tokio::test]
+async fn websockets_run_on_the_plain_tcp_stream() {
+    let server = start_default().await;
+    let capture = telemere_lite::CaptureHandler::new();
+    server
+        .telemetry()
+        .add_handler(
+            "capture",
+            capture.clone(),
+            telemere_lite::HandlerOptions::sync(),
+        )
+        .unwrap();
+    server
+        .telemetry()
+        .set_min_level(telemere_lite::Level::Debug);
+    let mut c = Client::connect(server.local_addr()).await;
+    c.subscribe("x").await;
+    c.close().await;
+    server.stop().await;
+    let ids = capture.ids();
+    assert!(
+        ids.iter()
+            .any(|i| i == "sente-lite.transport/websocket-opened"),
+        "the handler sees the transport's signals: {ids:?}"
+    );
+    assert!(
+        !ids.iter()
+            .any(|i| i == "sente-lite.transport/websocket-error"),
+        "{ids:?}"
+    );
+}

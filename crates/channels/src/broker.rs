@@ -205,6 +205,14 @@ pub trait Broker: Send + Sync + 'static {
         join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
     ) -> Reply<'a, Result<(), EngineError>>;
 
+    /// Whether the broker wants [`subscribe`](Broker::subscribe) and
+    /// [`unsubscribe`](Broker::unsubscribe) calls (a broker that delivers to
+    /// other nodes does; the in-process one has nothing to do for them, and
+    /// its nodes skip the calls and the local count they need).
+    fn tracks_node_subscriptions(&self) -> bool {
+        true
+    }
+
     /// The node is about to get its first local subscriber of `channel`
     /// (it calls this before the [`join`](Broker::join)): from now on
     /// deliver the channel's messages to it. Repeated calls count as one.

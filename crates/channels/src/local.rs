@@ -357,6 +357,10 @@ impl Broker for LocalBroker {
         Reply::ready(self.join_now(channel, create, join))
     }
 
+    fn tracks_node_subscriptions(&self) -> bool {
+        false
+    }
+
     fn subscribe<'a>(&'a self, _channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
         // One process: the hub is the only subscriber there is.
         Reply::ready(Ok(()))

@@ -391,7 +391,8 @@ impl Engine {
         // First in: the node subscribes at its broker before it takes the
         // join view, so nothing published after the view can pass the node
         // by. (A broker treats repeated subscribes as one.)
-        let subscribed_first = inner.hub.local_count(channel_id) == 0;
+        let tracks = inner.broker.tracks_node_subscriptions();
+        let subscribed_first = tracks && inner.hub.local_count(channel_id) == 0;
         if subscribed_first {
             inner.broker.subscribe(channel_id).await?;
         }
@@ -435,7 +436,7 @@ impl Engine {
             .await?;
         let (out, first) =
             done.ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
-        if first && !subscribed_first {
+        if tracks && first && !subscribed_first {
             // Another subscriber left in between and took the node's
             // broker subscription with it.
             inner.broker.subscribe(channel_id).await?;
@@ -494,7 +495,7 @@ impl Engine {
             events::SUBSCRIPTION_REMOVED,
             serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
         );
-        if left.last {
+        if left.last && self.inner.broker.tracks_node_subscriptions() {
             // The in-process broker cannot fail here; a remote one reports
             // its own errors (and resubscribes) on its own.
             let _ = self

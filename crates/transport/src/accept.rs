@@ -9,8 +9,8 @@
 use crate::reply::raw_error;
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -96,9 +96,14 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// Serves `listener` until `stop` turns true, then stops accepting and
-/// waits for the HTTP exchanges in flight (not for upgraded WebSockets,
-/// which the transport closes itself).
+/// Serves `listener` until `stop` turns true, then stops accepting, asks
+/// every HTTP connection to finish gracefully and waits for them (not for
+/// upgraded WebSockets, which the transport closes itself).
+///
+/// Connections are served by hyper's own HTTP/1 connection (not
+/// hyper-util's auto builder, which wraps every stream in a private
+/// `Rewind`): so an upgrade hands back our [`Prefixed`] stream, and the
+/// WebSocket runs on the plain `TcpStream`.
 pub(crate) async fn serve<S>(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -114,7 +119,7 @@ pub(crate) async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(OpenConnections::default());
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -135,8 +140,10 @@ pub(crate) async fn serve<S>(
             }
         };
         let service = service.clone();
-        let watcher = graceful.watcher();
+        let mut stop = stop.clone();
+        let guard = OpenConnections::enter(&open);
         tokio::spawn(async move {
+            let _guard = guard;
             let Some(io) = read_head(tcp).await else {
                 return;
             };
@@ -145,15 +152,66 @@ pub(crate) async fn serve<S>(
                 let mut service = service.clone();
                 tower_service::Service::call(&mut service, req)
             });
-            let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            // An error here is the peer's (reset, bad later request); the
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            // An error is the peer's (reset, bad later request); the
             // connection is over either way.
-            let _ = watcher.watch(conn).await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    open.wait_idle().await;
+}
+
+/// HTTP connections being served, so that a shutdown can wait for them.
+#[derive(Default)]
+struct OpenConnections {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One open connection; counted until dropped.
+struct OpenGuard(Arc<OpenConnections>);
+
+impl OpenConnections {
+    fn enter(this: &Arc<OpenConnections>) -> OpenGuard {
+        this.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenGuard(Arc::clone(this))
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, so an end in between is not missed.
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Reads until the first request head is complete. A head that does not

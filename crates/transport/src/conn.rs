@@ -156,7 +156,12 @@ pub(crate) async fn run<S>(
                     Some(Ok(Message::Text(text))) => {
                         event!(tel: tel, level: Level::Trace, events::WEBSOCKET_MESSAGE_RECEIVED,
                             serde_json::json!({"conn-id": &conn_id, "bytes": text.len()}));
-                        session.handle_text(text.as_str()).await
+                        // Boxed: the session's nested futures (subscribe,
+                        // publish, RPC) would otherwise be part of every
+                        // connection task's size, idle or not; one
+                        // allocation per client frame is cheaper than
+                        // that resident memory.
+                        Box::pin(session.handle_text(text.as_str())).await
                     }
                     Some(Ok(Message::Binary(_))) => session.handle_binary(),
                     Some(Ok(Message::Close(_))) => break End::ClientClosed,
@@ -173,7 +178,7 @@ pub(crate) async fn run<S>(
     };
 
     // From here on the engine offers this connection nothing more.
-    session.close().await;
+    Box::pin(session.close()).await;
     sink.close();
     event!(tel: tel, level: Level::Debug, events::CONNECTION_REMOVED,
         serde_json::json!({"conn-id": &conn_id, "cause": end.name()}));

@@ -148,6 +148,11 @@ pub(crate) fn handle(
                 crate::conn::run(ws, shared, admission, identity).await;
             }
             Err(upgraded) => {
+                // Not our accept loop's stream (never, as the transport is
+                // built); served all the same, through hyper's box.
+                telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
+                    events::WEBSOCKET_ERROR,
+                    serde_json::json!({"reason": "upgraded-stream-not-a-tcp-stream"}));
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
