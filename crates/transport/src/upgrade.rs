@@ -139,9 +139,16 @@ pub(crate) fn handle(
         // is the TcpStream itself: use it directly, without hyper's boxing.
         match upgraded.downcast::<TokioIo<Prefixed>>() {
             Ok(parts) => {
-                let (prefix, tcp) = parts.io.into_inner().into_parts();
-                let mut read = prefix.to_vec();
-                read.extend_from_slice(&parts.read_buf);
+                // Only the bytes read past the request head are kept: hyper's
+                // read buffer and the accept loop's head buffer are freed
+                // here, not held for the connection's life.
+                let (tcp, read) = {
+                    let read_buf = parts.read_buf;
+                    let (prefix, tcp) = parts.io.into_inner().into_parts();
+                    let mut read = prefix.to_vec();
+                    read.extend_from_slice(&read_buf);
+                    (tcp, read)
+                };
                 let ws =
                     WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(config))
                         .await;
