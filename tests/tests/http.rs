@@ -364,3 +364,37 @@ async fn added_routes_are_served_beside_the_built_in_ones() {
     assert_eq!((status, body["reason"].clone()), (404, json!("not-found")));
     server.stop().await;
 }
+
+/// A connection that does not finish its request head within
+/// `http.handshake-timeout-ms` is closed and counted, and others are served
+/// meanwhile.
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.http.handshake_timeout_ms = 200;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    // Served while those two hang.
+    assert_eq!(http_get(addr, "/health").await.0, 200);
+    let mut buf = Vec::new();
+    let n = within("the silent socket to close", silent.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "closed without an answer");
+    let mut buf = Vec::new();
+    within("the partial socket to close", partial.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains(r#""reason":"request-timeout""#), "{answer}");
+    assert_eq!(server.transport_stats().handshake_timeouts, 2);
+    server.stop().await;
+}

@@ -102,6 +102,9 @@ pub struct TransportStats {
     pub error_frames_sent: u64,
     /// TCP accepts that failed (out of file descriptors, say).
     pub accept_errors: u64,
+    /// Connections closed for not sending their request head within
+    /// `http.handshake-timeout-ms`.
+    pub handshake_timeouts: u64,
 }
 
 /// `GET /channels`.

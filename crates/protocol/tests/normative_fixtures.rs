@@ -271,6 +271,7 @@ fn http_stats_with_transport() {
             socket_writes: 12,
             error_frames_sent: 1,
             accept_errors: 0,
+            handshake_timeouts: 0,
         })
     );
     assert!(stats.telemetry_stats.is_empty());

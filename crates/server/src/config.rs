@@ -28,6 +28,25 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub websocket: WebsocketConfig,
     pub channels: ChannelsConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest a new TCP connection may take to send its whole first
+    /// request head (an HTTP request or a WebSocket upgrade); then it is
+    /// closed.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            handshake_timeout_ms: millis(TransportConfig::default().handshake_timeout),
+        }
+    }
 }
 
 /// `[telemetry]`
@@ -149,6 +168,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             websocket: WebsocketConfig::default(),
             channels: ChannelsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -434,7 +454,8 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 14] = [
+        let positive: [(&str, u64); 15] = [
+            ("http.handshake-timeout-ms", self.http.handshake_timeout_ms),
             ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
             (
                 "websocket.max-connections",
@@ -571,6 +592,7 @@ impl Config {
             max_outbound_frames: w.max_outbound_frames,
             max_outbound_bytes: w.max_outbound_bytes,
             shutdown_drain: Duration::from_millis(w.shutdown_drain_ms),
+            handshake_timeout: Duration::from_millis(self.http.handshake_timeout_ms),
         }
     }
 }
@@ -698,6 +720,7 @@ const TYPES: &[(&str, Ty)] = &[
     ("websocket.max-outbound-frames", USIZE),
     ("websocket.max-outbound-bytes", USIZE),
     ("websocket.shutdown-drain-ms", U64),
+    ("http.handshake-timeout-ms", U64),
     ("channels.auto-create", Ty::Bool),
     ("channels.max-channels", USIZE),
     ("channels.max-channel-id-bytes", USIZE),

@@ -25,7 +25,7 @@ mod config;
 pub mod events;
 
 pub use config::{
-    env_name, ChannelsConfig, Config, ConfigError, TelemetryConfig, TelemetryFormat,
+    env_name, ChannelsConfig, Config, ConfigError, HttpConfig, TelemetryConfig, TelemetryFormat,
     TelemetryOutput, WebsocketConfig, SEED_ENV,
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};

@@ -27,8 +27,6 @@ use warp::http::StatusCode;
 const MAX_HEAD: usize = 16 * 1024;
 /// Most headers in a request head.
 const MAX_HEADERS: usize = 100;
-/// Longest a new connection may take to send its request head.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors, say), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -140,11 +138,12 @@ pub(crate) async fn serve<S>(
             }
         };
         let service = service.clone();
+        let shared = Arc::clone(&shared);
         let mut stop = stop.clone();
         let guard = OpenConnections::enter(&open);
         tokio::spawn(async move {
             let _guard = guard;
-            let Some(io) = read_head(tcp).await else {
+            let Some(io) = read_head(tcp, &shared).await else {
                 return;
             };
             let service = hyper::service::service_fn(move |mut req| {
@@ -218,15 +217,19 @@ impl Drop for OpenGuard {
 /// parse, or is too large, is answered with a JSON error and the
 /// connection closed (`None`); so is a connection that sends nothing in
 /// time, without an answer.
-async fn read_head(mut tcp: TcpStream) -> Option<Prefixed> {
+async fn read_head(mut tcp: TcpStream, shared: &Shared) -> Option<Prefixed> {
     let mut buf = BytesMut::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     loop {
         let read = tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await;
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
             Ok(Ok(_)) => {}
             Err(_) => {
+                shared
+                    .counters
+                    .handshake_timeouts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if !buf.is_empty() {
                     let _ = answer(
                         &mut tcp,

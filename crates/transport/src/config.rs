@@ -21,6 +21,9 @@ pub struct TransportConfig {
     pub max_outbound_bytes: usize,
     /// At shutdown, how long connections may take to drain their queues.
     pub shutdown_drain: Duration,
+    /// Longest a new TCP connection may take to send its first request
+    /// head; then it is closed (`http.handshake-timeout-ms`).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -33,6 +36,7 @@ impl Default for TransportConfig {
             max_outbound_frames: 4_096,
             max_outbound_bytes: 8 << 20,
             shutdown_drain: Duration::from_millis(5_000),
+            handshake_timeout: Duration::from_millis(10_000),
         }
     }
 }

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub(crate) socket_writes: AtomicU64,
     pub(crate) error_frames_sent: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -37,6 +38,7 @@ impl Counters {
             socket_writes: self.socket_writes.load(Relaxed),
             error_frames_sent: self.error_frames_sent.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
+            handshake_timeouts: self.handshake_timeouts.load(Relaxed),
         }
     }
 
