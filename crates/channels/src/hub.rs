@@ -248,21 +248,11 @@ impl Hub {
         telemetry: bool,
     ) -> Result<Option<Joined>, EngineError> {
         loop {
-            let entry = match self
-                .channels
-                .insert_new(channel, usize::MAX, || HubChannel {
-                    subs: Mutex::new(Subs {
-                        list: Vec::new(),
-                        index: HashMap::new(),
-                        gone: false,
-                    }),
-                    telemetry,
-                }) {
-                Ok(e) => e,
-                Err(crate::map::InsertError::Exists(e)) => e,
-                Err(crate::map::InsertError::Full) => {
-                    return Err(EngineError::MaxChannelsReached(usize::MAX))
-                }
+            // Usually the channel has local subscribers already: a shared
+            // lock of its shard finds it; only a first subscriber writes.
+            let entry = match self.channels.get(channel) {
+                Some(e) => e,
+                None => self.insert_list(channel, telemetry)?,
             };
             let mut subs = entry.subs.lock();
             if subs.gone {
@@ -288,6 +278,26 @@ impl Hub {
                 local_count: subs.list.len(),
                 first: at == 0,
             }));
+        }
+    }
+
+    /// The channel's list, made empty when it has none.
+    fn insert_list(&self, channel: &str, telemetry: bool) -> Result<Arc<HubChannel>, EngineError> {
+        let made = self
+            .channels
+            .insert_new(channel, usize::MAX, || HubChannel {
+                subs: Mutex::new(Subs {
+                    list: Vec::new(),
+                    index: HashMap::new(),
+                    gone: false,
+                }),
+                telemetry,
+            });
+        match made {
+            Ok(e) | Err(crate::map::InsertError::Exists(e)) => Ok(e),
+            // The hub's map has no bound of its own (the broker's channels
+            // bound it), so this is never taken.
+            Err(crate::map::InsertError::Full) => Err(EngineError::MaxChannelsReached(usize::MAX)),
         }
     }
 
