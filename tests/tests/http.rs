@@ -398,3 +398,50 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
     assert_eq!(server.transport_stats().handshake_timeouts, 2);
     server.stop().await;
 }
+
+/// The head deadline holds for every request of a keep-alive connection,
+/// not just its first; and a stop does not wait for a connection that has
+/// not sent a whole head.
+#[tokio::test]
+async fn later_heads_have_the_deadline_too_and_stop_does_not_wait_for_idle_sockets() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.http.handshake_timeout_ms = 300;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let mut keep = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within("the first answer", keep.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    keep.write_all(b"GET /health HTTP/1.1\r\nHo").await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the keep-alive socket to close",
+        keep.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+
+    let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cfg2 = config();
+    cfg2.http.handshake_timeout_ms = 60_000;
+    let server2 = start(cfg2).await;
+    let _idle2 = tokio::net::TcpStream::connect(server2.local_addr())
+        .await
+        .unwrap();
+    // Let the accept loop take the socket before the stop.
+    assert_eq!(http_get(server2.local_addr(), "/health").await.0, 200);
+    within("a stop with an idle socket open", server2.stop()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited for a socket that sent nothing: {:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}

@@ -31,9 +31,10 @@ pub struct Hub {
 pub(crate) struct HubConn {
     pub(crate) id: ConnId,
     pub(crate) sink: Arc<dyn Sink>,
-    /// Held while a subscription of this connection changes, so that its
-    /// set and the channels' lists change together (lock order: connection
-    /// state, then a channel's list).
+    /// The connection's subscription set. A join changes it and the
+    /// channel's list together under this lock (lock order: connection
+    /// state, then a channel's list); a leave takes the channel out of the
+    /// set first, then out of the list.
     pub(crate) state: Mutex<ConnState>,
 }
 
@@ -135,7 +136,7 @@ impl Hub {
     /// Registers a connection. When `greeting` is given, the frame it builds
     /// from the new id is offered before the connection is visible to any
     /// broadcast (under the registry's write lock).
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         sink: Arc<dyn Sink>,
         greeting: Option<&dyn Fn(ConnId) -> Frame>,
@@ -170,7 +171,7 @@ impl Hub {
     /// Removes a connection from the registry and returns the channels it
     /// was subscribed to (the caller takes it out of each with
     /// [`Hub::leave`]). `None` for an unknown or stale id.
-    pub fn disconnect(&self, conn: ConnId) -> Option<Vec<Arc<str>>> {
+    pub(crate) fn disconnect(&self, conn: ConnId) -> Option<Vec<Arc<str>>> {
         let entry = {
             let mut conns = self.conns.write();
             match conns.get(conn.slot as usize) {
@@ -304,7 +305,7 @@ impl Hub {
     /// Takes `conn` out of the channel's local list (the caller has taken
     /// the channel out of the connection's set). `None` when it was not
     /// there.
-    pub fn leave(&self, conn: ConnId, channel: &str) -> Option<Left> {
+    pub(crate) fn leave(&self, conn: ConnId, channel: &str) -> Option<Left> {
         let entry = self.channels.get(channel)?;
         let mut subs = entry.subs.lock();
         if !subs.remove(conn) {
@@ -323,44 +324,37 @@ impl Hub {
         })
     }
 
-    /// Empties the channel's local list (the channel was deleted) and
-    /// returns who was in it. Each one's set is then cleaned by
-    /// [`Hub::forget`].
-    pub(crate) fn evict(&self, channel: &str) -> Vec<ConnId> {
+    /// Empties the channel's local list (the channel was deleted) and takes
+    /// the channel out of each evicted connection's set; returns how many
+    /// were evicted. A broker calls it under its per-channel order (the
+    /// stream lock, for `LocalBroker`) before a next incarnation of the
+    /// channel can exist, so no subscriber of that one is evicted.
+    pub fn evict(&self, channel: &str) -> usize {
         let Some(entry) = self.channels.get(channel) else {
-            return Vec::new();
+            return 0;
         };
-        let mut subs = entry.subs.lock();
-        let out: Vec<ConnId> = subs.list.drain(..).map(|s| s.conn).collect();
-        subs.index.clear();
-        subs.gone = true;
-        self.channels
-            .remove_if(channel, |e| std::ptr::eq(e, &*entry));
-        self.total_subscriptions.fetch_sub(out.len(), Relaxed);
-        out
-    }
-
-    /// After [`Hub::evict`]: drops `channel` from the set of `conn`, unless
-    /// the connection has joined the channel again since (then it is in the
-    /// channel's new list and must stay in its set, or its disconnect would
-    /// leave a ghost subscriber behind).
-    pub(crate) fn forget(&self, conn: ConnId, channel: &str) {
-        let Some(entry) = self.conn(conn) else {
-            return;
+        let evicted: Vec<ConnId> = {
+            let mut subs = entry.subs.lock();
+            let out: Vec<ConnId> = subs.list.drain(..).map(|s| s.conn).collect();
+            subs.index.clear();
+            subs.gone = true;
+            self.channels
+                .remove_if(channel, |e| std::ptr::eq(e, &*entry));
+            self.total_subscriptions.fetch_sub(out.len(), Relaxed);
+            out
         };
-        let mut st = entry.state.lock();
-        let rejoined = self
-            .channels
-            .get(channel)
-            .is_some_and(|ch| ch.subs.lock().index.contains_key(&conn));
-        if !rejoined {
-            st.subs.remove(channel);
+        for conn in &evicted {
+            if let Some(c) = self.conn(*conn) {
+                c.state.lock().subs.remove(channel);
+            }
         }
+        evicted.len()
     }
 
     /// Offers `frame` to the channel's local subscribers but `exclude`.
-    /// Callers that need one order per channel call this under their own
-    /// per-channel lock (the broker's stream lock does that for publishes).
+    /// A broker calls this under its own per-channel order (the stream lock,
+    /// for `LocalBroker`), which is what gives every subscriber one order
+    /// per channel.
     pub fn fan_out(&self, channel: &str, frame: &Frame, exclude: Option<ConnId>) -> FanOut {
         let Some(entry) = self.channels.get(channel) else {
             return FanOut::default();
@@ -380,22 +374,31 @@ impl Hub {
         out
     }
 
-    /// Like [`Hub::fan_out`], returning the ids of those that queued it.
+    /// Like [`Hub::fan_out`], returning the ids of those that queued it and
+    /// how many were full.
     pub fn fan_out_ids(
         &self,
         channel: &str,
         frame: &Frame,
         exclude: Option<ConnId>,
-    ) -> Vec<ConnId> {
+    ) -> (Vec<ConnId>, usize) {
         let Some(entry) = self.channels.get(channel) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let subs = entry.subs.lock();
-        subs.list
-            .iter()
-            .filter(|s| Some(s.conn) != exclude && s.sink.offer(frame) == Offer::Queued)
-            .map(|s| s.conn)
-            .collect()
+        let mut ids = Vec::new();
+        let mut full = 0;
+        for s in &subs.list {
+            if Some(s.conn) == exclude {
+                continue;
+            }
+            match s.sink.offer(frame) {
+                Offer::Queued => ids.push(s.conn),
+                Offer::Full => full += 1,
+                Offer::Closed => {}
+            }
+        }
+        (ids, full)
     }
 
     /// Local subscribers of a channel.

@@ -181,8 +181,9 @@ impl LocalBroker {
         message: &Publication<'_>,
         hub: &Hub,
     ) -> Result<Published, EngineError> {
-        // A channel deleted between lookup and lock is looked up once more.
-        for _ in 0..2 {
+        // A publish that races with the channel's delete answers
+        // channel-not-found (it does not create the channel again).
+        {
             let ch = self.lookup(channel, Create::Auto)?;
             let tel = ch.config.telemetry_enabled;
             let sender = message.sender.map(|s| s.to_string());
@@ -194,7 +195,7 @@ impl LocalBroker {
             };
             let mut st = ch.stream.lock();
             if st.deleted {
-                continue;
+                return Err(EngineError::ChannelNotFound(truncated(channel)));
             }
             let offset = st.offset + 1;
             let frame = Frame::new(frames::channel_message(&frames::ChannelMessageRef {
@@ -244,14 +245,13 @@ impl LocalBroker {
                 serde_json::json!({
                 "channel-id": channel, "delivered-to": out.delivered, "full": out.full})
             );
-            return Ok(Published {
+            Ok(Published {
                 message_id,
                 position: StreamPosition { offset, epoch },
                 delivered_to: out.delivered,
                 full: out.full,
-            });
+            })
         }
-        Err(EngineError::ChannelNotFound(truncated(channel)))
     }
 
     fn join_now(
@@ -305,28 +305,28 @@ impl LocalBroker {
                 return Err(EngineError::ChannelNotFound(truncated(id)));
             }
             st.deleted = true;
+            // Under the stream lock and before the channel leaves the map:
+            // no next incarnation of the channel can exist yet, so every
+            // subscriber evicted here was this one's, and one that joins
+            // from now on waits for the lock, finds it deleted, and joins
+            // the next incarnation's new list.
+            let evicted = hub.evict(id);
             self.channels.remove_if(id, |c| std::ptr::eq(c, &*ch));
             // Its running totals outlive it.
             let mut gone = self.gone.lock();
             gone.published += st.message_count;
             gone.deliveries += st.deliveries;
             gone.deliveries_full += st.deliveries_full;
-            drop(gone);
-            // Under the stream lock: a subscriber that joins from now on
-            // joins the channel's next incarnation, not this list.
-            hub.evict(id)
+            evicted
         };
-        for conn in &evicted {
-            hub.forget(*conn, id);
-        }
         ev!(
             &self.telemetry,
             ch.config.telemetry_enabled,
             Info,
             events::CHANNEL_DELETED,
-            serde_json::json!({"channel-id": id, "unsubscribed": evicted.len()})
+            serde_json::json!({"channel-id": id, "unsubscribed": evicted})
         );
-        Ok(evicted.len())
+        Ok(evicted)
     }
 }
 
@@ -384,15 +384,12 @@ impl Broker for LocalBroker {
     ) -> Reply<'a, Sent> {
         let exclude = exclude.and_then(|e| local_conn(self.node(), e));
         let sent = if ids {
-            let ids: Vec<ConnAddr> = hub
-                .fan_out_ids(channel, frame, exclude)
-                .into_iter()
-                .map(|c| ConnAddr::new(None, c))
-                .collect();
+            let (ids, full) = hub.fan_out_ids(channel, frame, exclude);
+            let ids: Vec<ConnAddr> = ids.into_iter().map(|c| ConnAddr::new(None, c)).collect();
             Sent {
                 delivered: ids.len(),
                 ids,
-                full: 0,
+                full,
             }
         } else {
             let out = hub.fan_out(channel, frame, exclude);

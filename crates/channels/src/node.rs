@@ -430,16 +430,26 @@ impl Engine {
             done = Some((out, joined.is_some_and(|j| j.first)));
             Ok(())
         };
-        inner
-            .broker
-            .join(channel_id, Create::Auto, &mut join)
-            .await?;
-        let (out, first) =
-            done.ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
+        let joined = inner.broker.join(channel_id, Create::Auto, &mut join).await;
+        let (out, first) = match (joined, done) {
+            (Ok(()), Some(d)) => d,
+            (result, _) => {
+                // Nothing joined: give back the broker subscription taken
+                // for it, unless someone else joined meanwhile.
+                if subscribed_first && inner.hub.local_count(channel_id) == 0 {
+                    let _ = inner.broker.unsubscribe(channel_id, &inner.hub).await;
+                }
+                return Err(result
+                    .err()
+                    .unwrap_or_else(|| EngineError::ChannelNotFound(truncated(channel_id))));
+            }
+        };
         if tracks && first && !subscribed_first {
-            // Another subscriber left in between and took the node's
-            // broker subscription with it.
-            inner.broker.subscribe(channel_id).await?;
+            // Another subscriber left in between and took the node's broker
+            // subscription with it. The client has its success answer
+            // already; a broker that cannot subscribe now reports (and
+            // retries) that on its own.
+            let _ = inner.broker.subscribe(channel_id).await;
         }
         Ok(out)
     }
@@ -797,6 +807,10 @@ impl Engine {
             .counters
             .deliveries
             .fetch_add(sent.delivered as u64, Relaxed);
+        inner
+            .counters
+            .deliveries_full
+            .fetch_add(sent.full as u64, Relaxed);
         ev!(
             &inner.telemetry,
             tel,
@@ -855,10 +869,14 @@ impl Engine {
                 requester,
                 telemetry,
             } => {
-                if inner.hub.send(requester, &frame).is_err() {
+                match inner.hub.send(requester, &frame) {
+                    Ok(Offer::Queued) => {
+                        inner.counters.deliveries.fetch_add(1, Relaxed);
+                    }
+                    Ok(_) => {}
                     // The requester left between our lookup and the send;
                     // its pending requests are gone with it.
-                    return Err(EngineError::RequestNotFound(truncated(request_id)));
+                    Err(_) => return Err(EngineError::RequestNotFound(truncated(request_id))),
                 }
                 (requester, telemetry)
             }
@@ -897,7 +915,13 @@ impl Engine {
 
     /// Counts a refused operation under its reason.
     fn reject(&self, e: &EngineError) {
-        let reason = e.reason();
+        self.record_refusal(e.reason());
+    }
+
+    /// Counts an operation refused outside the engine (an authorizer's
+    /// `forbidden`, say) under its reason, with the engine's own refusals
+    /// ([`rejections`](Self::rejections), `/stats` `channel-stats.rejected`).
+    pub fn record_refusal(&self, reason: Reason) {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.inner.rejected[i].fetch_add(1, Relaxed);
         }
@@ -992,7 +1016,9 @@ fn expire_due(inner: &Inner) -> usize {
     for e in &due {
         if let Some(frame) = &e.frame {
             // The requester may have left; then there is no one to tell.
-            let _ = inner.hub.send(e.requester, frame);
+            if let Ok(Offer::Queued) = inner.hub.send(e.requester, frame) {
+                inner.counters.deliveries.fetch_add(1, Relaxed);
+            }
         }
         ev!(
             &inner.telemetry,

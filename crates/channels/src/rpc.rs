@@ -5,8 +5,9 @@
 //! request here before delivering it (so a fast worker's response finds
 //! it), routes a response to the requester the router names, and sends the
 //! timeouts the router hands back. Requesters are connections of this node
-//! (a request is registered where its requester lives); responses may come
-//! from any node.
+//! (a request is registered where its requester lives): a response that a
+//! worker on another node gives is carried to this node by the broker that
+//! spans them, then routed here.
 
 use crate::conn::{ConnId, Frame};
 use crate::error::truncated;

@@ -195,3 +195,50 @@ fn subscribe_racing_delete_leaves_no_ghost_subscriber() {
         assert_eq!(e.total_subscriptions(), 0, "round {round}");
     }
 }
+
+/// A subscribe that joins the next incarnation of a channel while the old
+/// one is being deleted stays subscribed: its answer's epoch is the new
+/// one, and it is in the channel's list and its own set.
+#[test]
+fn subscribe_into_the_next_incarnation_survives_the_delete() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let e = Engine::new(EngineConfig::default()).unwrap();
+    for round in 0..3_000 {
+        let keeper = e.connect(Inbox::new()).unwrap();
+        e.subscribe(keeper, "g").now().unwrap();
+        let old = e.channel_info("g").now().unwrap().position.epoch;
+        let c = e.connect(Inbox::new()).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let (e1, b1) = (e.clone(), Arc::clone(&barrier));
+        let deleter = std::thread::spawn(move || {
+            b1.wait();
+            e1.delete_channel("g").now().unwrap();
+        });
+        let (e2, b2, old2) = (e.clone(), Arc::clone(&barrier), old.clone());
+        let subscriber = std::thread::spawn(move || {
+            b2.wait();
+            loop {
+                let r = e2.subscribe(c, "g").now().unwrap();
+                if r.position.epoch != old2 {
+                    return;
+                }
+                let _ = e2.unsubscribe(c, "g").now();
+            }
+        });
+        deleter.join().unwrap();
+        subscriber.join().unwrap();
+        assert!(
+            e.hub().local_subscribers("g").contains(&c),
+            "round {round}: not in the channel's list"
+        );
+        assert_eq!(
+            e.subscriptions(c).unwrap(),
+            vec!["g"],
+            "round {round}: not in its own set"
+        );
+        e.disconnect(c).now();
+        e.disconnect(keeper).now();
+        let _ = e.delete_channel("g").now();
+    }
+}

@@ -225,8 +225,15 @@ fn string(raw: Option<&RawValue>, field: &str) -> Result<String, DecodeError> {
 /// `data` is any JSON value but must be present (`null` is allowed). It is
 /// copied as text, never parsed into a tree.
 fn data(raw: Option<&RawValue>) -> Result<Data, DecodeError> {
-    raw.map(|r| Data::from_raw(r.to_owned()))
-        .ok_or_else(|| DecodeError::invalid("missing field `data`"))
+    let raw = raw.ok_or_else(|| DecodeError::invalid("missing field `data`"))?;
+    crate::data::validate(raw.get()).map_err(|e| DecodeError {
+        reason: Reason::InvalidJson,
+        message: format!(
+            "field `data` is not JSON every client can read: {}",
+            e.to_string().split(" at line").next().unwrap_or_default()
+        ),
+    })?;
+    Ok(Data::from_raw(raw.to_owned()))
 }
 
 fn opt_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, DecodeError> {

@@ -120,6 +120,61 @@ impl<'de> Deserialize<'de> for Data {
     }
 }
 
+/// Reads a JSON text the way a parser that builds a tree would (every
+/// string's escapes decoded, every number in range), without building one:
+/// so the server relays only what its clients' JSON libraries can read.
+pub(crate) fn validate(json: &str) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    Validate::deserialize(&mut de)?;
+    de.end()
+}
+
+/// A value read and dropped (strings borrowed where they have no escapes).
+struct Validate;
+
+impl<'de> Deserialize<'de> for Validate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Validate, D::Error> {
+        d.deserialize_any(ValidateVisitor)
+    }
+}
+
+struct ValidateVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidateVisitor {
+    type Value = Validate;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_unit<E>(self) -> Result<Validate, E> {
+        Ok(Validate)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Validate, A::Error> {
+        while seq.next_element::<Validate>()?.is_some() {}
+        Ok(Validate)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Validate, A::Error> {
+        while map.next_entry::<Validate, Validate>()?.is_some() {}
+        Ok(Validate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +194,14 @@ mod tests {
         assert_eq!(out, format!(r#"{{"data":{text}}}"#));
         let back: W = serde_json::from_str(&out).unwrap();
         assert!(back.data == serde_json::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn validate_refuses_what_tree_parsers_refuse() {
+        assert!(validate(r#"{"a":[1,2.5,"x\u00e9",null,true],"b":{}}"#).is_ok());
+        assert!(validate(r#""\ud800""#).is_err(), "a lone surrogate");
+        assert!(validate("1e400").is_err(), "a number out of range");
+        assert!(validate(r#"{"\ud800":1}"#).is_err(), "in a key too");
     }
 
     #[test]

@@ -340,3 +340,25 @@ fn repeated_field_is_invalid_message() {
     assert_eq!(e.reason, Reason::InvalidMessage);
     assert!(e.message.contains("duplicate field"), "{}", e.message);
 }
+
+/// `data` is kept as text, but only text a tree-building JSON parser reads:
+/// a lone surrogate escape or a number out of range is refused, as it was
+/// when the decoder built a tree, so no subscriber is sent a frame its own
+/// JSON library refuses.
+#[test]
+fn data_that_parsers_refuse_is_invalid_json() {
+    for data in [
+        r#""\ud800""#,
+        "1e400",
+        r#"{"\udc00":1}"#,
+        r#"["ok","\ud83d"]"#,
+    ] {
+        let e = refused(&format!(
+            r#"{{"type":"publish","channel-id":"c","data":{data}}}"#
+        ));
+        assert_eq!(e.reason, Reason::InvalidJson, "{data}: {e:?}");
+        assert!(e.message.contains("`data`"), "{}", e.message);
+    }
+    // A proper pair of surrogates (an emoji) is fine.
+    assert!(decode_client(r#"{"type":"publish","channel-id":"c","data":"\ud83d\ude00"}"#).is_ok());
+}

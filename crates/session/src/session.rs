@@ -170,6 +170,7 @@ impl Session {
         match msg {
             ClientMessage::Subscribe { channel_id } => {
                 if let Err(r) = auth.subscribe(&self.identity, &self.addr, &channel_id) {
+                    engine.record_refusal(r.reason);
                     return Some(subscription_failed(channel_id, r.reason));
                 }
                 let ok = |s: &Subscribed| {
@@ -212,7 +213,10 @@ impl Session {
                         .publish(Some(conn), &channel_id, data, exclude_sender)
                         .await
                         .map_err(|e| e.reason()),
-                    Err(r) => Err(r.reason),
+                    Err(r) => {
+                        engine.record_refusal(r.reason);
+                        Err(r.reason)
+                    }
                 };
                 Some(match result {
                     Ok(p) => ServerMessage::PublishResult {
@@ -237,6 +241,7 @@ impl Session {
                 timeout_ms,
             } => {
                 if let Err(r) = auth.rpc_call(&self.identity, &self.addr, &channel_id) {
+                    engine.record_refusal(r.reason);
                     return Some(rpc_failed(channel_id, r.reason));
                 }
                 let ok = |sent: &RpcSent| {

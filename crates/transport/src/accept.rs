@@ -10,7 +10,7 @@ use crate::reply::raw_error;
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -143,7 +143,13 @@ pub(crate) async fn serve<S>(
         let guard = OpenConnections::enter(&open);
         tokio::spawn(async move {
             let _guard = guard;
-            let Some(io) = read_head(tcp, &shared).await else {
+            // A connection still sending its first head when the server
+            // stops is simply closed.
+            let head = tokio::select! {
+                head = read_head(tcp, &shared) => head,
+                () = async { drop(stop.wait_for(|s| *s).await) } => None,
+            };
+            let Some(io) = head else {
                 return;
             };
             let service = hyper::service::service_fn(move |mut req| {
@@ -151,7 +157,12 @@ pub(crate) async fn serve<S>(
                 let mut service = service.clone();
                 tower_service::Service::call(&mut service, req)
             });
+            // Later heads on a keep-alive connection get the same deadline
+            // from hyper (which needs a timer for it), and an idle
+            // keep-alive connection is closed after it.
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.config.handshake_timeout)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -160,8 +171,10 @@ pub(crate) async fn serve<S>(
             tokio::select! {
                 _ = conn.as_mut() => {}
                 () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    // The exchange in flight may finish, within the drain
+                    // deadline; then the connection is dropped.
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    let _ = tokio::time::timeout(shared.config.shutdown_drain, conn).await;
                 }
             }
         });

@@ -96,12 +96,29 @@ async fn added_route(
     if s.routes.is_empty() {
         return Err(warp::reject::not_found());
     }
-    let Some(body) = read_body(stream).await else {
-        return Ok(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request-too-large",
-            format!("request bodies are limited to {MAX_ROUTE_BODY} bytes"),
-        ));
+    let body = match tokio::time::timeout(s.config.message_timeout, read_body(stream)).await {
+        Ok(Body::Complete(body)) => body,
+        Ok(Body::TooLarge) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request-too-large",
+                format!("request bodies are limited to {MAX_ROUTE_BODY} bytes"),
+            ))
+        }
+        Ok(Body::Broken) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "the request body ended before it was complete",
+            ))
+        }
+        Err(_) => {
+            return Ok(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "the request body did not arrive within websocket.message-timeout-ms",
+            ))
+        }
     };
     let uri = if query.is_empty() {
         path.as_str().to_owned()
@@ -123,17 +140,23 @@ async fn added_route(
     Err(warp::reject::not_found())
 }
 
-/// The body, or `None` when it is larger than [`MAX_ROUTE_BODY`].
-async fn read_body(
-    mut stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
-) -> Option<Bytes> {
+/// A request body as read.
+enum Body {
+    Complete(Bytes),
+    /// Larger than [`MAX_ROUTE_BODY`].
+    TooLarge,
+    /// The stream failed (the client went away, bad chunked encoding).
+    Broken,
+}
+
+async fn read_body(mut stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin) -> Body {
     let mut out = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let Ok(mut chunk) = chunk else {
-            return Some(out.freeze());
+            return Body::Broken;
         };
         if out.len() + chunk.remaining() > MAX_ROUTE_BODY {
-            return None;
+            return Body::TooLarge;
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -142,7 +165,7 @@ async fn read_body(
             chunk.advance(n);
         }
     }
-    Some(out.freeze())
+    Body::Complete(out.freeze())
 }
 
 /// Anything no route takes is a JSON 404 (docs/PROTOCOL.md): a wrong

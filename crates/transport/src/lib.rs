@@ -19,7 +19,9 @@
 //! with a close after two silent intervals, slow consumers closed with 1008
 //! (outbound queue overflow, or a write that cannot finish within
 //! `message-timeout`), frames over `max-message-bytes` refused from their
-//! header with 1009, request heads that do not arrive within 10 s closed.
+//! header with 1009, request heads that do not arrive within
+//! `http.handshake-timeout-ms` closed (the first by our accept loop, later
+//! ones by hyper).
 //! Every close, for any reason, ends the connection's session, which takes
 //! it out of every channel and drops its pending RPCs.
 //!

@@ -143,10 +143,14 @@ pub(crate) fn handle(
                 // read buffer and the accept loop's head buffer are freed
                 // here, not held for the connection's life.
                 let (tcp, read) = {
+                    // On the wire, what hyper read past the head comes
+                    // first, then what it had not read of our prefix yet.
+                    // Both buffers are moved in here, so they are freed at
+                    // the end of this block.
                     let read_buf = parts.read_buf;
+                    let mut read = read_buf.to_vec();
                     let (prefix, tcp) = parts.io.into_inner().into_parts();
-                    let mut read = prefix.to_vec();
-                    read.extend_from_slice(&read_buf);
+                    read.extend_from_slice(&prefix);
                     (tcp, read)
                 };
                 let ws =
