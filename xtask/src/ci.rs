@@ -19,9 +19,34 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// On a clean checkout nothing is dirty; `--allow-dirty` is for running it
 /// with uncommitted changes.
 fn publish_dry_run(allow_dirty: bool) -> Result<()> {
+    forget_unpacked_overlay_packages()?;
     let mut args = vec!["publish", "--workspace", "--dry-run"];
     if allow_dirty {
         args.push("--allow-dirty");
     }
     crate::run("cargo", &args)
+}
+
+/// The dry run unpacks our packages into cargo's source cache, in a
+/// directory named after the local overlay registry (`registry/src/-<hash>`),
+/// and cargo reuses an unpacked package of the same name and version without
+/// checking its contents. A stale one from an earlier run in the same folder
+/// would be verified instead of this tree's, so those directories (which hold
+/// only our own packages) are removed first.
+fn forget_unpacked_overlay_packages() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('-') {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
