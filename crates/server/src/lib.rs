@@ -21,6 +21,8 @@
 //! Several servers may run in one process: each has its own engine,
 //! transport and telemetry instance; nothing is global.
 
+/// The `sente-lite` binary's command line: [`cli::main`] is its `main`.
+pub mod cli;
 mod config;
 pub mod events;
 
