@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+pub mod external;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::future::Future;

@@ -1,0 +1,199 @@
+//! The deployment harness end to end: the committed `deploy/nginx.conf` in
+//! a real nginx in front of a server (WebSockets and HTTP through it), a
+//! real redis-server (started, stopped, started again), and real server
+//! processes (`sente-lite-node`, SIGKILLed). Needs the Debian packages
+//! redis-server and nginx (`.ci/run` installs them).
+
+#![allow(clippy::unwrap_used)]
+
+use sente_lite_tests::external::{self, Nginx, Node, RedisServer};
+use sente_lite_tests::*;
+use serde_json::json;
+
+/// Publishes from `from` (subscribed to `channel`, so it gets its own
+/// message too) and returns its `channel-message` and `publish-result`,
+/// which may come in either order.
+async fn publish_subscribed(
+    from: &mut Client,
+    channel: &str,
+    data: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    from.send(json!({"type": "publish", "channel-id": channel, "data": data}))
+        .await;
+    let (mut message, mut result) = (None, None);
+    while message.is_none() || result.is_none() {
+        let v = from.recv().await;
+        match v["type"].as_str() {
+            Some("channel-message") => message = Some(v),
+            Some("publish-result") => result = Some(v),
+            _ => panic!("unexpected frame while publishing: {v}"),
+        }
+    }
+    (message.unwrap(), result.unwrap())
+}
+
+#[tokio::test]
+async fn websockets_and_http_go_through_the_deploy_nginx_conf() {
+    let server = start_default().await;
+    let nginx = Nginx::start(&[server.local_addr()]);
+
+    let mut a = Client::connect(nginx.addr()).await;
+    let mut b = Client::connect(nginx.addr()).await;
+    assert_ne!(a.conn_id, b.conn_id);
+    a.subscribe("room").await;
+    b.subscribe("room").await;
+
+    let (own, result) = publish_subscribed(&mut a, "room", json!({"m": "through nginx"})).await;
+    assert_eq!(result["delivered-to"], 2, "{result}");
+    assert_eq!(own["data"], json!({"m": "through nginx"}), "{own}");
+    let got = b.recv_type("channel-message").await;
+    assert_eq!(got["channel-id"], "room", "{got}");
+    assert_eq!(got["data"], json!({"m": "through nginx"}), "{got}");
+    assert_eq!(got["sender-conn-id"], a.conn_id.as_str(), "{got}");
+    assert_eq!(got["offset"], own["offset"], "one message, one position");
+
+    let (status, health) = http_get(nginx.addr(), "/health").await;
+    assert_eq!(status, 200, "{health}\nnginx log:\n{}", nginx.log());
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["connections"], 2, "{health}");
+
+    // Both connections are the server's own, upgraded through the proxy.
+    let r = http_request(nginx.addr(), "GET", "/stats", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("server").unwrap_or_default().starts_with("nginx"),
+        "answered by nginx: {:?}",
+        r.headers
+    );
+    a.roundtrip().await;
+    b.roundtrip().await;
+    a.close().await;
+    b.close().await;
+    drop(nginx);
+    server.stop().await;
+}
+
+#[test]
+fn the_deploy_nginx_conf_is_the_seed_block_with_long_timeouts() {
+    let conf = external::deploy_nginx_conf();
+    for line in [
+        "upstream sente_lite {",
+        "server app1:3000;",
+        "server app2:3000;",
+        "server app3:3000;",
+        "listen 80;",
+        "proxy_pass http://sente_lite;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection \"upgrade\";",
+        "proxy_set_header Host $host;",
+        "proxy_cache_bypass $http_upgrade;",
+        "proxy_read_timeout 3600s;",
+    ] {
+        assert!(
+            conf.lines().any(|l| l.trim() == line),
+            "deploy/nginx.conf lacks `{line}`"
+        );
+    }
+    let a = external::local(4001);
+    let b = external::local(4002);
+    let rewritten = external::rewrite_nginx_conf(&conf, &[a, b], external::local(4000));
+    assert!(
+        rewritten.contains("server 127.0.0.1:4001;\n"),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("server 127.0.0.1:4002;\n"),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("listen 127.0.0.1:4000;\n"),
+        "{rewritten}"
+    );
+    assert!(!rewritten.contains("app1"), "{rewritten}");
+}
+
+#[test]
+fn redis_server_answers_stops_and_starts_again_empty() {
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}/"));
+    assert_eq!(redis.command(&["PING"]), "+PONG\r\n");
+    assert_eq!(redis.command(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(redis.command(&["GET", "k"]), "$1\r\nv\r\n");
+    assert_eq!(redis.command(&["KEYS", "*"]), "*1\r\n$1\r\nk\r\n");
+    assert_eq!(redis.command(&["GET", "none"]), "$-1\r\n");
+
+    redis.stop();
+    assert!(!redis.is_running());
+    assert!(
+        !external::accepts(redis.addr()),
+        "nothing listens after stop"
+    );
+
+    redis.start_again();
+    assert!(redis.is_running());
+    assert_eq!(redis.port(), port, "the same port");
+    assert_eq!(redis.command(&["PING"]), "+PONG\r\n");
+    assert_eq!(redis.command(&["GET", "k"]), "$-1\r\n", "no data kept");
+    assert_eq!(redis.command(&["SET", "k", "w"]), "+OK\r\n");
+
+    redis.kill();
+    assert!(!redis.is_running());
+    assert!(
+        !external::accepts(redis.addr()),
+        "nothing listens after kill"
+    );
+    redis.start_again();
+    assert_eq!(
+        redis.command(&["DBSIZE"]),
+        ":0\r\n",
+        "empty after a kill too"
+    );
+}
+
+#[tokio::test]
+async fn a_node_process_serves_health_until_killed() {
+    let mut node = Node::spawn(sente_lite_tests::node_bin!(), &[]);
+    assert!(node.is_running());
+    let (status, health) = http_get(node.addr(), "/health").await;
+    assert_eq!(status, 200, "{health}\n{}", node.log());
+    assert_eq!(health["status"], "healthy", "{health}");
+
+    let mut c = Client::connect(node.addr()).await;
+    c.subscribe("x").await;
+    node.kill();
+    assert!(!node.is_running());
+    assert!(
+        !external::accepts(node.addr()),
+        "nothing listens after kill"
+    );
+    // SIGKILL: the connection drops without a close frame.
+    let (_, end) = c.drain_until_end().await;
+    assert!(matches!(end, Ended::Dropped(_)), "{end:?}");
+    let log = node.log();
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with("sente-lite listening on ")),
+        "telemetry output none: nothing but the startup line:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn nginx_passes_over_a_killed_node() {
+    let mut one = Node::spawn(sente_lite_tests::node_bin!(), &[]);
+    let two = Node::spawn(sente_lite_tests::node_bin!(), &[]);
+    let nginx = Nginx::start(&[one.addr(), two.addr()]);
+    for _ in 0..4 {
+        let (status, _) = http_get(nginx.addr(), "/health").await;
+        assert_eq!(status, 200);
+    }
+    one.kill();
+    // A refused connection is an error nginx passes to the next upstream.
+    for _ in 0..4 {
+        let (status, health) = http_get(nginx.addr(), "/health").await;
+        assert_eq!(status, 200, "{health}\nnginx log:\n{}", nginx.log());
+    }
+    let mut c = Client::connect(nginx.addr()).await;
+    c.roundtrip().await;
+}
