@@ -22,7 +22,7 @@ use sente_lite_protocol::{ChannelConfig, ChannelMessage, Data};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 /// A broker's answer: [`Reply::Ready`] now (no allocation), or
@@ -116,6 +116,28 @@ pub struct JoinView<'a> {
     pub retained: &'a dyn RetainedView,
     /// The stream position the view is taken at.
     pub position: StreamPosition,
+    /// Subscribers of the channel on other nodes (0 for a single node), so
+    /// the joiner's `subscriber-count` is cluster-wide.
+    pub remote_subscribers: usize,
+}
+
+/// The join callback a node gives [`Broker::join`]: it adds the subscriber
+/// to the hub at the view's stream position and answers whether it was
+/// added (false: it was subscribed already).
+pub type JoinFn<'a> = dyn FnMut(JoinView<'_>) -> Result<bool, EngineError> + Send + 'a;
+
+/// What a broker may call back into its node from its own tasks (frames
+/// from other nodes arrive there, not in a call of the node's).
+pub trait NodeHandle: Send + Sync {
+    /// The node's hub.
+    fn hub(&self) -> &Hub;
+    /// Delivers an `rpc-response` frame, forwarded from the worker's node,
+    /// to the requester of `request_id` on this node, as a response given
+    /// here would be (`request-not-found` when unknown, answered or
+    /// expired).
+    /// `error` is the response's own `error` flag (for telemetry).
+    fn rpc_response(&self, request_id: &str, frame: &Frame, error: bool)
+        -> Result<(), EngineError>;
 }
 
 /// The retained messages a [`JoinView`] shows, without copying them
@@ -170,6 +192,12 @@ pub struct BrokerHealth {
     pub kind: &'static str,
     /// Whether it can serve now.
     pub healthy: bool,
+    /// Its connection state in a word (`connected`, `connecting`, ...).
+    pub state: &'static str,
+    /// The live nodes it sees, this one included (empty for a single node).
+    pub nodes: Vec<String>,
+    /// Its last error, when it is not healthy.
+    pub error: Option<String>,
 }
 
 /// Publish, subscribe, history and cluster-wide channel state for one node.
@@ -202,8 +230,14 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
         create: Create,
-        join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+        join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>>;
+
+    /// Gives the broker a handle on its node, once, when the node is made
+    /// (a broker with tasks of its own delivers through it).
+    fn attach(&self, node: Weak<dyn NodeHandle>) {
+        let _ = node;
+    }
 
     /// Whether the broker wants [`subscribe`](Broker::subscribe) and
     /// [`unsubscribe`](Broker::unsubscribe) calls (a broker that delivers to
@@ -217,6 +251,14 @@ pub trait Broker: Send + Sync + 'static {
     /// (it calls this before the [`join`](Broker::join)): from now on
     /// deliver the channel's messages to it. Repeated calls count as one.
     fn subscribe<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<(), EngineError>>;
+
+    /// A local subscriber of `channel` left (called for every leave, the
+    /// last included, before [`unsubscribe`](Broker::unsubscribe)), so a
+    /// broker keeping cluster-wide counts can count it out.
+    fn subscriber_left<'a>(&'a self, channel: &'a str) -> Reply<'a, ()> {
+        let _ = channel;
+        Reply::ready(())
+    }
 
     /// The node's last local subscriber of `channel` left. This may race
     /// with a new first subscriber's [`subscribe`](Broker::subscribe): a
@@ -246,6 +288,22 @@ pub trait Broker: Send + Sync + 'static {
         frame: &'a Frame,
         hub: &'a Hub,
     ) -> Reply<'a, Result<Offer, EngineError>>;
+
+    /// Forwards an `rpc-response` frame to the requester's node, which
+    /// delivers it as its own ([`NodeHandle::rpc_response`]). A broker of
+    /// one node has no other node: `request-not-found`.
+    fn send_rpc_response<'a>(
+        &'a self,
+        node: &'a str,
+        request_id: &'a str,
+        frame: &'a Frame,
+        error: bool,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        let _ = (node, frame, error);
+        Reply::ready(Err(EngineError::RequestNotFound(crate::error::truncated(
+            request_id,
+        ))))
+    }
 
     /// Sends `frame` to every connection of every node; returns how many
     /// queued it and how many were targeted.

@@ -169,4 +169,10 @@ pub enum Offer {
 pub trait Sink: Send + Sync + 'static {
     /// Offers one frame for delivery.
     fn offer(&self, frame: &Frame) -> Offer;
+
+    /// Asks the client to come back: the broker lost messages of a channel
+    /// it was subscribed to and cannot fill the gap. The transport closes
+    /// the connection with close code 1012 and reason `broker-reconnect`
+    /// after the frames queued before it. The default does nothing.
+    fn reconnect(&self) {}
 }

@@ -30,6 +30,8 @@ pub enum EngineError {
     RequestNotFound(String),
     #[error("{0} RPC requests are pending already")]
     MaxPendingRpcReached(usize),
+    #[error("the broker is unavailable: {0}")]
+    BrokerUnavailable(String),
 }
 
 impl EngineError {
@@ -48,6 +50,7 @@ impl EngineError {
             EngineError::NoSubscribers(_) => Reason::NoSubscribers,
             EngineError::RequestNotFound(_) => Reason::RequestNotFound,
             EngineError::MaxPendingRpcReached(_) => Reason::MaxPendingRpcReached,
+            EngineError::BrokerUnavailable(_) => Reason::BrokerUnavailable,
         }
     }
 }

@@ -17,6 +17,44 @@ pub(crate) struct ChannelMessageRef<'a> {
     pub(crate) epoch: &'a str,
 }
 
+/// The fields of a `channel-message` before its stream position.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct HeadRef<'a> {
+    channel_id: &'a str,
+    message_id: &'a str,
+    data: &'a Data,
+    sender_conn_id: Option<&'a str>,
+    published_at: i64,
+}
+
+/// A `channel-message` frame up to its stream position, for a broker that
+/// learns the position only where the message is ordered (a script in
+/// Redis, say): the frame is this text followed by
+/// `"offset":<n>,"epoch":"<epoch>"}`, the same bytes as the frame a node
+/// serializes itself. `data` is relayed byte for byte.
+pub fn channel_message_head(
+    channel_id: &str,
+    message_id: &str,
+    data: &Data,
+    sender_conn_id: Option<&str>,
+    published_at: i64,
+) -> String {
+    let mut head = typed(
+        "channel-message",
+        &HeadRef {
+            channel_id,
+            message_id,
+            data,
+            sender_conn_id,
+            published_at,
+        },
+    );
+    head.pop();
+    head.push(',');
+    head
+}
+
 /// The `channel-message` frame of `m`.
 pub(crate) fn channel_message(m: &ChannelMessageRef<'_>) -> String {
     typed("channel-message", m)
@@ -70,6 +108,22 @@ mod tests {
             by_ref.contains(r#""data":{"b":1.10,"a":[1,"x"]}"#),
             "{by_ref}"
         );
+    }
+
+    #[test]
+    fn head_and_position_make_the_whole_frame() {
+        let data = Data::from_json(r#"[1, 2.50]"#.to_owned()).unwrap();
+        let whole = channel_message(&ChannelMessageRef {
+            channel_id: "c",
+            message_id: "m",
+            data: &data,
+            sender_conn_id: Some("conn-1-0"),
+            published_at: 9,
+            offset: 12,
+            epoch: "ep",
+        });
+        let head = channel_message_head("c", "m", &data, Some("conn-1-0"), 9);
+        assert_eq!(format!(r#"{head}"offset":12,"epoch":"ep"}}"#), whole);
     }
 
     #[test]

@@ -330,8 +330,14 @@ impl Hub {
     /// stream lock, for `LocalBroker`) before a next incarnation of the
     /// channel can exist, so no subscriber of that one is evicted.
     pub fn evict(&self, channel: &str) -> usize {
+        self.evict_ids(channel).0
+    }
+
+    /// Evicts the channel's local subscribers: how many, and those still
+    /// connected.
+    fn evict_ids(&self, channel: &str) -> (usize, Vec<Arc<HubConn>>) {
         let Some(entry) = self.channels.get(channel) else {
-            return 0;
+            return (0, Vec::new());
         };
         let evicted: Vec<ConnId> = {
             let mut subs = entry.subs.lock();
@@ -343,12 +349,32 @@ impl Hub {
             self.total_subscriptions.fetch_sub(out.len(), Relaxed);
             out
         };
-        for conn in &evicted {
-            if let Some(c) = self.conn(*conn) {
+        let live = evicted
+            .iter()
+            .filter_map(|conn| {
+                let c = self.conn(*conn)?;
                 c.state.lock().subs.remove(channel);
-            }
+                Some(c)
+            })
+            .collect();
+        (evicted.len(), live)
+    }
+
+    /// Like [`Hub::evict`], and asks each evicted connection to reconnect
+    /// ([`Sink::reconnect`]): the broker cannot give them the channel's
+    /// messages without a gap. Returns how many were evicted.
+    pub fn evict_reconnect(&self, channel: &str) -> usize {
+        let (n, evicted) = self.evict_ids(channel);
+        for c in &evicted {
+            c.sink.reconnect();
         }
-        evicted.len()
+        n
+    }
+
+    /// Whether `conn` is subscribed to `channel` on this node.
+    pub fn is_subscribed(&self, conn: ConnId, channel: &str) -> bool {
+        self.conn(conn)
+            .is_some_and(|c| c.state.lock().subs.contains(channel))
     }
 
     /// Offers `frame` to the channel's local subscribers but `exclude`.

@@ -59,12 +59,13 @@ mod rpc;
 mod stats;
 
 pub use broker::{
-    Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinView, Publication, Published,
-    Reply, RetainedView, Sent, StreamPosition,
+    Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinFn, JoinView, NodeHandle,
+    Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
 pub use config::EngineConfig;
 pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
+pub use frames::channel_message_head;
 pub use hub::{FanOut, Hub, Joined, Left};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};

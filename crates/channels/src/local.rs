@@ -1,8 +1,8 @@
 //! [`LocalBroker`]: the in-process broker of a single node.
 
 use crate::broker::{
-    local_conn, Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinView, Publication,
-    Published, Reply, RetainedView, Sent, StreamPosition,
+    local_conn, Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinFn, JoinView,
+    Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
 use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, Frame, Offer};
@@ -258,7 +258,7 @@ impl LocalBroker {
         &self,
         channel: &str,
         create: Create,
-        join: &mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+        join: &mut JoinFn<'_>,
     ) -> Result<(), EngineError> {
         for _ in 0..2 {
             let ch = self.lookup(channel, create)?;
@@ -275,7 +275,9 @@ impl LocalBroker {
                     offset: st.offset,
                     epoch: Arc::clone(&st.epoch),
                 },
-            });
+                remote_subscribers: 0,
+            })
+            .map(|_| ());
         }
         Err(EngineError::ChannelNotFound(truncated(channel)))
     }
@@ -352,7 +354,7 @@ impl Broker for LocalBroker {
         &'a self,
         channel: &'a str,
         create: Create,
-        join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+        join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>> {
         Reply::ready(self.join_now(channel, create, join))
     }
@@ -490,6 +492,9 @@ impl Broker for LocalBroker {
         BrokerHealth {
             kind: "local",
             healthy: true,
+            state: "in-process",
+            nodes: Vec::new(),
+            error: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! RPC router together, and is the API of every pub/sub operation.
 
 use crate::broker::{
-    Broker, ChannelMeta, Create, JoinView, Publication, Published, StreamPosition,
+    Broker, ChannelMeta, Create, JoinView, NodeHandle, Publication, Published, StreamPosition,
 };
 use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
@@ -154,6 +154,7 @@ impl Engine {
             rpc: RpcRouter::new(
                 config.max_pending_rpc,
                 config.max_pending_rpc_per_connection,
+                broker.node().cloned(),
             ),
             config,
             broker,
@@ -162,6 +163,8 @@ impl Engine {
             telemetry,
         });
         handle.spawn(timer(Arc::downgrade(&inner), Arc::clone(&inner.rpc.wake)));
+        let node: Weak<dyn NodeHandle> = Arc::downgrade(&inner) as Weak<dyn NodeHandle>;
+        inner.broker.attach(node);
         Ok(Engine { inner })
     }
 
@@ -398,7 +401,7 @@ impl Engine {
         }
         let mut done: Option<(Subscribed, bool)> = None;
         let hub = &inner.hub;
-        let mut join = |view: JoinView<'_>| -> Result<(), EngineError> {
+        let mut join = |view: JoinView<'_>| -> Result<bool, EngineError> {
             *telemetry = view.config.telemetry_enabled;
             // Lock order: the broker's stream, then the connection's state,
             // then the hub's channel list.
@@ -409,7 +412,7 @@ impl Engine {
             let joined = hub.add(&entry, channel_id, view.config.max_subscribers, *telemetry)?;
             let out = match joined {
                 None => Subscribed {
-                    subscriber_count: hub.local_count(channel_id),
+                    subscriber_count: hub.local_count(channel_id) + view.remote_subscribers,
                     retained_messages: Vec::new(),
                     already_subscribed: true,
                     position: view.position,
@@ -417,7 +420,7 @@ impl Engine {
                 Some(j) => {
                     st.subs.insert(Arc::from(channel_id));
                     Subscribed {
-                        subscriber_count: j.local_count,
+                        subscriber_count: j.local_count + view.remote_subscribers,
                         retained_messages: view.retained.to_vec(),
                         already_subscribed: false,
                         position: view.position,
@@ -428,7 +431,7 @@ impl Engine {
                 entry.sink.offer(&reply(&out));
             }
             done = Some((out, joined.is_some_and(|j| j.first)));
-            Ok(())
+            Ok(joined.is_some())
         };
         let joined = inner.broker.join(channel_id, Create::Auto, &mut join).await;
         let (out, first) = match (joined, done) {
@@ -505,14 +508,17 @@ impl Engine {
             events::SUBSCRIPTION_REMOVED,
             serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
         );
-        if left.last && self.inner.broker.tracks_node_subscriptions() {
-            // The in-process broker cannot fail here; a remote one reports
-            // its own errors (and resubscribes) on its own.
-            let _ = self
-                .inner
-                .broker
-                .unsubscribe(channel, &self.inner.hub)
-                .await;
+        if self.inner.broker.tracks_node_subscriptions() {
+            self.inner.broker.subscriber_left(channel).await;
+            if left.last {
+                // The in-process broker cannot fail here; a remote one
+                // reports its own errors (and resubscribes) on its own.
+                let _ = self
+                    .inner
+                    .broker
+                    .unsubscribe(channel, &self.inner.hub)
+                    .await;
+            }
         }
         true
     }
@@ -836,25 +842,26 @@ impl Engine {
         Ok(out)
     }
 
-    /// Routes a worker's response to the requester. Fails with
-    /// `request-not-found` when the id is unknown, answered or expired.
-    /// Returns the requester's id.
+    /// Routes a worker's response to the requester, on whichever node it
+    /// is. Fails with `request-not-found` when the id is unknown, answered
+    /// or expired. Returns the requester's id when it is on this node.
     pub async fn send_rpc_response(
         &self,
         request_id: &str,
         data: impl Into<Data>,
         error: bool,
-    ) -> Result<ConnId, EngineError> {
+    ) -> Result<Option<ConnId>, EngineError> {
         self.rpc_response(request_id, data.into(), error)
+            .await
             .inspect_err(|e| self.reject(e))
     }
 
-    fn rpc_response(
+    async fn rpc_response(
         &self,
         request_id: &str,
         data: Data,
         error: bool,
-    ) -> Result<ConnId, EngineError> {
+    ) -> Result<Option<ConnId>, EngineError> {
         let inner = &self.inner;
         let frame = Frame::new(
             ServerMessage::RpcResponse {
@@ -864,39 +871,23 @@ impl Engine {
             }
             .to_json(),
         );
-        let (target, telemetry) = match inner.rpc.respond(request_id, &frame)? {
-            Route::Now {
-                requester,
-                telemetry,
-            } => {
-                match inner.hub.send(requester, &frame) {
-                    Ok(Offer::Queued) => {
-                        inner.counters.deliveries.fetch_add(1, Relaxed);
+        match inner.deliver_rpc_response(request_id, &frame, error) {
+            Err(EngineError::RequestNotFound(e)) => {
+                // A request of another node (`req-…@node`) goes back there.
+                let me = inner.broker.node().map(|n| &**n);
+                match request_id.rsplit_once('@') {
+                    Some((_, node)) if Some(node) != me => {
+                        inner
+                            .broker
+                            .send_rpc_response(node, request_id, &frame, error)
+                            .await?;
+                        Ok(None)
                     }
-                    Ok(_) => {}
-                    // The requester left between our lookup and the send;
-                    // its pending requests are gone with it.
-                    Err(_) => return Err(EngineError::RequestNotFound(truncated(request_id))),
+                    _ => Err(EngineError::RequestNotFound(e)),
                 }
-                (requester, telemetry)
             }
-            // The rpc-request-result is being queued right now; the
-            // announcing code delivers this right after it.
-            Route::Held {
-                requester,
-                telemetry,
-            } => (requester, telemetry),
-        };
-        inner.counters.rpc_responses.fetch_add(1, Relaxed);
-        ev!(
-            &inner.telemetry,
-            telemetry,
-            Debug,
-            events::RPC_RESPONSE_SENT,
-            serde_json::json!({
-            "request-id": request_id, "target-conn-id": self.addr(target).to_string(), "error": error})
-        );
-        Ok(target)
+            other => other.map(Some),
+        }
     }
 
     /// Expires every request past its deadline now, sending each requester
@@ -977,8 +968,9 @@ impl Engine {
             .collect::<BTreeMap<_, _>>();
         ChannelStats {
             total_channels: channels.len(),
+            // From the same reading as the channels' own counts.
+            total_subscriptions: channels.values().map(|c| c.subscriber_count).sum(),
             channels,
-            total_subscriptions: self.total_subscriptions(),
             pending_rpc_requests: self.pending_rpc_requests(),
             active_connections: self.connection_count(),
             rejected: self.rejections(),
@@ -999,6 +991,67 @@ impl Engine {
             old_rpc_requests: old,
             broker,
         }
+    }
+}
+
+impl Inner {
+    /// Delivers a response to a requester of this node.
+    fn deliver_rpc_response(
+        &self,
+        request_id: &str,
+        frame: &Frame,
+        error: bool,
+    ) -> Result<ConnId, EngineError> {
+        let inner = self;
+        let (target, telemetry) = match inner.rpc.respond(request_id, frame)? {
+            Route::Now {
+                requester,
+                telemetry,
+            } => {
+                match inner.hub.send(requester, frame) {
+                    Ok(Offer::Queued) => {
+                        inner.counters.deliveries.fetch_add(1, Relaxed);
+                    }
+                    Ok(_) => {}
+                    // The requester left between our lookup and the send;
+                    // its pending requests are gone with it.
+                    Err(_) => return Err(EngineError::RequestNotFound(truncated(request_id))),
+                }
+                (requester, telemetry)
+            }
+            // The rpc-request-result is being queued right now; the
+            // announcing code delivers this right after it.
+            Route::Held {
+                requester,
+                telemetry,
+            } => (requester, telemetry),
+        };
+        inner.counters.rpc_responses.fetch_add(1, Relaxed);
+        ev!(
+            &inner.telemetry,
+            telemetry,
+            Debug,
+            events::RPC_RESPONSE_SENT,
+            serde_json::json!({
+            "request-id": request_id, "target-conn-id": ConnAddr::new(self.broker.node().cloned(), target).to_string(), "error": error})
+        );
+        Ok(target)
+    }
+}
+
+impl NodeHandle for Inner {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn rpc_response(
+        &self,
+        request_id: &str,
+        frame: &Frame,
+        error: bool,
+    ) -> Result<(), EngineError> {
+        self.deliver_rpc_response(request_id, frame, error)
+            .map(|_| ())
     }
 }
 

@@ -84,6 +84,9 @@ pub(crate) struct RpcRouter {
     table: Mutex<Table>,
     max_pending: usize,
     max_per_connection: usize,
+    /// This node's name, appended to request ids (`req-…@node`) when the
+    /// node is one of several.
+    node: Option<Arc<str>>,
     /// Wakes the node's timer task for an earlier deadline (or its end).
     pub(crate) wake: Arc<Notify>,
 }
@@ -120,8 +123,13 @@ impl Table {
 }
 
 impl RpcRouter {
-    pub(crate) fn new(max_pending: usize, max_per_connection: usize) -> RpcRouter {
+    pub(crate) fn new(
+        max_pending: usize,
+        max_per_connection: usize,
+        node: Option<Arc<str>>,
+    ) -> RpcRouter {
         RpcRouter {
+            node,
             table: Mutex::new(Table::default()),
             max_pending,
             max_per_connection,
@@ -141,7 +149,13 @@ impl RpcRouter {
         if per >= self.max_per_connection {
             return Err(EngineError::MaxPendingRpcReached(self.max_per_connection));
         }
-        let (id, seq) = t.next_id();
+        let (mut id, seq) = t.next_id();
+        if let Some(node) = &self.node {
+            // The requester's node, where a worker's node sends the
+            // response (`@` never appears in our own part).
+            id.push('@');
+            id.push_str(node);
+        }
         let wake = t.earliest().is_none_or(|e| deadline < e);
         t.pending.insert(
             id.clone(),

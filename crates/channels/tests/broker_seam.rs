@@ -11,7 +11,7 @@ use common::Inbox;
 use parking_lot::Mutex;
 use sente_lite_channels::{
     Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, Create, Engine, EngineConfig,
-    EngineError, Frame, Hub, JoinView, LocalBroker, Offer, Publication, Published, Reply, Sent,
+    EngineError, Frame, Hub, JoinFn, LocalBroker, Offer, Publication, Published, Reply, Sent,
 };
 use sente_lite_protocol::{ChannelConfig, ChannelMessage};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl Broker for Recording {
         &'a self,
         channel: &'a str,
         create: Create,
-        join: &'a mut (dyn FnMut(JoinView<'_>) -> Result<(), EngineError> + Send),
+        join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>> {
         self.log.lock().push(format!("join {channel}"));
         self.inner.join(channel, create, join)

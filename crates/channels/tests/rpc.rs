@@ -48,7 +48,7 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
         .send_rpc_response(&sent.request_id, json!({"user": 1}), false)
         .await
         .unwrap();
-    assert_eq!(target, creq);
+    assert_eq!(target, Some(creq));
     let resp = req.of_type("rpc-response");
     assert_eq!(
         resp,

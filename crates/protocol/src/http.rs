@@ -15,6 +15,28 @@ pub struct Health {
     pub channels: usize,
     pub system_health: SystemHealth,
     pub uptime_ms: u64,
+    /// The broker that joins this node to others, and what it sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerStatus>,
+}
+
+/// The broker's state (`broker` in `/health` and `/stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BrokerStatus {
+    /// `local` or `redis`.
+    pub kind: String,
+    /// Whether it can serve now.
+    pub healthy: bool,
+    /// `in-process`, `connecting`, `connected` or `reconnecting`.
+    pub state: String,
+    /// This node's id (`null` with the local broker).
+    pub node_id: Option<String>,
+    /// The live nodes it sees, this one included.
+    pub nodes: Vec<String>,
+    /// Its last error while it is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The engine's view of its own health.
@@ -45,6 +67,9 @@ pub struct Stats {
     /// Connection-level counters; absent in the seed's example.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportStats>,
+    /// The broker's state; absent in the seed's example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerStatus>,
 }
 
 /// The channel engine's statistics (`channel-stats` in `/stats`).

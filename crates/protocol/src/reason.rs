@@ -53,6 +53,9 @@ pub enum Reason {
     Forbidden,
     /// The target connection does not exist (Rust API `send_to_connection`).
     ConnectionNotFound,
+    /// The broker that joins the server's nodes (Redis) cannot be reached
+    /// now; the operation did not happen. Retry later.
+    BrokerUnavailable,
 }
 
 impl Reason {
@@ -80,11 +83,12 @@ impl Reason {
             Reason::Unauthorized => "unauthorized",
             Reason::Forbidden => "forbidden",
             Reason::ConnectionNotFound => "connection-not-found",
+            Reason::BrokerUnavailable => "broker-unavailable",
         }
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -106,6 +110,7 @@ impl Reason {
         Reason::Unauthorized,
         Reason::Forbidden,
         Reason::ConnectionNotFound,
+        Reason::BrokerUnavailable,
     ];
 }
 

@@ -398,6 +398,7 @@ fn http_health() {
                 old_rpc_requests: 0,
             },
             uptime_ms: 125_000,
+            broker: None,
         }
     );
     assert_eq!(reencoded(&health), value);
@@ -445,6 +446,7 @@ fn http_stats() {
             },
             telemetry_stats: telemetry,
             transport: None,
+            broker: None,
         }
     );
     assert_eq!(reencoded(&stats), value);

@@ -29,6 +29,73 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     pub channels: ChannelsConfig,
     pub http: HttpConfig,
+    pub broker: BrokerConfig,
+    pub node: NodeConfig,
+}
+
+/// `broker.kind`: what joins this node to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// In-process: one node, nothing else needed (the default).
+    Local,
+    /// Redis at `broker.redis-url`: every node on it acts as one server.
+    Redis,
+}
+
+impl BrokerKind {
+    /// Every kind, as named in the configuration.
+    pub const ALL: [BrokerKind; 2] = [BrokerKind::Local, BrokerKind::Redis];
+
+    /// The name in the configuration (`"local"`), as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BrokerKind::Local => "local",
+            BrokerKind::Redis => "redis",
+        }
+    }
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub kind: BrokerKind,
+    /// Where Redis is (`redis://host:port/db`, `unix:///path`).
+    pub redis_url: String,
+    /// Every Redis key and pub/sub channel starts with it.
+    pub key_prefix: String,
+    /// A node that has not refreshed its liveness for this long stops
+    /// being counted (killed nodes).
+    pub node_ttl_ms: u64,
+    /// Messages kept per channel stream in Redis (at least the channel's
+    /// retention), for filling gaps after a reconnect.
+    pub stream_size: usize,
+    /// A channel stream with no publish for this long expires.
+    pub stream_ttl_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let r = sente_lite_redis::RedisConfig::default();
+        BrokerConfig {
+            kind: BrokerKind::Local,
+            redis_url: r.url,
+            key_prefix: r.key_prefix,
+            node_ttl_ms: millis(r.node_ttl),
+            stream_size: r.stream_size,
+            stream_ttl_ms: millis(r.stream_ttl),
+        }
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name in the cluster; empty: a random `node-xxxxxxxx`
+    /// chosen at start.
+    pub id: String,
 }
 
 /// `[http]`
@@ -169,6 +236,8 @@ impl Default for Config {
             websocket: WebsocketConfig::default(),
             channels: ChannelsConfig::default(),
             http: HttpConfig::default(),
+            broker: BrokerConfig::default(),
+            node: NodeConfig::default(),
         }
     }
 }
@@ -454,7 +523,10 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 15] = [
+        let positive: [(&str, u64); 18] = [
+            ("broker.node-ttl-ms", self.broker.node_ttl_ms),
+            ("broker.stream-size", self.broker.stream_size as u64),
+            ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
             ("http.handshake-timeout-ms", self.http.handshake_timeout_ms),
             ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
             (
@@ -539,6 +611,28 @@ impl Config {
                 "must not be empty when telemetry.output is file",
             ));
         }
+        if !self.node.id.is_empty() && !sente_lite_redis::valid_node_id(&self.node.id) {
+            return Err(invalid(
+                "node.id",
+                &self.node.id,
+                "expected 1 to 64 letters, digits, `.`, `_` or `-` (or empty for a random id)",
+            ));
+        }
+        if self.broker.key_prefix.is_empty() {
+            return Err(invalid(
+                "broker.key-prefix",
+                &self.broker.key_prefix,
+                "must not be empty",
+            ));
+        }
+        let url = &self.broker.redis_url;
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(invalid(
+                "broker.redis-url",
+                url,
+                "expected redis://host:port/db or unix:///path (TLS, rediss://, is not built in)",
+            ));
+        }
         if self.telemetry.handler_id.trim().is_empty() {
             return Err(invalid(
                 "telemetry.handler-id",
@@ -578,6 +672,21 @@ impl Config {
             max_pending_rpc: c.max_pending_rpc,
             max_pending_rpc_per_connection: c.max_pending_rpc_per_connection,
             max_rpc_timeout_ms: c.max_rpc_timeout_ms,
+        }
+    }
+
+    /// The Redis broker's part, with `node_id` (this node's id, already
+    /// chosen when `node.id` is empty).
+    pub fn redis(&self, node_id: &str) -> sente_lite_redis::RedisConfig {
+        let b = &self.broker;
+        sente_lite_redis::RedisConfig {
+            url: b.redis_url.clone(),
+            key_prefix: b.key_prefix.clone(),
+            node_id: node_id.to_owned(),
+            command_timeout: Duration::from_millis(self.websocket.message_timeout_ms),
+            node_ttl: Duration::from_millis(b.node_ttl_ms),
+            stream_size: b.stream_size,
+            stream_ttl: Duration::from_millis(b.stream_ttl_ms),
         }
     }
 
@@ -721,6 +830,13 @@ const TYPES: &[(&str, Ty)] = &[
     ("websocket.max-outbound-bytes", USIZE),
     ("websocket.shutdown-drain-ms", U64),
     ("http.handshake-timeout-ms", U64),
+    ("broker.kind", KIND),
+    ("broker.redis-url", Ty::Str),
+    ("broker.key-prefix", Ty::Str),
+    ("broker.node-ttl-ms", U64),
+    ("broker.stream-size", USIZE),
+    ("broker.stream-ttl-ms", U64),
+    ("node.id", Ty::Str),
     ("channels.auto-create", Ty::Bool),
     ("channels.max-channels", USIZE),
     ("channels.max-channel-id-bytes", USIZE),
@@ -746,6 +862,10 @@ const OUTPUT: Ty = Ty::Names {
             .map(|o| o.as_str())
             .find(|n| *n == s)
     },
+};
+const KIND: Ty = Ty::Names {
+    names: &["local", "redis"],
+    canonical: |s| BrokerKind::ALL.iter().map(|k| k.as_str()).find(|n| *n == s),
 };
 const FORMAT: Ty = Ty::Names {
     names: &["text", "json"],

@@ -27,7 +27,7 @@ mod config;
 pub mod events;
 
 pub use config::{
-    env_name, ChannelsConfig, Config, ConfigError, HttpConfig, TelemetryConfig, TelemetryFormat,
+    env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig, NodeConfig, TelemetryConfig, TelemetryFormat,
     TelemetryOutput, WebsocketConfig, SEED_ENV,
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
@@ -56,6 +56,8 @@ pub enum StartError {
     Telemetry(#[from] telemere_lite::TelemetryError),
     #[error(transparent)]
     Runtime(#[from] sente_lite_channels::NoRuntime),
+    #[error("broker: {0}")]
+    Broker(#[from] sente_lite_redis::RedisBrokerError),
 }
 
 /// A running server. Dropping it without [`Server::stop`] leaves it running
@@ -89,7 +91,22 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let engine = Engine::with_telemetry(config.engine(), telemetry.clone())?;
+        let engine = match config.broker.kind {
+            BrokerKind::Local => Engine::with_telemetry(config.engine(), telemetry.clone())?,
+            BrokerKind::Redis => {
+                let node_id = if config.node.id.is_empty() {
+                    sente_lite_redis::random_node_id()
+                } else {
+                    config.node.id.clone()
+                };
+                let broker = sente_lite_redis::RedisBroker::new(
+                    config.engine(),
+                    config.redis(&node_id),
+                    telemetry.clone(),
+                )?;
+                Engine::with_broker(config.engine(), telemetry.clone(), std::sync::Arc::new(broker))?
+            }
+        };
         let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
@@ -104,7 +121,9 @@ impl Server {
         let t = transport.clone();
         let serving = tokio::spawn(async move { t.serve(listener).await });
         event!(tel: &telemetry, events::SERVER_STARTED,
-            serde_json::json!({"address": local_addr.to_string()}));
+            serde_json::json!({"address": local_addr.to_string(),
+                "node-id": engine.broker().node().map(|n| n.to_string()),
+                "broker": config.broker.kind.as_str()}));
         Ok(Server {
             config,
             local_addr,
@@ -118,6 +137,11 @@ impl Server {
     /// The bound address (the real port when the config asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// This node's id in its cluster (`None` with the local broker).
+    pub fn node_id(&self) -> Option<&str> {
+        self.engine.broker().node().map(|n| &**n)
     }
 
     /// The configuration it runs with.

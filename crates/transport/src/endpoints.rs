@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sente_lite_channels::{ChannelStats, EngineHealth};
 use sente_lite_protocol::http::{
-    self as body, Channels, HandlerStats, Health, Stats, SystemHealth,
+    self as body, BrokerStatus, Channels, HandlerStats, Health, Stats, SystemHealth,
 };
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -191,6 +191,18 @@ pub(crate) fn health(s: &Shared) -> Health {
         channels: engine.total_channels,
         system_health: system_health(&engine),
         uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        broker: Some(broker_status(s, engine.broker)),
+    }
+}
+
+fn broker_status(s: &Shared, b: sente_lite_channels::BrokerHealth) -> BrokerStatus {
+    BrokerStatus {
+        kind: b.kind.to_owned(),
+        healthy: b.healthy,
+        state: b.state.to_owned(),
+        node_id: s.engine.broker().node().map(|n| n.to_string()),
+        nodes: b.nodes,
+        error: b.error,
     }
 }
 
@@ -249,5 +261,6 @@ pub(crate) async fn stats(s: &Shared) -> Stats {
             })
             .collect(),
         transport: Some(counters),
+        broker: Some(broker_status(s, s.engine.health().broker)),
     }
 }

@@ -1,0 +1,1522 @@
+//! [`RedisBroker`]: the [`Broker`] of a node that is one of several on one
+//! Redis.
+
+use crate::config::{valid_node_id, RedisConfig};
+use crate::scripts::Scripts;
+use crate::RedisBrokerError;
+use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, Value};
+use sente_lite_channels::events::{self as ev_ids};
+use sente_lite_channels::{
+    channel_message_head, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, ConnId,
+    Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
+    Publication, Published, Reply, RetainedView, Sent, StreamPosition,
+};
+use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use telemere_lite::{Level, Telemetry};
+use tokio::sync::{oneshot, Notify};
+
+/// The broker of a node on Redis: channels, streams and counts live in
+/// Redis; each message is ordered there by one atomic script and reaches
+/// every node with subscribers through Redis pub/sub.
+///
+/// Create it inside a tokio runtime; it connects (and reconnects, with
+/// backoff) in a task of its own, so a node starts while Redis is down and
+/// answers `broker-unavailable` until it is up. The task ends when the
+/// broker is dropped.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// Connection states, as [`BrokerHealth::state`] spells them.
+const CONNECTING: u8 = 0;
+const CONNECTED: u8 = 1;
+const RECONNECTING: u8 = 2;
+
+struct Shared {
+    cfg: RedisConfig,
+    engine: EngineConfig,
+    telemetry: Telemetry,
+    node: Arc<str>,
+    client: Client,
+    scripts: Scripts,
+    keys: Keys,
+    /// The command connection while connected.
+    conn: RwLock<Option<MultiplexedConnection>>,
+    /// The pub/sub connection's command side while connected.
+    pubsub: RwLock<Option<PubSubSink>>,
+    /// Serializes SUBSCRIBE/UNSUBSCRIBE so each decides on the channel's
+    /// wanted state at the moment it is sent.
+    sub_order: tokio::sync::Mutex<()>,
+    node_handle: RwLock<Option<Weak<dyn NodeHandle>>>,
+    /// The channels this node wants delivered (it has or is getting local
+    /// subscribers), each with its delivery state.
+    chans: Mutex<HashMap<Arc<str>, Arc<Chan>>>,
+    /// Joins waiting for their marker, requests waiting for their ack.
+    waits: Mutex<HashMap<u64, Wait>>,
+    next_token: AtomicU64,
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    cache: Mutex<Cached>,
+    next_message: AtomicU64,
+    published: AtomicU64,
+    deliveries: AtomicU64,
+    deliveries_full: AtomicU64,
+    stop: Notify,
+    /// Itself, for the tasks it spawns.
+    me: std::sync::OnceLock<Weak<Shared>>,
+}
+
+#[derive(Default)]
+struct Cached {
+    channels: usize,
+    subscriptions: usize,
+    remote_connections: usize,
+    nodes: Vec<String>,
+}
+
+struct Keys {
+    prefix: String,
+    channels: String,
+    nodes: String,
+    conns: String,
+    all: String,
+    mine: String,
+}
+
+impl Keys {
+    fn meta(&self, c: &str) -> String {
+        format!("{}:ch:{c}", self.prefix)
+    }
+    fn stream(&self, c: &str) -> String {
+        format!("{}:st:{c}", self.prefix)
+    }
+    fn subs(&self, c: &str) -> String {
+        format!("{}:subs:{c}", self.prefix)
+    }
+    fn messages(&self, c: &str) -> String {
+        format!("{}:m:{c}", self.prefix)
+    }
+    fn node(&self, n: &str) -> String {
+        format!("{}:n:{n}", self.prefix)
+    }
+}
+
+/// A channel this node receives: what it has delivered, in which epoch.
+struct Chan {
+    st: Mutex<ChanState>,
+}
+
+#[derive(Default)]
+struct ChanState {
+    /// The epoch and last offset delivered to this node's subscribers;
+    /// `None` until a join sets it (no subscriber depends on it before).
+    position: Option<(Arc<str>, u64)>,
+    /// Joins and recoveries in progress: deliveries wait in `queue`.
+    paused: u32,
+    /// Being recovered after a reconnect: joins wait for the end of it.
+    recovering: bool,
+    queue: VecDeque<Item>,
+    /// More arrived while paused than the queue holds.
+    overflowed: bool,
+}
+
+/// One delivery from a channel's pub/sub channel.
+enum Item {
+    Message {
+        offset: u64,
+        epoch: Arc<str>,
+        exclude: Option<ConnId>,
+        frame: Frame,
+    },
+    Frame {
+        exclude: Option<ConnId>,
+        frame: Frame,
+    },
+    Deleted {
+        epoch: Arc<str>,
+    },
+}
+
+enum Wait {
+    /// A join's marker: pause the channel and wake the joiner.
+    Marker {
+        channel: Arc<str>,
+        tx: oneshot::Sender<()>,
+    },
+    /// A request to another node: its answer.
+    Ack(oneshot::Sender<String>),
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.shared.node)
+            .field("state", &self.shared.state_name())
+            .finish()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.shared.stop.notify_one();
+    }
+}
+
+fn unavailable(why: impl fmt::Display) -> EngineError {
+    EngineError::BrokerUnavailable(why.to_string())
+}
+
+impl RedisBroker {
+    /// A broker for a node configured by `engine` (auto-create,
+    /// `max-channels`, the default channel config) on the Redis of
+    /// `config`. Fails only on a bad URL or node id; connecting happens in
+    /// the background.
+    pub fn new(
+        engine: EngineConfig,
+        config: RedisConfig,
+        telemetry: Telemetry,
+    ) -> Result<RedisBroker, RedisBrokerError> {
+        if !valid_node_id(&config.node_id) {
+            return Err(RedisBrokerError::NodeId(config.node_id));
+        }
+        let handle =
+            tokio::runtime::Handle::try_current().map_err(|_| RedisBrokerError::NoRuntime)?;
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| RedisBrokerError::Url(config.url.clone(), e.to_string()))?;
+        let prefix = config.key_prefix.clone();
+        let keys = Keys {
+            channels: format!("{prefix}:channels"),
+            nodes: format!("{prefix}:nodes"),
+            conns: format!("{prefix}:conns"),
+            all: format!("{prefix}:all"),
+            mine: format!("{prefix}:n:{}", config.node_id),
+            prefix,
+        };
+        let shared = Arc::new(Shared {
+            node: Arc::from(config.node_id.as_str()),
+            cfg: config,
+            engine,
+            telemetry,
+            client,
+            scripts: Scripts::new(),
+            keys,
+            conn: RwLock::new(None),
+            pubsub: RwLock::new(None),
+            sub_order: tokio::sync::Mutex::new(()),
+            node_handle: RwLock::new(None),
+            chans: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            state: AtomicU8::new(CONNECTING),
+            last_error: Mutex::new(Some("not connected yet".to_owned())),
+            cache: Mutex::new(Cached::default()),
+            next_message: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            deliveries_full: AtomicU64::new(0),
+            stop: Notify::new(),
+            me: std::sync::OnceLock::new(),
+        });
+        let _ = shared.me.set(Arc::downgrade(&shared));
+        handle.spawn(supervise(Arc::downgrade(&shared)));
+        Ok(RedisBroker { shared })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Whether the broker is connected to Redis now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.load(Relaxed) == CONNECTED
+    }
+}
+
+// ----- connection lifecycle ---------------------------------------------
+
+/// Connects, serves and reconnects until the broker is dropped.
+async fn supervise(weak: Weak<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(sh) = weak.upgrade() else { return };
+        let connected = tokio::select! {
+            r = sh.connect() => r,
+            () = sh.stop.notified() => return,
+        };
+        match connected {
+            Ok(stream) => {
+                backoff = Duration::from_millis(100);
+                let why = sh.serve(stream).await;
+                let Some(why) = why else { return };
+                sh.lost(why);
+            }
+            Err(e) => {
+                sh.fail(e);
+                drop(sh);
+                let Some(sh) = weak.upgrade() else { return };
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = sh.stop.notified() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn state_name(&self) -> &'static str {
+        match self.state.load(Relaxed) {
+            CONNECTED => "connected",
+            RECONNECTING => "reconnecting",
+            _ => "connecting",
+        }
+    }
+
+    fn hub_handle(&self) -> Option<Arc<dyn NodeHandle>> {
+        self.node_handle.read().as_ref().and_then(Weak::upgrade)
+    }
+
+    fn fail(&self, why: String) {
+        *self.last_error.lock() = Some(why);
+    }
+
+    /// Connects both connections, registers the node, resubscribes and
+    /// starts recovering every channel it delivers.
+    async fn connect(self: &Arc<Self>) -> Result<PubSubStream, String> {
+        let t = self.cfg.command_timeout;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t));
+        let conn = within(
+            t,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|e| format!("connect to {}: {e}", self.cfg.url))?;
+        let pubsub = within(t, self.client.get_async_pubsub())
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.cfg.url))?;
+        let (mut sink, stream) = pubsub.split();
+        *self.conn.write() = Some(conn);
+        // Every channel delivered so far waits for its recovery: nothing
+        // reaches its subscribers until the gap is filled.
+        let chans: Vec<(Arc<str>, Arc<Chan>)> = self
+            .chans
+            .lock()
+            .iter()
+            .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
+            .collect();
+        for (_, c) in &chans {
+            let mut st = c.st.lock();
+            st.paused += 1;
+            st.recovering = true;
+        }
+        let registered = async {
+            self.heartbeat().await?;
+            self.resync().await?;
+            let _order = self.sub_order.lock().await;
+            let mut names = vec![self.keys.mine.clone(), self.keys.all.clone()];
+            names.extend(chans.iter().map(|(id, _)| self.keys.messages(id)));
+            within(t, sink.subscribe(names))
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+            *self.pubsub.write() = Some(sink);
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(e) = registered {
+            *self.conn.write() = None;
+            for (_, c) in &chans {
+                let mut st = c.st.lock();
+                st.paused -= 1;
+                st.recovering = false;
+            }
+            return Err(e);
+        }
+        let was = self.state.swap(CONNECTED, Relaxed);
+        *self.last_error.lock() = None;
+        self.event(
+            Level::Info,
+            "sente-lite.redis/connected",
+            serde_json::json!({"url": self.cfg.url, "node-id": &*self.node, "reconnect": was == RECONNECTING}),
+        );
+        for (id, c) in chans {
+            let sh = Arc::clone(self);
+            tokio::spawn(async move { sh.recover(&id, &c).await });
+        }
+        Ok(stream)
+    }
+
+    /// Reads the pub/sub connection and keeps the node alive until the
+    /// connection is lost (`Some(why)`) or the broker is dropped (`None`).
+    async fn serve(&self, mut stream: PubSubStream) -> Option<String> {
+        let every = (self.cfg.node_ttl / 3).max(Duration::from_millis(50));
+        let mut beat = tokio::time::interval(every);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => return Some("the pub/sub connection closed".to_owned()),
+                },
+                _ = beat.tick() => {
+                    if let Err(e) = self.heartbeat().await {
+                        return Some(e);
+                    }
+                }
+                () = self.stop.notified() => return None,
+            }
+        }
+    }
+
+    /// The connection is gone: everything waiting fails now, and the node
+    /// answers `broker-unavailable` until it is back.
+    fn lost(&self, why: String) {
+        self.state.store(RECONNECTING, Relaxed);
+        *self.conn.write() = None;
+        *self.pubsub.write() = None;
+        // Dropping the senders fails every waiting join and request.
+        self.waits.lock().clear();
+        self.event(
+            Level::Warn,
+            "sente-lite.redis/disconnected",
+            serde_json::json!({"url": self.cfg.url, "node-id": &*self.node, "error": &why}),
+        );
+        self.fail(why);
+    }
+
+    fn event(&self, level: Level, id: &'static str, data: serde_json::Value) {
+        telemere_lite::event!(tel: &self.telemetry, level: level, id, data);
+    }
+
+    fn command(&self) -> Result<MultiplexedConnection, EngineError> {
+        match &*self.conn.read() {
+            Some(c) => Ok(c.clone()),
+            None => Err(unavailable(
+                self.last_error
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "not connected".to_owned()),
+            )),
+        }
+    }
+
+    /// Runs a script invocation within the command timeout.
+    async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, EngineError> {
+        let mut conn = self.command()?;
+        within(
+            self.cfg.command_timeout,
+            inv.invoke_async::<Value>(&mut conn),
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn publish_raw(&self, channel: &str, payload: Vec<u8>) -> Result<i64, EngineError> {
+        let mut conn = self.command()?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        within(self.cfg.command_timeout, cmd.query_async::<i64>(&mut conn))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn heartbeat(&self) -> Result<(), String> {
+        let conns = self.hub_handle().map_or(0, |h| h.hub().connection_count());
+        let ttl = u64::try_from(self.cfg.node_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(&self.keys.nodes)
+            .key(&self.keys.channels)
+            .key(&self.keys.conns)
+            .arg(&*self.node)
+            .arg(ttl)
+            .arg(conns)
+            .arg(&self.keys.prefix);
+        let v = self.run(&inv).await.map_err(|e| e.to_string())?;
+        let items = array(v);
+        let mut c = self.cache.lock();
+        c.channels = int_at(&items, 0) as usize;
+        c.subscriptions = int_at(&items, 1) as usize;
+        c.remote_connections = int_at(&items, 2) as usize;
+        c.nodes = items.iter().skip(3).filter_map(string).collect();
+        Ok(())
+    }
+
+    /// Writes this node's counts as they are (after a restart of the node
+    /// or of Redis, nothing else of it is true).
+    async fn resync(&self) -> Result<(), String> {
+        let ids: Vec<Arc<str>> = self.chans.lock().keys().cloned().collect();
+        let hub = self.hub_handle();
+        let mut inv = self.scripts.resync.prepare_invoke();
+        inv.key(&self.keys.channels)
+            .arg(&self.keys.prefix)
+            .arg(&*self.node);
+        for id in &ids {
+            let n = hub.as_ref().map_or(0, |h| h.hub().local_count(id));
+            if n > 0 {
+                inv.arg(&**id).arg(n);
+            }
+        }
+        self.run(&inv).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    // ----- delivery -------------------------------------------------------
+
+    fn local(&self, addr: &str) -> Option<ConnId> {
+        let a: ConnAddr = addr.parse().ok()?;
+        (a.node.as_deref() == Some(&*self.node)).then_some(a.conn)
+    }
+
+    fn on_message(&self, channel: &str, payload: &[u8]) {
+        if channel == self.keys.mine {
+            self.on_node_message(payload);
+        } else if channel == self.keys.all {
+            if let Some((origin, frame)) = split_frame(payload.get(1..).unwrap_or_default()) {
+                if origin != self.node.as_bytes() {
+                    if let Some(h) = self.hub_handle() {
+                        let (delivered, _) = h.hub().send_all(&frame);
+                        self.deliveries.fetch_add(delivered as u64, Relaxed);
+                    }
+                }
+            }
+        } else if let Some(id) = channel
+            .strip_prefix(&self.keys.prefix)
+            .and_then(|r| r.strip_prefix(":m:"))
+        {
+            let Some(item) = self.parse_item(payload) else {
+                return;
+            };
+            let Some(chan) = self.chans.lock().get(id).cloned() else {
+                return;
+            };
+            let Some(h) = self.hub_handle() else { return };
+            let mut st = chan.st.lock();
+            if st.paused > 0 {
+                if st.queue.len() >= self.cfg.stream_size.max(1) {
+                    st.overflowed = true;
+                } else {
+                    st.queue.push_back(item);
+                }
+                return;
+            }
+            self.deliver(id, &mut st, item, h.hub());
+        }
+    }
+
+    fn parse_item(&self, payload: &[u8]) -> Option<Item> {
+        let (&kind, rest) = payload.split_first()?;
+        match kind {
+            b'M' => {
+                let (head, frame) = split_frame(rest)?;
+                let head = std::str::from_utf8(head).ok()?;
+                let mut parts = head.split(' ');
+                let offset = parts.next()?.parse().ok()?;
+                let epoch = Arc::from(parts.next()?);
+                let exclude = parts.next().and_then(|a| self.local(a));
+                Some(Item::Message {
+                    offset,
+                    epoch,
+                    exclude,
+                    frame,
+                })
+            }
+            b'F' => {
+                let (head, frame) = split_frame(rest)?;
+                let exclude = std::str::from_utf8(head).ok().and_then(|a| self.local(a));
+                Some(Item::Frame { exclude, frame })
+            }
+            b'D' => Some(Item::Deleted {
+                epoch: Arc::from(std::str::from_utf8(rest).ok()?),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Delivers one item to the hub under the channel's state lock: the
+    /// one order every local subscriber sees.
+    fn deliver(&self, id: &str, st: &mut ChanState, item: Item, hub: &Hub) {
+        match item {
+            Item::Message {
+                offset,
+                epoch,
+                exclude,
+                frame,
+            } => {
+                match &st.position {
+                    Some((e, last)) if *e == epoch => {
+                        if offset <= *last {
+                            return; // seen (a recovery filled it)
+                        }
+                        if offset > *last + 1 {
+                            // Lost on the way; no way to fill it here.
+                            self.reconnect_subscribers(id, st, hub, "gap");
+                            return;
+                        }
+                    }
+                    Some(_) => {
+                        self.reconnect_subscribers(id, st, hub, "epoch-changed");
+                        return;
+                    }
+                    None => {}
+                }
+                if st.position.is_some() {
+                    st.position = Some((epoch, offset));
+                }
+                let out = hub.fan_out(id, &frame, exclude);
+                self.deliveries.fetch_add(out.delivered as u64, Relaxed);
+                self.deliveries_full.fetch_add(out.full as u64, Relaxed);
+            }
+            Item::Frame { exclude, frame } => {
+                let out = hub.fan_out(id, &frame, exclude);
+                self.deliveries.fetch_add(out.delivered as u64, Relaxed);
+                self.deliveries_full.fetch_add(out.full as u64, Relaxed);
+            }
+            Item::Deleted { epoch } => {
+                if st.position.as_ref().is_some_and(|(e, _)| *e == epoch) {
+                    hub.evict(id);
+                    st.position = None;
+                }
+            }
+        }
+    }
+
+    /// The channel's local subscribers cannot be given its messages without
+    /// a gap: close them with 1012 `broker-reconnect` so they resubscribe.
+    fn reconnect_subscribers(&self, id: &str, st: &mut ChanState, hub: &Hub, why: &str) {
+        let n = hub.evict_reconnect(id);
+        st.position = None;
+        st.queue.clear();
+        st.overflowed = false;
+        self.event(
+            Level::Warn,
+            "sente-lite.redis/subscribers-reconnected",
+            serde_json::json!({"channel-id": id, "subscribers": n, "cause": why}),
+        );
+        if n > 0 {
+            // Count them out in Redis (their leave never reaches the broker).
+            if let Some(sh) = self.me.get().and_then(Weak::upgrade) {
+                let id = id.to_owned();
+                tokio::spawn(async move { sh.change_count(&id, -(n as i64)).await });
+            }
+        }
+    }
+
+    /// Ends a pause: delivers what waited, in order.
+    fn resume(&self, id: &str, chan: &Chan) {
+        let Some(h) = self.hub_handle() else { return };
+        let mut st = chan.st.lock();
+        st.paused = st.paused.saturating_sub(1);
+        if st.paused > 0 {
+            return;
+        }
+        if std::mem::take(&mut st.overflowed) {
+            self.reconnect_subscribers(id, &mut st, h.hub(), "overflow");
+            return;
+        }
+        while let Some(item) = st.queue.pop_front() {
+            self.deliver(id, &mut st, item, h.hub());
+        }
+    }
+
+    fn on_node_message(&self, payload: &[u8]) {
+        let Some((&kind, rest)) = payload.split_first() else {
+            return;
+        };
+        match kind {
+            b'K' => {
+                let Some(token) = parse_u64(rest) else { return };
+                let Some(Wait::Marker { channel, tx }) = self.take_wait(token) else {
+                    return;
+                };
+                let chan = self.chans.lock().get(&channel).cloned();
+                if let Some(chan) = chan {
+                    chan.st.lock().paused += 1;
+                    if tx.send(()).is_err() {
+                        self.resume(&channel, &chan);
+                    }
+                }
+            }
+            b'A' => {
+                let text = String::from_utf8_lossy(rest);
+                let (token, code) = text.split_once(' ').unwrap_or((&text, ""));
+                if let Some(Wait::Ack(tx)) = token.parse().ok().and_then(|t| self.take_wait(t)) {
+                    let _ = tx.send(code.to_owned());
+                }
+            }
+            b'S' | b'R' => {
+                let Some((head, frame)) = split_frame(rest) else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(head);
+                let mut parts = head.split(' ');
+                let (Some(token), Some(reply_to), Some(target)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return;
+                };
+                let Some(h) = self.hub_handle() else { return };
+                let code = if kind == b'S' {
+                    match self.local(target).map(|c| h.hub().send(c, &frame)) {
+                        Some(Ok(Offer::Queued)) => "queued",
+                        Some(Ok(Offer::Full)) => "full",
+                        Some(Ok(Offer::Closed)) => "closed",
+                        _ => "not-found",
+                    }
+                } else {
+                    let error = parts.next() == Some("1");
+                    match h.rpc_response(target, &frame, error) {
+                        Ok(()) => "ok",
+                        Err(_) => "not-found",
+                    }
+                };
+                if code == "queued" {
+                    self.deliveries.fetch_add(1, Relaxed);
+                }
+                let to = self.keys.node(reply_to);
+                let payload = format!("A{token} {code}").into_bytes();
+                if let Some(mut conn) = self.conn.read().clone() {
+                    tokio::spawn(async move {
+                        let mut cmd = redis::cmd("PUBLISH");
+                        cmd.arg(to).arg(payload);
+                        let _ = cmd.query_async::<i64>(&mut conn).await;
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn wait(&self, w: Wait) -> u64 {
+        let token = self.next_token.fetch_add(1, Relaxed);
+        self.waits.lock().insert(token, w);
+        token
+    }
+
+    fn take_wait(&self, token: u64) -> Option<Wait> {
+        self.waits.lock().remove(&token)
+    }
+
+    async fn change_count(&self, channel: &str, delta: i64) {
+        let mut inv = self.scripts.count.prepare_invoke();
+        inv.key(self.keys.subs(channel)).arg(&*self.node).arg(delta);
+        let _ = self.run(&inv).await;
+    }
+
+    /// Sends a request to another node and waits for its answer.
+    async fn ask(
+        &self,
+        node: &str,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<String, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let token = self.wait(Wait::Ack(tx));
+        let r = async {
+            let receivers = self
+                .publish_raw(&self.keys.node(node), payload(token))
+                .await?;
+            if receivers == 0 {
+                return Ok("not-found".to_owned());
+            }
+            match tokio::time::timeout(self.cfg.command_timeout, rx).await {
+                Ok(Ok(code)) => Ok(code),
+                Ok(Err(_)) => Err(unavailable("the connection to Redis was lost")),
+                Err(_) => Err(unavailable(format!("node `{node}` did not answer"))),
+            }
+        }
+        .await;
+        self.take_wait(token);
+        r
+    }
+
+    /// After a reconnect: fill what the channel's subscribers missed from
+    /// its stream, or close them with `broker-reconnect` when that cannot
+    /// be done. The channel is paused from before the resubscribe.
+    async fn recover(&self, id: &str, chan: &Chan) {
+        let from = chan.st.lock().position.clone();
+        let result = match &from {
+            None => Ok(None),
+            Some((_, offset)) => {
+                let mut inv = self.scripts.recover.prepare_invoke();
+                inv.key(self.keys.meta(id))
+                    .key(self.keys.stream(id))
+                    .arg(*offset);
+                self.run(&inv).await.map(Some)
+            }
+        };
+        let Some(h) = self.hub_handle() else { return };
+        let hub = h.hub();
+        {
+            let mut st = chan.st.lock();
+            st.recovering = false;
+            if let (Some((epoch, last)), Ok(Some(v))) = (&from, &result) {
+                let items = array(v.clone());
+                let now_epoch = items.first().and_then(string);
+                let now_offset = int_at(&items, 1) as u64;
+                let first = int_at(&items, 2) as u64;
+                let frames: Vec<Frame> = items.iter().skip(3).filter_map(frame_of).collect();
+                let same = now_epoch.as_deref() == Some(&**epoch)
+                    && st.position.as_ref().is_some_and(|(e, _)| e == epoch);
+                let complete = now_offset == *last
+                    || (first == *last + 1 && frames.len() as u64 == now_offset - *last);
+                if matches!(v, Value::Nil) || !same || !complete {
+                    self.reconnect_subscribers(id, &mut st, hub, "broker-reconnect");
+                } else {
+                    for (i, frame) in frames.iter().enumerate() {
+                        let out = hub.fan_out(id, frame, None);
+                        self.deliveries.fetch_add(out.delivered as u64, Relaxed);
+                        st.position = Some((Arc::clone(epoch), *last + 1 + i as u64));
+                    }
+                }
+            } else if from.is_some() {
+                // Redis failed again, or the channel is gone: no way to
+                // know what was missed.
+                self.reconnect_subscribers(id, &mut st, hub, "broker-reconnect");
+            }
+        }
+        self.resume(id, chan);
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.trim().parse().ok()
+}
+
+/// `head\nframe` → (head, frame).
+fn split_frame(b: &[u8]) -> Option<(&[u8], Frame)> {
+    let i = b.iter().position(|&c| c == b'\n')?;
+    let frame = String::from_utf8(b[i + 1..].to_vec()).ok()?;
+    Some((&b[..i], Frame::new(frame)))
+}
+
+async fn within<T, E: fmt::Display>(
+    t: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from Redis within {} ms", t.as_millis())),
+    }
+}
+
+// ----- reading script replies ----------------------------------------------
+
+fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        Value::Nil => Vec::new(),
+        other => vec![other],
+    }
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => string(other).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+fn int_at(items: &[Value], i: usize) -> i64 {
+    items.get(i).map_or(0, int)
+}
+
+fn frame_of(v: &Value) -> Option<Frame> {
+    string(v).map(Frame::new)
+}
+
+fn message_of(v: &Value) -> Option<ChannelMessage> {
+    serde_json::from_str(&string(v)?).ok()
+}
+
+/// A script's `{'err', what, ...}` reply as the engine's error.
+fn script_error(items: &[Value], channel: &str, engine: &EngineConfig) -> Option<EngineError> {
+    if items.first().and_then(string).as_deref() != Some("err") {
+        return None;
+    }
+    let c = truncated(channel);
+    Some(match items.get(1).and_then(string).as_deref() {
+        Some("not-found") => EngineError::ChannelNotFound(c),
+        Some("exists") => EngineError::ChannelExists(c),
+        Some("max-channels") => EngineError::MaxChannelsReached(engine.max_channels),
+        Some("max-subscribers") => EngineError::MaxSubscribersReached {
+            channel: c,
+            max: int_at(items, 2) as usize,
+        },
+        other => unavailable(format!("unexpected reply from Redis: {other:?}")),
+    })
+}
+
+fn truncated(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn parse_config(v: Option<&Value>) -> Option<ChannelConfig> {
+    serde_json::from_str(&string(v?)?).ok()
+}
+
+fn position(epoch: Option<&Value>, offset: Option<&Value>) -> StreamPosition {
+    StreamPosition {
+        offset: offset.map_or(0, int) as u64,
+        epoch: Arc::from(epoch.and_then(string).unwrap_or_default()),
+    }
+}
+
+#[derive(Debug)]
+struct Retained(Vec<ChannelMessage>);
+
+impl RetainedView for Retained {
+    fn to_vec(&self) -> Vec<ChannelMessage> {
+        self.0.clone()
+    }
+}
+
+fn new_epoch() -> String {
+    let n = RandomState::new().hash_one(now_ms()) & 0xffff_ffff;
+    format!("{n:08x}")
+}
+
+// ----- the Broker -----------------------------------------------------------
+
+impl RedisBroker {
+    fn defaults(&self) -> (String, usize, usize, usize) {
+        let c = self.shared.engine.default_channel;
+        let json = serde_json::to_string(&c).unwrap_or_else(|_| "{}".to_owned());
+        (json, c.message_retention, self.keep(&c), c.max_subscribers)
+    }
+
+    fn keep(&self, c: &ChannelConfig) -> usize {
+        c.message_retention.max(self.shared.cfg.stream_size).max(1)
+    }
+
+    fn created(&self, channel: &str, config: &ChannelConfig, explicit: bool) {
+        if config.telemetry_enabled {
+            self.shared.event(
+                Level::Info,
+                ev_ids::CHANNEL_CREATED,
+                serde_json::json!({"channel-id": channel, "config": config, "explicit": explicit}),
+            );
+        }
+    }
+
+    async fn publish_now(
+        &self,
+        channel: &str,
+        message: Publication<'_>,
+        hub: &Hub,
+    ) -> Result<Published, EngineError> {
+        let sh = &self.shared;
+        let message_id = self.message_id();
+        let sender = message.sender.map(ToString::to_string);
+        let head = channel_message_head(
+            channel,
+            &message_id,
+            message.data,
+            sender.as_deref(),
+            now_ms(),
+        );
+        let exclude = match (&sender, message.exclude_sender) {
+            (Some(s), true) => s.as_str(),
+            _ => "-",
+        };
+        let (config, ret, keep, maxsubs) = self.defaults();
+        let mut inv = sh.scripts.publish.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(sh.keys.stream(channel))
+            .key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes)
+            .key(&sh.keys.channels)
+            .key(sh.keys.messages(channel))
+            .arg(head)
+            .arg(exclude)
+            .arg(if sh.engine.auto_create { "1" } else { "0" })
+            .arg(config)
+            .arg(ret)
+            .arg(keep)
+            .arg(maxsubs)
+            .arg(sh.engine.max_channels)
+            .arg(new_epoch())
+            .arg(channel)
+            .arg(u64::try_from(sh.cfg.stream_ttl.as_millis()).unwrap_or(u64::MAX));
+        let items = array(sh.run(&inv).await?);
+        if let Some(e) = script_error(&items, channel, &sh.engine) {
+            return Err(e);
+        }
+        if int_at(&items, 4) == 1 {
+            self.created(channel, &sh.engine.default_channel, false);
+        }
+        let mut delivered = int_at(&items, 3) as usize;
+        if let (Some(s), true) = (message.sender, message.exclude_sender) {
+            if s.node.as_deref() == Some(&*sh.node) && hub.is_subscribed(s.conn, channel) {
+                delivered = delivered.saturating_sub(1);
+            }
+        }
+        sh.published.fetch_add(1, Relaxed);
+        Ok(Published {
+            message_id,
+            position: position(items.get(2), items.get(1)),
+            delivered_to: delivered,
+            full: 0,
+        })
+    }
+
+    async fn join_now(
+        &self,
+        channel: &str,
+        create: Create,
+        join: &mut JoinFn<'_>,
+    ) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let chan = sh.chans.lock().get(channel).cloned();
+        let Some(chan) = chan else {
+            // The node's subscription went with a last subscriber that
+            // left meanwhile: take it again.
+            self.subscribe_now(channel).await?;
+            return Box::pin(self.join_now(channel, create, join)).await;
+        };
+        if chan.st.lock().recovering {
+            return Err(unavailable("the node is recovering from a Redis reconnect"));
+        }
+        let (tx, rx) = oneshot::channel();
+        let token = sh.wait(Wait::Marker {
+            channel: Arc::from(channel),
+            tx,
+        });
+        let (config, ret, keep, maxsubs) = self.defaults();
+        let auto = create == Create::Auto && sh.engine.auto_create;
+        let mut inv = sh.scripts.join.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(sh.keys.stream(channel))
+            .key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes)
+            .key(&sh.keys.channels)
+            .key(&sh.keys.mine)
+            .arg(if auto { "1" } else { "0" })
+            .arg(config)
+            .arg(ret)
+            .arg(keep)
+            .arg(maxsubs)
+            .arg(sh.engine.max_channels)
+            .arg(new_epoch())
+            .arg(channel)
+            .arg(&*sh.node)
+            .arg(token);
+        let items = match sh.run(&inv).await {
+            Ok(v) => array(v),
+            Err(e) => {
+                sh.take_wait(token);
+                return Err(e);
+            }
+        };
+        if let Some(e) = script_error(&items, channel, &sh.engine) {
+            sh.take_wait(token);
+            return Err(e);
+        }
+        // The marker: every message up to the view's position has reached
+        // this node, none after it has been delivered (the channel waits).
+        match tokio::time::timeout(sh.cfg.command_timeout, rx).await {
+            Ok(Ok(())) => {}
+            failed => {
+                if sh.take_wait(token).is_none() && failed.is_err() {
+                    // The marker came just now: undo its pause.
+                    sh.resume(channel, &chan);
+                }
+                self.shared.change_count(channel, -1).await;
+                return Err(unavailable("no marker from Redis within the timeout"));
+            }
+        }
+        let config = parse_config(items.get(1)).unwrap_or(sh.engine.default_channel);
+        if int_at(&items, 5) == 1 {
+            self.created(channel, &config, false);
+        }
+        let position = position(items.get(3), items.get(2));
+        let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
+        let result = {
+            let hub = sh.hub_handle();
+            let mut st = chan.st.lock();
+            match (&st.position, &hub) {
+                (Some((e, _)), Some(h)) if *e != position.epoch => {
+                    // The channel was made again and this node missed it.
+                    sh.reconnect_subscribers(channel, &mut st, h.hub(), "epoch-changed");
+                }
+                _ => {}
+            }
+            st.position = Some((Arc::clone(&position.epoch), position.offset));
+            drop(st);
+            join(JoinView {
+                config: &config,
+                retained: &retained,
+                position,
+                remote_subscribers: int_at(&items, 4) as usize,
+            })
+        };
+        sh.resume(channel, &chan);
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                sh.change_count(channel, -1).await;
+                Ok(())
+            }
+            Err(e) => {
+                sh.change_count(channel, -1).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn subscribe_now(&self, channel: &str) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        sh.chans
+            .lock()
+            .entry(Arc::from(channel))
+            .or_insert_with(|| {
+                Arc::new(Chan {
+                    st: Mutex::new(ChanState::default()),
+                })
+            });
+        let _order = sh.sub_order.lock().await;
+        let sink = sh.pubsub.read().clone();
+        let Some(mut sink) = sink else {
+            return Err(unavailable("not connected to Redis"));
+        };
+        within(
+            sh.cfg.command_timeout,
+            sink.subscribe(sh.keys.messages(channel)),
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn unsubscribe_now(&self, channel: &str, hub: &Hub) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        {
+            let mut chans = sh.chans.lock();
+            if hub.local_count(channel) > 0 {
+                return Ok(());
+            }
+            chans.remove(channel);
+        }
+        let _order = sh.sub_order.lock().await;
+        if sh.chans.lock().contains_key(channel) {
+            return Ok(()); // a new first subscriber came meanwhile
+        }
+        let sink = sh.pubsub.read().clone();
+        if let Some(mut sink) = sink {
+            within(
+                sh.cfg.command_timeout,
+                sink.unsubscribe(sh.keys.messages(channel)),
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn send_to_channel_now(
+        &self,
+        channel: &str,
+        frame: &Frame,
+        exclude: Option<&ConnAddr>,
+        ids: bool,
+        hub: &Hub,
+    ) -> Sent {
+        let sh = &self.shared;
+        let excl = exclude.map_or_else(|| "-".to_owned(), ToString::to_string);
+        let mut inv = sh.scripts.send.prepare_invoke();
+        inv.key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes)
+            .key(sh.keys.messages(channel))
+            .arg(&excl)
+            .arg(frame.bytes().as_ref());
+        let Ok(v) = sh.run(&inv).await else {
+            return Sent::default();
+        };
+        let mut delivered = int(&v) as usize;
+        let local_excluded = exclude
+            .filter(|a| a.node.as_deref() == Some(&*sh.node))
+            .map(|a| a.conn);
+        if let Some(c) = local_excluded {
+            if hub.is_subscribed(c, channel) {
+                delivered = delivered.saturating_sub(1);
+            }
+        }
+        let ids = if ids {
+            hub.local_subscribers(channel)
+                .into_iter()
+                .filter(|c| Some(*c) != local_excluded)
+                .map(|c| ConnAddr::new(Some(Arc::clone(&sh.node)), c))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Sent {
+            ids,
+            delivered,
+            full: 0,
+        }
+    }
+
+    async fn send_to_connection_now(
+        &self,
+        to: &ConnAddr,
+        frame: &Frame,
+        hub: &Hub,
+    ) -> Result<Offer, EngineError> {
+        let sh = &self.shared;
+        let not_found = || EngineError::ConnectionNotFound(to.to_string());
+        let node = match &to.node {
+            None => return hub.send(to.conn, frame),
+            Some(n) if **n == *sh.node => return hub.send(to.conn, frame),
+            Some(n) => Arc::clone(n),
+        };
+        let me = Arc::clone(&sh.node);
+        let target = to.to_string();
+        let code = sh
+            .ask(&node, |token| {
+                let mut p = format!("S{token} {me} {target}\n").into_bytes();
+                p.extend_from_slice(frame.bytes());
+                p
+            })
+            .await?;
+        match code.as_str() {
+            "queued" => Ok(Offer::Queued),
+            "full" => Ok(Offer::Full),
+            "closed" => Ok(Offer::Closed),
+            _ => Err(not_found()),
+        }
+    }
+
+    async fn delete_now(&self, channel: &str, hub: &Hub) -> Result<usize, EngineError> {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.delete.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(sh.keys.stream(channel))
+            .key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes)
+            .key(&sh.keys.channels)
+            .key(sh.keys.messages(channel))
+            .arg(channel);
+        let v = sh.run(&inv).await?;
+        if matches!(v, Value::Nil) {
+            return Err(EngineError::ChannelNotFound(truncated(channel)));
+        }
+        // This node's subscribers go now; the others' nodes evict theirs
+        // when the notice reaches them.
+        let chan = sh.chans.lock().get(channel).cloned();
+        match chan {
+            Some(chan) => {
+                let mut st = chan.st.lock();
+                hub.evict(channel);
+                st.position = None;
+            }
+            None => {
+                hub.evict(channel);
+            }
+        }
+        self.shared.event(
+            Level::Info,
+            ev_ids::CHANNEL_DELETED,
+            serde_json::json!({"channel-id": channel, "unsubscribed": int(&v)}),
+        );
+        Ok(int(&v) as usize)
+    }
+
+    async fn info_now(&self, channel: &str) -> Option<ChannelMeta> {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.info.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes);
+        let items = array(sh.run(&inv).await.ok()?);
+        if items.is_empty() {
+            return None;
+        }
+        let position = position(items.get(3), items.get(2));
+        Some(ChannelMeta {
+            config: parse_config(items.first())?,
+            created_at: int_at(&items, 1),
+            message_count: position.offset,
+            subscriber_count: int_at(&items, 4) as usize,
+            position,
+        })
+    }
+
+    async fn list_now(&self) -> Vec<(String, ChannelMeta)> {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.list.prepare_invoke();
+        inv.key(&sh.keys.channels)
+            .key(&sh.keys.nodes)
+            .arg(&sh.keys.prefix);
+        let Ok(v) = sh.run(&inv).await else {
+            return Vec::new();
+        };
+        let items = array(v);
+        let mut out: Vec<(String, ChannelMeta)> = items
+            .chunks(6)
+            .filter_map(|c| {
+                let position = position(c.get(4), c.get(3));
+                Some((
+                    string(c.first()?)?,
+                    ChannelMeta {
+                        config: parse_config(c.get(1))?,
+                        created_at: c.get(2).map_or(0, int),
+                        message_count: position.offset,
+                        subscriber_count: c.get(5).map_or(0, int) as usize,
+                        position,
+                    },
+                ))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    async fn history_now(&self, channel: &str) -> Result<Vec<ChannelMessage>, EngineError> {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.history.prepare_invoke();
+        inv.key(sh.keys.meta(channel)).key(sh.keys.stream(channel));
+        match sh.run(&inv).await? {
+            Value::Nil => Err(EngineError::ChannelNotFound(truncated(channel))),
+            v => Ok(array(v).iter().filter_map(message_of).collect()),
+        }
+    }
+
+    async fn create_now(&self, channel: &str, config: ChannelConfig) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_owned());
+        let mut inv = sh.scripts.create.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(&sh.keys.channels)
+            .arg(channel)
+            .arg(json)
+            .arg(config.message_retention)
+            .arg(self.keep(&config))
+            .arg(config.max_subscribers)
+            .arg(sh.engine.max_channels)
+            .arg(new_epoch());
+        let items = array(sh.run(&inv).await?);
+        if let Some(e) = script_error(&items, channel, &sh.engine) {
+            return Err(e);
+        }
+        self.created(channel, &config, true);
+        Ok(())
+    }
+
+    async fn rpc_response_now(
+        &self,
+        node: &str,
+        request_id: &str,
+        frame: &Frame,
+        error: bool,
+    ) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        if !valid_node_id(node) {
+            return Err(EngineError::RequestNotFound(truncated(request_id)));
+        }
+        let me = Arc::clone(&sh.node);
+        let code = sh
+            .ask(node, |token| {
+                let e = if error { 1 } else { 0 };
+                let mut p = format!("R{token} {me} {request_id} {e}\n").into_bytes();
+                p.extend_from_slice(frame.bytes());
+                p
+            })
+            .await?;
+        if code == "ok" {
+            Ok(())
+        } else {
+            Err(EngineError::RequestNotFound(truncated(request_id)))
+        }
+    }
+
+    async fn broadcast_now(&self, frame: &Frame, hub: &Hub) -> (usize, usize) {
+        let sh = &self.shared;
+        let (delivered, targeted) = hub.send_all(frame);
+        let mut p = format!("B{}\n", sh.node).into_bytes();
+        p.extend_from_slice(frame.bytes());
+        match sh.publish_raw(&sh.keys.all, p).await {
+            Ok(_) => {
+                let remote = sh.cache.lock().remote_connections;
+                (delivered + remote, targeted + remote)
+            }
+            Err(_) => (delivered, targeted),
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn node(&self) -> Option<&Arc<str>> {
+        Some(&self.shared.node)
+    }
+
+    fn message_id(&self) -> String {
+        let n = self.shared.next_message.fetch_add(1, Relaxed) + 1;
+        format!("msg-{}-{n}", self.shared.node)
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: Publication<'a>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Published, EngineError>> {
+        Reply::later(self.publish_now(channel, message, hub))
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        create: Create,
+        join: &'a mut JoinFn<'_>,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(self.join_now(channel, create, join))
+    }
+
+    fn attach(&self, node: Weak<dyn NodeHandle>) {
+        *self.shared.node_handle.write() = Some(node);
+    }
+
+    fn subscriber_left<'a>(&'a self, channel: &'a str) -> Reply<'a, ()> {
+        Reply::later(self.shared.change_count(channel, -1))
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(self.subscribe_now(channel))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(self.unsubscribe_now(channel, hub))
+    }
+
+    fn send_to_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        ids: bool,
+        hub: &'a Hub,
+    ) -> Reply<'a, Sent> {
+        Reply::later(self.send_to_channel_now(channel, frame, exclude, ids, hub))
+    }
+
+    fn send_to_connection<'a>(
+        &'a self,
+        to: &'a ConnAddr,
+        frame: &'a Frame,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Offer, EngineError>> {
+        Reply::later(self.send_to_connection_now(to, frame, hub))
+    }
+
+    fn send_rpc_response<'a>(
+        &'a self,
+        node: &'a str,
+        request_id: &'a str,
+        frame: &'a Frame,
+        error: bool,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(self.rpc_response_now(node, request_id, frame, error))
+    }
+
+    fn broadcast<'a>(&'a self, frame: &'a Frame, hub: &'a Hub) -> Reply<'a, (usize, usize)> {
+        Reply::later(self.broadcast_now(frame, hub))
+    }
+
+    fn create_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        config: ChannelConfig,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(self.create_now(channel, config))
+    }
+
+    fn delete_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<usize, EngineError>> {
+        Reply::later(self.delete_now(channel, hub))
+    }
+
+    fn channel<'a>(&'a self, channel: &'a str, _hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>> {
+        Reply::later(self.info_now(channel))
+    }
+
+    fn channels<'a>(&'a self, _hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>> {
+        Reply::later(self.list_now())
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>> {
+        Reply::later(self.history_now(channel))
+    }
+
+    fn channel_count(&self) -> usize {
+        self.shared.cache.lock().channels
+    }
+
+    fn total_subscriptions(&self, _hub: &Hub) -> usize {
+        self.shared.cache.lock().subscriptions
+    }
+
+    fn totals(&self) -> BrokerTotals {
+        let sh = &self.shared;
+        BrokerTotals {
+            published: sh.published.load(Relaxed),
+            deliveries: sh.deliveries.load(Relaxed),
+            deliveries_full: sh.deliveries_full.load(Relaxed),
+        }
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let sh = &self.shared;
+        let healthy = sh.state.load(Relaxed) == CONNECTED;
+        BrokerHealth {
+            kind: "redis",
+            healthy,
+            state: sh.state_name(),
+            nodes: sh.cache.lock().nodes.clone(),
+            error: if healthy {
+                None
+            } else {
+                sh.last_error.lock().clone()
+            },
+        }
+    }
+}

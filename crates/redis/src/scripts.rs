@@ -1,0 +1,303 @@
+//! The Lua scripts that make each broker step atomic in Redis.
+//!
+//! Keys (prefix `P`, channel `C`, node `N`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:channels` | set | every channel id |
+//! | `P:ch:C` | hash | `config` (JSON), `created`, `epoch`, `offset`, `ret` (retention), `keep` (stream length), `maxsubs` |
+//! | `P:st:C` | stream | the last `keep` `channel-message` frames, entry id `<offset>-0`, with a TTL |
+//! | `P:subs:C` | hash | node id → its local subscriber count |
+//! | `P:nodes` | sorted set | node id → when its liveness expires (ms) |
+//! | `P:conns` | hash | node id → its connection count |
+//!
+//! Pub/sub channels: `P:m:C` (a channel's messages, frames and delete
+//! notice, in stream order), `P:n:N` (to one node), `P:all` (broadcasts).
+//!
+//! A node counts toward a channel only while its entry in `P:nodes` is
+//! fresh; a script that meets a dead node's count removes it.
+
+use redis::Script;
+
+/// Functions every script shares.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Subscribers of live nodes in a subs hash, but `except`'s; dead nodes'
+-- counts are removed on the way.
+local function live_count(subs, nodes, now, except)
+  local flat = redis.call('HGETALL', subs)
+  local n = 0
+  for i = 1, #flat, 2 do
+    local node = flat[i]
+    local exp = redis.call('ZSCORE', nodes, node)
+    if exp and tonumber(exp) > now then
+      if node ~= except then n = n + tonumber(flat[i + 1]) end
+    else
+      redis.call('HDEL', subs, node)
+    end
+  end
+  return n
+end
+-- Creates channel `id` at `meta` unless the server has `max` channels.
+-- Returns an error reply or nil.
+local function create(meta, channels, id, config, ret, keep, maxsubs, max, epoch, now)
+  if redis.call('SCARD', channels) >= tonumber(max) then
+    return {'err', 'max-channels'}
+  end
+  redis.call('HSET', meta, 'config', config, 'created', now, 'epoch', epoch,
+    'offset', 0, 'ret', ret, 'keep', keep, 'maxsubs', maxsubs)
+  redis.call('SADD', channels, id)
+  return nil
+end
+local function frames_of(entries)
+  local out = {}
+  for i = 1, #entries do
+    local fields = entries[i][2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'f' then out[#out + 1] = fields[j + 1] end
+    end
+  end
+  return out
+end
+"#;
+
+/// Publish: offset, stream append with TTL, cluster count and the
+/// pub/sub message, in one step.
+///
+/// KEYS: meta, stream, subs, nodes, channels, message channel.
+/// ARGV: frame head, exclude address or `-`, auto-create (`1`/`0`),
+/// default config, ret, keep, maxsubs, max channels, new epoch, channel id,
+/// stream TTL (ms).
+const PUBLISH: &str = r#"
+local now = now_ms()
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[3] ~= '1' then return {'err', 'not-found'} end
+  local e = create(KEYS[1], KEYS[5], ARGV[10], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], now)
+  if e then return e end
+  created = 1
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local keep = tonumber(redis.call('HGET', KEYS[1], 'keep'))
+local frame = ARGV[1] .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+redis.call('XADD', KEYS[2], 'MAXLEN', keep, offset .. '-0', 'f', frame)
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
+local n = live_count(KEYS[3], KEYS[4], now, nil)
+redis.call('PUBLISH', KEYS[6], 'M' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2] .. '\n' .. frame)
+return {'ok', offset, epoch, n, created}
+"#;
+
+/// Join: the channel's state at one stream position, this node's count
+/// raised by one for the joiner (the node lowers it again if the join does
+/// not happen), and a marker on this node's channel at that position.
+///
+/// KEYS: meta, stream, subs, nodes, channels, node channel.
+/// ARGV: auto-create, default config, ret, keep, maxsubs, max channels,
+/// new epoch, channel id, node id, marker token.
+const JOIN: &str = r#"
+local now = now_ms()
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[1] ~= '1' then return {'err', 'not-found'} end
+  local e = create(KEYS[1], KEYS[5], ARGV[8], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now)
+  if e then return e end
+  created = 1
+end
+local m = redis.call('HMGET', KEYS[1], 'config', 'offset', 'epoch', 'ret', 'maxsubs')
+local others = live_count(KEYS[3], KEYS[4], now, ARGV[9])
+local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[9]) or '0')
+if others + mine >= tonumber(m[5]) then
+  return {'err', 'max-subscribers', m[5]}
+end
+redis.call('HINCRBY', KEYS[3], ARGV[9], 1)
+local frames = {}
+local ret = tonumber(m[4])
+if ret > 0 then
+  frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ret))
+end
+redis.call('PUBLISH', KEYS[6], 'K' .. ARGV[10])
+local out = {'ok', m[1], m[2], m[3], others, created}
+for i = #frames, 1, -1 do out[#out + 1] = frames[i] end
+return out
+"#;
+
+/// Change this node's count of a channel by ARGV[2] (removed at 0).
+///
+/// KEYS: subs. ARGV: node id, delta.
+const COUNT: &str = r#"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return n
+"#;
+
+/// A frame to a channel's subscribers outside the stream.
+///
+/// KEYS: subs, nodes, message channel. ARGV: exclude address or `-`, frame.
+const SEND: &str = r#"
+local n = live_count(KEYS[1], KEYS[2], now_ms(), nil)
+redis.call('PUBLISH', KEYS[3], 'F' .. ARGV[1] .. '\n' .. ARGV[2])
+return n
+"#;
+
+/// One channel's state, or nil.
+///
+/// KEYS: meta, subs, nodes.
+const INFO: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local m = redis.call('HMGET', KEYS[1], 'config', 'created', 'offset', 'epoch')
+return {m[1], m[2], m[3], m[4], live_count(KEYS[2], KEYS[3], now_ms(), nil)}
+"#;
+
+/// Every channel's state: id, config, created, offset, epoch, count, ...
+///
+/// KEYS: channels, nodes. ARGV: key prefix.
+const LIST: &str = r#"
+local now = now_ms()
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local meta = ARGV[1] .. ':ch:' .. id
+  local m = redis.call('HMGET', meta, 'config', 'created', 'offset', 'epoch')
+  if m[1] then
+    local n = live_count(ARGV[1] .. ':subs:' .. id, KEYS[2], now, nil)
+    for _, v in ipairs({id, m[1], m[2], m[3], m[4], n}) do out[#out + 1] = v end
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
+"#;
+
+/// The retained messages, oldest first, or nil when there is no channel.
+///
+/// KEYS: meta, stream.
+const HISTORY: &str = r#"
+local ret = redis.call('HGET', KEYS[1], 'ret')
+if not ret then return nil end
+local out = {}
+if tonumber(ret) > 0 then
+  local frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ret))
+  for i = #frames, 1, -1 do out[#out + 1] = frames[i] end
+end
+return out
+"#;
+
+/// Create a channel: `ok`, `exists` or `max-channels`.
+///
+/// KEYS: meta, channels. ARGV: id, config, ret, keep, maxsubs, max, epoch.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'err', 'exists'} end
+local e = create(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now_ms())
+if e then return e end
+return {'ok'}
+"#;
+
+/// Delete a channel and tell every node: its subscriber count, or nil.
+///
+/// KEYS: meta, stream, subs, nodes, channels, message channel. ARGV: id.
+const DELETE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local n = live_count(KEYS[3], KEYS[4], now_ms(), nil)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[5], ARGV[1])
+redis.call('PUBLISH', KEYS[6], 'D' .. epoch)
+return n
+"#;
+
+/// After a reconnect: the channel's epoch, offset, and the frames after
+/// `from` still in the stream (oldest first), or nil when it is gone.
+///
+/// KEYS: meta, stream. ARGV: from offset.
+const RECOVER: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'keep')
+if not m[1] then return nil end
+local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', m[3])
+local first = 0
+if #entries > 0 then first = tonumber(string.match(entries[1][1], '^(%d+)')) end
+local out = {m[1], m[2], first}
+for _, f in ipairs(frames_of(entries)) do out[#out + 1] = f end
+return out
+"#;
+
+/// Liveness: refresh this node, drop expired ones, and read the cluster's
+/// totals: live nodes, channels, subscriptions, other nodes' connections.
+///
+/// KEYS: nodes, channels, conns. ARGV: node id, ttl ms, connections, prefix.
+const HEARTBEAT: &str = r#"
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local nodes = redis.call('ZRANGE', KEYS[1], 0, -1)
+local conns = 0
+local live = {}
+for _, n in ipairs(nodes) do
+  live[n] = true
+  if n ~= ARGV[1] then conns = conns + tonumber(redis.call('HGET', KEYS[3], n) or '0') end
+end
+for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if not live[n] then redis.call('HDEL', KEYS[3], n) end
+end
+local subs = 0
+local ids = redis.call('SMEMBERS', KEYS[2])
+for _, id in ipairs(ids) do
+  subs = subs + live_count(ARGV[4] .. ':subs:' .. id, KEYS[1], now, nil)
+end
+return {#ids, subs, conns, unpack(nodes)}
+"#;
+
+/// After a (re)connect: this node's counts as they are now, nothing else
+/// of it left from before.
+///
+/// KEYS: channels. ARGV: prefix, node id, then channel, count pairs.
+const RESYNC: &str = r#"
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('HDEL', ARGV[1] .. ':subs:' .. id, ARGV[2])
+end
+for i = 3, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[1] .. ':ch:' .. ARGV[i]) == 1 then
+    redis.call('HSET', ARGV[1] .. ':subs:' .. ARGV[i], ARGV[2], ARGV[i + 1])
+  end
+end
+return 1
+"#;
+
+/// The scripts, loaded on first use (EVALSHA, falling back to EVAL once).
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) join: Script,
+    pub(crate) count: Script,
+    pub(crate) send: Script,
+    pub(crate) info: Script,
+    pub(crate) list: Script,
+    pub(crate) history: Script,
+    pub(crate) create: Script,
+    pub(crate) delete: Script,
+    pub(crate) recover: Script,
+    pub(crate) heartbeat: Script,
+    pub(crate) resync: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            publish: s(PUBLISH),
+            join: s(JOIN),
+            count: s(COUNT),
+            send: s(SEND),
+            info: s(INFO),
+            list: s(LIST),
+            history: s(HISTORY),
+            create: s(CREATE),
+            delete: s(DELETE),
+            recover: s(RECOVER),
+            heartbeat: s(HEARTBEAT),
+            resync: s(RESYNC),
+        }
+    }
+}
