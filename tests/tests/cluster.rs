@@ -17,6 +17,8 @@ fn node_config(redis: &RedisServer, id: &str) -> Config {
     c.broker.kind = BrokerKind::Redis;
     c.broker.redis_url = redis.url();
     c.node.id = id.to_owned();
+    // Nodes see each other within a heartbeat (a third of this).
+    c.broker.node_ttl_ms = 1500;
     c
 }
 
@@ -121,4 +123,214 @@ async fn a_publish_on_any_node_reaches_every_subscriber_once_in_one_order() {
         orders.push(ids);
     }
     assert!(orders.windows(2).all(|w| w[0] == w[1]), "one order for all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclude_sender_and_every_count_are_cluster_wide() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3).await;
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    let mut b = Client::connect(nodes[1].local_addr()).await;
+    let mut p = Client::connect(nodes[1].local_addr()).await;
+    assert_eq!(a.subscribe("room").await["subscriber-count"], 1);
+    assert_eq!(b.subscribe("room").await["subscriber-count"], 2);
+    assert_eq!(p.subscribe("room").await["subscriber-count"], 3);
+    p.send(json!({"type": "publish", "channel-id": "room", "data": {"x": 1},
+                  "exclude-sender": true}))
+        .await;
+    let r = p.recv_type("publish-result").await;
+    assert_eq!(r["delivered-to"], 2, "sender left out of the count: {r}");
+    for c in [&mut a, &mut b] {
+        let m = c.recv_type("channel-message").await;
+        assert_eq!(m["data"], json!({"x": 1}));
+        assert_eq!(m["sender-conn-id"], p.conn_id.as_str());
+    }
+    // The sender got nothing: its next frame is the pong.
+    p.roundtrip().await;
+
+    // Every node shows the cluster's counts.
+    for node in &nodes {
+        let addr = node.local_addr();
+        let (status, ch) = http_get(addr, "/channels").await;
+        assert_eq!(status, 200);
+        assert_eq!(ch["channels"]["room"]["subscriber-count"], 3, "{ch}");
+        assert_eq!(ch["channels"]["room"]["message-count"], 1, "{ch}");
+        let s = stats(addr).await;
+        assert_eq!(s["channel-stats"]["channels"]["room"]["subscriber-count"], 3);
+        assert_eq!(s["channel-stats"]["total-subscriptions"], 3);
+        let ids: Vec<&str> = s["broker"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["node-0", "node-1", "node-2"], "{s}");
+        let info = node.channels().channel_info("room").await.unwrap();
+        assert_eq!(info.message_count, 1);
+        assert_eq!(info.position.offset, 1);
+    }
+    let (_, health) = http_get(nodes[2].local_addr(), "/health").await;
+    assert_eq!(health["broker"]["kind"], "redis");
+    assert_eq!(health["broker"]["state"], "connected");
+    assert_eq!(health["broker"]["node-id"], "node-2");
+    let mut q = Client::connect(nodes[2].local_addr()).await;
+    q.send(json!({"type": "list-channels"})).await;
+    let l = q.recv_type("channel-list").await;
+    assert_eq!(l["channels"]["room"]["subscriber-count"], 3, "{l}");
+
+    // Leaving is counted everywhere too.
+    b.send(json!({"type": "unsubscribe", "channel-id": "room"})).await;
+    b.recv_type("unsubscription-result").await;
+    a.close().await;
+    let r = p.publish("room", json!(2)).await;
+    assert_eq!(r["delivered-to"], 1, "only p itself is left: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_and_history_are_the_same_on_every_node() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let config = sente_lite_protocol::ChannelConfig {
+        message_retention: 3,
+        ..Default::default()
+    };
+    nodes[0]
+        .channels()
+        .create_channel("news", Some(config))
+        .await
+        .unwrap();
+    // Created on node 0, so node 1 cannot create it again.
+    assert!(nodes[1].channels().create_channel("news", None).await.is_err());
+    let mut p = Client::connect(nodes[0].local_addr()).await;
+    for i in 1..=5 {
+        p.publish("news", json!({"n": i})).await;
+    }
+    // The epoch comes from Redis: the same on every node.
+    let epoch = nodes[1].channels().channel_info("news").await.unwrap().position.epoch;
+    let epoch = json!(&*epoch);
+    assert_ne!(epoch, json!(""));
+    let mut s = Client::connect(nodes[1].local_addr()).await;
+    let r = s.subscribe("news").await;
+    let retained = r["retained-messages"].as_array().unwrap();
+    let got: Vec<(Value, Value, Value)> = retained
+        .iter()
+        .map(|m| (m["data"]["n"].clone(), m["offset"].clone(), m["epoch"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        (3..=5)
+            .map(|n| (json!(n), json!(n), epoch.clone()))
+            .collect::<Vec<_>>()
+    );
+    // Live after retained, with the next offset.
+    p.publish("news", json!({"n": 6})).await;
+    let m = s.recv_type("channel-message").await;
+    assert_eq!((m["offset"].clone(), m["epoch"].clone()), (json!(6), epoch.clone()));
+    for node in &nodes {
+        let info = node.channels().channel_info("news").await.unwrap();
+        let offsets: Vec<u64> = info.retained_messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [4, 5, 6]);
+        assert_eq!(info.config.message_retention, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_crosses_nodes_and_comes_back_to_the_requester_only() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3).await;
+    let mut worker = Client::connect(nodes[1].local_addr()).await;
+    worker.subscribe("svc").await;
+    let mut bystander = Client::connect(nodes[2].local_addr()).await;
+    bystander.subscribe("other").await;
+    let mut req = Client::connect(nodes[0].local_addr()).await;
+    req.send(json!({"type": "rpc-request", "channel-id": "svc", "data": {"q": 1}}))
+        .await;
+    let r = req.recv_type("rpc-request-result").await;
+    assert_eq!(r["delivery"]["success"], true, "{r}");
+    assert_eq!(r["delivery"]["delivered-to"], 1, "{r}");
+    let id = r["request-id"].as_str().unwrap().to_owned();
+    let got = worker.recv_type("rpc-request").await;
+    assert_eq!(got["request-id"], id.as_str());
+    assert_eq!(got["sender-conn-id"], req.conn_id.as_str());
+    worker
+        .send(json!({"type": "rpc-response", "request-id": id, "data": {"a": 2}}))
+        .await;
+    let ok = worker.recv_type("rpc-response-result").await;
+    assert_eq!(ok["success"], true, "{ok}");
+    let resp = req.recv_type("rpc-response").await;
+    assert_eq!(resp["data"], json!({"a": 2}));
+    // Answered: a second answer is refused, on the worker's node too.
+    worker
+        .send(json!({"type": "rpc-response", "request-id": id, "data": 3}))
+        .await;
+    let again = worker.recv_type("rpc-response-result").await;
+    assert_eq!(again["reason"], "request-not-found", "{again}");
+    bystander.roundtrip().await;
+
+    // A timeout, and the late answer after it.
+    req.send(json!({"type": "rpc-request", "channel-id": "svc", "data": 1,
+                    "timeout-ms": 200}))
+        .await;
+    let r = req.recv_type("rpc-request-result").await;
+    let id = r["request-id"].as_str().unwrap().to_owned();
+    worker.recv_type("rpc-request").await;
+    let e = req.recv_type("error").await;
+    assert_eq!(e["reason"], "rpc-timeout");
+    assert_eq!(e["request-id"], id.as_str());
+    worker
+        .send(json!({"type": "rpc-response", "request-id": id, "data": 1}))
+        .await;
+    let late = worker.recv_type("rpc-response-result").await;
+    assert_eq!(late["reason"], "request-not-found", "{late}");
+    req.roundtrip().await;
+
+    // No worker anywhere.
+    req.send(json!({"type": "rpc-request", "channel-id": "nobody", "data": 1}))
+        .await;
+    let r = req.recv_type("rpc-request-result").await;
+    assert_eq!(r["delivery"]["reason"], "no-subscribers", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_is_cluster_wide() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let mut far = Client::connect(nodes[1].local_addr()).await;
+    far.subscribe("c").await;
+    let mut near = Client::connect(nodes[0].local_addr()).await;
+    // A broadcast from node 0 reaches node 1's connections.
+    let msg = json!({"type": "announcement", "text": "hi"});
+    nodes[0].broadcast(msg.as_object().cloned().unwrap()).await;
+    for c in [&mut far, &mut near] {
+        let b = c.recv_type("announcement").await;
+        assert_eq!(b["broadcast"], true);
+    }
+    // To a channel's subscribers on another node.
+    let n = nodes[0]
+        .broadcast_to_channel("c", json!({"type": "notice"}).as_object().cloned().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(far.recv_type("notice").await["channel-id"], "c");
+    // To one connection on another node, by the id its welcome gave.
+    nodes[0]
+        .send_to_connection(&far.conn_id, &json!({"type": "direct", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(far.recv_type("direct").await["n"], 1);
+    // Deleting on node 0 unsubscribes node 1's subscriber (once the notice
+    // has crossed Redis: asked until then).
+    assert_eq!(nodes[0].channels().delete_channel("c").await.unwrap(), 1);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        far.send(json!({"type": "get-subscriptions"})).await;
+        let subs = far.recv_type("subscription-list").await;
+        if subs["subscriptions"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still subscribed: {subs}");
+    }
+    let r = near.publish("c", json!(1)).await;
+    assert_eq!(r["delivered-to"], 0, "nobody is subscribed to the new c: {r}");
+    far.roundtrip().await;
 }

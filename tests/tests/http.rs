@@ -139,7 +139,7 @@ async fn stats_fields() {
         "1 <= socket-writes <= frames-sent in {t}"
     );
     // Stats from the Rust API agree.
-    assert_eq!(server.stats().await.active_connections, 2);
+    assert_eq!(server.stats().await.unwrap().active_connections, 2);
 }
 
 #[tokio::test]

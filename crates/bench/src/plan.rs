@@ -29,15 +29,24 @@ pub enum Scenario {
     Idle,
     /// Connect, subscribe, disconnect at a rate.
     Churn,
+    /// Several sente-lite nodes on one Redis (a redis-server of the run's
+    /// own), subscribers spread over them, one publisher on the first
+    /// node; next to the one-node fan-out at the same rates.
+    Cluster,
+    /// The most publishes per second one channel sustains through Redis
+    /// with nothing lost: the rate stepped up on one cluster.
+    ClusterMax,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Fanout,
         Scenario::Channels,
         Scenario::Rpc,
         Scenario::Idle,
         Scenario::Churn,
+        Scenario::Cluster,
+        Scenario::ClusterMax,
     ];
 }
 
@@ -87,6 +96,59 @@ pub struct ChurnSpec {
     pub concurrency: usize,
 }
 
+/// A cluster fan-out: `nodes` sente-lite nodes on one Redis, each with
+/// `subscribers_per_node` subscribers of one channel, and one publisher on
+/// the first node sending `messages` payloads of `payload_bytes` at `rate`
+/// per second. `baseline` names the one-node case of the same run it is
+/// judged against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub subscribers_per_node: usize,
+    pub rate: f64,
+    pub messages: u64,
+    pub payload_bytes: usize,
+    pub baseline: String,
+}
+
+impl ClusterSpec {
+    /// The same traffic as a pub/sub run: one channel, one publisher.
+    pub fn pubsub(&self) -> PubSubSpec {
+        PubSubSpec {
+            channels: 1,
+            subscribers_per_channel: self.nodes * self.subscribers_per_node,
+            publishers_per_channel: 1,
+            rate: self.rate,
+            messages_per_publisher: self.messages,
+            payload_bytes: self.payload_bytes,
+        }
+    }
+}
+
+/// The max-rate search: one cluster of `nodes` nodes with
+/// `subscribers_per_node` subscribers of one channel each; one publisher on
+/// the first node, `step_secs` per step, from `start_rate` doubling until a
+/// step fails (or `limit_rate`), then `refine_steps` halvings of the gap
+/// between the last passed and the first failed rate, all within
+/// `budget_secs` from the start of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaxRateSpec {
+    pub nodes: usize,
+    pub subscribers_per_node: usize,
+    pub start_rate: f64,
+    pub limit_rate: f64,
+    pub step_secs: f64,
+    pub refine_steps: usize,
+    pub budget_secs: f64,
+    /// How long after a step's last acknowledged publish its deliveries
+    /// may still arrive.
+    pub drain_secs: f64,
+    /// The most a publish may go out after its scheduled time for the step
+    /// to count as the publisher keeping up.
+    pub max_lag_ms: f64,
+    pub payload_bytes: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum CaseSpec {
@@ -94,6 +156,8 @@ pub enum CaseSpec {
     Rpc(RpcSpec),
     Idle(IdleSpec),
     Churn(ChurnSpec),
+    Cluster(ClusterSpec),
+    MaxRate(MaxRateSpec),
 }
 
 /// One case: a scenario at given sizes, run once per server.
@@ -128,6 +192,17 @@ pub struct Sizes {
     pub churn_rate: f64,
     pub churn_count: u64,
     pub churn_concurrency: usize,
+    pub cluster_nodes: usize,
+    pub cluster_subscribers_per_node: usize,
+    pub cluster_rates: Vec<f64>,
+    /// Subscribers of the one-node case the cluster is judged against.
+    pub cluster_baseline_subscribers: usize,
+    pub max_rate_subscribers_per_node: usize,
+    pub max_rate_start: f64,
+    pub max_rate_limit: f64,
+    pub max_rate_step_secs: f64,
+    pub max_rate_refine_steps: usize,
+    pub max_rate_budget_secs: f64,
 }
 
 impl Sizes {
@@ -153,6 +228,16 @@ impl Sizes {
                 churn_rate: 100.0,
                 churn_count: 300,
                 churn_concurrency: 64,
+                cluster_nodes: 3,
+                cluster_subscribers_per_node: 67,
+                cluster_rates: vec![100.0],
+                cluster_baseline_subscribers: 200,
+                max_rate_subscribers_per_node: 5,
+                max_rate_start: 1_000.0,
+                max_rate_limit: 64_000.0,
+                max_rate_step_secs: 1.0,
+                max_rate_refine_steps: 0,
+                max_rate_budget_secs: 10.0,
             },
             Size::Full => Sizes {
                 duration_secs: 10.0,
@@ -174,6 +259,16 @@ impl Sizes {
                 churn_rate: 200.0,
                 churn_count: 2_000,
                 churn_concurrency: 128,
+                cluster_nodes: 3,
+                cluster_subscribers_per_node: 333,
+                cluster_rates: vec![100.0, 1_000.0],
+                cluster_baseline_subscribers: 1_000,
+                max_rate_subscribers_per_node: 10,
+                max_rate_start: 500.0,
+                max_rate_limit: 64_000.0,
+                max_rate_step_secs: 3.0,
+                max_rate_refine_steps: 2,
+                max_rate_budget_secs: 60.0,
             },
         }
     }
@@ -183,34 +278,116 @@ impl Sizes {
         (per.round() as u64).max(1)
     }
 
+    /// The fan-out cases (one channel, `fanout_subscribers` subscribers).
+    fn fanout_cases(&self) -> Vec<Case> {
+        self.fanout_rates
+            .iter()
+            .map(|&rate| {
+                let (label, per_pub) = if rate > 0.0 {
+                    (
+                        format!("{}ps", rate),
+                        Self::count(rate, self.duration_secs, self.fanout_publishers),
+                    )
+                } else {
+                    ("flat".to_owned(), self.flat_out_messages.max(1))
+                };
+                Case {
+                    name: format!("fanout-1x{}-{label}", self.fanout_subscribers),
+                    scenario: Scenario::Fanout,
+                    spec: CaseSpec::PubSub(PubSubSpec {
+                        channels: 1,
+                        subscribers_per_channel: self.fanout_subscribers,
+                        publishers_per_channel: self.fanout_publishers.max(1),
+                        rate: rate.max(0.0),
+                        messages_per_publisher: per_pub,
+                        payload_bytes: self.payload_bytes,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// The cluster cases, each preceded by the one-node case it is judged
+    /// against unless the run's fan-out cases already have one with the
+    /// same traffic (then that one is named as its baseline).
+    fn cluster_cases(&self, with_fanout: bool) -> Vec<Case> {
+        let fanout = if with_fanout {
+            self.fanout_cases()
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::new();
+        let nodes = self.cluster_nodes.max(1);
+        let per_node = self.cluster_subscribers_per_node.max(1);
+        for &rate in self.cluster_rates.iter().filter(|r| **r > 0.0) {
+            let messages = Self::count(rate, self.duration_secs, 1);
+            let single = PubSubSpec {
+                channels: 1,
+                subscribers_per_channel: self.cluster_baseline_subscribers.max(1),
+                publishers_per_channel: 1,
+                rate,
+                messages_per_publisher: messages,
+                payload_bytes: self.payload_bytes,
+            };
+            let baseline = match fanout
+                .iter()
+                .find(|c| c.spec == CaseSpec::PubSub(single.clone()))
+            {
+                Some(c) => c.name.clone(),
+                None => {
+                    let name = format!("single-1x{}-{rate}ps", single.subscribers_per_channel);
+                    out.push(Case {
+                        name: name.clone(),
+                        scenario: Scenario::Cluster,
+                        spec: CaseSpec::PubSub(single),
+                    });
+                    name
+                }
+            };
+            out.push(Case {
+                name: format!("cluster-{nodes}x{per_node}-{rate}ps"),
+                scenario: Scenario::Cluster,
+                spec: CaseSpec::Cluster(ClusterSpec {
+                    nodes,
+                    subscribers_per_node: per_node,
+                    rate,
+                    messages,
+                    payload_bytes: self.payload_bytes,
+                    baseline,
+                }),
+            });
+        }
+        out
+    }
+
     /// The cases of the chosen scenarios, in the order given.
     pub fn cases(&self, scenarios: &[Scenario]) -> Vec<Case> {
         let mut out = Vec::new();
         for s in scenarios {
             match s {
-                Scenario::Fanout => {
-                    for &rate in &self.fanout_rates {
-                        let (label, per_pub) = if rate > 0.0 {
-                            (
-                                format!("{}ps", rate),
-                                Self::count(rate, self.duration_secs, self.fanout_publishers),
-                            )
-                        } else {
-                            ("flat".to_owned(), self.flat_out_messages.max(1))
-                        };
-                        out.push(Case {
-                            name: format!("fanout-1x{}-{label}", self.fanout_subscribers),
-                            scenario: *s,
-                            spec: CaseSpec::PubSub(PubSubSpec {
-                                channels: 1,
-                                subscribers_per_channel: self.fanout_subscribers,
-                                publishers_per_channel: self.fanout_publishers.max(1),
-                                rate: rate.max(0.0),
-                                messages_per_publisher: per_pub,
-                                payload_bytes: self.payload_bytes,
-                            }),
-                        });
-                    }
+                Scenario::Fanout => out.extend(self.fanout_cases()),
+                Scenario::Cluster => {
+                    out.extend(self.cluster_cases(scenarios.contains(&Scenario::Fanout)))
+                }
+                Scenario::ClusterMax => {
+                    let nodes = self.cluster_nodes.max(1);
+                    let per_node = self.max_rate_subscribers_per_node.max(1);
+                    out.push(Case {
+                        name: format!("cluster-max-{nodes}x{per_node}"),
+                        scenario: *s,
+                        spec: CaseSpec::MaxRate(MaxRateSpec {
+                            nodes,
+                            subscribers_per_node: per_node,
+                            start_rate: self.max_rate_start.max(1.0),
+                            limit_rate: self.max_rate_limit.max(self.max_rate_start.max(1.0)),
+                            step_secs: self.max_rate_step_secs.max(0.2),
+                            refine_steps: self.max_rate_refine_steps,
+                            budget_secs: self.max_rate_budget_secs.max(1.0),
+                            drain_secs: (self.max_rate_step_secs * 0.5).clamp(1.0, 2.0),
+                            max_lag_ms: 200.0,
+                            payload_bytes: self.payload_bytes,
+                        }),
+                    });
                 }
                 Scenario::Channels => out.push(Case {
                     name: format!(
@@ -292,7 +469,11 @@ mod tests {
                 "channels-100x10-500ps",
                 "rpc-1w-10c-1000ps",
                 "idle-15000",
-                "churn-2000-200ps"
+                "churn-2000-200ps",
+                "cluster-3x333-100ps",
+                "single-1x1000-1000ps",
+                "cluster-3x333-1000ps",
+                "cluster-max-3x10",
             ]
         );
         let CaseSpec::PubSub(p) = &cases[2].spec else {
@@ -304,6 +485,62 @@ mod tests {
             panic!("rpc")
         };
         assert_eq!(r.requests_per_client * r.clients as u64, 10_000);
+    }
+
+    #[test]
+    fn cluster_cases_reuse_a_matching_fanout_case_or_add_their_own() {
+        let s = Sizes::preset(Size::Full);
+        let baselines = |cases: &[Case]| -> Vec<(String, String)> {
+            cases
+                .iter()
+                .filter_map(|c| match &c.spec {
+                    CaseSpec::Cluster(k) => Some((c.name.clone(), k.baseline.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let all = s.cases(&Scenario::ALL);
+        assert_eq!(
+            baselines(&all),
+            [
+                ("cluster-3x333-100ps".into(), "fanout-1x1000-100ps".into()),
+                ("cluster-3x333-1000ps".into(), "single-1x1000-1000ps".into()),
+            ]
+        );
+        let Some(Case {
+            spec: CaseSpec::Cluster(k),
+            ..
+        }) = all.iter().find(|c| c.name == "cluster-3x333-1000ps")
+        else {
+            panic!("cluster case")
+        };
+        assert_eq!((k.nodes, k.subscribers_per_node, k.messages), (3, 333, 10_000));
+        assert_eq!(k.pubsub().subscribers_per_channel, 999);
+        // Without the fan-out scenario, both baselines are the cluster's own.
+        let alone = s.cases(&[Scenario::Cluster]);
+        let names: Vec<&str> = alone.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "single-1x1000-100ps",
+                "cluster-3x333-100ps",
+                "single-1x1000-1000ps",
+                "cluster-3x333-1000ps"
+            ]
+        );
+        let CaseSpec::PubSub(single) = &alone[0].spec else {
+            panic!("pub/sub")
+        };
+        assert_eq!(
+            (single.subscribers_per_channel, single.messages_per_publisher),
+            (1000, 1000)
+        );
+        // A fan-out case with other traffic is not a baseline.
+        let mut other = s.clone();
+        other.fanout_subscribers = 500;
+        assert!(baselines(&other.cases(&Scenario::ALL))
+            .iter()
+            .all(|(_, b)| b.starts_with("single-")));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::plan::{ChurnSpec, PubSubSpec, RpcSpec};
 use crate::procfs::{ProcUsage, Sampler};
 use crate::stats::{now_us, payload, Latency, SeqCounts, SeqTracker, Stamp};
 use anyhow::{anyhow, bail, Context};
+use futures::FutureExt as _;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +36,65 @@ pub struct RunOpts {
 /// A scenario's numbers, by metric name.
 pub type Metrics = BTreeMap<String, f64>;
 
-fn put(m: &mut Metrics, k: &str, v: impl Into<f64>) {
+/// What a measured process is to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The one server of a single-server run.
+    Server,
+    /// A sente-lite node of a cluster.
+    Node,
+    /// The cluster's redis-server.
+    Redis,
+}
+
+/// A process whose CPU and memory a run reports, under `label`.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub label: String,
+    pub role: Role,
+    pub pid: u32,
+}
+
+/// Where a pub/sub run's clients go and which processes it measures:
+/// subscriber `i` connects to `sub_targets[i % len]`, every publisher to
+/// `pub_target`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub sub_targets: Vec<Target>,
+    pub pub_target: Target,
+    pub procs: Vec<Proc>,
+}
+
+impl Layout {
+    /// One server: every client on `target`, `pid` measured as `server`.
+    pub fn single(target: Target, pid: Option<u32>) -> Layout {
+        Layout {
+            sub_targets: vec![target],
+            pub_target: target,
+            procs: pid
+                .map(|pid| Proc {
+                    label: "server".into(),
+                    role: Role::Server,
+                    pid,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn sub_target(&self, i: usize) -> Target {
+        self.sub_targets
+            .get(i % self.sub_targets.len().max(1))
+            .copied()
+            .unwrap_or(self.pub_target)
+    }
+}
+
+pub(crate) fn put(m: &mut Metrics, k: &str, v: impl Into<f64>) {
     m.insert(k.to_owned(), v.into());
 }
 
-fn put_latency(m: &mut Metrics, prefix: &str, l: &Latency) {
+pub(crate) fn put_latency(m: &mut Metrics, prefix: &str, l: &Latency) {
     let s = l.summary();
     put(m, &format!("{prefix}_count"), s.count as f64);
     put(m, &format!("{prefix}_p50_us"), s.p50_us as f64);
@@ -68,6 +123,74 @@ fn put_server(m: &mut Metrics, u: Option<ProcUsage>, ops: u64, per: &str) {
             &format!("server_cpu_s_per_million_{per}"),
             u.cpu_seconds / (ops as f64 / 1e6),
         );
+    }
+}
+
+/// The usage of a layout's processes: for a single server the `server_*`
+/// metrics of [`put_server`]; for a cluster each process's own
+/// (`node1_cpu_seconds`, `redis_peak_rss_bytes`, ...), the sums per role
+/// (`nodes_*`, `redis_*`), and as `server_*` the total of all of them (the
+/// peak RSS total is the sum of each process's peak).
+pub(crate) fn put_usage(m: &mut Metrics, usage: &[(Proc, ProcUsage)], ops: u64, per: &str) {
+    if let [(p, u)] = usage {
+        if p.role == Role::Server {
+            put_server(m, Some(*u), ops, per);
+            return;
+        }
+    }
+    let per_million = |cpu: f64| (ops > 0).then(|| cpu / (ops as f64 / 1e6));
+    let (mut total_cpu, mut total_peak) = (0.0, 0u64);
+    let mut by_role: BTreeMap<&str, f64> = BTreeMap::new();
+    for (p, u) in usage {
+        put(m, &format!("{}_cpu_seconds", p.label), u.cpu_seconds);
+        put(m, &format!("{}_peak_rss_bytes", p.label), u.peak_rss_bytes as f64);
+        if let Some(v) = per_million(u.cpu_seconds) {
+            put(m, &format!("{}_cpu_s_per_million_{per}", p.label), v);
+        }
+        let role = match p.role {
+            Role::Node => "nodes",
+            Role::Redis => "redis",
+            Role::Server => "servers",
+        };
+        *by_role.entry(role).or_default() += u.cpu_seconds;
+        total_cpu += u.cpu_seconds;
+        total_peak += u.peak_rss_bytes;
+    }
+    for (role, cpu) in by_role {
+        if role != "redis" {
+            put(m, &format!("{role}_cpu_seconds"), cpu);
+        }
+        if let Some(v) = per_million(cpu) {
+            put(m, &format!("{role}_cpu_s_per_million_{per}"), v);
+        }
+    }
+    put(m, "server_cpu_seconds", total_cpu);
+    put(m, "server_peak_rss_bytes", total_peak as f64);
+    if let Some(v) = per_million(total_cpu) {
+        put(m, &format!("server_cpu_s_per_million_{per}"), v);
+    }
+}
+
+/// One [`Sampler`] per process of a layout.
+pub(crate) struct Samplers(Vec<(Proc, Sampler)>);
+
+impl Samplers {
+    pub(crate) fn start(procs: &[Proc]) -> anyhow::Result<Samplers> {
+        let mut v = Vec::with_capacity(procs.len());
+        for p in procs {
+            let s = Sampler::start(p.pid, Duration::from_millis(100))
+                .with_context(|| format!("read the /proc entry of {} (pid {})", p.label, p.pid))?;
+            v.push((p.clone(), s));
+        }
+        Ok(Samplers(v))
+    }
+
+    pub(crate) async fn finish(self) -> anyhow::Result<Vec<(Proc, ProcUsage)>> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for (p, s) in self.0 {
+            out.push((p, s.finish().await?));
+        }
+        Ok(out)
     }
 }
 
@@ -146,26 +269,32 @@ pub(crate) async fn collect_ready<T>(
 
 /// What one subscriber saw.
 #[derive(Debug, Default)]
-struct SubOutcome {
+pub(crate) struct SubOutcome {
     channel: usize,
-    ready: bool,
+    pub(crate) ready: bool,
     tracker: SeqTracker,
     latency: Latency,
+    /// Latency per publisher, when the links count per publisher.
+    pub(crate) latency_by_pub: BTreeMap<u32, Latency>,
     last_us: u64,
     undecodable: u64,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// What one publisher (or RPC client) did.
 #[derive(Debug, Default)]
-struct PubOutcome {
+pub(crate) struct PubOutcome {
     id: u32,
     channel: usize,
-    sent: u64,
-    rejected: u64,
-    first_us: u64,
-    last_us: u64,
-    error: Option<String>,
+    pub(crate) sent: u64,
+    pub(crate) rejected: u64,
+    pub(crate) first_us: u64,
+    pub(crate) last_us: u64,
+    /// Rate-driven: the most a publish went out after its scheduled time.
+    pub(crate) max_lag_us: u64,
+    /// Publishes still awaiting their acknowledgement when it gave up.
+    pub(crate) unacked: u64,
+    pub(crate) error: Option<String>,
     // RPC clients only.
     tracker: SeqTracker,
     latency: Latency,
@@ -174,28 +303,33 @@ struct PubOutcome {
 
 /// One subscriber of a pub/sub run: who it is and what it subscribes to.
 #[derive(Debug)]
-struct SubscriberPlan {
-    target: Target,
-    index: usize,
-    src: Option<IpAddr>,
-    channel: usize,
-    chan_name: String,
+pub(crate) struct SubscriberPlan {
+    pub(crate) target: Target,
+    pub(crate) index: usize,
+    pub(crate) src: Option<IpAddr>,
+    pub(crate) channel: usize,
+    pub(crate) chan_name: String,
     /// Messages per publisher (sizes its sequence tracker).
-    capacity: u64,
-    setup_deadline: Instant,
+    pub(crate) capacity: u64,
+    pub(crate) setup_deadline: Instant,
 }
 
 /// What every subscriber of a run shares: the connection limiter, the
 /// setup report channel, the delivery counter and the stop flag.
 #[derive(Debug, Clone)]
-struct SubscriberLinks {
-    sem: Arc<Semaphore>,
-    ready: mpsc::Sender<Result<usize, String>>,
-    received: Arc<AtomicU64>,
-    stop: watch::Receiver<bool>,
+pub(crate) struct SubscriberLinks {
+    pub(crate) sem: Arc<Semaphore>,
+    pub(crate) ready: mpsc::Sender<Result<usize, String>>,
+    pub(crate) received: Arc<AtomicU64>,
+    /// New deliveries per publisher id (ids beyond its length are not
+    /// counted there), and latency kept per publisher; `None`: neither.
+    pub(crate) by_publisher: Option<Arc<[AtomicU64]>>,
+    /// Subscribers whose connection failed after they were ready.
+    pub(crate) broken: Arc<AtomicU64>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
-async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome {
+pub(crate) async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome {
     let SubscriberPlan {
         target,
         index,
@@ -209,6 +343,8 @@ async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome 
         sem,
         ready,
         received,
+        by_publisher,
+        broken,
         mut stop,
     } = links;
     let mut out = SubOutcome {
@@ -240,6 +376,12 @@ async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome 
                     out.last_us = now;
                     if out.tracker.mark(&stamp) == crate::stats::Mark::New {
                         received.fetch_add(1, Ordering::Relaxed);
+                        if let Some(by) = &by_publisher {
+                            if let Some(n) = usize::try_from(stamp.p).ok().and_then(|p| by.get(p)) {
+                                n.fetch_add(1, Ordering::Relaxed);
+                            }
+                            out.latency_by_pub.entry(stamp.p).or_default().record_stamp(&stamp, now);
+                        }
                     }
                 }
                 Ok(Event::Delivery(None)) => out.undecodable += 1,
@@ -249,6 +391,7 @@ async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome 
                 Ok(_) => {}
                 Err(e) => {
                     out.error = Some(e.to_string());
+                    broken.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             }
@@ -287,15 +430,15 @@ fn publisher_event(out: &mut PubOutcome, ev: Event) -> u64 {
 /// bytes at `rate` per second (0 = flat out), starting when the starter
 /// says and giving up at `end_deadline`.
 #[derive(Debug, Clone, Copy)]
-struct SendPlan {
-    id: u32,
-    rate: f64,
-    count: u64,
-    size: usize,
-    end_deadline: Instant,
+pub(crate) struct SendPlan {
+    pub(crate) id: u32,
+    pub(crate) rate: f64,
+    pub(crate) count: u64,
+    pub(crate) size: usize,
+    pub(crate) end_deadline: Instant,
 }
 
-async fn publisher(
+pub(crate) async fn publisher(
     mut conn: Conn,
     plan: SendPlan,
     channel: usize,
@@ -331,6 +474,19 @@ async fn publisher(
                         ev = conn.recv() => outstanding -= publisher_event(&mut out, ev?).min(outstanding),
                     }
                 }
+                // Behind schedule the wait above ends at once: still take
+                // the acknowledgements already here, so they never pile up
+                // in the server's queue for this connection.
+                while !nats && outstanding > 0 {
+                    match conn.recv().now_or_never() {
+                        Some(ev) => outstanding -= publisher_event(&mut out, ev?).min(outstanding),
+                        None => break,
+                    }
+                }
+                let lag = Instant::now().saturating_duration_since(due);
+                out.max_lag_us = out
+                    .max_lag_us
+                    .max(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
             } else {
                 let window = if nats { NATS_WINDOW } else { SENTE_WINDOW };
                 while outstanding >= window {
@@ -370,6 +526,7 @@ async fn publisher(
         Ok(())
     }
     .await;
+    out.unacked = outstanding;
     if let Err(e) = result {
         out.error = Some(e.to_string());
     }
@@ -378,6 +535,17 @@ async fn publisher(
 
 /// Publish/subscribe (fan-out and many-channels).
 pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow::Result<Metrics> {
+    pubsub_on(&Layout::single(target, opts.server_pid), spec, opts).await
+}
+
+/// Publish/subscribe over a [`Layout`]: subscribers spread over its
+/// subscriber targets, publishers on its publisher target, usage of each of
+/// its processes (see [`put_usage`]).
+pub async fn pubsub_on(
+    layout: &Layout,
+    spec: &PubSubSpec,
+    opts: &RunOpts,
+) -> anyhow::Result<Metrics> {
     let n_subs = spec.channels * spec.subscribers_per_channel;
     let n_pubs = spec.channels * spec.publishers_per_channel;
     let chan = |c: usize| format!("bench-ch{c}");
@@ -391,13 +559,15 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
         sem,
         ready: ready_tx,
         received: received.clone(),
+        by_publisher: None,
+        broken: Arc::new(AtomicU64::new(0)),
         stop: stop_rx,
     };
     let mut subs = Vec::with_capacity(n_subs);
     for i in 0..n_subs {
         let c = i / spec.subscribers_per_channel.max(1);
         let plan = SubscriberPlan {
-            target,
+            target: layout.sub_target(i),
             index: i,
             src: pick(&opts.srcs, i),
             channel: c,
@@ -424,7 +594,7 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
         let src = pick(&opts.srcs, n_subs + j);
         let c = timeout_at(
             setup_deadline + Duration::from_secs(5),
-            Conn::connect(target, src, &format!("pub-{j}")),
+            Conn::connect(layout.pub_target, src, &format!("pub-{j}")),
         )
         .await
         .map_err(|_| anyhow!("publisher {j}: connect timed out"))?
@@ -459,7 +629,7 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
         )));
     }
 
-    let sampler = start_sampler(opts)?;
+    let samplers = Samplers::start(&layout.procs)?;
     let _ = start_tx.send(Some(Instant::now() + Duration::from_millis(10)));
     let mut outcomes = Vec::with_capacity(n_pubs);
     for p in pubs {
@@ -478,7 +648,7 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
     while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let usage = finish_sampler(sampler).await?;
+    let usage = samplers.finish().await?;
     let _ = stop_tx.send(true);
 
     let mut latency = Latency::new();
@@ -521,6 +691,18 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
     put(&mut m, "published", sent as f64);
     put(&mut m, "publish_rejected", rejected as f64);
     put(&mut m, "publisher_errors", pub_errors.len() as f64);
+    put(
+        &mut m,
+        "publish_unacked",
+        outcomes.iter().map(|o| o.unacked).sum::<u64>() as f64,
+    );
+    if spec.rate > 0.0 {
+        put(
+            &mut m,
+            "publisher_max_lag_us",
+            outcomes.iter().map(|o| o.max_lag_us).max().unwrap_or(0) as f64,
+        );
+    }
     put(&mut m, "subscriber_errors", sub_errors as f64);
     put(&mut m, "expected", expected as f64);
     put(&mut m, "delivered", counts.unique as f64);
@@ -540,7 +722,7 @@ pub async fn pubsub(target: Target, spec: &PubSubSpec, opts: &RunOpts) -> anyhow
         put(&mut m, "delivered_per_sec", counts.unique as f64 / secs);
     }
     put_latency(&mut m, "latency", &latency);
-    put_server(&mut m, usage, counts.unique, "deliveries");
+    put_usage(&mut m, &usage, counts.unique, "deliveries");
     if subs_ok == 0 {
         bail!(
             "no subscriber could connect and subscribe ({subs_failed} failed; first error: {})",

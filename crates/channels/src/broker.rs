@@ -326,10 +326,15 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Reply<'a, Result<usize, EngineError>>;
 
     /// One channel's state, `None` when it does not exist.
-    fn channel<'a>(&'a self, channel: &'a str, hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>>;
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Option<ChannelMeta>, EngineError>>;
 
     /// Every channel's state, by id.
-    fn channels<'a>(&'a self, hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>>;
+    fn channels<'a>(&'a self, hub: &'a Hub)
+        -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>>;
 
     /// The retained history of a channel, oldest first.
     fn history<'a>(

@@ -436,25 +436,30 @@ impl Broker for LocalBroker {
         Reply::ready(self.delete_now(channel, hub))
     }
 
-    fn channel<'a>(&'a self, channel: &'a str, hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>> {
-        Reply::ready(
-            self.channels
-                .get(channel)
-                .map(|ch| LocalBroker::meta(channel, &ch, hub)),
-        )
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Option<ChannelMeta>, EngineError>> {
+        Reply::ready(Ok(self
+            .channels
+            .get(channel)
+            .map(|ch| LocalBroker::meta(channel, &ch, hub))))
     }
 
-    fn channels<'a>(&'a self, hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>> {
-        Reply::ready(
-            self.channels
+    fn channels<'a>(
+        &'a self,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>> {
+        Reply::ready(Ok(self
+            .channels
                 .entries()
                 .into_iter()
                 .map(|(id, ch)| {
                     let meta = LocalBroker::meta(&id, &ch, hub);
                     (id.to_string(), meta)
                 })
-                .collect(),
-        )
+                .collect()))
     }
 
     fn history<'a>(

@@ -287,7 +287,7 @@ impl Engine {
         let meta = inner
             .broker
             .channel(id, &inner.hub)
-            .await
+            .await?
             .ok_or_else(|| EngineError::ChannelNotFound(truncated(id)))?;
         let retained_messages = inner.broker.history(id).await?;
         let subscribers = inner
@@ -306,15 +306,17 @@ impl Engine {
         })
     }
 
-    /// Every channel with its config and counts, by id.
-    pub async fn list_channels(&self) -> BTreeMap<String, ChannelSummary> {
-        self.inner
+    /// Every channel with its config and counts, by id (`broker-unavailable`
+    /// when the broker cannot be read).
+    pub async fn list_channels(&self) -> Result<BTreeMap<String, ChannelSummary>, EngineError> {
+        Ok(self
+            .inner
             .broker
             .channels(&self.inner.hub)
-            .await
+            .await?
             .into_iter()
             .map(|(id, m)| (id, summary(&m)))
-            .collect()
+            .collect())
     }
 
     /// Number of channels now.
@@ -614,8 +616,8 @@ impl Engine {
             return false;
         }
         match self.inner.broker.channel(channel_id, &self.inner.hub).await {
-            Some(meta) => meta.config.telemetry_enabled,
-            None => self.inner.config.default_channel.telemetry_enabled,
+            Ok(Some(meta)) => meta.config.telemetry_enabled,
+            _ => self.inner.config.default_channel.telemetry_enabled,
         }
     }
 
@@ -650,7 +652,7 @@ impl Engine {
         message: Map<String, Value>,
     ) -> Result<usize, EngineError> {
         let inner = &self.inner;
-        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await else {
+        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await? else {
             ev!(
                 &inner.telemetry,
                 true,
@@ -769,7 +771,7 @@ impl Engine {
     ) -> Result<RpcSent, EngineError> {
         let inner = &self.inner;
         self.check_id(channel_id)?;
-        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await else {
+        let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await? else {
             return Err(if inner.config.auto_create {
                 EngineError::NoSubscribers(truncated(channel_id))
             } else {
@@ -948,13 +950,14 @@ impl Engine {
         }
     }
 
-    /// Statistics per channel and in total (`channel-stats` of `/stats`).
-    pub async fn channel_stats(&self) -> ChannelStats {
+    /// Statistics per channel and in total (`channel-stats` of `/stats`;
+    /// `broker-unavailable` when the broker cannot be read).
+    pub async fn channel_stats(&self) -> Result<ChannelStats, EngineError> {
         let channels = self
             .inner
             .broker
             .channels(&self.inner.hub)
-            .await
+            .await?
             .into_iter()
             .map(|(id, m)| {
                 let stat = ChannelStat {
@@ -966,7 +969,7 @@ impl Engine {
                 (id, stat)
             })
             .collect::<BTreeMap<_, _>>();
-        ChannelStats {
+        Ok(ChannelStats {
             total_channels: channels.len(),
             // From the same reading as the channels' own counts.
             total_subscriptions: channels.values().map(|c| c.subscriber_count).sum(),
@@ -974,7 +977,7 @@ impl Engine {
             pending_rpc_requests: self.pending_rpc_requests(),
             active_connections: self.connection_count(),
             rejected: self.rejections(),
-        }
+        })
     }
 
     /// The engine's health: unhealthy when the broker is down or RPC

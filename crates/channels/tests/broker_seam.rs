@@ -104,10 +104,17 @@ impl Broker for Recording {
     ) -> Reply<'a, Result<usize, EngineError>> {
         self.inner.delete_channel(channel, hub)
     }
-    fn channel<'a>(&'a self, channel: &'a str, hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>> {
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Option<ChannelMeta>, EngineError>> {
         self.inner.channel(channel, hub)
     }
-    fn channels<'a>(&'a self, hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>> {
+    fn channels<'a>(
+        &'a self,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>> {
         self.inner.channels(hub)
     }
     fn history<'a>(

@@ -394,14 +394,14 @@ async fn stats_and_health_add_up() {
     e.subscribe(ids[1], "x").await.unwrap();
     e.subscribe(ids[2], "y").await.unwrap();
     e.publish(None, "x", json!(1), false).await.unwrap();
-    let s = e.channel_stats().await;
+    let s = e.channel_stats().await.unwrap();
     assert_eq!(s.total_channels, 2);
     assert_eq!(s.total_subscriptions, 3);
     assert_eq!(s.active_connections, 3);
     assert_eq!(s.channels["x"].subscriber_count, 2);
     assert_eq!(s.channels["x"].message_count, 1);
     assert_eq!(s.channels["x"].retention_count, 3);
-    let list = e.list_channels().await;
+    let list = e.list_channels().await.unwrap();
     assert_eq!(list["y"].subscriber_count, 1);
     let h = e.health();
     assert!(h.healthy);
@@ -498,7 +498,7 @@ async fn refused_operations_are_counted_by_reason() {
     .into_iter()
     .collect();
     assert_eq!(e.rejections(), want);
-    assert_eq!(e.channel_stats().await.rejected, want);
+    assert_eq!(e.channel_stats().await.unwrap().rejected, want);
 }
 
 /// Every channel message carries its stream position: offsets count from 1

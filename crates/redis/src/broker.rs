@@ -453,6 +453,7 @@ impl Shared {
         c.subscriptions = int_at(&items, 1) as usize;
         c.remote_connections = int_at(&items, 2) as usize;
         c.nodes = items.iter().skip(3).filter_map(string).collect();
+        c.nodes.sort();
         Ok(())
     }
 
@@ -1251,36 +1252,36 @@ impl RedisBroker {
         Ok(int(&v) as usize)
     }
 
-    async fn info_now(&self, channel: &str) -> Option<ChannelMeta> {
+    async fn info_now(&self, channel: &str) -> Result<Option<ChannelMeta>, EngineError> {
         let sh = &self.shared;
         let mut inv = sh.scripts.info.prepare_invoke();
         inv.key(sh.keys.meta(channel))
             .key(sh.keys.subs(channel))
             .key(&sh.keys.nodes);
-        let items = array(sh.run(&inv).await.ok()?);
+        let items = array(sh.run(&inv).await?);
         if items.is_empty() {
-            return None;
+            return Ok(None);
         }
         let position = position(items.get(3), items.get(2));
-        Some(ChannelMeta {
-            config: parse_config(items.first())?,
+        let Some(config) = parse_config(items.first()) else {
+            return Ok(None);
+        };
+        Ok(Some(ChannelMeta {
+            config,
             created_at: int_at(&items, 1),
             message_count: position.offset,
             subscriber_count: int_at(&items, 4) as usize,
             position,
-        })
+        }))
     }
 
-    async fn list_now(&self) -> Vec<(String, ChannelMeta)> {
+    async fn list_now(&self) -> Result<Vec<(String, ChannelMeta)>, EngineError> {
         let sh = &self.shared;
         let mut inv = sh.scripts.list.prepare_invoke();
         inv.key(&sh.keys.channels)
             .key(&sh.keys.nodes)
             .arg(&sh.keys.prefix);
-        let Ok(v) = sh.run(&inv).await else {
-            return Vec::new();
-        };
-        let items = array(v);
+        let items = array(sh.run(&inv).await?);
         let mut out: Vec<(String, ChannelMeta)> = items
             .chunks(6)
             .filter_map(|c| {
@@ -1298,7 +1299,7 @@ impl RedisBroker {
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
     }
 
     async fn history_now(&self, channel: &str) -> Result<Vec<ChannelMessage>, EngineError> {
@@ -1472,11 +1473,18 @@ impl Broker for RedisBroker {
         Reply::later(self.delete_now(channel, hub))
     }
 
-    fn channel<'a>(&'a self, channel: &'a str, _hub: &'a Hub) -> Reply<'a, Option<ChannelMeta>> {
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+        _hub: &'a Hub,
+    ) -> Reply<'a, Result<Option<ChannelMeta>, EngineError>> {
         Reply::later(self.info_now(channel))
     }
 
-    fn channels<'a>(&'a self, _hub: &'a Hub) -> Reply<'a, Vec<(String, ChannelMeta)>> {
+    fn channels<'a>(
+        &'a self,
+        _hub: &'a Hub,
+    ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>> {
         Reply::later(self.list_now())
     }
 

@@ -161,7 +161,7 @@ impl Server {
     }
 
     /// The `GET /stats` body.
-    pub async fn stats(&self) -> Stats {
+    pub async fn stats(&self) -> Result<Stats, EngineError> {
         self.transport.stats().await
     }
 

@@ -285,9 +285,10 @@ impl Session {
                 timestamp: now_ms(),
                 original_timestamp: timestamp,
             }),
-            ClientMessage::ListChannels => Some(ServerMessage::ChannelList {
-                channels: engine.list_channels().await,
-            }),
+            ClientMessage::ListChannels => match engine.list_channels().await {
+                Ok(channels) => Some(ServerMessage::ChannelList { channels }),
+                Err(e) => Some(ServerMessage::error(e.reason(), e.to_string(), None)),
+            },
             ClientMessage::GetSubscriptions => {
                 // The connection is registered for as long as its session
                 // lives.

@@ -40,15 +40,20 @@ pub(crate) fn routes(
     let stats = warp::path!("stats")
         .and(warp::get())
         .and(with.clone())
-        .then(|s: Arc<Shared>| async move { json(StatusCode::OK, &stats(&s).await) });
+        .then(|s: Arc<Shared>| async move {
+            match stats(&s).await {
+                Ok(body) => json(StatusCode::OK, &body),
+                Err(e) => unavailable(&e),
+            }
+        });
     let channels = warp::path!("channels")
         .and(warp::get())
         .and(with.clone())
         .then(|s: Arc<Shared>| async move {
-            let body = Channels {
-                channels: s.engine.list_channels().await,
-            };
-            json(StatusCode::OK, &body)
+            match s.engine.list_channels().await {
+                Ok(channels) => json(StatusCode::OK, &Channels { channels }),
+                Err(e) => unavailable(&e),
+            }
         });
     let ws = warp::path::end()
         .and(warp::get())
@@ -239,13 +244,19 @@ fn channel_stats(c: ChannelStats) -> body::ChannelStats {
     }
 }
 
-pub(crate) async fn stats(s: &Shared) -> Stats {
+/// A 503 for an endpoint whose broker cannot be read now.
+fn unavailable(e: &sente_lite_channels::EngineError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, e.reason().as_str(), e.to_string())
+}
+
+pub(crate) async fn stats(s: &Shared) -> Result<Stats, sente_lite_channels::EngineError> {
     let counters = s.transport_stats();
-    Stats {
+    let channel_stats = channel_stats(s.engine.channel_stats().await?);
+    Ok(Stats {
         active_connections: s.engine.connection_count(),
         total_messages: counters.frames_received,
         server_config: s.server_config.clone(),
-        channel_stats: channel_stats(s.engine.channel_stats().await),
+        channel_stats,
         telemetry_stats: s
             .telemetry
             .handler_stats()
@@ -262,5 +273,5 @@ pub(crate) async fn stats(s: &Shared) -> Stats {
             .collect(),
         transport: Some(counters),
         broker: Some(broker_status(s, s.engine.health().broker)),
-    }
+    })
 }

@@ -175,8 +175,11 @@ impl Transport {
         self.shared.transport_stats()
     }
 
-    /// The `/stats` body.
-    pub async fn stats(&self) -> sente_lite_protocol::http::Stats {
+    /// The `/stats` body (`broker-unavailable` when the broker cannot be
+    /// read).
+    pub async fn stats(
+        &self,
+    ) -> Result<sente_lite_protocol::http::Stats, sente_lite_channels::EngineError> {
         endpoints::stats(&self.shared).await
     }
 
