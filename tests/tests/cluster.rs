@@ -109,7 +109,11 @@ async fn a_publish_on_any_node_reaches_every_subscriber_once_in_one_order() {
     for r in join_all(readers).await {
         let (_c, got) = r.unwrap();
         let offsets: Vec<u64> = got.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
-        assert_eq!(offsets, (1..=200).collect::<Vec<_>>(), "every offset once, in order");
+        assert_eq!(
+            offsets,
+            (1..=200).collect::<Vec<_>>(),
+            "every offset once, in order"
+        );
         for p in 0..2 {
             let seqs: Vec<u64> = got
                 .iter()
@@ -135,9 +139,11 @@ async fn exclude_sender_and_every_count_are_cluster_wide() {
     assert_eq!(a.subscribe("room").await["subscriber-count"], 1);
     assert_eq!(b.subscribe("room").await["subscriber-count"], 2);
     assert_eq!(p.subscribe("room").await["subscriber-count"], 3);
-    p.send(json!({"type": "publish", "channel-id": "room", "data": {"x": 1},
-                  "exclude-sender": true}))
-        .await;
+    p.send(
+        json!({"type": "publish", "channel-id": "room", "data": {"x": 1},
+                  "exclude-sender": true}),
+    )
+    .await;
     let r = p.recv_type("publish-result").await;
     assert_eq!(r["delivered-to"], 2, "sender left out of the count: {r}");
     for c in [&mut a, &mut b] {
@@ -156,7 +162,10 @@ async fn exclude_sender_and_every_count_are_cluster_wide() {
         assert_eq!(ch["channels"]["room"]["subscriber-count"], 3, "{ch}");
         assert_eq!(ch["channels"]["room"]["message-count"], 1, "{ch}");
         let s = stats(addr).await;
-        assert_eq!(s["channel-stats"]["channels"]["room"]["subscriber-count"], 3);
+        assert_eq!(
+            s["channel-stats"]["channels"]["room"]["subscriber-count"],
+            3
+        );
         assert_eq!(s["channel-stats"]["total-subscriptions"], 3);
         let ids: Vec<&str> = s["broker"]["nodes"]
             .as_array()
@@ -179,7 +188,8 @@ async fn exclude_sender_and_every_count_are_cluster_wide() {
     assert_eq!(l["channels"]["room"]["subscriber-count"], 3, "{l}");
 
     // Leaving is counted everywhere too.
-    b.send(json!({"type": "unsubscribe", "channel-id": "room"})).await;
+    b.send(json!({"type": "unsubscribe", "channel-id": "room"}))
+        .await;
     b.recv_type("unsubscription-result").await;
     a.close().await;
     let r = p.publish("room", json!(2)).await;
@@ -200,13 +210,23 @@ async fn retained_messages_and_history_are_the_same_on_every_node() {
         .await
         .unwrap();
     // Created on node 0, so node 1 cannot create it again.
-    assert!(nodes[1].channels().create_channel("news", None).await.is_err());
+    assert!(nodes[1]
+        .channels()
+        .create_channel("news", None)
+        .await
+        .is_err());
     let mut p = Client::connect(nodes[0].local_addr()).await;
     for i in 1..=5 {
         p.publish("news", json!({"n": i})).await;
     }
     // The epoch comes from Redis: the same on every node.
-    let epoch = nodes[1].channels().channel_info("news").await.unwrap().position.epoch;
+    let epoch = nodes[1]
+        .channels()
+        .channel_info("news")
+        .await
+        .unwrap()
+        .position
+        .epoch;
     let epoch = json!(&*epoch);
     assert_ne!(epoch, json!(""));
     let mut s = Client::connect(nodes[1].local_addr()).await;
@@ -214,7 +234,13 @@ async fn retained_messages_and_history_are_the_same_on_every_node() {
     let retained = r["retained-messages"].as_array().unwrap();
     let got: Vec<(Value, Value, Value)> = retained
         .iter()
-        .map(|m| (m["data"]["n"].clone(), m["offset"].clone(), m["epoch"].clone()))
+        .map(|m| {
+            (
+                m["data"]["n"].clone(),
+                m["offset"].clone(),
+                m["epoch"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -225,7 +251,10 @@ async fn retained_messages_and_history_are_the_same_on_every_node() {
     // Live after retained, with the next offset.
     p.publish("news", json!({"n": 6})).await;
     let m = s.recv_type("channel-message").await;
-    assert_eq!((m["offset"].clone(), m["epoch"].clone()), (json!(6), epoch.clone()));
+    assert_eq!(
+        (m["offset"].clone(), m["epoch"].clone()),
+        (json!(6), epoch.clone())
+    );
     for node in &nodes {
         let info = node.channels().channel_info("news").await.unwrap();
         let offsets: Vec<u64> = info.retained_messages.iter().map(|m| m.offset).collect();
@@ -268,9 +297,11 @@ async fn rpc_crosses_nodes_and_comes_back_to_the_requester_only() {
     bystander.roundtrip().await;
 
     // A timeout, and the late answer after it.
-    req.send(json!({"type": "rpc-request", "channel-id": "svc", "data": 1,
-                    "timeout-ms": 200}))
-        .await;
+    req.send(
+        json!({"type": "rpc-request", "channel-id": "svc", "data": 1,
+                    "timeout-ms": 200}),
+    )
+    .await;
     let r = req.recv_type("rpc-request-result").await;
     let id = r["request-id"].as_str().unwrap().to_owned();
     worker.recv_type("rpc-request").await;
@@ -328,9 +359,156 @@ async fn the_server_api_is_cluster_wide() {
         if subs["subscriptions"] == json!([]) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still subscribed: {subs}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still subscribed: {subs}"
+        );
     }
     let r = near.publish("c", json!(1)).await;
-    assert_eq!(r["delivered-to"], 0, "nobody is subscribed to the new c: {r}");
+    assert_eq!(
+        r["delivered-to"], 0,
+        "nobody is subscribed to the new c: {r}"
+    );
     far.roundtrip().await;
+}
+
+/// Polls `/health` of `addr` until its status is `want`; returns its body.
+async fn health_until(addr: std::net::SocketAddr, want: u16, within_ms: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(within_ms);
+    loop {
+        let (status, body) = http_get(addr, "/health").await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health of {addr} still {status} after {within_ms} ms: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
+    let mut redis = RedisServer::start();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut c = node_config(&redis, &format!("node-{i}"));
+        c.websocket.message_timeout_ms = 1000;
+        nodes.push(start(c).await);
+    }
+    for n in &nodes {
+        wait_healthy(n, 2).await;
+    }
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    a.subscribe("c").await;
+    let mut b = Client::connect(nodes[1].local_addr()).await;
+    assert_eq!(b.publish("c", json!(1)).await["delivered-to"], 1);
+    assert_eq!(a.recv_type("channel-message").await["data"], 1);
+
+    redis.stop();
+    for n in &nodes {
+        let h = health_until(n.local_addr(), 503, 5000).await;
+        assert_eq!(h["status"], "unhealthy");
+        assert_eq!(h["broker"]["healthy"], false, "{h}");
+        assert_ne!(h["broker"]["state"], "connected", "{h}");
+    }
+    let asked = std::time::Instant::now();
+    b.send(json!({"type": "publish", "channel-id": "c", "data": 2}))
+        .await;
+    let r = b.recv_type("publish-result").await;
+    assert_eq!(
+        (r["success"].clone(), r["reason"].clone()),
+        (json!(false), json!("broker-unavailable")),
+        "{r}"
+    );
+    b.send(json!({"type": "subscribe", "channel-id": "d"}))
+        .await;
+    let r = b.recv_type("subscription-result").await;
+    assert_eq!(r["reason"], "broker-unavailable", "{r}");
+    b.send(json!({"type": "rpc-request", "channel-id": "c", "data": 1}))
+        .await;
+    let r = b.recv_type("rpc-request-result").await;
+    assert_eq!(r["delivery"]["reason"], "broker-unavailable", "{r}");
+    b.send(json!({"type": "list-channels"})).await;
+    assert_eq!(b.recv_type("error").await["reason"], "broker-unavailable");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(1000),
+        "answered within message-timeout-ms: {:?}",
+        asked.elapsed()
+    );
+    let (status, body) = http_get(nodes[0].local_addr(), "/channels").await;
+    assert_eq!(
+        (status, body["reason"].clone()),
+        (503, json!("broker-unavailable")),
+        "{body}"
+    );
+    // The nodes stay up: the connections still answer.
+    a.roundtrip().await;
+
+    // Redis back with nothing (no persistence): the nodes reconnect, and
+    // a's channel lost its history, so a is asked to come back.
+    redis.start_again();
+    for n in &nodes {
+        let h = health_until(n.local_addr(), 200, 10_000).await;
+        assert_eq!(h["broker"]["state"], "connected", "{h}");
+    }
+    let (frames, end) = a.drain_until_end().await;
+    assert!(
+        frames.iter().all(|f| f["type"] != "channel-message"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        end,
+        Ended::Closed(Some((1012, "broker-reconnect".to_owned())))
+    );
+    // Resubscribed, it gets what is published from now on.
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    a.subscribe("c").await;
+    assert_eq!(b.publish("c", json!(3)).await["delivered-to"], 1);
+    let m = a.recv_type("channel-message").await;
+    assert_eq!(
+        (m["data"].clone(), m["offset"].clone()),
+        (json!(3), json!(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_fills_the_gap_from_the_stream_by_offset() {
+    let redis = RedisServer::start();
+    // Node 0 logs in as a Redis user of its own, so the test can cut off
+    // that node alone (kill its connections, refuse its reconnects).
+    let ok = redis.command(&["ACL", "SETUSER", "node0", "on", ">pw", "~*", "&*", "+@all"]);
+    assert_eq!(ok, "+OK\r\n");
+    let mut c0 = node_config(&redis, "node-0");
+    c0.broker.redis_url = format!("redis://node0:pw@127.0.0.1:{}/", redis.port());
+    let nodes = vec![start(c0).await, start(node_config(&redis, "node-1")).await];
+    for n in &nodes {
+        wait_healthy(n, 2).await;
+    }
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    a.subscribe("c").await;
+    let mut b = Client::connect(nodes[1].local_addr()).await;
+    b.publish("c", json!(1)).await;
+    assert_eq!(a.recv_type("channel-message").await["offset"], 1);
+
+    redis.command(&["ACL", "SETUSER", "node0", "off"]);
+    redis.command(&["CLIENT", "KILL", "USER", "node0"]);
+    health_until(nodes[0].local_addr(), 503, 5000).await;
+    // Published while node 0 hears nothing.
+    for i in 2..=4 {
+        assert_eq!(b.publish("c", json!(i)).await["delivered-to"], 1);
+    }
+    redis.command(&["ACL", "SETUSER", "node0", "on"]);
+    health_until(nodes[0].local_addr(), 200, 10_000).await;
+    b.publish("c", json!(5)).await;
+    // What node 0 missed reaches a from the stream, then live: once each,
+    // in order.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let m = a.recv_type("channel-message").await;
+        got.push((m["offset"].as_u64().unwrap(), m["data"].as_u64().unwrap()));
+    }
+    assert_eq!(got, [(2, 2), (3, 3), (4, 4), (5, 5)]);
+    a.roundtrip().await;
 }

@@ -197,3 +197,114 @@ async fn nginx_passes_over_a_killed_node() {
     let mut c = Client::connect(nginx.addr()).await;
     c.roundtrip().await;
 }
+
+/// The environment of a node process `id` on `redis`.
+fn redis_env<'a>(redis_url: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("SENTE_LITE_BROKER_KIND", "redis"),
+        ("SENTE_LITE_BROKER_REDIS_URL", redis_url),
+        ("SENTE_LITE_NODE_ID", id),
+        ("SENTE_LITE_BROKER_NODE_TTL_MS", "1500"),
+    ]
+}
+
+/// Polls `/health` of `addr` until `check` holds for its body.
+async fn health_shows(
+    addr: std::net::SocketAddr,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(addr, "/health").await;
+        if status == 200 && check(&body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn node_count(h: &serde_json::Value) -> usize {
+    h["broker"]["nodes"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_redis_nodes_behind_the_deploy_nginx_conf_are_one_server() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Node> = ["app1", "app2", "app3"]
+        .iter()
+        .map(|id| Node::spawn(sente_lite_tests::node_bin!(), &redis_env(&url, id)))
+        .collect();
+    for n in &nodes {
+        health_shows(n.addr(), "three nodes", |h| node_count(h) == 3).await;
+    }
+    let addrs: Vec<_> = nodes.iter().map(Node::addr).collect();
+    let nginx = Nginx::start(&addrs);
+    // Six clients through nginx; its round robin spreads them over the
+    // three nodes (the conn ids name the node).
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut c = Client::connect(nginx.addr()).await;
+        c.subscribe("room").await;
+        clients.push(c);
+    }
+    let on: std::collections::BTreeSet<String> = clients
+        .iter()
+        .map(|c| c.conn_id.rsplit('@').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(on.len(), 3, "clients on every node: {on:?}");
+    let mut publisher = Client::connect(nginx.addr()).await;
+    for i in 0..20 {
+        let r = publisher.publish("room", json!({"i": i})).await;
+        assert_eq!(r["delivered-to"], 6, "{r}");
+    }
+    for c in &mut clients {
+        for i in 0..20 {
+            let m = c.recv_type("channel-message").await;
+            assert_eq!(m["data"], json!({"i": i}), "{}", c.conn_id);
+        }
+        c.roundtrip().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_stops_being_counted_and_the_others_serve_on() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut doomed = Node::spawn(sente_lite_tests::node_bin!(), &redis_env(&url, "doomed"));
+    let mut config = config();
+    config.broker.kind = sente_lite_server::BrokerKind::Redis;
+    config.broker.redis_url = url.clone();
+    config.broker.node_ttl_ms = 1500;
+    config.node.id = "survivor".into();
+    let survivor = start(config).await;
+    health_shows(survivor.local_addr(), "two nodes", |h| node_count(h) == 2).await;
+    let mut far = Client::connect(doomed.addr()).await;
+    far.subscribe("k").await;
+    let mut near = Client::connect(survivor.local_addr()).await;
+    near.subscribe("k").await;
+    let mut p = Client::connect(survivor.local_addr()).await;
+    assert_eq!(p.publish("k", json!(1)).await["delivered-to"], 2);
+
+    doomed.kill();
+    let killed = std::time::Instant::now();
+    health_shows(survivor.local_addr(), "the dead node gone", |h| {
+        node_count(h) == 1
+    })
+    .await;
+    let r = p.publish("k", json!(2)).await;
+    assert_eq!(r["delivered-to"], 1, "{r}");
+    assert!(killed.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(near.recv_type("channel-message").await["data"], 1);
+    assert_eq!(near.recv_type("channel-message").await["data"], 2);
+    let (status, ch) = http_get(survivor.local_addr(), "/channels").await;
+    assert_eq!(
+        (status, ch["channels"]["k"]["subscriber-count"].clone()),
+        (200, json!(1))
+    );
+}

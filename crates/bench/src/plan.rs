@@ -514,7 +514,10 @@ mod tests {
         else {
             panic!("cluster case")
         };
-        assert_eq!((k.nodes, k.subscribers_per_node, k.messages), (3, 333, 10_000));
+        assert_eq!(
+            (k.nodes, k.subscribers_per_node, k.messages),
+            (3, 333, 10_000)
+        );
         assert_eq!(k.pubsub().subscribers_per_channel, 999);
         // Without the fan-out scenario, both baselines are the cluster's own.
         let alone = s.cases(&[Scenario::Cluster]);
@@ -532,7 +535,10 @@ mod tests {
             panic!("pub/sub")
         };
         assert_eq!(
-            (single.subscribers_per_channel, single.messages_per_publisher),
+            (
+                single.subscribers_per_channel,
+                single.messages_per_publisher
+            ),
             (1000, 1000)
         );
         // A fan-out case with other traffic is not a baseline.

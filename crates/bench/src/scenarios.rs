@@ -143,7 +143,11 @@ pub(crate) fn put_usage(m: &mut Metrics, usage: &[(Proc, ProcUsage)], ops: u64, 
     let mut by_role: BTreeMap<&str, f64> = BTreeMap::new();
     for (p, u) in usage {
         put(m, &format!("{}_cpu_seconds", p.label), u.cpu_seconds);
-        put(m, &format!("{}_peak_rss_bytes", p.label), u.peak_rss_bytes as f64);
+        put(
+            m,
+            &format!("{}_peak_rss_bytes", p.label),
+            u.peak_rss_bytes as f64,
+        );
         if let Some(v) = per_million(u.cpu_seconds) {
             put(m, &format!("{}_cpu_s_per_million_{per}", p.label), v);
         }

@@ -1,15 +1,23 @@
 //! Starting the servers under test: `nats-server` with a generated config
-//! that listens on 127.0.0.1 only, and the sente-lite binary on a free
-//! loopback port. Each is a child process killed when its [`Server`] drops.
+//! that listens on 127.0.0.1 only, the sente-lite binary on a free
+//! loopback port (alone, or as a node of a cluster on Redis), and a
+//! `redis-server` of the run's own for the cluster. Each is a child process
+//! killed when its [`Server`] (or [`Redis`]) drops.
 
 use crate::conn::{Conn, Kind, Target};
 use crate::loopback::free_port;
 use anyhow::{bail, Context};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+/// How long a started process may take to answer its readiness probe.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A server process started by the tool.
 #[derive(Debug)]
@@ -62,7 +70,7 @@ pub fn find_program(name: &Path) -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -104,6 +112,17 @@ pub const SENTE_LIMIT_ARGS: [&str; 4] = [
 /// limits of [`SENTE_LIMIT_ARGS`] and then `extra`, and waits until it greets
 /// a WebSocket client.
 pub async fn start_sente(bin: &Path, extra: &[String], n: usize) -> anyhow::Result<Server> {
+    start_sente_as(bin, extra, &format!("sente-{n}"), &[]).await
+}
+
+/// [`start_sente`] with `envs` added to its environment, logging to
+/// `<log_name>.log`.
+pub async fn start_sente_as(
+    bin: &Path,
+    extra: &[String],
+    log_name: &str,
+    envs: &[(&str, String)],
+) -> anyhow::Result<Server> {
     if !bin.is_file() {
         bail!(
             "sente-lite binary not found at {} (build it with `cargo build --release -p sente-lite-server`)",
@@ -111,11 +130,12 @@ pub async fn start_sente(bin: &Path, extra: &[String], n: usize) -> anyhow::Resu
         );
     }
     let port = free_port()?;
-    let log = work_dir()?.join(format!("sente-{n}.log"));
+    let log = work_dir()?.join(format!("{log_name}.log"));
     let mut cmd = Command::new(bin);
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(SENTE_LIMIT_ARGS)
-        .args(extra);
+        .args(extra)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
     let target = Target {
         kind: Kind::Sente,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -123,10 +143,50 @@ pub async fn start_sente(bin: &Path, extra: &[String], n: usize) -> anyhow::Resu
     spawn(cmd, target, log).await
 }
 
-async fn spawn(mut cmd: Command, target: Target, log: PathBuf) -> anyhow::Result<Server> {
+async fn spawn(cmd: Command, target: Target, log: PathBuf) -> anyhow::Result<Server> {
+    let what = format!("accept a WebSocket client on {}", target.addr);
+    let (child, pid) = spawn_ready(cmd, target.kind.label(), &what, &log, |_pid| async move {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            Conn::connect(target, None, "bench-probe"),
+        )
+        .await
+        {
+            Ok(Ok(c)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    })
+    .await?;
+    Ok(Server {
+        target,
+        pid,
+        child,
+        log,
+    })
+}
+
+/// Starts `cmd` (output to `log`) and polls `probe(pid)` every 50 ms until
+/// it succeeds; fails when the process exits first or after
+/// [`START_TIMEOUT`] (then the process is killed). `label` names the
+/// program and `what` the awaited condition in errors.
+async fn spawn_ready<F, Fut>(
+    mut cmd: Command,
+    label: &str,
+    what: &str,
+    log: &Path,
+    mut probe: F,
+) -> anyhow::Result<(Child, u32)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     // Output to a file, never a pipe nobody reads (a full pipe would stall
     // the server mid-run).
-    let out = std::fs::File::create(&log)?;
+    let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
@@ -136,45 +196,215 @@ async fn spawn(mut cmd: Command, target: Target, log: PathBuf) -> anyhow::Result
         .spawn()
         .with_context(|| format!("start {:?}", cmd.as_std().get_program()))?;
     let pid = child.id().context("server exited at once")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
             bail!(
-                "{} exited during startup ({status}); log {}:\n{}",
-                target.kind.label(),
+                "{label} exited during startup ({status}); log {}:\n{}",
                 log.display(),
-                tail(&log)
+                tail(log)
             );
         }
-        let last_err: String = match tokio::time::timeout(
-            Duration::from_secs(2),
-            Conn::connect(target, None, "bench-probe"),
-        )
-        .await
-        {
-            Ok(Ok(c)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
-                return Ok(Server {
-                    target,
-                    pid,
-                    child,
-                    log,
-                });
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "handshake timed out".into(),
+        let last_err = match probe(pid).await {
+            Ok(()) => return Ok((child, pid)),
+            Err(e) => e,
         };
         if tokio::time::Instant::now() > deadline {
             let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             bail!(
-                "{} did not accept a WebSocket client on {} within 15 s ({last_err}); log {}:\n{}",
-                target.kind.label(),
-                target.addr,
+                "{label} did not {what} within {} s ({last_err}); log {}:\n{}",
+                START_TIMEOUT.as_secs(),
                 log.display(),
-                tail(&log)
+                tail(log)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `redis-server` started by the tool (for the cluster scenarios).
+#[derive(Debug)]
+pub struct Redis {
+    pub pid: u32,
+    pub port: u16,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Redis {
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// Why there is no `redis-server` to start.
+pub fn redis_missing(bin: &Path) -> String {
+    format!(
+        "`{}` not found (looked on PATH and in /usr/bin, /usr/sbin): the cluster scenarios \
+         start a redis-server of their own; install the Debian package \
+         (`apt-get install redis-server`; `.ci/run` installs it) or pass --redis-bin",
+        bin.display()
+    )
+}
+
+/// Starts a `redis-server` of its own on a free port of 127.0.0.1 with no
+/// persistence (`--save "" --appendonly no`, working directory in the
+/// tool's temporary directory), and waits until it answers `PING` and its
+/// `INFO` names this process (not another redis on a reused port). A port
+/// taken in between is retried on another one.
+pub async fn start_redis(bin: &Path, n: usize) -> anyhow::Result<Redis> {
+    let bin = find_program(bin).with_context(|| redis_missing(bin))?;
+    let mut last = None;
+    for attempt in 0..3 {
+        let port = free_port()?;
+        let dir = work_dir()?.join(format!("redis-{n}-{attempt}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let log = dir.join("redis.log");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let what = format!("answer PING on {addr}");
+        let started = spawn_ready(cmd, "redis-server", &what, &log, |pid| async move {
+            let pong = redis_command(addr, &["PING"]).await?;
+            if pong != "+PONG\r\n" {
+                return Err(format!("PING answered {pong:?}"));
+            }
+            let info = redis_command(addr, &["INFO", "server"]).await?;
+            if info.contains(&format!("process_id:{pid}\r\n")) {
+                Ok(())
+            } else {
+                Err(format!("another redis answers on {addr}"))
+            }
+        })
+        .await;
+        match started {
+            Ok((child, pid)) => {
+                return Ok(Redis {
+                    pid,
+                    port,
+                    child,
+                    log,
+                })
+            }
+            Err(e) if format!("{e:#}").contains("Address already in use") => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server found no free port")))
+}
+
+/// One RESP command on a new connection to `addr`; the raw reply
+/// (`+PONG\r\n`, a bulk string's whole text, ...), within 2 s.
+pub async fn redis_command(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = resp_end(&buf) {
+                buf.truncate(end);
+                return Ok(String::from_utf8_lossy(&buf).into_owned());
+            }
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before the reply".to_owned());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .unwrap_or_else(|_| Err("no reply within 2 s".to_owned()))
+}
+
+/// Where a simple RESP2 reply (`+`, `-`, `:` line or `$` bulk string) in
+/// `buf` ends, if it is complete.
+fn resp_end(buf: &[u8]) -> Option<usize> {
+    let eol = buf.windows(2).position(|w| w == b"\r\n")?;
+    match buf.first()? {
+        b'$' => {
+            let n: i64 = std::str::from_utf8(&buf[1..eol]).ok()?.parse().ok()?;
+            match usize::try_from(n) {
+                Ok(n) => Some(eol + 2 + n + 2).filter(|end| buf.len() >= *end),
+                Err(_) => Some(eol + 2),
+            }
+        }
+        _ => Some(eol + 2),
+    }
+}
+
+/// `GET path` over HTTP/1.1 on a new connection (`Connection: close`):
+/// the status code and the body, within 2 s.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+        parse_http_response(&raw)
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within 2 s")))
+}
+
+/// The status and body of a whole HTTP/1.1 response (plain or chunked).
+fn parse_http_response(raw: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "incomplete HTTP response".to_owned())?;
+    let status = head
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_owned()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .ok_or_else(|| "bad chunked body".to_owned())?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size:?}"))?;
+        if size == 0 {
+            return Ok((status, out));
+        }
+        let chunk = after
+            .get(..size)
+            .ok_or_else(|| "truncated chunk".to_owned())?;
+        out.push_str(chunk);
+        rest = after.get(size + 2..).unwrap_or("");
     }
 }
 
@@ -187,6 +417,27 @@ fn tail(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_responses_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_http_response(plain), Ok((200, "{}".to_owned())));
+        let chunked = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_http_response(chunked),
+            Ok((503, "{\"a\":1}".to_owned()))
+        );
+        assert!(parse_http_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn resp_replies_end_where_they_end() {
+        assert_eq!(resp_end(b"+PONG\r\n"), Some(7));
+        assert_eq!(resp_end(b"+PON"), None);
+        assert_eq!(resp_end(b"$5\r\nhel"), None);
+        assert_eq!(resp_end(b"$5\r\nhello\r\n"), Some(11));
+        assert_eq!(resp_end(b"$-1\r\n"), Some(5));
+    }
 
     #[test]
     fn nats_config_listens_on_loopback_only() {

@@ -333,8 +333,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Reply<'a, Result<Option<ChannelMeta>, EngineError>>;
 
     /// Every channel's state, by id.
-    fn channels<'a>(&'a self, hub: &'a Hub)
-        -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>>;
+    fn channels<'a>(
+        &'a self,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>>;
 
     /// The retained history of a channel, oldest first.
     fn history<'a>(

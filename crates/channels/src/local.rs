@@ -453,13 +453,13 @@ impl Broker for LocalBroker {
     ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>> {
         Reply::ready(Ok(self
             .channels
-                .entries()
-                .into_iter()
-                .map(|(id, ch)| {
-                    let meta = LocalBroker::meta(&id, &ch, hub);
-                    (id.to_string(), meta)
-                })
-                .collect()))
+            .entries()
+            .into_iter()
+            .map(|(id, ch)| {
+                let meta = LocalBroker::meta(&id, &ch, hub);
+                (id.to_string(), meta)
+            })
+            .collect()))
     }
 
     fn history<'a>(

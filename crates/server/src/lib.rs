@@ -27,8 +27,8 @@ mod config;
 pub mod events;
 
 pub use config::{
-    env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig, NodeConfig, TelemetryConfig, TelemetryFormat,
-    TelemetryOutput, WebsocketConfig, SEED_ENV,
+    env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig,
+    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
@@ -104,7 +104,11 @@ impl Server {
                     config.redis(&node_id),
                     telemetry.clone(),
                 )?;
-                Engine::with_broker(config.engine(), telemetry.clone(), std::sync::Arc::new(broker))?
+                Engine::with_broker(
+                    config.engine(),
+                    telemetry.clone(),
+                    std::sync::Arc::new(broker),
+                )?
             }
         };
         let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);

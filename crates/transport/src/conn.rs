@@ -39,6 +39,9 @@ enum End {
     HeartbeatTimeout,
     /// A frame over `max-message-bytes`: 1009.
     TooLarge,
+    /// The broker lost messages of a channel this connection is
+    /// subscribed to: 1012, so the client reconnects and resubscribes.
+    BrokerReconnect,
     /// The client sent a close frame.
     ClientClosed,
     /// The socket failed or the peer vanished.
@@ -52,6 +55,7 @@ impl End {
             End::SlowConsumer => Some((1008, Reason::SlowConsumer.as_str())),
             End::HeartbeatTimeout => Some((1001, "heartbeat-timeout")),
             End::TooLarge => Some((1009, Reason::MessageTooLarge.as_str())),
+            End::BrokerReconnect => Some((1012, "broker-reconnect")),
             End::ClientClosed | End::Gone => None,
         }
     }
@@ -62,6 +66,7 @@ impl End {
             End::SlowConsumer => "slow-consumer",
             End::HeartbeatTimeout => "heartbeat-timeout",
             End::TooLarge => "message-too-large",
+            End::BrokerReconnect => "broker-reconnect",
             End::ClientClosed => "client-closed",
             End::Gone => "connection-lost",
         }
@@ -137,6 +142,7 @@ pub(crate) async fn run<S>(
                 }
                 Next::Overflowed => break End::SlowConsumer,
                 Next::Stop => break End::Shutdown,
+                Next::Reconnect => break End::BrokerReconnect,
                 Next::Beat => {
                     if last_seen.elapsed() >= hb * 2 {
                         break End::HeartbeatTimeout;

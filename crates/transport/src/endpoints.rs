@@ -246,7 +246,11 @@ fn channel_stats(c: ChannelStats) -> body::ChannelStats {
 
 /// A 503 for an endpoint whose broker cannot be read now.
 fn unavailable(e: &sente_lite_channels::EngineError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, e.reason().as_str(), e.to_string())
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        e.reason().as_str(),
+        e.to_string(),
+    )
 }
 
 pub(crate) async fn stats(s: &Shared) -> Result<Stats, sente_lite_channels::EngineError> {

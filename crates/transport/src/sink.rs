@@ -38,6 +38,9 @@ struct Queue {
     closed: bool,
     stop: bool,
     beat: bool,
+    /// The broker asked the client to come back (after the frames queued
+    /// before).
+    reconnect: bool,
 }
 
 impl Queue {
@@ -67,6 +70,8 @@ pub(crate) enum Next {
     Stop,
     Frame(Frame),
     Beat,
+    /// Close with 1012 `broker-reconnect`: every frame before it is out.
+    Reconnect,
 }
 
 /// A drained queue keeps at most this many slots of its buffer.
@@ -82,6 +87,7 @@ impl ConnSink {
                 closed: false,
                 stop: false,
                 beat: false,
+                reconnect: false,
             }),
             waker: AtomicWaker::new(),
             max_frames: max_frames.max(1),
@@ -117,6 +123,9 @@ impl ConnSink {
             q.bytes -= frame.len();
             q.shrink_if_drained();
             return Some(Next::Frame(frame));
+        }
+        if q.reconnect {
+            return Some(Next::Reconnect);
         }
         if std::mem::take(&mut q.beat) {
             return Some(Next::Beat);
@@ -191,5 +200,15 @@ impl Sink for ConnSink {
             self.waker.wake();
         }
         Offer::Queued
+    }
+
+    fn reconnect(&self) {
+        {
+            let mut q = self.queue.lock();
+            q.reconnect = true;
+            // Nothing after this point is for the client.
+            q.closed = true;
+        }
+        self.waker.wake();
     }
 }
