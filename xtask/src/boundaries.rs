@@ -73,6 +73,7 @@ mod tests {
         for name in [
             "sente-lite-channels",
             "sente-lite-session",
+            "sente-lite-redis",
             "sente-lite-server",
         ] {
             let d = of(name);
@@ -94,6 +95,19 @@ mod tests {
                 .iter()
                 .any(|d| d == "sente-lite-transport" || d == "tokio"),
             "session knows nothing of transports or runtimes: {session:?}"
+        );
+        let redis = of("sente-lite-redis");
+        assert!(
+            !redis.iter().any(|d| d == "sente-lite-session"
+                || d == "sente-lite-transport"
+                || d == "sente-lite-server"),
+            "the Redis broker knows nothing of sessions, transports or the server: {redis:?}"
+        );
+        assert!(
+            !channels
+                .iter()
+                .any(|d| d == "redis" || d == "sente-lite-redis"),
+            "channels knows nothing of Redis: {channels:?}"
         );
         let transport = of("sente-lite-transport");
         assert!(

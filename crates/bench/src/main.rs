@@ -13,8 +13,11 @@
 //! Scenarios (see [`plan`]): `fanout` (N subscribers on one channel),
 //! `channels` (C channels x M subscribers), `rpc` (echo workers and
 //! requesting clients), `idle` (K idle subscribed connections, spread over
-//! worker processes that are this binary re-executed as `idle-part`), and
-//! `churn` (connect-subscribe-disconnect at a rate).
+//! worker processes that are this binary re-executed as `idle-part`),
+//! `churn` (connect-subscribe-disconnect at a rate), and, sente-lite only,
+//! `cluster` (three nodes on a redis-server of the run's own, next to one
+//! node at the same rates) and `cluster-max` (the most publishes per second
+//! one channel sustains through Redis); see [`cluster`].
 //!
 //! Subcommands:
 //! - `run --server sente|nats [--addr HOST:PORT [--server-pid PID]]`: one
@@ -26,9 +29,10 @@
 //! address is checked to be loopback ([`loopback`]). Module map: [`conn`]
 //! (one client connection, both protocols), [`nats`] (NATS parser),
 //! [`stats`] (latency and loss accounting), [`procfs`] (server usage),
-//! [`servers`] (starting servers), [`scenarios`] and [`idle`] (the runs),
-//! [`report`] (JSON and summary).
+//! [`servers`] (starting servers), [`scenarios`], [`idle`] and [`cluster`]
+//! (the runs), [`report`] (JSON and summary).
 
+mod cluster;
 mod conn;
 mod idle;
 mod loopback;
@@ -46,7 +50,7 @@ use conn::{Kind, Target};
 use plan::{Case, CaseSpec, Scenario, Size, Sizes};
 use report::{Report, RunResult};
 use scenarios::RunOpts;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -111,9 +115,18 @@ struct ServerArgs {
     #[arg(long, default_value = "nats-server")]
     nats_bin: PathBuf,
     /// Extra argument for the sente-lite binary (repeatable), after
-    /// `--port N`.
+    /// `--port N`; also given to every cluster node.
     #[arg(long = "sente-arg", allow_hyphen_values = true)]
     sente_args: Vec<String>,
+    /// The redis-server binary of the cluster scenarios (looked up on PATH
+    /// and in /usr/bin, /usr/sbin).
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// `broker.node-ttl-ms` of the cluster nodes (they refresh their
+    /// liveness every third of it; the default 15 s would make the wait for
+    /// every node to see the others up to 5 s).
+    #[arg(long, default_value_t = 3000)]
+    cluster_node_ttl_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +200,36 @@ struct Common {
     /// Churn: cycles in flight at most.
     #[arg(long)]
     churn_concurrency: Option<usize>,
+    /// Cluster: sente-lite nodes on the one Redis.
+    #[arg(long)]
+    cluster_nodes: Option<usize>,
+    /// Cluster: subscribers on each node.
+    #[arg(long)]
+    cluster_subscribers_per_node: Option<usize>,
+    /// Cluster: publish rates per second, comma-separated; one case each.
+    #[arg(long, value_delimiter = ',')]
+    cluster_rates: Option<Vec<f64>>,
+    /// Cluster: subscribers of the one-node case it is judged against.
+    #[arg(long)]
+    cluster_baseline_subscribers: Option<usize>,
+    /// Max-rate search: subscribers on each node.
+    #[arg(long)]
+    max_rate_subscribers_per_node: Option<usize>,
+    /// Max-rate search: the first step's publishes per second.
+    #[arg(long)]
+    max_rate_start: Option<f64>,
+    /// Max-rate search: the highest rate tried.
+    #[arg(long)]
+    max_rate_limit: Option<f64>,
+    /// Max-rate search: seconds of publishing per step.
+    #[arg(long)]
+    max_rate_step_secs: Option<f64>,
+    /// Max-rate search: halvings of the gap after the first failed step.
+    #[arg(long)]
+    max_rate_refine_steps: Option<usize>,
+    /// Max-rate search: seconds for the whole search, cluster start included.
+    #[arg(long)]
+    max_rate_budget_secs: Option<f64>,
 
     /// Loopback source addresses for clients (127.0.0.2 and up); 0 = let
     /// the kernel choose.
@@ -228,7 +271,17 @@ impl Common {
             idle_hold_secs,
             churn_rate,
             churn_count,
-            churn_concurrency
+            churn_concurrency,
+            cluster_nodes,
+            cluster_subscribers_per_node,
+            cluster_rates,
+            cluster_baseline_subscribers,
+            max_rate_subscribers_per_node,
+            max_rate_start,
+            max_rate_limit,
+            max_rate_step_secs,
+            max_rate_refine_steps,
+            max_rate_budget_secs
         );
         s
     }
@@ -259,6 +312,15 @@ enum ServerSource<'a> {
     Start { kind: Kind, sente_bin: &'a PathBuf },
 }
 
+impl ServerSource<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            ServerSource::Running { target, .. } => target.kind,
+            ServerSource::Start { kind, .. } => *kind,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let nofile = raise_nofile_limit();
@@ -283,7 +345,15 @@ fn main() -> anyhow::Result<()> {
                         sente_bin: &a.sente_bin,
                     },
                 };
-                run_all("run", &[source], &a.servers, &a.common, nofile).await
+                run_all(
+                    "run",
+                    &[source],
+                    &a.sente_bin,
+                    &a.servers,
+                    &a.common,
+                    nofile,
+                )
+                .await
             }
             Cmd::Compare(a) => {
                 if !a.sente_bin.is_file() {
@@ -302,7 +372,15 @@ fn main() -> anyhow::Result<()> {
                         sente_bin: &a.sente_bin,
                     },
                 ];
-                run_all("compare", &sources, &a.servers, &a.common, nofile).await
+                run_all(
+                    "compare",
+                    &sources,
+                    &a.sente_bin,
+                    &a.servers,
+                    &a.common,
+                    nofile,
+                )
+                .await
             }
         }
     })
@@ -343,6 +421,10 @@ fn case_bound(case: &Case, c: &Common) -> Duration {
         }
         CaseSpec::Idle(i) => i.hold_secs + c.setup_timeout_secs,
         CaseSpec::Churn(ch) => ch.count as f64 / ch.rate,
+        // Starting redis-server and each node may take 15 s, the nodes' view
+        // of each other 20 s.
+        CaseSpec::Cluster(k) => k.messages as f64 / k.rate + 15.0 * (k.nodes + 1) as f64 + 20.0,
+        CaseSpec::MaxRate(x) => x.budget_secs + 15.0 * (x.nodes + 1) as f64 + 20.0,
     };
     Duration::from_secs_f64(body * 2.0 + c.setup_timeout_secs + c.drain_secs * 3.0 + 60.0)
 }
@@ -359,8 +441,21 @@ async fn run_case(
             CaseSpec::Rpc(r) => scenarios::rpc(target, r, opts).await,
             CaseSpec::Churn(ch) => scenarios::churn(target, ch, opts).await,
             CaseSpec::Idle(i) => idle::idle(target, i, opts, common.src_addrs).await,
+            CaseSpec::Cluster(_) | CaseSpec::MaxRate(_) => {
+                bail!("a cluster case starts its own servers")
+            }
         }
     };
+    bounded(case, common, fut).await
+}
+
+/// `fut` within the case's time bound. A cluster's processes are owned by
+/// the future, so a timeout drops (and kills) them.
+async fn bounded(
+    case: &Case,
+    common: &Common,
+    fut: impl std::future::Future<Output = anyhow::Result<scenarios::Metrics>>,
+) -> anyhow::Result<scenarios::Metrics> {
     let bound = case_bound(case, common);
     match tokio::time::timeout(bound, fut).await {
         Ok(r) => r,
@@ -368,90 +463,157 @@ async fn run_case(
     }
 }
 
+/// A cluster case: starts redis-server and the nodes itself.
+async fn run_cluster_case(
+    case: &Case,
+    cfg: &cluster::ClusterCfg,
+    opts: &RunOpts,
+    common: &Common,
+    n: usize,
+) -> anyhow::Result<scenarios::Metrics> {
+    let fut = async {
+        match &case.spec {
+            CaseSpec::Cluster(k) => cluster::cluster_case(k, cfg, opts, n).await,
+            CaseSpec::MaxRate(x) => cluster::max_rate(x, cfg, opts, n).await,
+            _ => bail!("not a cluster case"),
+        }
+    };
+    bounded(case, common, fut).await
+}
+
+/// The result of one case against one server.
+fn result(
+    case: &Case,
+    kind: Kind,
+    wall_s: f64,
+    outcome: anyhow::Result<scenarios::Metrics>,
+) -> RunResult {
+    match outcome {
+        Ok(metrics) => RunResult {
+            case: case.name.clone(),
+            scenario: case.scenario,
+            server: RunResult::kind_label(kind),
+            ok: true,
+            error: None,
+            wall_s,
+            metrics,
+        },
+        Err(e) => {
+            eprintln!("   {} failed: {e:#}", kind.label());
+            RunResult {
+                case: case.name.clone(),
+                scenario: case.scenario,
+                server: RunResult::kind_label(kind),
+                ok: false,
+                error: Some(format!("{e:#}")),
+                wall_s,
+                metrics: Default::default(),
+            }
+        }
+    }
+}
+
+/// One case against one server source (started here when it is to be).
+async fn run_on(
+    case: &Case,
+    source: &ServerSource<'_>,
+    servers: &ServerArgs,
+    common: &Common,
+    base_opts: &RunOpts,
+    n: usize,
+) -> RunResult {
+    let t0 = std::time::Instant::now();
+    let (kind, outcome) = match source {
+        ServerSource::Running { target, pid } => {
+            let opts = RunOpts {
+                server_pid: *pid,
+                ..base_opts.clone()
+            };
+            eprintln!(
+                "-- {} against {} at {}",
+                case.name,
+                target.kind.label(),
+                target.addr
+            );
+            (target.kind, run_case(case, *target, &opts, common).await)
+        }
+        ServerSource::Start { kind, sente_bin } => {
+            let server = match kind {
+                Kind::Nats => servers::start_nats(&servers.nats_bin, n).await,
+                Kind::Sente => servers::start_sente(sente_bin, &servers.sente_args, n).await,
+            };
+            match server {
+                Err(e) => (*kind, Err(e)),
+                Ok(server) => {
+                    eprintln!(
+                        "-- {} against {} (pid {}, {}; log {})",
+                        case.name,
+                        kind.label(),
+                        server.pid,
+                        server.target.addr,
+                        server.log.display()
+                    );
+                    let opts = RunOpts {
+                        server_pid: Some(server.pid),
+                        ..base_opts.clone()
+                    };
+                    let r = run_case(case, server.target, &opts, common).await;
+                    server.stop().await;
+                    (*kind, r)
+                }
+            }
+        }
+    };
+    result(case, kind, t0.elapsed().as_secs_f64(), outcome)
+}
+
 async fn run_all(
     mode: &'static str,
     sources: &[ServerSource<'_>],
+    sente_bin: &Path,
     servers: &ServerArgs,
     common: &Common,
     nofile: u64,
 ) -> anyhow::Result<()> {
     let cases = common.cases();
     let base_opts = common.opts()?;
+    let cluster_cfg = cluster::ClusterCfg {
+        sente_bin: sente_bin.to_path_buf(),
+        sente_args: servers.sente_args.clone(),
+        redis_bin: servers.redis_bin.clone(),
+        node_ttl_ms: servers.cluster_node_ttl_ms,
+    };
+    let has_sente = sources.iter().any(|s| s.kind() == Kind::Sente);
     let started_at_ms = sente_lite_protocol::now_ms();
     let mut results = Vec::new();
     let mut n = 0;
     for case in &cases {
-        for source in sources {
+        let cluster_case = matches!(case.spec, CaseSpec::Cluster(_) | CaseSpec::MaxRate(_));
+        // The cluster scenarios (and their one-node baselines) are
+        // sente-lite's own: no NATS run.
+        if case.scenario.sente_only() && !has_sente {
+            eprintln!("-- {} skipped: a sente-lite-only case", case.name);
+            continue;
+        }
+        if cluster_case {
             n += 1;
+            eprintln!(
+                "-- {} on a cluster of its own ({})",
+                case.name,
+                sente_bin.display()
+            );
             let t0 = std::time::Instant::now();
-            let (kind, outcome) = match source {
-                ServerSource::Running { target, pid } => {
-                    let opts = RunOpts {
-                        server_pid: *pid,
-                        ..base_opts.clone()
-                    };
-                    eprintln!(
-                        "-- {} against {} at {}",
-                        case.name,
-                        target.kind.label(),
-                        target.addr
-                    );
-                    (target.kind, run_case(case, *target, &opts, common).await)
-                }
-                ServerSource::Start { kind, sente_bin } => {
-                    let server = match kind {
-                        Kind::Nats => servers::start_nats(&servers.nats_bin, n).await,
-                        Kind::Sente => {
-                            servers::start_sente(sente_bin, &servers.sente_args, n).await
-                        }
-                    };
-                    match server {
-                        Err(e) => (*kind, Err(e)),
-                        Ok(server) => {
-                            eprintln!(
-                                "-- {} against {} (pid {}, {}; log {})",
-                                case.name,
-                                kind.label(),
-                                server.pid,
-                                server.target.addr,
-                                server.log.display()
-                            );
-                            let opts = RunOpts {
-                                server_pid: Some(server.pid),
-                                ..base_opts.clone()
-                            };
-                            let r = run_case(case, server.target, &opts, common).await;
-                            server.stop().await;
-                            (*kind, r)
-                        }
-                    }
-                }
-            };
-            let wall_s = t0.elapsed().as_secs_f64();
-            let result = match outcome {
-                Ok(metrics) => RunResult {
-                    case: case.name.clone(),
-                    scenario: case.scenario,
-                    server: RunResult::kind_label(kind),
-                    ok: true,
-                    error: None,
-                    wall_s,
-                    metrics,
-                },
-                Err(e) => {
-                    eprintln!("   {} failed: {e:#}", kind.label());
-                    RunResult {
-                        case: case.name.clone(),
-                        scenario: case.scenario,
-                        server: RunResult::kind_label(kind),
-                        ok: false,
-                        error: Some(format!("{e:#}")),
-                        wall_s,
-                        metrics: Default::default(),
-                    }
-                }
-            };
-            results.push(result);
+            let r = run_cluster_case(case, &cluster_cfg, &base_opts, common, n).await;
+            results.push(result(case, Kind::Sente, t0.elapsed().as_secs_f64(), r));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        for source in sources {
+            if case.scenario.sente_only() && source.kind() != Kind::Sente {
+                continue;
+            }
+            n += 1;
+            results.push(run_on(case, source, servers, common, &base_opts, n).await);
             // Let closed sockets drain before the next case.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -39,6 +39,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Run against sente-lite only (NATS has no counterpart here).
+    pub fn sente_only(self) -> bool {
+        matches!(self, Scenario::Cluster | Scenario::ClusterMax)
+    }
+
     pub const ALL: [Scenario; 7] = [
         Scenario::Fanout,
         Scenario::Channels,

@@ -56,3 +56,8 @@ pub enum RedisBrokerError {
     #[error("the Redis broker must be created inside a tokio runtime")]
     NoRuntime,
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -130,9 +130,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(crate::run(config, shutdown_signal(), |addr| {
+    let result = runtime.block_on(crate::run(config, shutdown_signal(), |server| {
+        let addr = server.local_addr();
+        let node = match server.node_id() {
+            Some(id) => format!(", node {id} on {}", server.config().broker.redis_url),
+            None => String::new(),
+        };
         println!(
-            "sente-lite listening on ws://{addr}/ (HTTP: http://{addr}/health, /stats, /channels)"
+            "sente-lite listening on ws://{addr}/ (HTTP: http://{addr}/health, /stats, /channels){node}"
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
     }));

@@ -1109,6 +1109,38 @@ mod tests {
     }
 
     #[test]
+    fn broker_keys_are_checked_and_named_with_their_source() {
+        let e = env(&[("SENTE_LITE_NODE_ID", "no spaces")]);
+        let err = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`node.id`") && err.contains("SENTE_LITE_NODE_ID"),
+            "{err}"
+        );
+        let e = env(&[("SENTE_LITE_BROKER_REDIS_URL", "http://x/")]);
+        let err = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(err.contains("`broker.redis-url`"), "{err}");
+        let e = env(&[("SENTE_LITE_BROKER_KIND", "nats")]);
+        let err = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(err.ends_with("expected local or redis"), "{err}");
+        let e = env(&[
+            ("SENTE_LITE_BROKER_KIND", "redis"),
+            ("SENTE_LITE_BROKER_REDIS_URL", "redis://127.0.0.1:6380/"),
+            ("SENTE_LITE_NODE_ID", "node-a"),
+        ]);
+        let c = Config::load(None, &e, &[]).unwrap();
+        assert_eq!(c.broker.kind, BrokerKind::Redis);
+        let r = c.redis("node-a");
+        assert_eq!(
+            (r.url.as_str(), r.node_id.as_str()),
+            ("redis://127.0.0.1:6380/", "node-a")
+        );
+        assert_eq!(
+            r.command_timeout,
+            Duration::from_millis(c.websocket.message_timeout_ms)
+        );
+    }
+
+    #[test]
     fn our_env_name_wins_over_the_seeds_for_the_same_key() {
         let e = env(&[("PORT", "5000"), ("SENTE_LITE_PORT", "5001")]);
         assert_eq!(Config::load(None, &e, &[]).unwrap().port, 5001);
@@ -1123,6 +1155,9 @@ mod tests {
                 "telemetry.output" => "none",
                 "telemetry.format" => "json",
                 "telemetry.handler-id" | "telemetry.file" => "x",
+                "broker.kind" => "redis",
+                "broker.redis-url" => "redis://10.0.0.1:6380/",
+                "broker.key-prefix" | "node.id" => "x",
                 "port" => "4321",
                 k if k.ends_with("enabled") || k.ends_with("auto-create") => "false",
                 _ => "2000000",

@@ -5,7 +5,7 @@
 //! instance (`telemere-lite`), a channel [`Engine`]
 //! (`sente-lite-channels`) and a [`Transport`] (`sente-lite-transport`)
 //! serving them on one TCP listener. This is the only crate that reads the
-//! environment, command-line flags and signals (in `main.rs` and
+//! environment, command-line flags and signals (in [`cli`] and
 //! [`Config::load`]).
 //!
 //! ```no_run
@@ -228,14 +228,14 @@ impl Server {
 }
 
 /// Runs a server until `shutdown` resolves, then stops it gracefully (the
-/// binary's whole life). `on_ready` is called with the bound address.
+/// binary's whole life). `on_ready` is called with the started server.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(&Server),
 ) -> Result<(), StartError> {
     let server = Server::start(config).await?;
-    on_ready(server.local_addr());
+    on_ready(&server);
     shutdown.await;
     server.stop().await;
     Ok(())
