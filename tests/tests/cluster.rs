@@ -192,8 +192,11 @@ async fn exclude_sender_and_every_count_are_cluster_wide() {
         .await;
     b.recv_type("unsubscription-result").await;
     a.close().await;
-    let r = p.publish("room", json!(2)).await;
+    p.send(json!({"type": "publish", "channel-id": "room", "data": 2}))
+        .await;
+    let (r, before) = p.recv_until("publish-result").await;
     assert_eq!(r["delivered-to"], 1, "only p itself is left: {r}");
+    assert_eq!(before.len(), 1, "its own message first: {before:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,4 +514,25 @@ async fn a_node_cut_off_from_redis_fills_the_gap_from_the_stream_by_offset() {
     }
     assert_eq!(got, [(2, 2), (3, 3), (4, 4), (5, 5)]);
     a.roundtrip().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_publisher_gets_its_own_message_before_its_result() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let mut other = Client::connect(nodes[1].local_addr()).await;
+    other.subscribe("echo").await;
+    let mut p = Client::connect(nodes[0].local_addr()).await;
+    p.subscribe("echo").await;
+    for i in 0..50 {
+        p.send(json!({"type": "publish", "channel-id": "echo", "data": i}))
+            .await;
+        let m = p.recv_type("channel-message").await;
+        assert_eq!(m["data"], i);
+        let r = p.recv_type("publish-result").await;
+        assert_eq!(r["delivered-to"], 2, "{r}");
+    }
+    for i in 0..50 {
+        assert_eq!(other.recv_type("channel-message").await["data"], i);
+    }
 }

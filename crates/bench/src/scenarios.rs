@@ -176,6 +176,7 @@ pub(crate) fn put_usage(m: &mut Metrics, usage: &[(Proc, ProcUsage)], ops: u64, 
 }
 
 /// One [`Sampler`] per process of a layout.
+#[derive(Debug)]
 pub(crate) struct Samplers(Vec<(Proc, Sampler)>);
 
 impl Samplers {

@@ -114,6 +114,18 @@ impl Keys {
 /// A channel this node receives: what it has delivered, in which epoch.
 struct Chan {
     st: Mutex<ChanState>,
+    /// Woken after each delivery (a publisher subscribed to its own
+    /// channel waits for its message before its result).
+    delivered: Notify,
+}
+
+impl Chan {
+    fn new() -> Chan {
+        Chan {
+            st: Mutex::new(ChanState::default()),
+            delivered: Notify::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -515,6 +527,29 @@ impl Shared {
                 return;
             }
             self.deliver(id, &mut st, item, h.hub());
+            drop(st);
+            chan.delivered.notify_waiters();
+        }
+    }
+
+    /// Waits (at most the command timeout) until this node has delivered
+    /// the channel's message at `offset` of `epoch`.
+    async fn delivered(&self, channel: &str, epoch: &str, offset: u64) {
+        let Some(chan) = self.chans.lock().get(channel).cloned() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.cfg.command_timeout;
+        loop {
+            let woken = chan.delivered.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match &chan.st.lock().position {
+                Some((e, o)) if **e == *epoch && *o < offset => {}
+                _ => return,
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -626,11 +661,12 @@ impl Shared {
         }
         if std::mem::take(&mut st.overflowed) {
             self.reconnect_subscribers(id, &mut st, h.hub(), "overflow");
-            return;
         }
         while let Some(item) = st.queue.pop_front() {
             self.deliver(id, &mut st, item, h.hub());
         }
+        drop(st);
+        chan.delivered.notify_waiters();
     }
 
     fn on_node_message(&self, payload: &[u8]) {
@@ -977,15 +1013,22 @@ impl RedisBroker {
             self.created(channel, &sh.engine.default_channel, false);
         }
         let mut delivered = int_at(&items, 3) as usize;
-        if let (Some(s), true) = (message.sender, message.exclude_sender) {
+        let position = position(items.get(2), items.get(1));
+        if let Some(s) = message.sender {
             if s.node.as_deref() == Some(&*sh.node) && hub.is_subscribed(s.conn, channel) {
-                delivered = delivered.saturating_sub(1);
+                if message.exclude_sender {
+                    delivered = delivered.saturating_sub(1);
+                } else {
+                    // As on one node: its own message before its result.
+                    sh.delivered(channel, &position.epoch, position.offset)
+                        .await;
+                }
             }
         }
         sh.published.fetch_add(1, Relaxed);
         Ok(Published {
             message_id,
-            position: position(items.get(2), items.get(1)),
+            position,
             delivered_to: delivered,
             full: 0,
         })
@@ -1100,11 +1143,7 @@ impl RedisBroker {
         sh.chans
             .lock()
             .entry(Arc::from(channel))
-            .or_insert_with(|| {
-                Arc::new(Chan {
-                    st: Mutex::new(ChanState::default()),
-                })
-            });
+            .or_insert_with(|| Arc::new(Chan::new()));
         let _order = sh.sub_order.lock().await;
         let sink = sh.pubsub.read().clone();
         let Some(mut sink) = sink else {
