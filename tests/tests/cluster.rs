@@ -536,3 +536,106 @@ async fn a_subscribed_publisher_gets_its_own_message_before_its_result() {
         assert_eq!(other.recv_type("channel-message").await["data"], i);
     }
 }
+
+/// `PUBSUB NUMSUB` of a channel's Redis channel: how many nodes receive it.
+fn nodes_subscribed(redis: &RedisServer, channel: &str) -> String {
+    redis.command(&["PUBSUB", "NUMSUB", &format!("sente-lite:m:{channel}")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_a_channel_only_while_it_has_local_subscribers() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let none = "*2\r\n$15\r\nsente-lite:m:ch\r\n:0\r\n";
+    let one = "*2\r\n$15\r\nsente-lite:m:ch\r\n:1\r\n";
+    let two = "*2\r\n$15\r\nsente-lite:m:ch\r\n:2\r\n";
+    assert_eq!(nodes_subscribed(&redis, "ch"), none);
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    let mut b = Client::connect(nodes[0].local_addr()).await;
+    a.subscribe("ch").await;
+    b.subscribe("ch").await;
+    assert_eq!(nodes_subscribed(&redis, "ch"), one, "first in");
+    let mut c = Client::connect(nodes[1].local_addr()).await;
+    c.subscribe("ch").await;
+    assert_eq!(nodes_subscribed(&redis, "ch"), two);
+    a.send(json!({"type": "unsubscribe", "channel-id": "ch"}))
+        .await;
+    a.recv_type("unsubscription-result").await;
+    assert_eq!(nodes_subscribed(&redis, "ch"), two, "b is still there");
+    b.close().await;
+    // The close is handled after the socket ends: wait for node 0 to leave.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while nodes_subscribed(&redis, "ch") != one {
+        assert!(tokio::time::Instant::now() < deadline, "node 0 never left");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = a.publish("ch", json!(1)).await;
+    assert_eq!(r["delivered-to"], 1, "{r}");
+    assert_eq!(c.recv_type("channel-message").await["data"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_joining_during_a_stream_of_publishes_see_each_message_once() {
+    const MESSAGES: u64 = 400;
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let config = sente_lite_protocol::ChannelConfig {
+        message_retention: 50,
+        ..Default::default()
+    };
+    nodes[0]
+        .channels()
+        .create_channel("s", Some(config))
+        .await
+        .unwrap();
+    let paddr = nodes[0].local_addr();
+    // The publisher tells how far it got; joiner j joins after j * 30.
+    let (progress, seen) = tokio::sync::watch::channel(0u64);
+    let publisher = tokio::spawn(async move {
+        let mut p = Client::connect(paddr).await;
+        for i in 1..=MESSAGES {
+            p.send(json!({"type": "publish", "channel-id": "s", "data": i}))
+                .await;
+            if i % 10 == 0 {
+                for _ in 0..10 {
+                    p.recv_type("publish-result").await;
+                }
+                let _ = progress.send(i);
+            }
+        }
+    });
+    // Joiners on both nodes while the publishes go on.
+    let mut joiners = Vec::new();
+    for j in 0..12 {
+        let addr = nodes[j % 2].local_addr();
+        let mut seen = seen.clone();
+        joiners.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let at = j as u64 * 30;
+            seen.wait_for(|n| *n >= at).await.unwrap();
+            let r = c.subscribe("s").await;
+            let mut offsets: Vec<u64> = r["retained-messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["offset"].as_u64().unwrap())
+                .collect();
+            while offsets.last().copied().unwrap_or(0) < MESSAGES {
+                let m = c.recv_type("channel-message").await;
+                assert_eq!(m["data"], m["offset"]);
+                offsets.push(m["offset"].as_u64().unwrap());
+            }
+            offsets
+        }));
+    }
+    publisher.await.unwrap();
+    for j in join_all(joiners).await {
+        let offsets = j.unwrap();
+        let first = offsets[0];
+        assert_eq!(
+            offsets,
+            (first..=MESSAGES).collect::<Vec<_>>(),
+            "retained then live: each offset once, none missing"
+        );
+    }
+}

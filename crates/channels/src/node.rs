@@ -399,7 +399,11 @@ impl Engine {
         let tracks = inner.broker.tracks_node_subscriptions();
         let subscribed_first = tracks && inner.hub.local_count(channel_id) == 0;
         if subscribed_first {
-            inner.broker.subscribe(channel_id).await?;
+            if let Err(e) = inner.broker.subscribe(channel_id).await {
+                // Nothing joined: let the broker forget the channel again.
+                let _ = inner.broker.unsubscribe(channel_id, &inner.hub).await;
+                return Err(e);
+            }
         }
         let mut done: Option<(Subscribed, bool)> = None;
         let hub = &inner.hub;

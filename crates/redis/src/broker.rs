@@ -804,16 +804,24 @@ impl Shared {
                 let now_epoch = items.first().and_then(string);
                 let now_offset = int_at(&items, 1) as u64;
                 let first = int_at(&items, 2) as u64;
-                let frames: Vec<Frame> = items.iter().skip(3).filter_map(frame_of).collect();
+                // Each missed frame with the connection it leaves out.
+                let missed: Vec<(Frame, Option<ConnId>)> = items[3.min(items.len())..]
+                    .chunks(2)
+                    .filter_map(|p| {
+                        let exclude = p.get(1).and_then(string);
+                        Some((frame_of(p.first()?)?, exclude.and_then(|a| self.local(&a))))
+                    })
+                    .collect();
                 let same = now_epoch.as_deref() == Some(&**epoch)
                     && st.position.as_ref().is_some_and(|(e, _)| e == epoch);
                 let complete = now_offset == *last
-                    || (first == *last + 1 && frames.len() as u64 == now_offset - *last);
+                    || (first == *last + 1
+                        && now_offset.checked_sub(*last) == Some(missed.len() as u64));
                 if matches!(v, Value::Nil) || !same || !complete {
                     self.reconnect_subscribers(id, &mut st, hub, "broker-reconnect");
                 } else {
-                    for (i, frame) in frames.iter().enumerate() {
-                        let out = hub.fan_out(id, frame, None);
+                    for (i, (frame, exclude)) in missed.iter().enumerate() {
+                        let out = hub.fan_out(id, frame, *exclude);
                         self.deliveries.fetch_add(out.delivered as u64, Relaxed);
                         st.position = Some((Arc::clone(epoch), *last + 1 + i as u64));
                     }
@@ -1104,6 +1112,7 @@ impl RedisBroker {
             self.created(channel, &config, false);
         }
         let position = position(items.get(3), items.get(2));
+        let view_position = position.clone();
         let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
         let result = {
             let hub = sh.hub_handle();
@@ -1125,6 +1134,15 @@ impl RedisBroker {
             })
         };
         sh.resume(channel, &chan);
+        if matches!(result, Ok(true)) {
+            let current = sh.chans.lock().get(channel).cloned();
+            if !current.is_some_and(|c| Arc::ptr_eq(&c, &chan)) {
+                // The last subscriber before this one left meanwhile and
+                // took the node's subscription with it: take it again and
+                // fill what passed by from the stream.
+                self.rejoin(channel, &view_position).await;
+            }
+        }
         match result {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -1136,6 +1154,39 @@ impl RedisBroker {
                 Err(e)
             }
         }
+    }
+
+    /// Subscribes the node to `channel` again for subscribers that are at
+    /// `from`, and fills what they missed from the stream (or closes them
+    /// with `broker-reconnect`).
+    async fn rejoin(&self, channel: &str, from: &StreamPosition) {
+        let sh = &self.shared;
+        let chan = {
+            let mut chans = sh.chans.lock();
+            let c = Arc::clone(
+                chans
+                    .entry(Arc::from(channel))
+                    .or_insert_with(|| Arc::new(Chan::new())),
+            );
+            let mut st = c.st.lock();
+            if st.position.is_none() {
+                st.position = Some((Arc::clone(&from.epoch), from.offset));
+            }
+            st.paused += 1;
+            st.recovering = true;
+            drop(st);
+            c
+        };
+        if self.subscribe_now(channel).await.is_err() {
+            if let Some(h) = sh.hub_handle() {
+                let mut st = chan.st.lock();
+                st.recovering = false;
+                sh.reconnect_subscribers(channel, &mut st, h.hub(), "broker-reconnect");
+            }
+            sh.resume(channel, &chan);
+            return;
+        }
+        sh.recover(channel, &chan).await;
     }
 
     async fn subscribe_now(&self, channel: &str) -> Result<(), EngineError> {

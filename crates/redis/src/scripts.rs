@@ -52,6 +52,20 @@ local function create(meta, channels, id, config, ret, keep, maxsubs, max, epoch
   redis.call('SADD', channels, id)
   return nil
 end
+-- Frame and exclude address of each stream entry, flattened.
+local function entries_of(entries)
+  local out = {}
+  for i = 1, #entries do
+    local fields = entries[i][2]
+    local f, x = nil, '-'
+    for j = 1, #fields, 2 do
+      if fields[j] == 'f' then f = fields[j + 1] end
+      if fields[j] == 'x' then x = fields[j + 1] end
+    end
+    if f then out[#out + 1] = f; out[#out + 1] = x end
+  end
+  return out
+end
 local function frames_of(entries)
   local out = {}
   for i = 1, #entries do
@@ -84,7 +98,7 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local keep = tonumber(redis.call('HGET', KEYS[1], 'keep'))
 local frame = ARGV[1] .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
-redis.call('XADD', KEYS[2], 'MAXLEN', keep, offset .. '-0', 'f', frame)
+redis.call('XADD', KEYS[2], 'MAXLEN', keep, offset .. '-0', 'f', frame, 'x', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local n = live_count(KEYS[3], KEYS[4], now, nil)
 redis.call('PUBLISH', KEYS[6], 'M' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2] .. '\n' .. frame)
@@ -208,8 +222,9 @@ redis.call('PUBLISH', KEYS[6], 'D' .. epoch)
 return n
 "#;
 
-/// After a reconnect: the channel's epoch, offset, and the frames after
-/// `from` still in the stream (oldest first), or nil when it is gone.
+/// After a reconnect: the channel's epoch, offset, the first offset still in
+/// the stream after `from`, and the frames after `from` (oldest first) each
+/// with its exclude address, or nil when the channel is gone.
 ///
 /// KEYS: meta, stream. ARGV: from offset.
 const RECOVER: &str = r#"
@@ -219,7 +234,7 @@ local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUN
 local first = 0
 if #entries > 0 then first = tonumber(string.match(entries[1][1], '^(%d+)')) end
 local out = {m[1], m[2], first}
-for _, f in ipairs(frames_of(entries)) do out[#out + 1] = f end
+for _, v in ipairs(entries_of(entries)) do out[#out + 1] = v end
 return out
 "#;
 
