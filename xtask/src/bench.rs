@@ -24,6 +24,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let release = target.join("release");
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out)?;
+    // The cluster scenarios start a redis-server of their own: say so now,
+    // not after the criterion benches.
+    if !report_only {
+        find_redis_server()?;
+    }
 
     // 1. In-process benches (criterion).
     let criterion_dir = target.join("criterion");
@@ -107,6 +112,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         )?;
     }
     e2e_ok
+}
+
+/// The `redis-server` binary (the Debian package's `/usr/bin/redis-server`,
+/// or on `PATH`), or an error saying how to get it.
+fn find_redis_server() -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            "redis-server not found (on PATH, /usr/bin, /usr/sbin): the cluster benchmarks start \
+             a redis-server of their own; install the Debian package \
+             (`apt-get install redis-server`; `.ci/run` installs it)"
+        })
 }
 
 /// Where cargo puts build output (criterion writes its results there too):
@@ -354,6 +374,7 @@ fn criterion_targets(criterion: &BTreeMap<String, Estimate>) -> Vec<TargetRow> {
 fn targets(
     s: &mut String,
     criterion: &BTreeMap<String, Estimate>,
+    cases: &[Value],
     results: &[Value],
     idle_rss: Option<u64>,
 ) {
@@ -421,6 +442,9 @@ fn targets(
             p99 / 1e3,
             np99 / 1e3
         );
+    }
+    for row in cluster_goals(cases, results) {
+        let _ = writeln!(s, "{row}");
     }
     let _ = writeln!(s);
 }
@@ -623,7 +647,8 @@ fn render(
     let _ = writeln!(s, "- Run started: {date}");
     let _ = writeln!(
         s,
-        "- Reproduce: `cargo xtask bench` (criterion: `cargo bench --workspace`; end to end: \
+        "- Reproduce: `cargo xtask bench` (criterion: `cargo bench --workspace`; end to end, \
+         with `nats-server` and `redis-server` installed: \
          `cargo build --release -p sente-lite-server -p sente-lite-bench && \
          target/release/sente-lite-bench compare --sente-bin target/release/sente-lite --size {}`)\n",
         if quick { "quick" } else { "full" }
@@ -631,7 +656,8 @@ fn render(
 
     let empty = Vec::new();
     let results = e2e["results"].as_array().unwrap_or(&empty);
-    targets(&mut s, criterion, results, idle_rss);
+    let cases = e2e["cases"].as_array().unwrap_or(&empty);
+    targets(&mut s, criterion, cases, results, idle_rss);
 
     if !criterion.is_empty() {
         let _ = writeln!(s, "## In process (criterion)\n");
@@ -647,7 +673,6 @@ fn render(
         let _ = writeln!(s);
     }
 
-    let cases = e2e["cases"].as_array().unwrap_or(&empty);
     let _ = writeln!(
         s,
         "## End to end over loopback: sente-lite and NATS in one run\n"
@@ -668,7 +693,7 @@ fn render(
         s,
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for c in cases {
+    for c in cases.iter().filter(|c| !is_cluster_scenario(c)) {
         let Some(case) = c["name"].as_str() else {
             continue;
         };
@@ -774,7 +799,498 @@ fn render(
         }
         let _ = writeln!(s);
     }
+
+    cluster_section(&mut s, cases, results);
     s
+}
+
+// ------------------------------------------------------------- cluster --
+
+/// A cluster case of the run (`spec.kind == "cluster"`) and the one-node
+/// case it is judged against.
+struct ClusterCase<'a> {
+    name: &'a str,
+    nodes: u64,
+    per_node: u64,
+    rate: f64,
+    baseline: &'a str,
+}
+
+fn cluster_cases(cases: &[Value]) -> Vec<ClusterCase<'_>> {
+    cases
+        .iter()
+        .filter(|c| c["spec"]["kind"] == "cluster")
+        .filter_map(|c| {
+            let k = &c["spec"];
+            Some(ClusterCase {
+                name: c["name"].as_str()?,
+                nodes: k["nodes"].as_u64()?,
+                per_node: k["subscribers_per_node"].as_u64()?,
+                rate: k["rate"].as_f64()?,
+                baseline: k["baseline"].as_str()?,
+            })
+        })
+        .collect()
+}
+
+/// Whether a case is one of the cluster scenarios' (shown in their own
+/// section, not in the sente-lite / NATS table).
+fn is_cluster_scenario(c: &Value) -> bool {
+    c["scenario"] == "cluster" || c["scenario"] == "cluster-max"
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".to_owned();
+    }
+    let n = v.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// Microseconds as `105.5 ms`, or `25.7 s` from 10 s up.
+fn duration_us(us: f64) -> String {
+    if us >= 1e7 {
+        format!("{:.1} s", us / 1e6)
+    } else {
+        format!("{:.1} ms", us / 1e3)
+    }
+}
+
+/// Microseconds as milliseconds in a table cell (`–` when absent).
+fn ms_cell(us: Option<f64>) -> String {
+    us.map_or_else(|| "–".to_owned(), |us| format!("{:.1}", us / 1e3))
+}
+
+/// "met (84 % of the limit)" or "missed (1.29× the limit)" for a ratio that
+/// must stay at or under `limit`.
+fn under_limit(ratio: f64, limit: f64) -> String {
+    if ratio <= limit {
+        verdict(
+            true,
+            &format!("{:.0} % of the limit", ratio / limit * 100.0),
+        )
+    } else {
+        verdict(false, &format!("{:.2}× the limit", ratio / limit))
+    }
+}
+
+/// The goals of the cluster cases, as rows of a `| goal | measured |
+/// verdict |` table: nothing lost; cluster CPU per delivery (nodes +
+/// Redis) at most 1.5× one node's; p99 at most 2× one node's.
+fn cluster_goals(cases: &[Value], results: &[Value]) -> Vec<String> {
+    let mut rows = Vec::new();
+    let m = |case: &str, name: &str| metric(results, case, "sente-lite", name);
+    for c in cluster_cases(cases) {
+        let label = format!(
+            "cluster {}×{} at {}/s",
+            c.nodes,
+            thousands(c.per_node as f64),
+            thousands(c.rate)
+        );
+        let (Some(lost), Some(expected)) = (m(c.name, "lost"), m(c.name, "expected")) else {
+            rows.push(format!(
+                "| {label}: nothing lost; CPU and p99 against one node | the case did not run to the end | **missed** (no figures) |"
+            ));
+            continue;
+        };
+        let unacked = m(c.name, "publish_unacked").unwrap_or(0.0);
+        let measured = if lost == 0.0 {
+            format!("0 of {} deliveries lost", thousands(expected))
+        } else {
+            let mut t = format!(
+                "{} of {} deliveries not received ({:.1} %)",
+                thousands(lost),
+                thousands(expected),
+                lost / expected.max(1.0) * 100.0
+            );
+            if unacked > 0.0 {
+                let _ = write!(
+                    t,
+                    "; {} publishes still unacknowledged at the end",
+                    thousands(unacked)
+                );
+            }
+            t
+        };
+        let by = if lost == 0.0 {
+            "0 lost".to_owned()
+        } else {
+            format!("{:.1} % not received", lost / expected.max(1.0) * 100.0)
+        };
+        let v = verdict(lost == 0.0, &by);
+        rows.push(format!("| {label}: nothing lost | {measured} | {v} |"));
+        let key = "server_cpu_s_per_million_deliveries";
+        if let (Some(ours), Some(single)) = (m(c.name, key), m(c.baseline, key)) {
+            let x = ours / single;
+            rows.push(format!(
+                "| {label}: CPU per delivery (nodes + Redis) ≤ 1.5× one node's | {ours:.2} vs {single:.2} s per M deliveries: {x:.2}× | {} |",
+                under_limit(x, 1.5)
+            ));
+        }
+        let key = "latency_p99_us";
+        if let (Some(ours), Some(single)) = (m(c.name, key), m(c.baseline, key)) {
+            let x = ours / single;
+            rows.push(format!(
+                "| {label}: p99 publish→deliver ≤ 2× one node's | {} vs {}: {x:.2}× | {} |",
+                duration_us(ours),
+                duration_us(single),
+                under_limit(x, 2.0)
+            ));
+        }
+    }
+    rows
+}
+
+/// Why a max-rate step failed, from its figures and the search's rules.
+fn step_failure(m: &Value, spec: &Value, i: usize) -> Option<String> {
+    let g = |k: &str| m[format!("step{i}_{k}")].as_f64();
+    if g("ok") == Some(1.0) {
+        return None;
+    }
+    let (lost, expected) = (g("lost").unwrap_or(0.0), g("expected").unwrap_or(0.0));
+    let lag_ms = g("publisher_max_lag_us").unwrap_or(0.0) / 1e3;
+    let max_lag = spec["max_lag_ms"].as_f64().unwrap_or(f64::INFINITY);
+    let max_p99 = spec["max_p99_ms"].as_f64().unwrap_or(f64::INFINITY);
+    let late = g("late").unwrap_or(0.0);
+    let why = if g("unacked").unwrap_or(0.0) > 0.0 {
+        format!(
+            "{} publishes not acknowledged in time",
+            thousands(g("unacked").unwrap_or(0.0))
+        )
+    } else if lag_ms > max_lag {
+        format!("the publisher fell {lag_ms:.0} ms behind")
+    } else if lost > 0.0 {
+        format!(
+            "{} of {} deliveries missing",
+            thousands(lost),
+            thousands(expected)
+        )
+    } else if late * 100.0 > expected {
+        format!(
+            "p99 {:.0} ms, over {max_p99:.0} ms",
+            g("latency_p99_us").unwrap_or(f64::NAN) / 1e3
+        )
+    } else {
+        "the publisher did not send every message in time".to_owned()
+    };
+    Some(why)
+}
+
+/// The section of the cluster scenarios: the cluster cases next to their
+/// one-node baselines, the goals, and the max-rate searches.
+fn cluster_section(s: &mut String, cases: &[Value], results: &[Value]) {
+    let clusters = cluster_cases(cases);
+    let searches: Vec<&Value> = cases
+        .iter()
+        .filter(|c| c["spec"]["kind"] == "max-rate")
+        .collect();
+    if clusters.is_empty() && searches.is_empty() {
+        return;
+    }
+    let m = |case: &str, name: &str| metric(results, case, "sente-lite", name);
+    let failed = |case: &str| {
+        results
+            .iter()
+            .find(|r| r["case"] == case && r["server"] == "sente-lite")
+            .filter(|r| r["ok"] != Value::Bool(true))
+            .map(|r| r["error"].as_str().unwrap_or("?").replace('|', "/"))
+    };
+    let _ = writeln!(s, "## Cluster: three sente-lite nodes on one Redis\n");
+    let _ = writeln!(
+        s,
+        "Each cluster case starts a `redis-server` of its own (Debian package, a free port of \
+         127.0.0.1, `--save \"\" --appendonly no`), then three release sente-lite nodes on it \
+         (`SENTE_LITE_BROKER_KIND=redis`, distinct `SENTE_LITE_NODE_ID`s, \
+         `SENTE_LITE_BROKER_NODE_TTL_MS=3000` so that they see each other within a second, \
+         otherwise the same flags as the single node), and waits until every node's `/health` \
+         is 200 and lists the three nodes. The subscribers of the one channel are spread \
+         round-robin over the nodes; the one publisher is on node 1 and sends 100 B messages at \
+         the case's rate for as long as the fan-out cases publish. The one-node case is the \
+         same binary with its default in-process broker, in the same run (a fan-out case above \
+         is reused when its traffic is the same). Everything runs on the same 2 cores as the load \
+         tool. CPU is read from /proc for each process over the publishing and the drain: *nodes* \
+         is the three nodes' sum, *total* adds redis-server. Lost = published × subscribers − \
+         distinct messages received by the end of the drain: 5 s after the publisher's last \
+         acknowledgement, or, while acknowledgements are missing (*unacked publishes*: still \
+         queued on node 1), 5 s after the publisher stops waiting for them (twice the publishing \
+         time + 10 s after the start).\n"
+    );
+    if !clusters.is_empty() {
+        let _ = writeln!(
+            s,
+            "| case | nodes × subscribers | publishes/s | delivered/s | lost | unacked publishes | \
+             p50 ms | p99 ms | max ms | CPU s / M deliveries: nodes | redis-server | total | \
+             total ÷ one node |"
+        );
+        let _ = writeln!(
+            s,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let f = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_num);
+        let mut shown_baselines: Vec<&str> = Vec::new();
+        for c in &clusters {
+            let single_cpu = m(c.baseline, "server_cpu_s_per_million_deliveries");
+            let mut rows = Vec::new();
+            if !shown_baselines.contains(&c.baseline) {
+                shown_baselines.push(c.baseline);
+                rows.push((
+                    c.baseline,
+                    format!(
+                        "1 × {}",
+                        thousands(m(c.baseline, "subscribers").unwrap_or(f64::NAN))
+                    ),
+                    true,
+                ));
+            }
+            rows.push((c.name, format!("{} × {}", c.nodes, c.per_node), false));
+            for (case, shape, single) in rows {
+                if let Some(e) = failed(case) {
+                    let _ = writeln!(
+                        s,
+                        "| {case} | {shape} | {} | failed: {e} |  |  |  |  |  |  |  |  |  |",
+                        thousands(c.rate)
+                    );
+                    continue;
+                }
+                let total = m(case, "server_cpu_s_per_million_deliveries");
+                let (nodes, redis) = if single {
+                    (total, None)
+                } else {
+                    (
+                        m(case, "nodes_cpu_s_per_million_deliveries"),
+                        m(case, "redis_cpu_s_per_million_deliveries"),
+                    )
+                };
+                let ratio = match (total, single_cpu) {
+                    (Some(t), Some(b)) if b > 0.0 => format!("{:.2}", t / b),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {case} | {shape} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
+                    thousands(c.rate),
+                    f(m(case, "delivered_per_sec")),
+                    m(case, "lost").map_or_else(|| "–".to_owned(), thousands),
+                    m(case, "publish_unacked").map_or_else(|| "–".to_owned(), thousands),
+                    ms_cell(m(case, "latency_p50_us")),
+                    ms_cell(m(case, "latency_p99_us")),
+                    ms_cell(m(case, "latency_max_us")),
+                    f(nodes),
+                    f(redis),
+                    f(total),
+                );
+            }
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "CPU seconds of each process over the publishing and the drain, and peak RSS \
+             (the load tool's own CPU is on the same cores):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| case | node1 | node2 | node3 | redis-server | all servers | load tool | peak RSS MiB: nodes | redis-server |"
+        );
+        let _ = writeln!(
+            s,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let secs = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+        let mib =
+            |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |b| format!("{:.1}", b / 1048576.0));
+        let mut shown: Vec<&str> = Vec::new();
+        for c in &clusters {
+            if !shown.contains(&c.baseline) && failed(c.baseline).is_none() {
+                shown.push(c.baseline);
+                if let Some(b) = m(c.baseline, "server_cpu_seconds") {
+                    let _ = writeln!(
+                        s,
+                        "| {} (one node) | {b:.2} | – | – | – | {b:.2} | {} | {} | – |",
+                        c.baseline,
+                        secs(m(c.baseline, "tool_cpu_seconds")),
+                        mib(m(c.baseline, "server_peak_rss_bytes")),
+                    );
+                }
+            }
+            let case = c.name;
+            if failed(case).is_some() {
+                continue;
+            }
+            let node_rss: Option<f64> = (1..=c.nodes)
+                .map(|i| m(case, &format!("node{i}_peak_rss_bytes")))
+                .sum();
+            let _ = writeln!(
+                s,
+                "| {case} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                secs(m(case, "node1_cpu_seconds")),
+                secs(m(case, "node2_cpu_seconds")),
+                secs(m(case, "node3_cpu_seconds")),
+                secs(m(case, "redis_cpu_seconds")),
+                secs(m(case, "server_cpu_seconds")),
+                secs(m(case, "tool_cpu_seconds")),
+                mib(node_rss),
+                mib(m(case, "redis_peak_rss_bytes")),
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "### Goals\n");
+        let _ = writeln!(s, "| goal | measured | verdict |");
+        let _ = writeln!(s, "| --- | --- | --- |");
+        for row in cluster_goals(cases, results) {
+            let _ = writeln!(s, "{row}");
+        }
+        let _ = writeln!(s);
+    }
+
+    if searches.is_empty() {
+        return;
+    }
+    let spec0 = &searches[0]["spec"];
+    let g = |k: &str| spec0[k].as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        s,
+        "### Most publishes per second on one channel through Redis\n"
+    );
+    let _ = writeln!(
+        s,
+        "Method: one cluster as above, {} subscribers per node on one channel, and the publishers \
+         (round-robin over the nodes from node 1) sharing a publish rate that is stepped: \
+         {:.0}/s first, doubled while every step passes, then {} halvings of the gap between the \
+         highest passed and the lowest failed rate (rounded to 10/s); each step publishes for \
+         {:.0} s from fresh publisher connections, and the search stops when its next step \
+         might not end within {:.0} s of the cluster's start. A step passes when every publish \
+         went out at most {:.0} ms after its scheduled time and was acknowledged, every \
+         subscriber received every message within {:.1} s of the step's end, and p99 \
+         publish→deliver stayed at most {:.0} ms (a backlog that grows through the step shows \
+         as latency that grows with it). CPU is each process's share of one core during the \
+         step.\n",
+        spec0["subscribers_per_node"].as_u64().unwrap_or(0),
+        g("start_rate"),
+        spec0["refine_steps"].as_u64().unwrap_or(0),
+        g("step_secs"),
+        g("budget_secs"),
+        g("max_lag_ms"),
+        g("drain_secs"),
+        g("max_p99_ms"),
+    );
+    let mut summary = Vec::new();
+    for c in &searches {
+        let case = c["name"].as_str().unwrap_or("?");
+        let pubs = c["spec"]["publishers"].as_u64().unwrap_or(1);
+        let who = if pubs == 1 {
+            "1 publisher (on node 1)".to_owned()
+        } else {
+            format!("{pubs} publishers (one per node)")
+        };
+        if let Some(e) = failed(case) {
+            summary.push(format!("- {case}, {who}: failed: {e}"));
+            continue;
+        }
+        let Some(r) = results
+            .iter()
+            .find(|r| r["case"] == case && r["server"] == "sente-lite")
+        else {
+            continue;
+        };
+        let mm = &r["metrics"];
+        let steps = mm["steps"].as_f64().unwrap_or(0.0) as usize;
+        let _ = writeln!(
+            s,
+            "{case}: {who}, {} subscribers in all.\n",
+            thousands(mm["subscribers"].as_f64().unwrap_or(f64::NAN))
+        );
+        let _ = writeln!(
+            s,
+            "| step | publishes/s | achieved | published | lost | p50 ms | p99 ms | publisher max lag ms | CPU node1 / node2 / node3 / redis-server | CPU s / M deliveries | result |"
+        );
+        let _ = writeln!(
+            s,
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"
+        );
+        for i in 0..steps {
+            let st = |k: &str| mm[format!("step{i}_{k}")].as_f64();
+            let util = ["node1", "node2", "node3", "redis"]
+                .iter()
+                .map(|p| {
+                    st(&format!("{p}_cpu_util"))
+                        .map_or_else(|| "–".to_owned(), |u| format!("{:.0} %", u * 100.0))
+                })
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let result = step_failure(mm, &c["spec"], i)
+                .map_or_else(|| "passed".to_owned(), |w| format!("failed: {w}"));
+            let _ = writeln!(
+                s,
+                "| {i} | {} | {} | {} | {} | {} | {} | {} | {util} | {} | {result} |",
+                thousands(st("rate").unwrap_or(f64::NAN)),
+                thousands(st("publish_rate").unwrap_or(f64::NAN)),
+                thousands(st("published").unwrap_or(f64::NAN)),
+                thousands(st("lost").unwrap_or(f64::NAN)),
+                ms_cell(st("latency_p50_us")),
+                ms_cell(st("latency_p99_us")),
+                ms_cell(st("publisher_max_lag_us")),
+                fmt_num(st("server_cpu_s_per_million_deliveries").unwrap_or(f64::NAN)),
+            );
+        }
+        let _ = writeln!(s);
+        let best = mm["max_sustained_rate"].as_f64();
+        let first_failed = (0..steps)
+            .filter(|i| mm[format!("step{i}_ok")].as_f64() == Some(0.0))
+            .min_by(|a, b| {
+                let r = |i: &usize| {
+                    mm[format!("step{i}_rate")]
+                        .as_f64()
+                        .unwrap_or(f64::INFINITY)
+                };
+                r(a).total_cmp(&r(b))
+            });
+        let mut line = match best {
+            Some(b) => format!(
+                "- {case}, {who}: **{} publishes/s** sustained ({} deliveries/s)",
+                thousands(b),
+                thousands(
+                    mm["max_sustained_deliveries_per_sec"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN)
+                )
+            ),
+            None => format!("- {case}, {who}: no step passed"),
+        };
+        if let Some(i) = first_failed {
+            let _ = write!(
+                line,
+                "; {}/s failed ({})",
+                thousands(mm[format!("step{i}_rate")].as_f64().unwrap_or(f64::NAN)),
+                step_failure(mm, &c["spec"], i).unwrap_or_default()
+            );
+        } else if mm["stopped_by_budget"].as_f64() == Some(1.0) {
+            line.push_str("; the time budget ended the search before a step failed");
+        }
+        let _ = write!(
+            line,
+            "; search {:.0} s.",
+            mm["search_s"].as_f64().unwrap_or(f64::NAN)
+        );
+        summary.push(line);
+    }
+    let _ = writeln!(s, "Result:\n");
+    for l in summary {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(s);
 }
 
 #[cfg(test)]
@@ -881,6 +1397,93 @@ mod tests {
         assert!(section.contains("Run started 2023-11-14 22:13 UTC on a machine"));
         // 1e9 / 270.87 / 2720 = 1357
         assert!(section.contains("1357× for sync delivery;"));
+    }
+
+    /// A run with one cluster case, its one-node baseline and a max-rate
+    /// search, as the load tool writes them.
+    fn cluster_run(cluster_lost: f64) -> Value {
+        serde_json::json!({
+            "started_at_ms": 1_700_000_000_000u64,
+            "cases": [
+                {"name": "fanout-1x1000-100ps", "scenario": "fanout",
+                 "spec": {"kind": "pub-sub", "channels": 1}},
+                {"name": "cluster-3x333-100ps", "scenario": "cluster",
+                 "spec": {"kind": "cluster", "nodes": 3, "subscribers_per_node": 333,
+                          "rate": 100.0, "messages": 1000, "payload_bytes": 100,
+                          "baseline": "fanout-1x1000-100ps"}},
+                {"name": "cluster-max-3x10-1pub", "scenario": "cluster-max",
+                 "spec": {"kind": "max-rate", "nodes": 3, "subscribers_per_node": 10,
+                          "publishers": 1, "start_rate": 500.0, "limit_rate": 64000.0,
+                          "step_secs": 3.0, "refine_steps": 2, "budget_secs": 30.0,
+                          "drain_secs": 1.5, "max_lag_ms": 200.0, "max_p99_ms": 100.0,
+                          "payload_bytes": 100}},
+            ],
+            "results": [
+                {"case": "fanout-1x1000-100ps", "server": "sente-lite", "ok": true,
+                 "metrics": {"subscribers": 1000.0, "lost": 0.0, "expected": 1e6,
+                             "latency_p99_us": 40_000.0,
+                             "server_cpu_s_per_million_deliveries": 10.0,
+                             "server_cpu_seconds": 10.0}},
+                {"case": "fanout-1x1000-100ps", "server": "nats", "ok": true,
+                 "metrics": {"lost": 0.0}},
+                {"case": "cluster-3x333-100ps", "server": "sente-lite", "ok": true,
+                 "metrics": {"subscribers": 999.0, "lost": cluster_lost, "expected": 999_000.0,
+                             "publish_unacked": 0.0, "latency_p99_us": 100_000.0,
+                             "server_cpu_s_per_million_deliveries": 12.0,
+                             "nodes_cpu_s_per_million_deliveries": 11.5,
+                             "redis_cpu_s_per_million_deliveries": 0.5,
+                             "node1_cpu_seconds": 4.0, "server_cpu_seconds": 12.0}},
+                {"case": "cluster-max-3x10-1pub", "server": "sente-lite", "ok": true,
+                 "metrics": {"subscribers": 30.0, "steps": 2.0, "search_s": 12.0,
+                             "max_sustained_rate": 500.0,
+                             "max_sustained_deliveries_per_sec": 15_000.0,
+                             "step0_rate": 500.0, "step0_ok": 1.0, "step0_lost": 0.0,
+                             "step0_expected": 45_000.0, "step0_late": 0.0,
+                             "step1_rate": 1000.0, "step1_ok": 0.0, "step1_lost": 0.0,
+                             "step1_expected": 90_000.0, "step1_late": 5000.0,
+                             "step1_latency_p99_us": 250_000.0}},
+            ],
+        })
+    }
+
+    #[test]
+    fn cluster_goals_are_judged_against_the_one_node_case() {
+        let run = cluster_run(0.0);
+        let report = render(&BTreeMap::new(), &run, false, None);
+        for row in [
+            "| cluster 3×333 at 100/s: nothing lost | 0 of 999,000 deliveries lost | **met** (0 lost) |",
+            "| cluster 3×333 at 100/s: CPU per delivery (nodes + Redis) ≤ 1.5× one node's | 12.00 vs 10.00 s per M deliveries: 1.20× | **met** (80 % of the limit) |",
+            "| cluster 3×333 at 100/s: p99 publish→deliver ≤ 2× one node's | 100.0 ms vs 40.0 ms: 2.50× | **missed** (1.25× the limit) |",
+        ] {
+            // In the targets table and in the cluster section's goals.
+            assert_eq!(report.matches(row).count(), 2, "{row} in\n{report}");
+        }
+        // The cluster cases are not rows of the sente-lite / NATS table.
+        assert!(!report.contains("| cluster-3x333-100ps | sente-lite |"));
+        assert!(report.contains("| fanout-1x1000-100ps | 1 × 1,000 | 100 | "));
+        assert!(report.contains("| cluster-3x333-100ps | 3 × 333 | 100 | "));
+        assert!(report.contains("| 11.50 | 0.50 | 12.00 | 1.20 |"));
+        assert!(report.contains(
+            "| 1 | 1,000 | – | – | 0 | – | 250.0 | – | – / – / – / – | – | failed: p99 250 ms, over 100 ms |"
+        ));
+        assert!(report.contains(
+            "- cluster-max-3x10-1pub, 1 publisher (on node 1): **500 publishes/s** sustained \
+             (15,000 deliveries/s); 1,000/s failed (p99 250 ms, over 100 ms); search 12 s."
+        ));
+        let lossy = render(&BTreeMap::new(), &cluster_run(999.0), false, None);
+        assert!(lossy.contains(
+            "| cluster 3×333 at 100/s: nothing lost | 999 of 999,000 deliveries not received (0.1 %) | **missed** (0.1 % not received) |"
+        ));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(9_990_000.0), "9,990,000");
+        assert_eq!(thousands(-1234.0), "-1,234");
+        assert_eq!(thousands(f64::NAN), "–");
     }
 
     #[test]

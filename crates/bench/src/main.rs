@@ -215,6 +215,11 @@ struct Common {
     /// Max-rate search: subscribers on each node.
     #[arg(long)]
     max_rate_subscribers_per_node: Option<usize>,
+    /// Max-rate search: publishers on the channel (round-robin over the
+    /// nodes from the first), sharing each step's rate; comma-separated,
+    /// one search each.
+    #[arg(long, value_delimiter = ',')]
+    max_rate_publishers: Option<Vec<usize>>,
     /// Max-rate search: the first step's publishes per second.
     #[arg(long)]
     max_rate_start: Option<f64>,
@@ -227,7 +232,7 @@ struct Common {
     /// Max-rate search: halvings of the gap after the first failed step.
     #[arg(long)]
     max_rate_refine_steps: Option<usize>,
-    /// Max-rate search: seconds for the whole search, cluster start included.
+    /// Max-rate search: seconds for each search, cluster start included.
     #[arg(long)]
     max_rate_budget_secs: Option<f64>,
 
@@ -277,6 +282,7 @@ impl Common {
             cluster_rates,
             cluster_baseline_subscribers,
             max_rate_subscribers_per_node,
+            max_rate_publishers,
             max_rate_start,
             max_rate_limit,
             max_rate_step_secs,

@@ -140,6 +140,9 @@ impl ClusterSpec {
 pub struct MaxRateSpec {
     pub nodes: usize,
     pub subscribers_per_node: usize,
+    /// Publishers on the channel, round-robin over the nodes from the
+    /// first, sharing each step's rate.
+    pub publishers: usize,
     pub start_rate: f64,
     pub limit_rate: f64,
     pub step_secs: f64,
@@ -151,6 +154,9 @@ pub struct MaxRateSpec {
     /// The most a publish may go out after its scheduled time for the step
     /// to count as the publisher keeping up.
     pub max_lag_ms: f64,
+    /// The highest p99 publish→deliver latency of a passed step: a backlog
+    /// that grows through a step shows as latency growing with it.
+    pub max_p99_ms: f64,
     pub payload_bytes: usize,
 }
 
@@ -203,6 +209,8 @@ pub struct Sizes {
     /// Subscribers of the one-node case the cluster is judged against.
     pub cluster_baseline_subscribers: usize,
     pub max_rate_subscribers_per_node: usize,
+    /// One search per entry: that many publishers share the rate.
+    pub max_rate_publishers: Vec<usize>,
     pub max_rate_start: f64,
     pub max_rate_limit: f64,
     pub max_rate_step_secs: f64,
@@ -238,6 +246,7 @@ impl Sizes {
                 cluster_rates: vec![100.0],
                 cluster_baseline_subscribers: 200,
                 max_rate_subscribers_per_node: 5,
+                max_rate_publishers: vec![1],
                 max_rate_start: 1_000.0,
                 max_rate_limit: 64_000.0,
                 max_rate_step_secs: 1.0,
@@ -269,11 +278,12 @@ impl Sizes {
                 cluster_rates: vec![100.0, 1_000.0],
                 cluster_baseline_subscribers: 1_000,
                 max_rate_subscribers_per_node: 10,
+                max_rate_publishers: vec![1, 3],
                 max_rate_start: 500.0,
                 max_rate_limit: 64_000.0,
                 max_rate_step_secs: 3.0,
                 max_rate_refine_steps: 2,
-                max_rate_budget_secs: 60.0,
+                max_rate_budget_secs: 30.0,
             },
         }
     }
@@ -377,22 +387,27 @@ impl Sizes {
                 Scenario::ClusterMax => {
                     let nodes = self.cluster_nodes.max(1);
                     let per_node = self.max_rate_subscribers_per_node.max(1);
-                    out.push(Case {
-                        name: format!("cluster-max-{nodes}x{per_node}"),
-                        scenario: *s,
-                        spec: CaseSpec::MaxRate(MaxRateSpec {
-                            nodes,
-                            subscribers_per_node: per_node,
-                            start_rate: self.max_rate_start.max(1.0),
-                            limit_rate: self.max_rate_limit.max(self.max_rate_start.max(1.0)),
-                            step_secs: self.max_rate_step_secs.max(0.2),
-                            refine_steps: self.max_rate_refine_steps,
-                            budget_secs: self.max_rate_budget_secs.max(1.0),
-                            drain_secs: (self.max_rate_step_secs * 0.5).clamp(1.0, 2.0),
-                            max_lag_ms: 200.0,
-                            payload_bytes: self.payload_bytes,
-                        }),
-                    });
+                    for &pubs in &self.max_rate_publishers {
+                        let pubs = pubs.max(1);
+                        out.push(Case {
+                            name: format!("cluster-max-{nodes}x{per_node}-{pubs}pub"),
+                            scenario: *s,
+                            spec: CaseSpec::MaxRate(MaxRateSpec {
+                                nodes,
+                                subscribers_per_node: per_node,
+                                publishers: pubs,
+                                start_rate: self.max_rate_start.max(1.0),
+                                limit_rate: self.max_rate_limit.max(self.max_rate_start.max(1.0)),
+                                step_secs: self.max_rate_step_secs.max(0.2),
+                                refine_steps: self.max_rate_refine_steps,
+                                budget_secs: self.max_rate_budget_secs.max(1.0),
+                                drain_secs: (self.max_rate_step_secs * 0.5).clamp(1.0, 2.0),
+                                max_lag_ms: 200.0,
+                                max_p99_ms: 100.0,
+                                payload_bytes: self.payload_bytes,
+                            }),
+                        });
+                    }
                 }
                 Scenario::Channels => out.push(Case {
                     name: format!(
@@ -478,7 +493,8 @@ mod tests {
                 "cluster-3x333-100ps",
                 "single-1x1000-1000ps",
                 "cluster-3x333-1000ps",
-                "cluster-max-3x10",
+                "cluster-max-3x10-1pub",
+                "cluster-max-3x10-3pub",
             ]
         );
         let CaseSpec::PubSub(p) = &cases[2].spec else {

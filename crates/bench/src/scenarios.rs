@@ -326,12 +326,47 @@ pub(crate) struct SubscriberLinks {
     pub(crate) sem: Arc<Semaphore>,
     pub(crate) ready: mpsc::Sender<Result<usize, String>>,
     pub(crate) received: Arc<AtomicU64>,
-    /// New deliveries per publisher id (ids beyond its length are not
-    /// counted there), and latency kept per publisher; `None`: neither.
-    pub(crate) by_publisher: Option<Arc<[AtomicU64]>>,
+    /// Counts per publisher id, and latency kept per publisher; `None`:
+    /// neither.
+    pub(crate) by_publisher: Option<Arc<PerPublisher>>,
     /// Subscribers whose connection failed after they were ready.
     pub(crate) broken: Arc<AtomicU64>,
     pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// New deliveries per publisher id, counted as they arrive (ids beyond
+/// the arrays are not counted), and how many of them took longer than
+/// `late_us` from publish to delivery.
+#[derive(Debug)]
+pub(crate) struct PerPublisher {
+    pub(crate) received: Box<[AtomicU64]>,
+    pub(crate) late: Box<[AtomicU64]>,
+    pub(crate) late_us: u64,
+}
+
+impl PerPublisher {
+    pub(crate) fn new(publishers: usize, late_us: u64) -> PerPublisher {
+        let zeros = || (0..publishers).map(|_| AtomicU64::new(0)).collect();
+        PerPublisher {
+            received: zeros(),
+            late: zeros(),
+            late_us,
+        }
+    }
+
+    fn count(&self, stamp: &Stamp, now_us: u64) {
+        let Ok(p) = usize::try_from(stamp.p) else {
+            return;
+        };
+        if let Some(n) = self.received.get(p) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        if now_us.saturating_sub(stamp.t) > self.late_us {
+            if let Some(n) = self.late.get(p) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 pub(crate) async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> SubOutcome {
@@ -382,9 +417,7 @@ pub(crate) async fn subscriber(plan: SubscriberPlan, links: SubscriberLinks) -> 
                     if out.tracker.mark(&stamp) == crate::stats::Mark::New {
                         received.fetch_add(1, Ordering::Relaxed);
                         if let Some(by) = &by_publisher {
-                            if let Some(n) = usize::try_from(stamp.p).ok().and_then(|p| by.get(p)) {
-                                n.fetch_add(1, Ordering::Relaxed);
-                            }
+                            by.count(&stamp, now);
                             out.latency_by_pub.entry(stamp.p).or_default().record_stamp(&stamp, now);
                         }
                     }
@@ -635,6 +668,8 @@ pub async fn pubsub_on(
     }
 
     let samplers = Samplers::start(&layout.procs)?;
+    // The tool's own CPU, on the same cores as the servers.
+    let tool = Sampler::start(std::process::id(), Duration::from_secs(1)).ok();
     let _ = start_tx.send(Some(Instant::now() + Duration::from_millis(10)));
     let mut outcomes = Vec::with_capacity(n_pubs);
     for p in pubs {
@@ -654,6 +689,7 @@ pub async fn pubsub_on(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let usage = samplers.finish().await?;
+    let tool = finish_sampler(tool).await.ok().flatten();
     let _ = stop_tx.send(true);
 
     let mut latency = Latency::new();
@@ -728,6 +764,9 @@ pub async fn pubsub_on(
     }
     put_latency(&mut m, "latency", &latency);
     put_usage(&mut m, &usage, counts.unique, "deliveries");
+    if let Some(t) = tool {
+        put(&mut m, "tool_cpu_seconds", t.cpu_seconds);
+    }
     if subs_ok == 0 {
         bail!(
             "no subscriber could connect and subscribe ({subs_failed} failed; first error: {})",
