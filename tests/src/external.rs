@@ -358,6 +358,21 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered,
+    /// as a hung server. [`unfreeze`](Self::unfreeze) resumes it.
+    pub fn freeze(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP");
+        }
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn unfreeze(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "CONT");
+        }
+    }
+
     /// Starts a fresh process on the same port, with no data (after
     /// [`stop`](Self::stop) or [`kill`](Self::kill); a running one is
     /// stopped first). Waits until it answers `PING`; while the port is

@@ -465,6 +465,8 @@ async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
         end,
         Ended::Closed(Some((1012, "broker-reconnect".to_owned())))
     );
+    let s = stats(nodes[0].local_addr()).await;
+    assert_eq!(s["broker"]["counters"]["subscribers-reconnected"], 1, "{s}");
     // Resubscribed, it gets what is published from now on.
     let mut a = Client::connect(nodes[0].local_addr()).await;
     a.subscribe("c").await;
@@ -514,6 +516,10 @@ async fn a_node_cut_off_from_redis_fills_the_gap_from_the_stream_by_offset() {
     }
     assert_eq!(got, [(2, 2), (3, 3), (4, 4), (5, 5)]);
     a.roundtrip().await;
+    let s = stats(nodes[0].local_addr()).await;
+    assert_eq!(s["broker"]["counters"]["gap-messages-filled"], 3, "{s}");
+    assert_eq!(s["broker"]["counters"]["reconnects"], 1, "{s}");
+    assert_eq!(s["broker"]["counters"]["subscribers-reconnected"], 0, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,4 +644,42 @@ async fn subscribers_joining_during_a_stream_of_publishes_see_each_message_once(
             "retained then live: each offset once, none missing"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_times_out_within_message_timeout_and_nothing_is_lost_after() {
+    let mut redis = RedisServer::start();
+    let mut c = node_config(&redis, "node-0");
+    c.websocket.message_timeout_ms = 500;
+    let node = start(c).await;
+    wait_healthy(&node, 1).await;
+    let mut sub = Client::connect(node.local_addr()).await;
+    sub.subscribe("h").await;
+    let mut p = Client::connect(node.local_addr()).await;
+    p.publish("h", json!(1)).await;
+    assert_eq!(sub.recv_type("channel-message").await["offset"], 1);
+
+    redis.freeze();
+    let asked = std::time::Instant::now();
+    p.send(json!({"type": "publish", "channel-id": "h", "data": 2}))
+        .await;
+    let r = p.recv_type("publish-result").await;
+    let took = asked.elapsed();
+    assert_eq!(r["reason"], "broker-unavailable", "{r}");
+    assert!(
+        took >= std::time::Duration::from_millis(400)
+            && took < std::time::Duration::from_millis(1500),
+        "a hung Redis answers at message-timeout-ms (500 ms), took {took:?}"
+    );
+    health_until(node.local_addr(), 503, 5000).await;
+    redis.unfreeze();
+    health_until(node.local_addr(), 200, 10_000).await;
+    // Nothing was published meanwhile: the subscriber stays, and gets the
+    // next message.
+    p.publish("h", json!(3)).await;
+    let m = sub.recv_type("channel-message").await;
+    assert_eq!(
+        (m["data"].clone(), m["offset"].clone()),
+        (json!(3), json!(2))
+    );
 }

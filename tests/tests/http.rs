@@ -21,9 +21,15 @@ async fn health_has_the_seed_fields_and_counts() {
             "channels",
             "system-health",
             "uptime-ms",
+            "broker",
         ],
     );
     assert_eq!(h["status"], "healthy");
+    assert_eq!(
+        h["broker"],
+        json!({"kind": "local", "healthy": true, "state": "in-process",
+               "node-id": null, "nodes": []})
+    );
     assert_eq!(h["connections"], 0);
     assert_eq!(h["channels"], 0);
     assert_eq!(
@@ -83,6 +89,7 @@ async fn stats_fields() {
             "channel-stats",
             "telemetry-stats",
             "transport",
+            "broker",
         ],
     );
     assert_eq!(s["active-connections"], 2);

@@ -198,6 +198,8 @@ pub struct BrokerHealth {
     pub nodes: Vec<String>,
     /// Its last error, when it is not healthy.
     pub error: Option<String>,
+    /// Its own running totals by name (reconnects, ...), for `/stats`.
+    pub counters: Vec<(&'static str, u64)>,
 }
 
 /// Publish, subscribe, history and cluster-wide channel state for one node.
@@ -279,7 +281,7 @@ pub trait Broker: Send + Sync + 'static {
         exclude: Option<&'a ConnAddr>,
         ids: bool,
         hub: &'a Hub,
-    ) -> Reply<'a, Sent>;
+    ) -> Reply<'a, Result<Sent, EngineError>>;
 
     /// Sends `frame` to one connection, on whichever node holds it.
     fn send_to_connection<'a>(

@@ -383,7 +383,7 @@ impl Broker for LocalBroker {
         exclude: Option<&'a ConnAddr>,
         ids: bool,
         hub: &'a Hub,
-    ) -> Reply<'a, Sent> {
+    ) -> Reply<'a, Result<Sent, EngineError>> {
         let exclude = exclude.and_then(|e| local_conn(self.node(), e));
         let sent = if ids {
             let (ids, full) = hub.fan_out_ids(channel, frame, exclude);
@@ -401,7 +401,7 @@ impl Broker for LocalBroker {
                 full: out.full,
             }
         };
-        Reply::ready(sent)
+        Reply::ready(Ok(sent))
     }
 
     fn send_to_connection<'a>(
@@ -500,6 +500,7 @@ impl Broker for LocalBroker {
             state: "in-process",
             nodes: Vec::new(),
             error: None,
+            counters: Vec::new(),
         }
     }
 }

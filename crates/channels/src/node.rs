@@ -680,7 +680,7 @@ impl Engine {
         let sent = inner
             .broker
             .send_to_channel(channel_id, &frame, None, false, &inner.hub)
-            .await;
+            .await?;
         ev!(
             &inner.telemetry,
             tel,
@@ -806,10 +806,17 @@ impl Engine {
             timeout_ms,
         };
         let frame = Frame::new(crate::frames::typed("rpc-request", &delivery));
-        let sent = inner
+        let sent = match inner
             .broker
             .send_to_channel(channel_id, &frame, Some(&from), true, &inner.hub)
-            .await;
+            .await
+        {
+            Ok(sent) => sent,
+            Err(e) => {
+                inner.rpc.cancel(&request_id);
+                return Err(e);
+            }
+        };
         if sent.delivered == 0 {
             inner.rpc.cancel(&request_id);
             return Err(EngineError::NoSubscribers(truncated(channel_id)));

@@ -75,7 +75,7 @@ impl Broker for Recording {
         exclude: Option<&'a ConnAddr>,
         ids: bool,
         hub: &'a Hub,
-    ) -> Reply<'a, Sent> {
+    ) -> Reply<'a, Result<Sent, EngineError>> {
         self.inner
             .send_to_channel(channel, frame, exclude, ids, hub)
     }

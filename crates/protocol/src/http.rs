@@ -37,6 +37,10 @@ pub struct BrokerStatus {
     /// Its last error while it is not healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its running totals since start (`reconnects`, ...); empty for the
+    /// local broker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// The engine's view of its own health.

@@ -71,6 +71,14 @@ struct Shared {
     published: AtomicU64,
     deliveries: AtomicU64,
     deliveries_full: AtomicU64,
+    /// Connections made after a lost one.
+    reconnects: AtomicU64,
+    /// Connection attempts that failed.
+    connect_failures: AtomicU64,
+    /// Subscribers closed with `broker-reconnect`.
+    subscribers_reconnected: AtomicU64,
+    /// Messages delivered from a stream to fill a gap after a reconnect.
+    gap_messages_filled: AtomicU64,
     stop: Notify,
     /// Itself, for the tasks it spawns.
     me: std::sync::OnceLock<Weak<Shared>>,
@@ -236,6 +244,10 @@ impl RedisBroker {
             published: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             deliveries_full: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            subscribers_reconnected: AtomicU64::new(0),
+            gap_messages_filled: AtomicU64::new(0),
             stop: Notify::new(),
             me: std::sync::OnceLock::new(),
         });
@@ -274,6 +286,7 @@ async fn supervise(weak: Weak<Shared>) {
                 sh.lost(why);
             }
             Err(e) => {
+                sh.connect_failures.fetch_add(1, Relaxed);
                 sh.fail(e);
                 drop(sh);
                 let Some(sh) = weak.upgrade() else { return };
@@ -359,6 +372,9 @@ impl Shared {
             return Err(e);
         }
         let was = self.state.swap(CONNECTED, Relaxed);
+        if was == RECONNECTING {
+            self.reconnects.fetch_add(1, Relaxed);
+        }
         *self.last_error.lock() = None;
         self.event(
             Level::Info,
@@ -413,6 +429,13 @@ impl Shared {
 
     fn event(&self, level: Level, id: &'static str, data: serde_json::Value) {
         telemere_lite::event!(tel: &self.telemetry, level: level, id, data);
+    }
+
+    /// When an operation sent now has been answered `broker-unavailable`
+    /// (ms since the Unix epoch, this node's clock).
+    fn deadline(&self) -> i64 {
+        let t = i64::try_from(self.cfg.command_timeout.as_millis()).unwrap_or(i64::MAX);
+        now_ms().saturating_add(t)
     }
 
     fn command(&self) -> Result<MultiplexedConnection, EngineError> {
@@ -634,6 +657,7 @@ impl Shared {
     /// a gap: close them with 1012 `broker-reconnect` so they resubscribe.
     fn reconnect_subscribers(&self, id: &str, st: &mut ChanState, hub: &Hub, why: &str) {
         let n = hub.evict_reconnect(id);
+        self.subscribers_reconnected.fetch_add(n as u64, Relaxed);
         st.position = None;
         st.queue.clear();
         st.overflowed = false;
@@ -823,6 +847,7 @@ impl Shared {
                     for (i, (frame, exclude)) in missed.iter().enumerate() {
                         let out = hub.fan_out(id, frame, *exclude);
                         self.deliveries.fetch_add(out.delivered as u64, Relaxed);
+                        self.gap_messages_filled.fetch_add(1, Relaxed);
                         st.position = Some((Arc::clone(epoch), *last + 1 + i as u64));
                     }
                 }
@@ -910,6 +935,9 @@ fn script_error(items: &[Value], channel: &str, engine: &EngineConfig) -> Option
             channel: c,
             max: int_at(items, 2) as usize,
         },
+        Some("expired") => {
+            unavailable("Redis reached the publish after its timeout: it was not published")
+        }
         other => unavailable(format!("unexpected reply from Redis: {other:?}")),
     })
 }
@@ -1012,7 +1040,8 @@ impl RedisBroker {
             .arg(sh.engine.max_channels)
             .arg(new_epoch())
             .arg(channel)
-            .arg(u64::try_from(sh.cfg.stream_ttl.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(sh.cfg.stream_ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(sh.deadline());
         let items = array(sh.run(&inv).await?);
         if let Some(e) = script_error(&items, channel, &sh.engine) {
             return Err(e);
@@ -1240,7 +1269,7 @@ impl RedisBroker {
         exclude: Option<&ConnAddr>,
         ids: bool,
         hub: &Hub,
-    ) -> Sent {
+    ) -> Result<Sent, EngineError> {
         let sh = &self.shared;
         let excl = exclude.map_or_else(|| "-".to_owned(), ToString::to_string);
         let mut inv = sh.scripts.send.prepare_invoke();
@@ -1248,11 +1277,14 @@ impl RedisBroker {
             .key(&sh.keys.nodes)
             .key(sh.keys.messages(channel))
             .arg(&excl)
-            .arg(frame.bytes().as_ref());
-        let Ok(v) = sh.run(&inv).await else {
-            return Sent::default();
+            .arg(frame.bytes().as_ref())
+            .arg(sh.deadline());
+        let Ok(delivered) = usize::try_from(int(&sh.run(&inv).await?)) else {
+            return Err(unavailable(
+                "Redis reached the send after its timeout: it was not sent",
+            ));
         };
-        let mut delivered = int(&v) as usize;
+        let mut delivered = delivered;
         let local_excluded = exclude
             .filter(|a| a.node.as_deref() == Some(&*sh.node))
             .map(|a| a.conn);
@@ -1270,11 +1302,11 @@ impl RedisBroker {
         } else {
             Vec::new()
         };
-        Sent {
+        Ok(Sent {
             ids,
             delivered,
             full: 0,
-        }
+        })
     }
 
     async fn send_to_connection_now(
@@ -1520,7 +1552,7 @@ impl Broker for RedisBroker {
         exclude: Option<&'a ConnAddr>,
         ids: bool,
         hub: &'a Hub,
-    ) -> Reply<'a, Sent> {
+    ) -> Reply<'a, Result<Sent, EngineError>> {
         Reply::later(self.send_to_channel_now(channel, frame, exclude, ids, hub))
     }
 
@@ -1615,6 +1647,15 @@ impl Broker for RedisBroker {
             } else {
                 sh.last_error.lock().clone()
             },
+            counters: vec![
+                ("reconnects", sh.reconnects.load(Relaxed)),
+                ("connect-failures", sh.connect_failures.load(Relaxed)),
+                (
+                    "subscribers-reconnected",
+                    sh.subscribers_reconnected.load(Relaxed),
+                ),
+                ("gap-messages-filled", sh.gap_messages_filled.load(Relaxed)),
+            ],
         }
     }
 }

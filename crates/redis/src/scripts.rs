@@ -84,9 +84,12 @@ end
 /// KEYS: meta, stream, subs, nodes, channels, message channel.
 /// ARGV: frame head, exclude address or `-`, auto-create (`1`/`0`),
 /// default config, ret, keep, maxsubs, max channels, new epoch, channel id,
-/// stream TTL (ms).
+/// stream TTL (ms), deadline (ms since the epoch: the node answered
+/// `broker-unavailable` by then, so a publish Redis reaches later must not
+/// happen).
 const PUBLISH: &str = r#"
 local now = now_ms()
+if now > tonumber(ARGV[12]) then return {'err', 'expired'} end
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[3] ~= '1' then return {'err', 'not-found'} end
@@ -150,9 +153,12 @@ return n
 
 /// A frame to a channel's subscribers outside the stream.
 ///
-/// KEYS: subs, nodes, message channel. ARGV: exclude address or `-`, frame.
+/// KEYS: subs, nodes, message channel. ARGV: exclude address or `-`, frame,
+/// deadline (as for publish).
 const SEND: &str = r#"
-local n = live_count(KEYS[1], KEYS[2], now_ms(), nil)
+local now = now_ms()
+if now > tonumber(ARGV[3]) then return -1 end
+local n = live_count(KEYS[1], KEYS[2], now, nil)
 redis.call('PUBLISH', KEYS[3], 'F' .. ARGV[1] .. '\n' .. ARGV[2])
 return n
 "#;

@@ -208,6 +208,11 @@ fn broker_status(s: &Shared, b: sente_lite_channels::BrokerHealth) -> BrokerStat
         node_id: s.engine.broker().node().map(|n| n.to_string()),
         nodes: b.nodes,
         error: b.error,
+        counters: b
+            .counters
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
     }
 }
 
