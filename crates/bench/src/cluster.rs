@@ -237,6 +237,8 @@ struct Step {
     delivered: u64,
     /// Deliveries slower than `max_p99_ms`.
     late: u64,
+    /// Why it failed, as judged when it ended (`None`: passed).
+    verdict: Option<String>,
     error: Option<String>,
     secs: f64,
     usage: Vec<(Proc, crate::procfs::ProcUsage)>,
@@ -411,8 +413,9 @@ async fn search(
             refined += 1;
         }
         let id = steps.len();
-        let step = run_step(ctx, id, rate).await?;
+        let mut step = run_step(ctx, id, rate).await?;
         let fail = step.failure(spec, broken.load(Ordering::Relaxed));
+        step.verdict.clone_from(&fail);
         eprintln!(
             "   step {id}: {rate:.0}/s: sent {}, lost {}, publisher lag {:.1} ms: {}",
             step.sent,
@@ -465,7 +468,7 @@ async fn search(
     let mut best = None::<&Step>;
     for (i, (st, lat)) in steps.iter().zip(&latency).enumerate() {
         let k = |name: &str| format!("step{i}_{name}");
-        let ok = st.failure(spec, 0).is_none();
+        let ok = st.verdict.is_none();
         put(&mut m, &k("rate"), st.rate);
         put(&mut m, &k("ok"), f64::from(u8::from(ok)));
         put(&mut m, &k("published"), st.sent as f64);
@@ -506,7 +509,7 @@ async fn search(
     }
     if let Some(f) = steps
         .iter()
-        .filter(|s| s.failure(spec, 0).is_some())
+        .filter(|s| s.verdict.is_some())
         .map(|s| s.rate)
         .reduce(f64::min)
     {
@@ -628,6 +631,7 @@ async fn run_step(ctx: StepCtx<'_>, step: usize, rate: f64) -> anyhow::Result<St
         expected,
         delivered,
         late,
+        verdict: None,
         error: outs.iter().find_map(|o| o.error.clone()),
         secs,
         usage,
