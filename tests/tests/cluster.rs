@@ -683,3 +683,51 @@ async fn a_hung_redis_times_out_within_message_timeout_and_nothing_is_lost_after
         (json!(3), json!(2))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_client_does_not_hold_up_its_nodes_other_subscribers() {
+    let redis = RedisServer::start();
+    let publisher_node = start(node_config(&redis, "node-0")).await;
+    let mut c = node_config(&redis, "node-1");
+    c.websocket.max_outbound_frames = 64;
+    let node = start(c).await;
+    wait_healthy(&node, 2).await;
+    let addr = node.local_addr();
+    // A client that never reads, with a small socket buffer, and a normal
+    // one, both on node 1.
+    let mut slow = Client::connect_small_buffer(addr, 4096).await;
+    slow.subscribe("firehose").await;
+    let mut normal = Client::connect(addr).await;
+    normal.subscribe("firehose").await;
+    const MESSAGES: u64 = 1000;
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < MESSAGES as usize {
+            let m = normal.recv_type("channel-message").await;
+            seqs.push(m["data"]["seq"].as_u64().unwrap());
+        }
+        seqs
+    });
+    let mut p = Client::connect(publisher_node.local_addr()).await;
+    let pad = "p".repeat(16 * 1024);
+    for seq in 0..MESSAGES {
+        p.send(json!({"type": "publish", "channel-id": "firehose",
+                      "data": {"seq": seq, "pad": pad}}))
+            .await;
+    }
+    for _ in 0..MESSAGES {
+        p.recv_type("publish-result").await;
+    }
+    let seqs = reader.await.unwrap();
+    assert_eq!(seqs, (0..MESSAGES).collect::<Vec<_>>());
+    let (frames, end) = slow.drain_until_end().await;
+    assert_eq!(end, Ended::Closed(Some((1008, "slow-consumer".to_owned()))));
+    assert!(
+        frames.len() < MESSAGES as usize,
+        "it was closed before the end"
+    );
+    eventually("the slow consumer counted", || {
+        node.transport_stats().closed_slow_consumer == 1
+    })
+    .await;
+}
