@@ -168,10 +168,12 @@ enum Item {
 }
 
 enum Wait {
-    /// A join's marker: pause the channel and wake the joiner.
+    /// A join's marker: pause the joiner's channel state (if it is still
+    /// the node's) and wake the joiner, telling it whether it paused.
     Marker {
         channel: Arc<str>,
-        tx: oneshot::Sender<()>,
+        chan: Arc<Chan>,
+        tx: oneshot::Sender<bool>,
     },
     /// A request to another node: its answer.
     Ack(oneshot::Sender<String>),
@@ -350,6 +352,14 @@ impl Shared {
             st.recovering = true;
         }
         let registered = async {
+            // Loaded up front, so no call after a (re)connect pays for a
+            // NOSCRIPT round trip (and calls sent in order run in order).
+            for script in self.scripts.all() {
+                let mut c = self.command().map_err(|e| e.to_string())?;
+                within(t, script.prepare_invoke().load_async(&mut c))
+                    .await
+                    .map_err(|e| format!("load scripts: {e}"))?;
+            }
             self.heartbeat().await?;
             self.resync().await?;
             let _order = self.sub_order.lock().await;
@@ -700,15 +710,22 @@ impl Shared {
         match kind {
             b'K' => {
                 let Some(token) = parse_u64(rest) else { return };
-                let Some(Wait::Marker { channel, tx }) = self.take_wait(token) else {
+                let Some(Wait::Marker { channel, chan, tx }) = self.take_wait(token) else {
                     return;
                 };
-                let chan = self.chans.lock().get(&channel).cloned();
-                if let Some(chan) = chan {
+                // A channel state that a concurrent last leaver took away
+                // is paused by no one: its joiner takes the subscription
+                // again and fills the gap (`rejoin`).
+                let current = self
+                    .chans
+                    .lock()
+                    .get(&channel)
+                    .is_some_and(|c| Arc::ptr_eq(c, &chan));
+                if current {
                     chan.st.lock().paused += 1;
-                    if tx.send(()).is_err() {
-                        self.resume(&channel, &chan);
-                    }
+                }
+                if tx.send(current).is_err() && current {
+                    self.resume(&channel, &chan);
                 }
             }
             b'A' => {
@@ -1088,9 +1105,10 @@ impl RedisBroker {
         if chan.st.lock().recovering {
             return Err(unavailable("the node is recovering from a Redis reconnect"));
         }
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let token = sh.wait(Wait::Marker {
             channel: Arc::from(channel),
+            chan: Arc::clone(&chan),
             tx,
         });
         let (config, ret, keep, maxsubs) = self.defaults();
@@ -1125,17 +1143,20 @@ impl RedisBroker {
         }
         // The marker: every message up to the view's position has reached
         // this node, none after it has been delivered (the channel waits).
-        match tokio::time::timeout(sh.cfg.command_timeout, rx).await {
-            Ok(Ok(())) => {}
+        let paused = match tokio::time::timeout(sh.cfg.command_timeout, &mut rx).await {
+            Ok(Ok(paused)) => paused,
             failed => {
                 if sh.take_wait(token).is_none() && failed.is_err() {
-                    // The marker came just now: undo its pause.
-                    sh.resume(channel, &chan);
+                    // The marker came just now (its sender is being
+                    // used): undo its pause.
+                    if let Ok(true) = rx.await {
+                        sh.resume(channel, &chan);
+                    }
                 }
                 self.shared.change_count(channel, -1).await;
                 return Err(unavailable("no marker from Redis within the timeout"));
             }
-        }
+        };
         let config = parse_config(items.get(1)).unwrap_or(sh.engine.default_channel);
         if int_at(&items, 5) == 1 {
             self.created(channel, &config, false);
@@ -1162,7 +1183,9 @@ impl RedisBroker {
                 remote_subscribers: int_at(&items, 4) as usize,
             })
         };
-        sh.resume(channel, &chan);
+        if paused {
+            sh.resume(channel, &chan);
+        }
         if matches!(result, Ok(true)) {
             let current = sh.chans.lock().get(channel).cloned();
             if !current.is_some_and(|c| Arc::ptr_eq(&c, &chan)) {

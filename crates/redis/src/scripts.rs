@@ -304,6 +304,24 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, to load them all at once after a connect.
+    pub(crate) fn all(&self) -> [&Script; 12] {
+        [
+            &self.publish,
+            &self.join,
+            &self.count,
+            &self.send,
+            &self.info,
+            &self.list,
+            &self.history,
+            &self.create,
+            &self.delete,
+            &self.recover,
+            &self.heartbeat,
+            &self.resync,
+        ]
+    }
+
     pub(crate) fn new() -> Scripts {
         let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Scripts {
