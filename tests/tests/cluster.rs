@@ -731,3 +731,74 @@ async fn one_slow_client_does_not_hold_up_its_nodes_other_subscribers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_simultaneous_joins_on_one_node_see_each_message_once() {
+    const MESSAGES: u64 = 600;
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2).await;
+    let config = sente_lite_protocol::ChannelConfig {
+        message_retention: 20,
+        ..Default::default()
+    };
+    nodes[0]
+        .channels()
+        .create_channel("burst", Some(config))
+        .await
+        .unwrap();
+    let (progress, seen) = tokio::sync::watch::channel(0u64);
+    let paddr = nodes[0].local_addr();
+    let publisher = tokio::spawn(async move {
+        let mut p = Client::connect(paddr).await;
+        for i in 1..=MESSAGES {
+            p.send(json!({"type": "publish", "channel-id": "burst", "data": i}))
+                .await;
+            if i % 10 == 0 {
+                for _ in 0..10 {
+                    p.recv_type("publish-result").await;
+                }
+                let _ = progress.send(i);
+            }
+        }
+    });
+    // Three waves of 20 connections on node 1, each wave subscribing at
+    // the same moment while the stream goes on.
+    let addr = nodes[1].local_addr();
+    let mut joiners = Vec::new();
+    for wave in 1..=3u64 {
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            clients.push(Client::connect(addr).await);
+        }
+        let mut seen = seen.clone();
+        seen.wait_for(|n| *n >= wave * 100).await.unwrap();
+        for mut c in clients {
+            joiners.push(tokio::spawn(async move {
+                let r = c.subscribe("burst").await;
+                let mut offsets: Vec<u64> = r["retained-messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["offset"].as_u64().unwrap())
+                    .collect();
+                while offsets.last().copied().unwrap_or(0) < MESSAGES {
+                    let m = c.recv_type("channel-message").await;
+                    offsets.push(m["offset"].as_u64().unwrap());
+                }
+                (c, offsets)
+            }));
+        }
+    }
+    publisher.await.unwrap();
+    let mut alive = Vec::new();
+    for j in join_all(joiners).await {
+        let (c, offsets) = j.unwrap();
+        let first = offsets[0];
+        assert_eq!(offsets, (first..=MESSAGES).collect::<Vec<_>>());
+        alive.push(c);
+    }
+    let s = stats(addr).await;
+    assert_eq!(s["broker"]["counters"]["subscribers-reconnected"], 0, "{s}");
+    let (_, ch) = http_get(addr, "/channels").await;
+    assert_eq!(ch["channels"]["burst"]["subscriber-count"], 60, "{ch}");
+}

@@ -165,6 +165,10 @@ enum Item {
     Deleted {
         epoch: Arc<str>,
     },
+    /// A join's marker that came while the channel waited for another
+    /// join (or a recovery): its turn comes when what is before it is
+    /// delivered, so each joiner is added exactly at its view's position.
+    Join(oneshot::Sender<bool>),
 }
 
 enum Wait {
@@ -401,24 +405,39 @@ impl Shared {
     /// Reads the pub/sub connection and keeps the node alive until the
     /// connection is lost (`Some(why)`) or the broker is dropped (`None`).
     async fn serve(&self, mut stream: PubSubStream) -> Option<String> {
-        let every = (self.cfg.node_ttl / 3).max(Duration::from_millis(50));
-        let mut beat = tokio::time::interval(every);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        beat.tick().await;
-        loop {
+        // The heartbeat runs on its own task: the reader never waits on a
+        // Redis call, only on the pub/sub connection.
+        let (failed_tx, mut failed) = oneshot::channel::<String>();
+        let beat = self.me.get().cloned().map(|me| {
+            let every = (self.cfg.node_ttl / 3).max(Duration::from_millis(50));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(sh) = me.upgrade() else { return };
+                    if let Err(e) = sh.heartbeat().await {
+                        let _ = failed_tx.send(e);
+                        return;
+                    }
+                }
+            })
+        });
+        let why = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => self.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
-                    None => return Some("the pub/sub connection closed".to_owned()),
+                    None => break Some("the pub/sub connection closed".to_owned()),
                 },
-                _ = beat.tick() => {
-                    if let Err(e) = self.heartbeat().await {
-                        return Some(e);
-                    }
-                }
-                () = self.stop.notified() => return None,
+                e = &mut failed => break Some(e.unwrap_or_else(|_| "heartbeat ended".to_owned())),
+                () = self.stop.notified() => break None,
             }
+        };
+        if let Some(beat) = beat {
+            beat.abort();
         }
+        why
     }
 
     /// The connection is gone: everything waiting fails now, and the node
@@ -461,6 +480,26 @@ impl Shared {
     }
 
     /// Runs a script invocation within the command timeout.
+    /// Runs a script invocation that must be answered by `deadline`.
+    async fn run_until(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Value, EngineError> {
+        let mut conn = self.command()?;
+        match tokio::time::timeout_at(deadline, inv.invoke_async::<Value>(&mut conn)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(unavailable("no answer from Redis within the timeout")),
+        }
+    }
+
+    /// `deadline` as ms since the Unix epoch on this node's clock, for the
+    /// scripts that must not run after it.
+    fn deadline_ms(&self, deadline: tokio::time::Instant) -> i64 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        now_ms().saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
+    }
+
     async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, EngineError> {
         let mut conn = self.command()?;
         within(
@@ -493,12 +532,19 @@ impl Shared {
             .arg(&self.keys.prefix);
         let v = self.run(&inv).await.map_err(|e| e.to_string())?;
         let items = array(v);
-        let mut c = self.cache.lock();
-        c.channels = int_at(&items, 0) as usize;
-        c.subscriptions = int_at(&items, 1) as usize;
-        c.remote_connections = int_at(&items, 2) as usize;
-        c.nodes = items.iter().skip(3).filter_map(string).collect();
-        c.nodes.sort();
+        {
+            let mut c = self.cache.lock();
+            c.channels = int_at(&items, 1) as usize;
+            c.subscriptions = int_at(&items, 2) as usize;
+            c.remote_connections = int_at(&items, 3) as usize;
+            c.nodes = items.iter().skip(4).filter_map(string).collect();
+            c.nodes.sort();
+        }
+        if int_at(&items, 0) == 1 && self.state.load(Relaxed) == CONNECTED {
+            // Counted as dead while still connected (a stall longer than
+            // node-ttl): its counts may have been dropped.
+            self.resync().await?;
+        }
         Ok(())
     }
 
@@ -567,11 +613,16 @@ impl Shared {
 
     /// Waits (at most the command timeout) until this node has delivered
     /// the channel's message at `offset` of `epoch`.
-    async fn delivered(&self, channel: &str, epoch: &str, offset: u64) {
+    async fn delivered(
+        &self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        deadline: tokio::time::Instant,
+    ) {
         let Some(chan) = self.chans.lock().get(channel).cloned() else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + self.cfg.command_timeout;
         loop {
             let woken = chan.delivered.notified();
             tokio::pin!(woken);
@@ -658,7 +709,13 @@ impl Shared {
                 if st.position.as_ref().is_some_and(|(e, _)| *e == epoch) {
                     hub.evict(id);
                     st.position = None;
+                    self.forget_if_empty(id);
                 }
+            }
+            // Markers are taken out of the queue by `resume`; one that
+            // reaches here has no turn to give: its joiner starts again.
+            Item::Join(tx) => {
+                let _ = tx.send(false);
             }
         }
     }
@@ -669,8 +726,10 @@ impl Shared {
         let n = hub.evict_reconnect(id);
         self.subscribers_reconnected.fetch_add(n as u64, Relaxed);
         st.position = None;
-        st.queue.clear();
+        // Deliveries of the old stream go; waiting joiners keep their turn.
+        st.queue.retain(|i| matches!(i, Item::Join(_)));
         st.overflowed = false;
+        self.forget_if_empty(id);
         self.event(
             Level::Warn,
             "sente-lite.redis/subscribers-reconnected",
@@ -697,10 +756,62 @@ impl Shared {
             self.reconnect_subscribers(id, &mut st, h.hub(), "overflow");
         }
         while let Some(item) = st.queue.pop_front() {
+            if let Item::Join(tx) = item {
+                // The next joiner's turn: everything before its marker is
+                // delivered, nothing after it.
+                st.paused += 1;
+                if tx.send(true).is_ok() {
+                    break;
+                }
+                st.paused -= 1;
+                continue;
+            }
             self.deliver(id, &mut st, item, h.hub());
         }
         drop(st);
         chan.delivered.notify_waiters();
+    }
+
+    /// Takes the node's subscription to `channel` away when the hub has no
+    /// local subscriber of it (last out); a newer subscribe wins.
+    async fn unsubscribe_if_empty(&self, channel: &str, hub: &Hub) -> Result<(), EngineError> {
+        {
+            let mut chans = self.chans.lock();
+            if hub.local_count(channel) > 0 {
+                return Ok(());
+            }
+            chans.remove(channel);
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.command_timeout;
+        let too_late = || unavailable("no answer from Redis within the timeout");
+        let _order = tokio::time::timeout_at(deadline, self.sub_order.lock())
+            .await
+            .map_err(|_| too_late())?;
+        if self.chans.lock().contains_key(channel) {
+            return Ok(()); // a new first subscriber came meanwhile
+        }
+        let sink = self.pubsub.read().clone();
+        if let Some(mut sink) = sink {
+            match tokio::time::timeout_at(deadline, sink.unsubscribe(self.keys.messages(channel)))
+                .await
+            {
+                Ok(r) => r.map_err(unavailable)?,
+                Err(_) => return Err(too_late()),
+            }
+        }
+        Ok(())
+    }
+
+    /// After an eviction: unsubscribe the node from `channel` in the
+    /// background if nobody local is left.
+    fn forget_if_empty(&self, channel: &str) {
+        let (Some(sh), Some(h)) = (self.me.get().and_then(Weak::upgrade), self.hub_handle()) else {
+            return;
+        };
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            let _ = sh.unsubscribe_if_empty(&channel, h.hub()).await;
+        });
     }
 
     fn on_node_message(&self, payload: &[u8]) {
@@ -714,17 +825,26 @@ impl Shared {
                     return;
                 };
                 // A channel state that a concurrent last leaver took away
-                // is paused by no one: its joiner takes the subscription
-                // again and fills the gap (`rejoin`).
+                // is paused by no one: its joiner starts again.
                 let current = self
                     .chans
                     .lock()
                     .get(&channel)
                     .is_some_and(|c| Arc::ptr_eq(c, &chan));
-                if current {
-                    chan.st.lock().paused += 1;
+                if !current {
+                    let _ = tx.send(false);
+                    return;
                 }
-                if tx.send(current).is_err() && current {
+                let mut st = chan.st.lock();
+                if st.paused > 0 {
+                    // Another join or a recovery holds the channel: this
+                    // marker waits in order behind what came before it.
+                    st.queue.push_back(Item::Join(tx));
+                    return;
+                }
+                st.paused += 1;
+                drop(st);
+                if tx.send(true).is_err() {
                     self.resume(&channel, &chan);
                 }
             }
@@ -1026,6 +1146,7 @@ impl RedisBroker {
         hub: &Hub,
     ) -> Result<Published, EngineError> {
         let sh = &self.shared;
+        let deadline = tokio::time::Instant::now() + sh.cfg.command_timeout;
         let message_id = self.message_id();
         let sender = message.sender.map(ToString::to_string);
         let head = channel_message_head(
@@ -1058,8 +1179,8 @@ impl RedisBroker {
             .arg(new_epoch())
             .arg(channel)
             .arg(u64::try_from(sh.cfg.stream_ttl.as_millis()).unwrap_or(u64::MAX))
-            .arg(sh.deadline());
-        let items = array(sh.run(&inv).await?);
+            .arg(sh.deadline_ms(deadline));
+        let items = array(sh.run_until(&inv, deadline).await?);
         if let Some(e) = script_error(&items, channel, &sh.engine) {
             return Err(e);
         }
@@ -1074,7 +1195,7 @@ impl RedisBroker {
                     delivered = delivered.saturating_sub(1);
                 } else {
                     // As on one node: its own message before its result.
-                    sh.delivered(channel, &position.epoch, position.offset)
+                    sh.delivered(channel, &position.epoch, position.offset, deadline)
                         .await;
                 }
             }
@@ -1094,16 +1215,42 @@ impl RedisBroker {
         create: Create,
         join: &mut JoinFn<'_>,
     ) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + self.shared.cfg.command_timeout;
+        // A concurrent last leaver may take the node's channel state away
+        // between the join script and the hub add: then start again.
+        for _ in 0..3 {
+            if let Some(done) = self.join_once(channel, create, join, deadline).await {
+                return done;
+            }
+        }
+        Err(unavailable(
+            "the channel's node subscription kept changing under the join",
+        ))
+    }
+
+    /// One try of a join: `None` when the node's channel state was taken
+    /// away under it (nothing joined, counts undone).
+    async fn join_once(
+        &self,
+        channel: &str,
+        create: Create,
+        join: &mut JoinFn<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<(), EngineError>> {
         let sh = &self.shared;
         let chan = sh.chans.lock().get(channel).cloned();
         let Some(chan) = chan else {
             // The node's subscription went with a last subscriber that
             // left meanwhile: take it again.
-            self.subscribe_now(channel).await?;
-            return Box::pin(self.join_now(channel, create, join)).await;
+            if let Err(e) = self.subscribe_until(channel, deadline).await {
+                return Some(Err(e));
+            }
+            return None;
         };
         if chan.st.lock().recovering {
-            return Err(unavailable("the node is recovering from a Redis reconnect"));
+            return Some(Err(unavailable(
+                "the node is recovering from a Redis reconnect",
+            )));
         }
         let (tx, mut rx) = oneshot::channel();
         let token = sh.wait(Wait::Marker {
@@ -1129,21 +1276,22 @@ impl RedisBroker {
             .arg(new_epoch())
             .arg(channel)
             .arg(&*sh.node)
-            .arg(token);
-        let items = match sh.run(&inv).await {
+            .arg(token)
+            .arg(sh.deadline_ms(deadline));
+        let items = match sh.run_until(&inv, deadline).await {
             Ok(v) => array(v),
             Err(e) => {
                 sh.take_wait(token);
-                return Err(e);
+                return Some(Err(e));
             }
         };
         if let Some(e) = script_error(&items, channel, &sh.engine) {
             sh.take_wait(token);
-            return Err(e);
+            return Some(Err(e));
         }
-        // The marker: every message up to the view's position has reached
-        // this node, none after it has been delivered (the channel waits).
-        let paused = match tokio::time::timeout(sh.cfg.command_timeout, &mut rx).await {
+        // The marker: every message up to the view's position has been
+        // delivered on this node, none after it (the channel waits).
+        let paused = match tokio::time::timeout_at(deadline, &mut rx).await {
             Ok(Ok(paused)) => paused,
             failed => {
                 if sh.take_wait(token).is_none() && failed.is_err() {
@@ -1153,49 +1301,57 @@ impl RedisBroker {
                         sh.resume(channel, &chan);
                     }
                 }
-                self.shared.change_count(channel, -1).await;
-                return Err(unavailable("no marker from Redis within the timeout"));
+                sh.change_count(channel, -1).await;
+                return Some(Err(unavailable("no marker from Redis within the timeout")));
             }
         };
         let config = parse_config(items.get(1)).unwrap_or(sh.engine.default_channel);
-        if int_at(&items, 5) == 1 {
-            self.created(channel, &config, false);
-        }
         let position = position(items.get(3), items.get(2));
-        let view_position = position.clone();
         let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
         let result = {
-            let hub = sh.hub_handle();
-            let mut st = chan.st.lock();
-            match (&st.position, &hub) {
-                (Some((e, _)), Some(h)) if *e != position.epoch => {
-                    // The channel was made again and this node missed it.
+            // Under the map's lock: a last leaver cannot take the state
+            // away between this check and the hub add (it checks the hub
+            // under the same lock).
+            let chans = sh.chans.lock();
+            let current = chans.get(channel).is_some_and(|c| Arc::ptr_eq(c, &chan));
+            if !current || !paused {
+                None
+            } else {
+                let hub = sh.hub_handle();
+                let mut st = chan.st.lock();
+                let consistent = match &st.position {
+                    None => true,
+                    Some((e, o)) => *e == position.epoch && *o == position.offset,
+                };
+                if let (false, Some(h)) = (consistent, &hub) {
+                    // The channel was made again, or this node missed part of
+                    // its stream: its subscribers cannot go on without a gap.
                     sh.reconnect_subscribers(channel, &mut st, h.hub(), "epoch-changed");
                 }
-                _ => {}
+                st.position = Some((Arc::clone(&position.epoch), position.offset));
+                drop(st);
+                let r = join(JoinView {
+                    config: &config,
+                    retained: &retained,
+                    position,
+                    remote_subscribers: int_at(&items, 4) as usize,
+                });
+                drop(chans);
+                Some(r)
             }
-            st.position = Some((Arc::clone(&position.epoch), position.offset));
-            drop(st);
-            join(JoinView {
-                config: &config,
-                retained: &retained,
-                position,
-                remote_subscribers: int_at(&items, 4) as usize,
-            })
         };
         if paused {
             sh.resume(channel, &chan);
         }
-        if matches!(result, Ok(true)) {
-            let current = sh.chans.lock().get(channel).cloned();
-            if !current.is_some_and(|c| Arc::ptr_eq(&c, &chan)) {
-                // The last subscriber before this one left meanwhile and
-                // took the node's subscription with it: take it again and
-                // fill what passed by from the stream.
-                self.rejoin(channel, &view_position).await;
-            }
+        let Some(result) = result else {
+            // Taken away under the join: nothing joined; start again.
+            sh.change_count(channel, -1).await;
+            return None;
+        };
+        if int_at(&items, 5) == 1 {
+            self.created(channel, &config, false);
         }
-        match result {
+        Some(match result {
             Ok(true) => Ok(()),
             Ok(false) => {
                 sh.change_count(channel, -1).await;
@@ -1205,84 +1361,40 @@ impl RedisBroker {
                 sh.change_count(channel, -1).await;
                 Err(e)
             }
-        }
-    }
-
-    /// Subscribes the node to `channel` again for subscribers that are at
-    /// `from`, and fills what they missed from the stream (or closes them
-    /// with `broker-reconnect`).
-    async fn rejoin(&self, channel: &str, from: &StreamPosition) {
-        let sh = &self.shared;
-        let chan = {
-            let mut chans = sh.chans.lock();
-            let c = Arc::clone(
-                chans
-                    .entry(Arc::from(channel))
-                    .or_insert_with(|| Arc::new(Chan::new())),
-            );
-            let mut st = c.st.lock();
-            if st.position.is_none() {
-                st.position = Some((Arc::clone(&from.epoch), from.offset));
-            }
-            st.paused += 1;
-            st.recovering = true;
-            drop(st);
-            c
-        };
-        if self.subscribe_now(channel).await.is_err() {
-            if let Some(h) = sh.hub_handle() {
-                let mut st = chan.st.lock();
-                st.recovering = false;
-                sh.reconnect_subscribers(channel, &mut st, h.hub(), "broker-reconnect");
-            }
-            sh.resume(channel, &chan);
-            return;
-        }
-        sh.recover(channel, &chan).await;
+        })
     }
 
     async fn subscribe_now(&self, channel: &str) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + self.shared.cfg.command_timeout;
+        self.subscribe_until(channel, deadline).await
+    }
+
+    async fn subscribe_until(
+        &self,
+        channel: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), EngineError> {
         let sh = &self.shared;
         sh.chans
             .lock()
             .entry(Arc::from(channel))
             .or_insert_with(|| Arc::new(Chan::new()));
-        let _order = sh.sub_order.lock().await;
+        let too_late = || unavailable("no answer from Redis within the timeout");
+        let _order = tokio::time::timeout_at(deadline, sh.sub_order.lock())
+            .await
+            .map_err(|_| too_late())?;
         let sink = sh.pubsub.read().clone();
         let Some(mut sink) = sink else {
             return Err(unavailable("not connected to Redis"));
         };
-        within(
-            sh.cfg.command_timeout,
-            sink.subscribe(sh.keys.messages(channel)),
-        )
-        .await
-        .map_err(unavailable)
+        match tokio::time::timeout_at(deadline, sink.subscribe(sh.keys.messages(channel))).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(too_late()),
+        }
     }
 
     async fn unsubscribe_now(&self, channel: &str, hub: &Hub) -> Result<(), EngineError> {
-        let sh = &self.shared;
-        {
-            let mut chans = sh.chans.lock();
-            if hub.local_count(channel) > 0 {
-                return Ok(());
-            }
-            chans.remove(channel);
-        }
-        let _order = sh.sub_order.lock().await;
-        if sh.chans.lock().contains_key(channel) {
-            return Ok(()); // a new first subscriber came meanwhile
-        }
-        let sink = sh.pubsub.read().clone();
-        if let Some(mut sink) = sink {
-            within(
-                sh.cfg.command_timeout,
-                sink.unsubscribe(sh.keys.messages(channel)),
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        Ok(())
+        self.shared.unsubscribe_if_empty(channel, hub).await
     }
 
     async fn send_to_channel_now(
@@ -1376,25 +1488,26 @@ impl RedisBroker {
         if matches!(v, Value::Nil) {
             return Err(EngineError::ChannelNotFound(truncated(channel)));
         }
-        // This node's subscribers go now; the others' nodes evict theirs
-        // when the notice reaches them.
+        let items = array(v);
+        let n = int_at(&items, 0);
+        let epoch = items.get(1).and_then(string).unwrap_or_default();
+        // This node's subscribers of that incarnation go now (a next one
+        // may exist already); other nodes evict theirs on the notice.
         let chan = sh.chans.lock().get(channel).cloned();
-        match chan {
-            Some(chan) => {
-                let mut st = chan.st.lock();
+        if let Some(chan) = chan {
+            let mut st = chan.st.lock();
+            if st.position.as_ref().is_some_and(|(e, _)| **e == *epoch) {
                 hub.evict(channel);
                 st.position = None;
             }
-            None => {
-                hub.evict(channel);
-            }
         }
+        sh.forget_if_empty(channel);
         self.shared.event(
             Level::Info,
             ev_ids::CHANNEL_DELETED,
-            serde_json::json!({"channel-id": channel, "unsubscribed": int(&v)}),
+            serde_json::json!({"channel-id": channel, "unsubscribed": n}),
         );
-        Ok(int(&v) as usize)
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     async fn info_now(&self, channel: &str) -> Result<Option<ChannelMeta>, EngineError> {
@@ -1486,7 +1599,9 @@ impl RedisBroker {
         error: bool,
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
-        if !valid_node_id(node) {
+        // Ours never have a space or a line break; the header between
+        // nodes is split on them.
+        if !valid_node_id(node) || request_id.contains([' ', '\n', '\r']) {
             return Err(EngineError::RequestNotFound(truncated(request_id)));
         }
         let me = Arc::clone(&sh.node);

@@ -114,9 +114,11 @@ return {'ok', offset, epoch, n, created}
 ///
 /// KEYS: meta, stream, subs, nodes, channels, node channel.
 /// ARGV: auto-create, default config, ret, keep, maxsubs, max channels,
-/// new epoch, channel id, node id, marker token.
+/// new epoch, channel id, node id, marker token, deadline (as for publish:
+/// a join Redis reaches after the joiner gave up must not count it).
 const JOIN: &str = r#"
 local now = now_ms()
+if now > tonumber(ARGV[11]) then return {'err', 'expired'} end
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[1] ~= '1' then return {'err', 'not-found'} end
@@ -215,7 +217,8 @@ if e then return e end
 return {'ok'}
 "#;
 
-/// Delete a channel and tell every node: its subscriber count, or nil.
+/// Delete a channel and tell every node: its subscriber count and the
+/// deleted epoch, or nil.
 ///
 /// KEYS: meta, stream, subs, nodes, channels, message channel. ARGV: id.
 const DELETE: &str = r#"
@@ -225,7 +228,7 @@ local n = live_count(KEYS[3], KEYS[4], now_ms(), nil)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('PUBLISH', KEYS[6], 'D' .. epoch)
-return n
+return {n, epoch}
 "#;
 
 /// After a reconnect: the channel's epoch, offset, the first offset still in
@@ -250,6 +253,11 @@ return out
 /// KEYS: nodes, channels, conns. ARGV: node id, ttl ms, connections, prefix.
 const HEARTBEAT: &str = r#"
 local now = now_ms()
+-- Lapsed: this node's entry was gone or expired, so scripts may have
+-- dropped its counts; it rewrites them.
+local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local lapsed = 0
+if (not prev) or tonumber(prev) <= now then lapsed = 1 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
@@ -268,7 +276,7 @@ local ids = redis.call('SMEMBERS', KEYS[2])
 for _, id in ipairs(ids) do
   subs = subs + live_count(ARGV[4] .. ':subs:' .. id, KEYS[1], now, nil)
 end
-return {#ids, subs, conns, unpack(nodes)}
+return {lapsed, #ids, subs, conns, unpack(nodes)}
 "#;
 
 /// After a (re)connect: this node's counts as they are now, nothing else
