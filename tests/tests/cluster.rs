@@ -597,41 +597,17 @@ async fn subscribers_joining_during_a_stream_of_publishes_see_each_message_once(
     let paddr = nodes[0].local_addr();
     // The publisher tells how far it got; joiner j joins after j * 30.
     let (progress, seen) = tokio::sync::watch::channel(0u64);
-    let publisher = tokio::spawn(async move {
-        let mut p = Client::connect(paddr).await;
-        for i in 1..=MESSAGES {
-            p.send(json!({"type": "publish", "channel-id": "s", "data": i}))
-                .await;
-            if i % 10 == 0 {
-                for _ in 0..10 {
-                    p.recv_type("publish-result").await;
-                }
-                let _ = progress.send(i);
-            }
-        }
-    });
+    let publisher = stream_publisher(paddr, "s", MESSAGES, progress);
     // Joiners on both nodes while the publishes go on.
     let mut joiners = Vec::new();
     for j in 0..12 {
         let addr = nodes[j % 2].local_addr();
         let mut seen = seen.clone();
         joiners.push(tokio::spawn(async move {
-            let mut c = Client::connect(addr).await;
+            let c = Client::connect(addr).await;
             let at = j as u64 * 30;
             seen.wait_for(|n| *n >= at).await.unwrap();
-            let r = c.subscribe("s").await;
-            let mut offsets: Vec<u64> = r["retained-messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["offset"].as_u64().unwrap())
-                .collect();
-            while offsets.last().copied().unwrap_or(0) < MESSAGES {
-                let m = c.recv_type("channel-message").await;
-                assert_eq!(m["data"], m["offset"]);
-                offsets.push(m["offset"].as_u64().unwrap());
-            }
-            offsets
+            join_and_read(c, "s", MESSAGES).await.1
         }));
     }
     publisher.await.unwrap();
@@ -748,19 +724,7 @@ async fn bursts_of_simultaneous_joins_on_one_node_see_each_message_once() {
         .unwrap();
     let (progress, seen) = tokio::sync::watch::channel(0u64);
     let paddr = nodes[0].local_addr();
-    let publisher = tokio::spawn(async move {
-        let mut p = Client::connect(paddr).await;
-        for i in 1..=MESSAGES {
-            p.send(json!({"type": "publish", "channel-id": "burst", "data": i}))
-                .await;
-            if i % 10 == 0 {
-                for _ in 0..10 {
-                    p.recv_type("publish-result").await;
-                }
-                let _ = progress.send(i);
-            }
-        }
-    });
+    let publisher = stream_publisher(paddr, "burst", MESSAGES, progress);
     // Three waves of 20 connections on node 1, each wave subscribing at
     // the same moment while the stream goes on.
     let addr = nodes[1].local_addr();
@@ -772,21 +736,8 @@ async fn bursts_of_simultaneous_joins_on_one_node_see_each_message_once() {
         }
         let mut seen = seen.clone();
         seen.wait_for(|n| *n >= wave * 100).await.unwrap();
-        for mut c in clients {
-            joiners.push(tokio::spawn(async move {
-                let r = c.subscribe("burst").await;
-                let mut offsets: Vec<u64> = r["retained-messages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["offset"].as_u64().unwrap())
-                    .collect();
-                while offsets.last().copied().unwrap_or(0) < MESSAGES {
-                    let m = c.recv_type("channel-message").await;
-                    offsets.push(m["offset"].as_u64().unwrap());
-                }
-                (c, offsets)
-            }));
+        for c in clients {
+            joiners.push(tokio::spawn(join_and_read(c, "burst", MESSAGES)));
         }
     }
     publisher.await.unwrap();
@@ -801,4 +752,45 @@ async fn bursts_of_simultaneous_joins_on_one_node_see_each_message_once() {
     assert_eq!(s["broker"]["counters"]["subscribers-reconnected"], 0, "{s}");
     let (_, ch) = http_get(addr, "/channels").await;
     assert_eq!(ch["channels"]["burst"]["subscriber-count"], 60, "{ch}");
+}
+
+/// Publishes `1..=n` (each message's data is its number) to `channel` from
+/// a client of `addr`, ten at a time, telling `progress` how far it got.
+fn stream_publisher(
+    addr: std::net::SocketAddr,
+    channel: &'static str,
+    n: u64,
+    progress: tokio::sync::watch::Sender<u64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut p = Client::connect(addr).await;
+        for i in 1..=n {
+            p.send(json!({"type": "publish", "channel-id": channel, "data": i}))
+                .await;
+            if i % 10 == 0 {
+                for _ in 0..10 {
+                    p.recv_type("publish-result").await;
+                }
+                let _ = progress.send(i);
+            }
+        }
+    })
+}
+
+/// Subscribes `c` to a channel of [`stream_publisher`] and reads its
+/// retained, then live messages up to offset `last`: the offsets seen, in
+/// order (each message's data must be its offset).
+async fn join_and_read(mut c: Client, channel: &str, last: u64) -> (Client, Vec<u64>) {
+    let r = c.subscribe(channel).await;
+    let mut offsets = Vec::new();
+    for m in r["retained-messages"].as_array().unwrap() {
+        assert_eq!(m["data"], m["offset"]);
+        offsets.push(m["offset"].as_u64().unwrap());
+    }
+    while offsets.last().copied().unwrap_or(0) < last {
+        let m = c.recv_type("channel-message").await;
+        assert_eq!(m["data"], m["offset"]);
+        offsets.push(m["offset"].as_u64().unwrap());
+    }
+    (c, offsets)
 }

@@ -82,6 +82,8 @@ struct Shared {
     stop: Notify,
     /// Itself, for the tasks it spawns.
     me: std::sync::OnceLock<Weak<Shared>>,
+    /// `engine.default_channel` as the scripts store it.
+    default_config_json: String,
 }
 
 #[derive(Default)]
@@ -228,7 +230,10 @@ impl RedisBroker {
             mine: format!("{prefix}:n:{}", config.node_id),
             prefix,
         };
+        let default_config_json =
+            serde_json::to_string(&engine.default_channel).unwrap_or_else(|_| "{}".to_owned());
         let shared = Arc::new(Shared {
+            default_config_json,
             node: Arc::from(config.node_id.as_str()),
             cfg: config,
             engine,
@@ -460,11 +465,9 @@ impl Shared {
         telemere_lite::event!(tel: &self.telemetry, level: level, id, data);
     }
 
-    /// When an operation sent now has been answered `broker-unavailable`
-    /// (ms since the Unix epoch, this node's clock).
-    fn deadline(&self) -> i64 {
-        let t = i64::try_from(self.cfg.command_timeout.as_millis()).unwrap_or(i64::MAX);
-        now_ms().saturating_add(t)
+    /// The deadline of an operation that starts now.
+    fn op_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.cfg.command_timeout
     }
 
     fn command(&self) -> Result<MultiplexedConnection, EngineError> {
@@ -479,7 +482,6 @@ impl Shared {
         }
     }
 
-    /// Runs a script invocation within the command timeout.
     /// Runs a script invocation that must be answered by `deadline`.
     async fn run_until(
         &self,
@@ -500,14 +502,9 @@ impl Shared {
         now_ms().saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// Runs a script invocation within the command timeout.
     async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, EngineError> {
-        let mut conn = self.command()?;
-        within(
-            self.cfg.command_timeout,
-            inv.invoke_async::<Value>(&mut conn),
-        )
-        .await
-        .map_err(unavailable)
+        self.run_until(inv, self.op_deadline()).await
     }
 
     async fn publish_raw(&self, channel: &str, payload: Vec<u8>) -> Result<i64, EngineError> {
@@ -1119,9 +1116,12 @@ fn new_epoch() -> String {
 // ----- the Broker -----------------------------------------------------------
 
 impl RedisBroker {
-    fn defaults(&self) -> (String, usize, usize, usize) {
+    /// What a channel made by a publish or a join gets: the default config
+    /// (serialized once, at start), its retention, stream length and
+    /// `max-subscribers`.
+    fn defaults(&self) -> (&str, usize, usize, usize) {
         let c = self.shared.engine.default_channel;
-        let json = serde_json::to_string(&c).unwrap_or_else(|_| "{}".to_owned());
+        let json = self.shared.default_config_json.as_str();
         (json, c.message_retention, self.keep(&c), c.max_subscribers)
     }
 
@@ -1413,7 +1413,7 @@ impl RedisBroker {
             .key(sh.keys.messages(channel))
             .arg(&excl)
             .arg(frame.bytes().as_ref())
-            .arg(sh.deadline());
+            .arg(sh.deadline_ms(sh.op_deadline()));
         let Ok(delivered) = usize::try_from(int(&sh.run(&inv).await?)) else {
             return Err(unavailable(
                 "Redis reached the send after its timeout: it was not sent",
