@@ -62,6 +62,7 @@ async fn serve(listener: TcpListener, mock: Arc<Mock>) {
             let welcome = ServerMessage::Welcome {
                 conn_id: conn_id.clone(),
                 server_time: sente_lite_protocol::now_ms(),
+                user_id: None,
             };
             let _ = tx.send(welcome.to_json()).await;
             while let Some(Ok(msg)) = stream.next().await {

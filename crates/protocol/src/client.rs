@@ -49,8 +49,20 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp: Option<Value>,
     },
-    /// `{"type":"list-channels"}`
-    ListChannels,
+    /// `{"type":"list-channels","limit":100,"cursor":"chat"}`: one page of
+    /// the channels the connection may subscribe to, in id order, starting
+    /// after `cursor` (both fields optional).
+    #[serde(rename_all = "kebab-case")]
+    ListChannels {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// `{"type":"authenticate","token":"eyJ..."}`: presents a token after
+    /// the welcome (for browsers that keep tokens out of URLs), or a fresh
+    /// one before the current one expires.
+    Authenticate { token: String },
     /// `{"type":"get-subscriptions"}`
     GetSubscriptions,
 }
@@ -65,7 +77,8 @@ impl ClientMessage {
             ClientMessage::RpcRequest { .. } => "rpc-request",
             ClientMessage::RpcResponse { .. } => "rpc-response",
             ClientMessage::Ping { .. } => "ping",
-            ClientMessage::ListChannels => "list-channels",
+            ClientMessage::ListChannels { .. } => "list-channels",
+            ClientMessage::Authenticate { .. } => "authenticate",
             ClientMessage::GetSubscriptions => "get-subscriptions",
         }
     }
@@ -117,6 +130,12 @@ struct Fields<'a> {
     error: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    cursor: Option<&'a RawValue>,
 }
 
 /// A field that is present is `Some`, even when its value is `null`
@@ -198,7 +217,13 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
                 .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
                 .filter(|v| !v.is_null()),
         },
-        "list-channels" => ClientMessage::ListChannels,
+        "list-channels" => ClientMessage::ListChannels {
+            limit: opt_u64(f.limit, "limit")?,
+            cursor: opt_string(f.cursor, "cursor")?,
+        },
+        "authenticate" => ClientMessage::Authenticate {
+            token: string(f.token, "token")?,
+        },
         "get-subscriptions" => ClientMessage::GetSubscriptions,
         other => {
             return Err(DecodeError {
@@ -220,6 +245,14 @@ fn string(raw: Option<&RawValue>, field: &str) -> Result<String, DecodeError> {
             raw_kind(raw)
         ))
     })
+}
+
+fn opt_string(raw: Option<&RawValue>, field: &str) -> Result<Option<String>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get() == "null" => Ok(None),
+        Some(r) => string(Some(r), field).map(Some),
+    }
 }
 
 /// `data` is any JSON value but must be present (`null` is allowed). It is

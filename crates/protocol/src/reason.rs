@@ -56,6 +56,8 @@ pub enum Reason {
     /// The broker that joins the server's nodes (Redis) cannot be reached
     /// now; the operation did not happen. Retry later.
     BrokerUnavailable,
+    /// The connection's token expired (close code 4002).
+    TokenExpired,
 }
 
 impl Reason {
@@ -84,11 +86,12 @@ impl Reason {
             Reason::Forbidden => "forbidden",
             Reason::ConnectionNotFound => "connection-not-found",
             Reason::BrokerUnavailable => "broker-unavailable",
+            Reason::TokenExpired => "token-expired",
         }
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -111,6 +114,7 @@ impl Reason {
         Reason::Forbidden,
         Reason::ConnectionNotFound,
         Reason::BrokerUnavailable,
+        Reason::TokenExpired,
     ];
 }
 

@@ -89,9 +89,27 @@ pub struct ErrorFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMessage {
-    /// First frame on every connection.
+    /// First frame on every connection; `user-id` when the upgrade carried
+    /// an accepted token.
     #[serde(rename_all = "kebab-case")]
-    Welcome { conn_id: String, server_time: i64 },
+    Welcome {
+        conn_id: String,
+        server_time: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+    },
+    /// Answer to `authenticate`. On success: `user-id` and, when the token
+    /// has an `exp`, `expires-at` (ms since the epoch). On failure: `reason`.
+    #[serde(rename_all = "kebab-case")]
+    AuthenticateResult {
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
     /// Answer to `subscribe`. On success: `subscriber-count` and the retained
     /// messages, oldest first. On failure: `reason`.
     #[serde(rename_all = "kebab-case")]
@@ -156,6 +174,9 @@ pub enum ServerMessage {
     #[serde(rename_all = "kebab-case")]
     ChannelList {
         channels: BTreeMap<String, ChannelSummary>,
+        /// Present when more channels follow: send it back as `cursor`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
     },
     /// Answer to `get-subscriptions`.
     #[serde(rename_all = "kebab-case")]

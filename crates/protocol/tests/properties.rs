@@ -77,7 +77,7 @@ fn arb_client() -> impl Strategy<Value = ClientMessage> {
         }),
         prop::option::of(arb_non_null_json())
             .prop_map(|timestamp| ClientMessage::Ping { timestamp }),
-        Just(ClientMessage::ListChannels),
+        Just(ClientMessage::ListChannels { limit: None, cursor: None }),
         Just(ClientMessage::GetSubscriptions),
     ]
 }
@@ -137,7 +137,8 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         (arb_id(), any::<i64>()).prop_map(|(conn_id, server_time)| ServerMessage::Welcome {
             conn_id,
-            server_time
+            server_time,
+            user_id: None,
         }),
         (
             arb_id(),
@@ -215,7 +216,7 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                 original_timestamp,
             }
         ),
-        arb_channels().prop_map(|channels| ServerMessage::ChannelList { channels }),
+        arb_channels().prop_map(|channels| ServerMessage::ChannelList { channels, next_cursor: None }),
         prop::collection::vec(arb_id(), 0..5)
             .prop_map(|subscriptions| ServerMessage::SubscriptionList { subscriptions }),
         arb_channel_message().prop_map(ServerMessage::ChannelMessage),

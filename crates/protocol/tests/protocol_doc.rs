@@ -9,7 +9,8 @@ use serde_json::Value;
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 
 /// Client frame types, as the decoder knows them.
-const CLIENT_TYPES: [&str; 8] = [
+const CLIENT_TYPES: [&str; 9] = [
+    "authenticate",
     "subscribe",
     "unsubscribe",
     "publish",

@@ -74,6 +74,7 @@ fn welcome() {
         ServerMessage::Welcome {
             conn_id: "conn-1729825712324-8472".into(),
             server_time: 1_729_825_712_324,
+            user_id: None,
         },
     );
 }
@@ -318,7 +319,7 @@ fn pong() {
 
 #[test]
 fn list_channels() {
-    client_round_trip("list-channels", ClientMessage::ListChannels);
+    client_round_trip("list-channels", ClientMessage::ListChannels { limit: None, cursor: None });
 }
 
 fn chat_room_config() -> ChannelConfig {
@@ -345,7 +346,7 @@ fn channel_list() {
             subscriber_count: 8,
         },
     );
-    server_round_trip("channel-list", ServerMessage::ChannelList { channels });
+    server_round_trip("channel-list", ServerMessage::ChannelList { channels, next_cursor: None });
 }
 
 #[test]
