@@ -23,6 +23,54 @@ pub struct EngineConfig {
     pub max_pending_rpc_per_connection: usize,
     /// Longest `timeout-ms` a request may ask for; longer ones are clamped.
     pub max_rpc_timeout_ms: u64,
+    /// Channel namespaces with defaults of their own: a channel id
+    /// `ns:rest` is in namespace `ns` ([`namespace_of`]); ids without a
+    /// `:`, and ids whose namespace is not listed, take `auto_create` and
+    /// `default_channel`.
+    pub namespaces: Vec<Namespace>,
+}
+
+/// The channel defaults of one namespace (`[channels.namespaces.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// The namespace: the part of a channel id before its first `:`.
+    pub name: String,
+    /// Create its channels on their first subscribe or publish.
+    pub auto_create: bool,
+    /// Settings of its channels created without their own.
+    pub channel: ChannelConfig,
+}
+
+/// The namespace of a channel id: the part before its first `:`, or `None`
+/// (the default namespace) when it has none.
+///
+/// ```
+/// use sente_lite_channels::namespace_of;
+/// assert_eq!(namespace_of("chat:lobby"), Some("chat"));
+/// assert_eq!(namespace_of("lobby"), None);
+/// ```
+pub fn namespace_of(channel: &str) -> Option<&str> {
+    channel.split_once(':').map(|(ns, _)| ns)
+}
+
+impl EngineConfig {
+    /// The namespace entry that governs `channel`, if any.
+    pub fn namespace(&self, channel: &str) -> Option<&Namespace> {
+        let ns = namespace_of(channel)?;
+        self.namespaces.iter().find(|n| n.name == ns)
+    }
+
+    /// The settings a channel made without its own gets.
+    pub fn channel_defaults(&self, channel: &str) -> ChannelConfig {
+        self.namespace(channel)
+            .map_or(self.default_channel, |n| n.channel)
+    }
+
+    /// Whether `channel` is created on its first subscribe or publish.
+    pub fn auto_creates(&self, channel: &str) -> bool {
+        self.namespace(channel)
+            .map_or(self.auto_create, |n| n.auto_create)
+    }
 }
 
 impl Default for EngineConfig {
@@ -36,6 +84,7 @@ impl Default for EngineConfig {
             max_pending_rpc: 100_000,
             max_pending_rpc_per_connection: 1_000,
             max_rpc_timeout_ms: 300_000,
+            namespaces: Vec::new(),
         }
     }
 }

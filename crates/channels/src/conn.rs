@@ -1,6 +1,7 @@
 //! Connections as the engine sees them: an id and an outbound sink.
 
 use bytes::Bytes;
+use sente_lite_protocol::Reason;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -175,4 +176,14 @@ pub trait Sink: Send + Sync + 'static {
     /// the connection with close code 1012 and reason `broker-reconnect`
     /// after the frames queued before it. The default does nothing.
     fn reconnect(&self) {}
+
+    /// Closes the connection with a close `code` (4000-4999 are the
+    /// application's) and `reason` after the frames queued before it; the
+    /// session asks this when a connection did not authenticate in time
+    /// (4001 `unauthorized`) or its token expired (4002 `token-expired`).
+    /// Nothing offered after it reaches the client. The default does
+    /// nothing.
+    fn close(&self, code: u16, reason: Reason) {
+        let _ = (code, reason);
+    }
 }

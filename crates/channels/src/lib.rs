@@ -62,7 +62,7 @@ pub use broker::{
     Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinFn, JoinView, NodeHandle,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
-pub use config::EngineConfig;
+pub use config::{namespace_of, EngineConfig, Namespace};
 pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
 pub use frames::channel_message_head;

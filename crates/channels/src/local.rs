@@ -169,10 +169,10 @@ impl LocalBroker {
         if let Some(ch) = self.channels.get(id) {
             return Ok(ch);
         }
-        if create == Create::Never || !self.config.auto_create {
+        if create == Create::Never || !self.config.auto_creates(id) {
             return Err(EngineError::ChannelNotFound(truncated(id)));
         }
-        self.insert(id, self.config.default_channel, false)
+        self.insert(id, self.config.channel_defaults(id), false)
     }
 
     fn publish_now(

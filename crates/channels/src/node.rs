@@ -267,7 +267,7 @@ impl Engine {
         id: &str,
         config: Option<ChannelConfig>,
     ) -> Result<(), EngineError> {
-        let config = config.unwrap_or(self.inner.config.default_channel);
+        let config = config.unwrap_or_else(|| self.inner.config.channel_defaults(id));
         let r = match self.check_id(id) {
             Ok(()) => self.inner.broker.create_channel(id, config).await,
             Err(e) => Err(e),
@@ -317,6 +317,33 @@ impl Engine {
             .into_iter()
             .map(|(id, m)| (id, summary(&m)))
             .collect())
+    }
+
+    /// One page of the channels `keep` lets through, in id order: at most
+    /// `limit`, starting after the id `after`, and the cursor of the next
+    /// page (the last id given) when more follow.
+    pub async fn list_channels_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(BTreeMap<String, ChannelSummary>, Option<String>), EngineError> {
+        let mut all = self.inner.broker.channels(&self.inner.hub).await?;
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut page = BTreeMap::new();
+        let mut more = false;
+        for (id, meta) in all {
+            if after.is_some_and(|a| id.as_str() <= a) || !keep(&id) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.insert(id, summary(&meta));
+        }
+        let next = if more { page.keys().next_back().cloned() } else { None };
+        Ok((page, next))
     }
 
     /// Number of channels now.
@@ -621,7 +648,7 @@ impl Engine {
         }
         match self.inner.broker.channel(channel_id, &self.inner.hub).await {
             Ok(Some(meta)) => meta.config.telemetry_enabled,
-            _ => self.inner.config.default_channel.telemetry_enabled,
+            _ => self.inner.config.channel_defaults(channel_id).telemetry_enabled,
         }
     }
 
@@ -776,7 +803,7 @@ impl Engine {
         let inner = &self.inner;
         self.check_id(channel_id)?;
         let Some(meta) = inner.broker.channel(channel_id, &inner.hub).await? else {
-            return Err(if inner.config.auto_create {
+            return Err(if inner.config.auto_creates(channel_id) {
                 EngineError::NoSubscribers(truncated(channel_id))
             } else {
                 EngineError::ChannelNotFound(truncated(channel_id))

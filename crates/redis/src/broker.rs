@@ -10,7 +10,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Value};
 use sente_lite_channels::events::{self as ev_ids};
 use sente_lite_channels::{
-    channel_message_head, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, ConnId,
+    channel_message_head, namespace_of, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, ConnId,
     Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
@@ -84,6 +84,8 @@ struct Shared {
     me: std::sync::OnceLock<Weak<Shared>>,
     /// `engine.default_channel` as the scripts store it.
     default_config_json: String,
+    /// Each of `engine.namespaces`' channel defaults, likewise (same order).
+    namespace_config_json: Vec<String>,
 }
 
 #[derive(Default)]
@@ -230,10 +232,12 @@ impl RedisBroker {
             mine: format!("{prefix}:n:{}", config.node_id),
             prefix,
         };
-        let default_config_json =
-            serde_json::to_string(&engine.default_channel).unwrap_or_else(|_| "{}".to_owned());
+        let json = |c: &ChannelConfig| serde_json::to_string(c).unwrap_or_else(|_| "{}".to_owned());
+        let default_config_json = json(&engine.default_channel);
+        let namespace_config_json = engine.namespaces.iter().map(|n| json(&n.channel)).collect();
         let shared = Arc::new(Shared {
             default_config_json,
+            namespace_config_json,
             node: Arc::from(config.node_id.as_str()),
             cfg: config,
             engine,
@@ -1119,9 +1123,17 @@ impl RedisBroker {
     /// What a channel made by a publish or a join gets: the default config
     /// (serialized once, at start), its retention, stream length and
     /// `max-subscribers`.
-    fn defaults(&self) -> (&str, usize, usize, usize) {
-        let c = self.shared.engine.default_channel;
-        let json = self.shared.default_config_json.as_str();
+    fn defaults(&self, channel: &str) -> (&str, usize, usize, usize) {
+        let sh = &self.shared;
+        let ns = namespace_of(channel)
+            .and_then(|ns| sh.engine.namespaces.iter().position(|n| n.name == ns));
+        let (c, json) = match ns {
+            Some(i) => (
+                sh.engine.namespaces[i].channel,
+                sh.namespace_config_json.get(i).map_or("{}", String::as_str),
+            ),
+            None => (sh.engine.default_channel, sh.default_config_json.as_str()),
+        };
         (json, c.message_retention, self.keep(&c), c.max_subscribers)
     }
 
@@ -1160,7 +1172,7 @@ impl RedisBroker {
             (Some(s), true) => s.as_str(),
             _ => "-",
         };
-        let (config, ret, keep, maxsubs) = self.defaults();
+        let (config, ret, keep, maxsubs) = self.defaults(channel);
         let mut inv = sh.scripts.publish.prepare_invoke();
         inv.key(sh.keys.meta(channel))
             .key(sh.keys.stream(channel))
@@ -1170,7 +1182,7 @@ impl RedisBroker {
             .key(sh.keys.messages(channel))
             .arg(head)
             .arg(exclude)
-            .arg(if sh.engine.auto_create { "1" } else { "0" })
+            .arg(if sh.engine.auto_creates(channel) { "1" } else { "0" })
             .arg(config)
             .arg(ret)
             .arg(keep)
@@ -1185,7 +1197,7 @@ impl RedisBroker {
             return Err(e);
         }
         if int_at(&items, 4) == 1 {
-            self.created(channel, &sh.engine.default_channel, false);
+            self.created(channel, &sh.engine.channel_defaults(channel), false);
         }
         let mut delivered = int_at(&items, 3) as usize;
         let position = position(items.get(2), items.get(1));
@@ -1258,8 +1270,8 @@ impl RedisBroker {
             chan: Arc::clone(&chan),
             tx,
         });
-        let (config, ret, keep, maxsubs) = self.defaults();
-        let auto = create == Create::Auto && sh.engine.auto_create;
+        let (config, ret, keep, maxsubs) = self.defaults(channel);
+        let auto = create == Create::Auto && sh.engine.auto_creates(channel);
         let mut inv = sh.scripts.join.prepare_invoke();
         inv.key(sh.keys.meta(channel))
             .key(sh.keys.stream(channel))
@@ -1305,7 +1317,7 @@ impl RedisBroker {
                 return Some(Err(unavailable("no marker from Redis within the timeout")));
             }
         };
-        let config = parse_config(items.get(1)).unwrap_or(sh.engine.default_channel);
+        let config = parse_config(items.get(1)).unwrap_or_else(|| sh.engine.channel_defaults(channel));
         let position = position(items.get(3), items.get(2));
         let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
         let result = {
