@@ -34,14 +34,35 @@ pub struct Identity {
     /// The user's id (a token's `sub`), when known.
     pub user_id: Option<String>,
     /// Whatever the authorizer wants to keep about the user (a token's
-    /// `info`, its grants).
+    /// `info`).
     pub info: Option<Value>,
+    /// Channel-id patterns the user is granted (a token's `channels`
+    /// claim; `*` matches any run of characters).
+    pub channels: Vec<String>,
+    /// When the identity stops being valid, in ms since the epoch (a
+    /// token's `exp` plus the authorizer's leeway). The session closes the
+    /// connection then (4002 `token-expired`) unless a fresh token for the
+    /// same user arrived by `authenticate`.
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Identity {
     /// No user.
     pub fn anonymous() -> Identity {
         Identity::default()
+    }
+
+    /// An authenticated user with no grants and no expiry.
+    pub fn user(user_id: impl Into<String>) -> Identity {
+        Identity {
+            user_id: Some(user_id.into()),
+            ..Identity::default()
+        }
+    }
+
+    /// Whether a user is known (a token was accepted).
+    pub fn is_authenticated(&self) -> bool {
+        self.user_id.is_some()
     }
 }
 
@@ -57,6 +78,14 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal with reason `unauthorized`: no acceptable credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: Reason::Unauthorized,
+            message: message.into(),
+        }
+    }
+
     /// A refusal with reason `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Refusal {
         Refusal {
@@ -66,32 +95,70 @@ impl Refusal {
     }
 }
 
-/// Decides who a connection is and what it may do. The [`Session`]
-/// (crate::Session) asks it on connect and before every subscribe, publish
-/// and RPC request, so the same rules hold whichever transport carries the
-/// frames. Every method allows by default.
+/// Decides who a connection is and what it may do. The
+/// [`Session`](crate::Session) asks it on connect, on `authenticate`, and
+/// before every subscribe, publish, RPC request and channel listing, so the
+/// same rules hold whichever transport carries the frames. Every method
+/// allows by default.
 pub trait Authorizer: Send + Sync + 'static {
-    /// Identifies a connection as it opens; a refusal keeps it from opening.
+    /// Identifies a connection as it opens; a refusal keeps it from opening
+    /// (HTTP 401 for `unauthorized`, 403 for `forbidden`). A connection it
+    /// lets open anonymously where [`allows_anonymous`](Self::allows_anonymous)
+    /// is false must present a token by `authenticate` before anything else.
     fn connect(&self, info: &ConnectInfo) -> Result<Identity, Refusal> {
         let _ = info;
         Ok(Identity::anonymous())
     }
 
-    /// May `who` subscribe to `channel` (and so see its RPC requests)?
+    /// Checks a token sent in an `authenticate` frame. The default takes
+    /// none.
+    fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
+        let _ = token;
+        Err(Refusal::unauthorized("this server accepts no tokens"))
+    }
+
+    /// Whether a connection without a user may do anything but
+    /// `authenticate` and `ping`. Default: yes.
+    fn allows_anonymous(&self) -> bool {
+        true
+    }
+
+    /// How long a connection that must authenticate has to do it before
+    /// it is closed with 4001 `unauthorized`. Default: 10 s.
+    fn auth_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+
+    /// May `who` subscribe to `channel` (and so see its RPC requests, and
+    /// its name in `list-channels`)?
     fn subscribe(&self, who: &Identity, conn: &ConnAddr, channel: &str) -> Result<(), Refusal> {
         let _ = (who, conn, channel);
         Ok(())
     }
 
-    /// May `who` publish to `channel`?
-    fn publish(&self, who: &Identity, conn: &ConnAddr, channel: &str) -> Result<(), Refusal> {
-        let _ = (who, conn, channel);
+    /// May `who` publish to `channel`? `subscribed` says whether the
+    /// connection is subscribed to it.
+    fn publish(
+        &self,
+        who: &Identity,
+        conn: &ConnAddr,
+        channel: &str,
+        subscribed: bool,
+    ) -> Result<(), Refusal> {
+        let _ = (who, conn, channel, subscribed);
         Ok(())
     }
 
-    /// May `who` send an RPC request to `channel`'s workers?
-    fn rpc_call(&self, who: &Identity, conn: &ConnAddr, channel: &str) -> Result<(), Refusal> {
-        let _ = (who, conn, channel);
+    /// May `who` send an RPC request to `channel`'s workers? `subscribed`
+    /// says whether the connection is subscribed to it.
+    fn rpc_call(
+        &self,
+        who: &Identity,
+        conn: &ConnAddr,
+        channel: &str,
+        subscribed: bool,
+    ) -> Result<(), Refusal> {
+        let _ = (who, conn, channel, subscribed);
         Ok(())
     }
 }

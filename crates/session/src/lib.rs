@@ -43,7 +43,10 @@ pub mod events;
 mod session;
 
 pub use auth::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
-pub use session::{Handled, OpenError, Session};
+pub use session::{
+    Handled, OpenError, Session, CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

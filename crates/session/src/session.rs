@@ -6,9 +6,25 @@ use sente_lite_channels::{
     ConnAddr, ConnId, Engine, EngineError, Frame, RpcSent, Sink, Subscribed,
 };
 use sente_lite_protocol::{decode_client, now_ms, ClientMessage, Delivery, Reason, ServerMessage};
+use parking_lot::{Mutex, RwLock};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use telemere_lite::{event, Level, Telemetry};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Close code of a connection that did not authenticate in time.
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+/// Close code of a connection whose token expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4002;
+
+/// Most channels one `list-channels` answer names when it asks for no
+/// `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Most channels one `list-channels` answer names whatever it asks.
+pub const MAX_LIST_LIMIT: usize = 1_000;
 
 /// One connection speaking docs/PROTOCOL.md: it greets the client
 /// (`welcome`), decodes each text frame, asks the [`Authorizer`], routes the
@@ -23,8 +39,28 @@ pub struct Session {
     addr: ConnAddr,
     sink: Arc<dyn Sink>,
     authorizer: Arc<dyn Authorizer>,
-    identity: Identity,
+    /// Replaced whole by a successful `authenticate`.
+    identity: RwLock<Arc<Identity>>,
+    /// The deadline that closes the connection (authentication, token
+    /// expiry), armed only when there is one.
+    watch: OnceLock<Arc<Watch>>,
     telemetry: Telemetry,
+}
+
+/// The one deadline of a session, watched by a task spawned the first
+/// time one is armed.
+struct Watch {
+    deadline: Mutex<Option<Deadline>>,
+    changed: Notify,
+    /// The session ended: the task stops.
+    ended: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deadline {
+    at: Instant,
+    code: u16,
+    reason: Reason,
 }
 
 /// What handling one frame came to, for the transport's counters.
@@ -62,7 +98,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("conn", &self.addr.to_string())
-            .field("identity", &self.identity)
+            .field("identity", &*self.identity.read())
             .finish()
     }
 }
@@ -88,20 +124,66 @@ impl Session {
                 ServerMessage::Welcome {
                     conn_id: addr.to_string(),
                     server_time: now_ms(),
+                    user_id: identity.user_id.clone(),
                 }
                 .to_json(),
             )
         };
         let conn = engine.connect_with_greeting(Arc::clone(&sink), welcome)?;
-        Ok(Session {
+        let session = Session {
             addr: engine.addr(conn),
             engine: engine.clone(),
             conn,
             sink,
             authorizer,
-            identity,
+            identity: RwLock::new(Arc::new(identity)),
+            watch: OnceLock::new(),
             telemetry: engine.telemetry().clone(),
-        })
+        };
+        session.arm();
+        Ok(session)
+    }
+
+    /// Sets the deadline the identity calls for: the authentication
+    /// timeout for a connection that must authenticate and has not, the
+    /// token's expiry for one that has, none otherwise.
+    fn arm(&self) {
+        let who = self.identity();
+        let deadline = if !who.is_authenticated() && !self.authorizer.allows_anonymous() {
+            Some(Deadline {
+                at: Instant::now() + self.authorizer.auth_timeout(),
+                code: CLOSE_UNAUTHORIZED,
+                reason: Reason::Unauthorized,
+            })
+        } else {
+            who.expires_at_ms.map(|exp| Deadline {
+                at: Instant::now() + Duration::from_millis(u64::try_from(exp - now_ms()).unwrap_or(0)),
+                code: CLOSE_TOKEN_EXPIRED,
+                reason: Reason::TokenExpired,
+            })
+        };
+        match (self.watch.get(), deadline) {
+            (None, None) => {}
+            (Some(w), d) => {
+                *w.deadline.lock() = d;
+                w.changed.notify_one();
+            }
+            (None, Some(d)) => {
+                // Without a runtime (a synchronous embedder) nothing can
+                // wait; the per-frame check still refuses an expired token.
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let w = Arc::new(Watch {
+                    deadline: Mutex::new(Some(d)),
+                    changed: Notify::new(),
+                    ended: AtomicBool::new(false),
+                });
+                if self.watch.set(Arc::clone(&w)).is_ok() {
+                    rt.spawn(watch(w, Arc::clone(&self.sink), self.engine.clone()));
+                }
+            }
+        }
     }
 
     /// The connection's id on this node.
@@ -114,9 +196,25 @@ impl Session {
         &self.addr
     }
 
-    /// Who the connection is.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    /// Who the connection is now.
+    pub fn identity(&self) -> Arc<Identity> {
+        Arc::clone(&self.identity.read())
+    }
+
+    /// Whether the connection may do more than `authenticate` and `ping`
+    /// now; closes it (4002) when its token has expired.
+    fn admitted(&self, who: &Identity) -> Result<(), Reason> {
+        if let Some(exp) = who.expires_at_ms {
+            if exp <= now_ms() {
+                self.sink.close(CLOSE_TOKEN_EXPIRED, Reason::TokenExpired);
+                return Err(Reason::TokenExpired);
+            }
+        }
+        if who.is_authenticated() || self.authorizer.allows_anonymous() {
+            Ok(())
+        } else {
+            Err(Reason::Unauthorized)
+        }
     }
 
     fn reply(&self, msg: &ServerMessage) {
@@ -137,6 +235,20 @@ impl Session {
             }
         };
         let ty = msg.type_name();
+        if !matches!(msg, ClientMessage::Authenticate { .. } | ClientMessage::Ping { .. }) {
+            if let Err(reason) = self.admitted(&self.identity()) {
+                self.engine.record_refusal(reason);
+                self.reply(&ServerMessage::error(
+                    reason,
+                    match reason {
+                        Reason::TokenExpired => "the connection's token expired",
+                        _ => "authenticate first: send {\"type\":\"authenticate\",\"token\":\"...\"}",
+                    },
+                    None,
+                ));
+                return Handled::ErrorSent;
+            }
+        }
         event!(tel: tel, level: Level::Trace, events::MESSAGE_ROUTING,
             serde_json::json!({"conn-id": self.addr.to_string(), "type": ty}));
         if let Some(reply) = self.route(msg).await {
@@ -163,13 +275,70 @@ impl Session {
         self.engine.disconnect(self.conn).await;
     }
 
+    fn authenticate(&self, token: &str) -> ServerMessage {
+        let failed = |reason: Reason| ServerMessage::AuthenticateResult {
+            success: false,
+            user_id: None,
+            expires_at: None,
+            reason: Some(reason),
+        };
+        let new = match self.authorizer.authenticate(token) {
+            Ok(new) => new,
+            Err(r) => {
+                self.engine.record_refusal(r.reason);
+                return failed(r.reason);
+            }
+        };
+        {
+            let mut cur = self.identity.write();
+            // A fresh token keeps the connection's user: one connection is
+            // never two users.
+            if cur.is_authenticated() && cur.user_id != new.user_id {
+                drop(cur);
+                self.engine.record_refusal(Reason::Forbidden);
+                return failed(Reason::Forbidden);
+            }
+            *cur = Arc::new(new);
+        }
+        self.arm();
+        let who = self.identity();
+        ServerMessage::AuthenticateResult {
+            success: true,
+            user_id: who.user_id.clone(),
+            expires_at: who.expires_at_ms,
+            reason: None,
+        }
+    }
+
+    async fn list_channels(&self, limit: Option<u64>, cursor: Option<String>) -> ServerMessage {
+        let limit = limit
+            .map_or(DEFAULT_LIST_LIMIT, |l| usize::try_from(l).unwrap_or(usize::MAX))
+            .min(MAX_LIST_LIMIT);
+        let who = self.identity();
+        let auth = &*self.authorizer;
+        let visible = |id: &str| auth.subscribe(&who, &self.addr, id).is_ok();
+        match self
+            .engine
+            .list_channels_page(cursor.as_deref(), limit, &visible)
+            .await
+        {
+            Ok((channels, next_cursor)) => ServerMessage::ChannelList {
+                channels,
+                next_cursor,
+            },
+            Err(e) => ServerMessage::error(e.reason(), e.to_string(), None),
+        }
+    }
+
     async fn route(&self, msg: ClientMessage) -> Option<ServerMessage> {
         let engine = &self.engine;
         let conn = self.conn;
         let auth = &*self.authorizer;
+        let who = self.identity();
+        let who = &*who;
         match msg {
             ClientMessage::Subscribe { channel_id } => {
-                if let Err(r) = auth.subscribe(&self.identity, &self.addr, &channel_id) {
+                if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
                     engine.record_refusal(r.reason);
                     return Some(subscription_failed(channel_id, r.reason));
                 }
@@ -208,7 +377,12 @@ impl Session {
                 data,
                 exclude_sender,
             } => {
-                let result = match auth.publish(&self.identity, &self.addr, &channel_id) {
+                let result = match auth.publish(
+                    who,
+                    &self.addr,
+                    &channel_id,
+                    engine.hub().is_subscribed(conn, &channel_id),
+                ) {
                     Ok(()) => engine
                         .publish(Some(conn), &channel_id, data, exclude_sender)
                         .await
@@ -240,7 +414,12 @@ impl Session {
                 data,
                 timeout_ms,
             } => {
-                if let Err(r) = auth.rpc_call(&self.identity, &self.addr, &channel_id) {
+                if let Err(r) = auth.rpc_call(
+                    who,
+                    &self.addr,
+                    &channel_id,
+                    engine.hub().is_subscribed(conn, &channel_id),
+                ) {
                     engine.record_refusal(r.reason);
                     return Some(rpc_failed(channel_id, r.reason));
                 }
@@ -285,16 +464,48 @@ impl Session {
                 timestamp: now_ms(),
                 original_timestamp: timestamp,
             }),
-            ClientMessage::ListChannels => match engine.list_channels().await {
-                Ok(channels) => Some(ServerMessage::ChannelList { channels }),
-                Err(e) => Some(ServerMessage::error(e.reason(), e.to_string(), None)),
-            },
+            ClientMessage::ListChannels { limit, cursor } => {
+                Some(self.list_channels(limit, cursor).await)
+            }
+            ClientMessage::Authenticate { token } => Some(self.authenticate(&token)),
             ClientMessage::GetSubscriptions => {
                 // The connection is registered for as long as its session
                 // lives.
                 let subscriptions = engine.subscriptions(conn).unwrap_or_default();
                 Some(ServerMessage::SubscriptionList { subscriptions })
             }
+        }
+    }
+}
+
+/// Waits for the session's deadline and closes the connection at it; ends
+/// when the session does.
+async fn watch(w: Arc<Watch>, sink: Arc<dyn Sink>, engine: Engine) {
+    loop {
+        let changed = w.changed.notified();
+        if w.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let current = *w.deadline.lock();
+        match current {
+            None => changed.await,
+            Some(d) => {
+                let fired = tokio::time::timeout_at(d.at, changed).await.is_err();
+                if fired && !w.ended.load(Ordering::Acquire) && *w.deadline.lock() == Some(d) {
+                    engine.record_refusal(d.reason);
+                    sink.close(d.code, d.reason);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.get() {
+            w.ended.store(true, Ordering::Release);
+            w.changed.notify_one();
         }
     }
 }

@@ -42,6 +42,9 @@ enum End {
     /// The broker lost messages of a channel this connection is
     /// subscribed to: 1012, so the client reconnects and resubscribes.
     BrokerReconnect,
+    /// The session closed the connection (4001 `unauthorized`, 4002
+    /// `token-expired`).
+    Closed(u16, Reason),
     /// The client sent a close frame.
     ClientClosed,
     /// The socket failed or the peer vanished.
@@ -56,6 +59,7 @@ impl End {
             End::HeartbeatTimeout => Some((1001, "heartbeat-timeout")),
             End::TooLarge => Some((1009, Reason::MessageTooLarge.as_str())),
             End::BrokerReconnect => Some((1012, "broker-reconnect")),
+            End::Closed(code, reason) => Some((code, reason.as_str())),
             End::ClientClosed | End::Gone => None,
         }
     }
@@ -67,6 +71,7 @@ impl End {
             End::HeartbeatTimeout => "heartbeat-timeout",
             End::TooLarge => "message-too-large",
             End::BrokerReconnect => "broker-reconnect",
+            End::Closed(_, reason) => reason.as_str(),
             End::ClientClosed => "client-closed",
             End::Gone => "connection-lost",
         }
@@ -143,6 +148,7 @@ pub(crate) async fn run<S>(
                 Next::Overflowed => break End::SlowConsumer,
                 Next::Stop => break End::Shutdown,
                 Next::Reconnect => break End::BrokerReconnect,
+                Next::Close(code, reason) => break End::Closed(code, reason),
                 Next::Beat => {
                     if last_seen.elapsed() >= hb * 2 {
                         break End::HeartbeatTimeout;

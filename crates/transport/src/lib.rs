@@ -66,21 +66,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 /// What an embedder plugs into a transport.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Hooks {
-    /// Who connections are and what they may do (default: [`AllowAll`]).
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Who connections are and what they may do. `None` (the default):
+    /// [`AllowAll`] for a bare transport; the server uses the one its
+    /// configuration describes (`auth.*`, namespace permissions).
+    pub authorizer: Option<Arc<dyn Authorizer>>,
     /// HTTP routes served next to the built-in ones, tried in order.
     pub routes: Vec<Arc<dyn Routes>>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks {
-            authorizer: Arc::new(AllowAll),
-            routes: Vec::new(),
-        }
-    }
 }
 
 impl std::fmt::Debug for Hooks {
@@ -157,7 +150,7 @@ impl Transport {
                 shutdown,
                 conn_closed: Notify::new(),
                 sinks: Mutex::new(Slab::new()),
-                authorizer: hooks.authorizer,
+                authorizer: hooks.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
                 routes: hooks.routes,
             }),
             stop: Arc::new(stop),

@@ -4,6 +4,7 @@
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use sente_lite_channels::{Frame, Offer, Sink};
+use sente_lite_protocol::Reason;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::task::Poll;
@@ -41,6 +42,9 @@ struct Queue {
     /// The broker asked the client to come back (after the frames queued
     /// before).
     reconnect: bool,
+    /// The session asked for a close with this code and reason (after the
+    /// frames queued before).
+    close_with: Option<(u16, Reason)>,
 }
 
 impl Queue {
@@ -72,6 +76,9 @@ pub(crate) enum Next {
     Beat,
     /// Close with 1012 `broker-reconnect`: every frame before it is out.
     Reconnect,
+    /// Close with the session's code and reason: every frame before it is
+    /// out.
+    Close(u16, Reason),
 }
 
 /// A drained queue keeps at most this many slots of its buffer.
@@ -88,6 +95,7 @@ impl ConnSink {
                 stop: false,
                 beat: false,
                 reconnect: false,
+                close_with: None,
             }),
             waker: AtomicWaker::new(),
             max_frames: max_frames.max(1),
@@ -126,6 +134,9 @@ impl ConnSink {
         }
         if q.reconnect {
             return Some(Next::Reconnect);
+        }
+        if let Some((code, reason)) = q.close_with {
+            return Some(Next::Close(code, reason));
         }
         if std::mem::take(&mut q.beat) {
             return Some(Next::Beat);
@@ -207,6 +218,18 @@ impl Sink for ConnSink {
             let mut q = self.queue.lock();
             q.reconnect = true;
             // Nothing after this point is for the client.
+            q.closed = true;
+        }
+        self.waker.wake();
+    }
+
+    fn close(&self, code: u16, reason: Reason) {
+        {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return;
+            }
+            q.close_with = Some((code, reason));
             q.closed = true;
         }
         self.waker.wake();
