@@ -31,6 +31,216 @@ pub struct Config {
     pub http: HttpConfig,
     pub broker: BrokerConfig,
     pub node: NodeConfig,
+    pub auth: AuthConfig,
+}
+
+/// `auth.allow-anonymous`: `auto` (the default) is `true` when no key is
+/// configured and `false` when one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AllowAnonymous {
+    /// As the keys say.
+    #[default]
+    Auto,
+    /// Connections without a token may act.
+    Yes,
+    /// Connections without a token may only `authenticate` and `ping`.
+    No,
+}
+
+impl Serialize for AllowAnonymous {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AllowAnonymous::Auto => s.serialize_str("auto"),
+            AllowAnonymous::Yes => s.serialize_bool(true),
+            AllowAnonymous::No => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowAnonymous {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AllowAnonymous;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<AllowAnonymous, E> {
+                Ok(if b { AllowAnonymous::Yes } else { AllowAnonymous::No })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AllowAnonymous, E> {
+                if v == "auto" {
+                    Ok(AllowAnonymous::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[auth]`: who connections are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret of HS256/384/512 tokens; empty: none.
+    pub jwt_hmac_secret: String,
+    /// PEM public key (RSA, EC, Ed25519) of RS*/PS*, ES256/384, EdDSA
+    /// tokens; empty: none.
+    pub jwt_public_key_file: String,
+    /// Whether connections without a token may act.
+    pub allow_anonymous: AllowAnonymous,
+    /// How long a connection that must authenticate has to do it.
+    pub timeout_ms: u64,
+    /// How far past its `exp` a token is still taken.
+    pub leeway_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_hmac_secret: String::new(),
+            jwt_public_key_file: String::new(),
+            allow_anonymous: AllowAnonymous::Auto,
+            timeout_ms: 10_000,
+            leeway_ms: 5_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether a key to check tokens with is configured.
+    pub fn has_key(&self) -> bool {
+        !self.jwt_hmac_secret.is_empty() || !self.jwt_public_key_file.is_empty()
+    }
+
+    /// `allow-anonymous` with `auto` decided.
+    pub fn anonymous_allowed(&self) -> bool {
+        match self.allow_anonymous {
+            AllowAnonymous::Auto => !self.has_key(),
+            AllowAnonymous::Yes => true,
+            AllowAnonymous::No => false,
+        }
+    }
+}
+
+/// Who may do an operation on a namespace's channels (`subscribe`,
+/// `publish`, `rpc-call` of `[channels]` and `[channels.namespaces.NAME]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Every connection.
+    #[default]
+    Anyone,
+    /// Connections with an accepted token.
+    Authenticated,
+    /// Connections subscribed to the channel (publish, rpc-call).
+    Subscribers,
+    /// Tokens whose `channels` claim grants the channel.
+    Granted,
+    /// No client; the server's Rust API only (publish, rpc-call).
+    Nobody,
+}
+
+impl Permission {
+    /// Every permission, as named in the configuration.
+    pub const ALL: [Permission; 5] = [
+        Permission::Anyone,
+        Permission::Authenticated,
+        Permission::Subscribers,
+        Permission::Granted,
+        Permission::Nobody,
+    ];
+
+    /// The name in the configuration, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Permission::Anyone => "anyone",
+            Permission::Authenticated => "authenticated",
+            Permission::Subscribers => "subscribers",
+            Permission::Granted => "granted",
+            Permission::Nobody => "nobody",
+        }
+    }
+
+    fn who(self) -> sente_lite_auth::Who {
+        use sente_lite_auth::Who;
+        match self {
+            Permission::Anyone => Who::Anyone,
+            Permission::Authenticated => Who::Authenticated,
+            Permission::Subscribers => Who::Subscribers,
+            Permission::Granted => Who::Granted,
+            Permission::Nobody => Who::Nobody,
+        }
+    }
+}
+
+/// `[channels.namespaces.NAME]`: the channel defaults and permissions of
+/// the channels `NAME:...`. An unset key has the built-in default of the
+/// same key of the default namespace (not its configured value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub auto_create: bool,
+    pub max_subscribers: usize,
+    pub message_retention: usize,
+    pub rpc_timeout_ms: u64,
+    pub subscribe: Permission,
+    pub publish: Permission,
+    pub rpc_call: Permission,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        NamespaceConfig {
+            auto_create: e.auto_create,
+            max_subscribers: e.default_channel.max_subscribers,
+            message_retention: e.default_channel.message_retention,
+            rpc_timeout_ms: e.default_channel.rpc_timeout_ms,
+            subscribe: Permission::Anyone,
+            publish: Permission::Anyone,
+            rpc_call: Permission::Anyone,
+        }
+    }
+}
+
+/// The fields of a namespace and their types, for the keys
+/// `channels.namespaces.NAME.FIELD`.
+const NAMESPACE_TYPES: &[(&str, Ty)] = &[
+    ("auto-create", Ty::Bool),
+    ("max-subscribers", USIZE),
+    ("message-retention", USIZE),
+    ("rpc-timeout-ms", U64),
+    ("subscribe", PERMISSION),
+    ("publish", PERMISSION),
+    ("rpc-call", PERMISSION),
+];
+
+/// The table of every namespace.
+const NAMESPACES: &str = "channels.namespaces";
+
+/// `NAME` and `FIELD` of a key `channels.namespaces.NAME.FIELD`.
+fn namespace_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(NAMESPACES)?.strip_prefix('.')?;
+    rest.split_once('.')
+}
+
+/// Whether `name` can name a namespace.
+fn valid_namespace(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A fresh namespace's table, every key at its default.
+fn namespace_template() -> toml::Table {
+    match toml::Value::try_from(NamespaceConfig::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
 }
 
 /// `broker.kind`: what joins this node to others.
@@ -225,6 +435,14 @@ pub struct ChannelsConfig {
     pub max_pending_rpc_per_connection: usize,
     pub max_rpc_timeout_ms: u64,
     pub default_config: ChannelConfig,
+    /// Who may subscribe to channels of the default namespace.
+    pub subscribe: Permission,
+    /// Who may publish to them.
+    pub publish: Permission,
+    /// Who may call their workers.
+    pub rpc_call: Permission,
+    /// Named namespaces (`[channels.namespaces.NAME]`).
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
 
 impl Default for Config {
@@ -238,6 +456,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             broker: BrokerConfig::default(),
             node: NodeConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -282,6 +501,10 @@ impl Default for ChannelsConfig {
             max_pending_rpc_per_connection: e.max_pending_rpc_per_connection,
             max_rpc_timeout_ms: e.max_rpc_timeout_ms,
             default_config: e.default_channel,
+            subscribe: Permission::Anyone,
+            publish: Permission::Anyone,
+            rpc_call: Permission::Anyone,
+            namespaces: BTreeMap::new(),
         }
     }
 }
@@ -381,6 +604,20 @@ pub const SEED_ENV: [(&str, &str); 7] = [
     ),
 ];
 
+/// The key a `SENTE_LITE_CHANNELS_NAMESPACES_<NAME>_<FIELD>` variable sets:
+/// `channels.namespaces.<name>.<field>`, the name lower-cased (so a
+/// namespace with `-` or upper-case letters in its name is set in a file
+/// or by `--set` only).
+fn namespace_env_key(var: &str) -> Option<String> {
+    let prefix = env_name(NAMESPACES);
+    let rest = var.strip_prefix(&prefix)?.strip_prefix('_')?;
+    NAMESPACE_TYPES.iter().find_map(|(field, _)| {
+        let suffix = format!("_{}", field.to_ascii_uppercase().replace('-', "_"));
+        let name = rest.strip_suffix(&suffix)?;
+        (!name.is_empty()).then(|| format!("{NAMESPACES}.{}.{field}", name.to_ascii_lowercase()))
+    })
+}
+
 /// The `SENTE_LITE_*` variable of a dotted key.
 pub fn env_name(key: &str) -> String {
     format!(
@@ -428,10 +665,9 @@ impl Config {
         }
         let keys = Config::keys();
         let names: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
-        if let Some((name, _)) = env
-            .iter()
-            .find(|(n, _)| n.starts_with(ENV_PREFIX) && !names.contains(n))
-        {
+        if let Some((name, _)) = env.iter().find(|(n, _)| {
+            n.starts_with(ENV_PREFIX) && !names.contains(n) && namespace_env_key(n).is_none()
+        }) {
             let tail = |n: &str| n.strip_prefix(ENV_PREFIX).unwrap_or(n).to_owned();
             let tails: Vec<String> = names.iter().map(|n| tail(n)).collect();
             return Err(ConfigError::UnknownVariable {
@@ -449,6 +685,11 @@ impl Config {
                     &format!("environment {name}"),
                     &mut origins,
                 )?;
+            }
+        }
+        for (name, v) in env {
+            if let Some(key) = namespace_env_key(name) {
+                set(&mut table, &key, v, &format!("environment {name}"), &mut origins)?;
             }
         }
         for (name, key) in SEED_ENV {
@@ -633,6 +874,7 @@ impl Config {
                 "expected redis://host:port/db or unix:///path (TLS, rediss://, is not built in)",
             ));
         }
+        self.check_auth(origin)?;
         if self.telemetry.handler_id.trim().is_empty() {
             return Err(invalid(
                 "telemetry.handler-id",
@@ -641,6 +883,126 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The `auth.*` and permission rules of [`check`](Self::check).
+    fn check_auth(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn Display, message: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: origin(key),
+            message: message.to_owned(),
+        };
+        let subscribe_ok = |p: Permission| {
+            matches!(p, Permission::Anyone | Permission::Authenticated | Permission::Granted)
+        };
+        const SUBSCRIBE: &str = "expected anyone, authenticated or granted (subscribers are a \
+                                 channel's RPC workers: `subscribe` decides who sees requests)";
+        if !subscribe_ok(self.channels.subscribe) {
+            return Err(invalid("channels.subscribe", &self.channels.subscribe.as_str(), SUBSCRIBE));
+        }
+        for (name, ns) in &self.channels.namespaces {
+            let key = |field: &str| format!("{NAMESPACES}.{name}.{field}");
+            if !valid_namespace(name) {
+                return Err(invalid(NAMESPACES, name, "a namespace name is 1 to 64 letters, digits, `-`, `_` or `.`"));
+            }
+            if !subscribe_ok(ns.subscribe) {
+                return Err(invalid(&key("subscribe"), &ns.subscribe.as_str(), SUBSCRIBE));
+            }
+            for (field, v) in [("max-subscribers", ns.max_subscribers as u64), ("rpc-timeout-ms", ns.rpc_timeout_ms)] {
+                if v == 0 {
+                    return Err(invalid(&key(field), &v, "must be at least 1"));
+                }
+            }
+        }
+        let a = &self.auth;
+        if a.timeout_ms == 0 {
+            return Err(invalid("auth.timeout-ms", &a.timeout_ms, "must be at least 1"));
+        }
+        if a.allow_anonymous == AllowAnonymous::No && !a.has_key() {
+            return Err(invalid(
+                "auth.allow-anonymous",
+                &"false",
+                "needs a key (auth.jwt-hmac-secret or auth.jwt-public-key-file): without one no \
+                 connection could ever do anything",
+            ));
+        }
+        self.verifier_with(&|key| origin(key)).map(|_| ())
+    }
+
+    /// The token verifier `auth.*` describes (`None` without a key); a key
+    /// file that cannot be read or used is an error naming its key.
+    fn verifier_with(
+        &self,
+        origin: &dyn Fn(&str) -> String,
+    ) -> Result<Option<sente_lite_auth::JwtVerifier>, ConfigError> {
+        let a = &self.auth;
+        if !a.has_key() {
+            return Ok(None);
+        }
+        let file_key = "auth.jwt-public-key-file";
+        let invalid = |key: &str, value: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            origin: origin(key),
+            message,
+        };
+        let public_key_pem = if a.jwt_public_key_file.is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&a.jwt_public_key_file).map_err(|e| {
+                invalid(file_key, &a.jwt_public_key_file, format!("cannot read it: {e}"))
+            })?)
+        };
+        sente_lite_auth::JwtVerifier::new(sente_lite_auth::JwtKeys {
+            hmac_secret: (!a.jwt_hmac_secret.is_empty()).then(|| a.jwt_hmac_secret.as_bytes().to_vec()),
+            public_key_pem,
+            leeway: Duration::from_millis(a.leeway_ms),
+        })
+        .map(Some)
+        .map_err(|e| match e {
+            sente_lite_auth::KeyError::EmptySecret | sente_lite_auth::KeyError::NoKey => {
+                invalid("auth.jwt-hmac-secret", "<set>", e.to_string())
+            }
+            _ => invalid(file_key, &a.jwt_public_key_file, e.to_string()),
+        })
+    }
+
+    /// The permission rules of every namespace.
+    pub fn policy(&self) -> sente_lite_auth::Policy {
+        let rules = |sub: Permission, publish: Permission, rpc: Permission| sente_lite_auth::Rules {
+            subscribe: sub.who(),
+            publish: publish.who(),
+            rpc_call: rpc.who(),
+        };
+        let c = &self.channels;
+        sente_lite_auth::Policy {
+            default: rules(c.subscribe, c.publish, c.rpc_call),
+            namespaces: c
+                .namespaces
+                .iter()
+                .map(|(n, ns)| (n.clone(), rules(ns.subscribe, ns.publish, ns.rpc_call)))
+                .collect(),
+        }
+    }
+
+    /// The authorizer the configuration describes: `None` when it allows
+    /// anyone everything without tokens (no `auth` key, every permission
+    /// `anyone`), which the transport serves with no checks at all.
+    pub fn authorizer(&self) -> Result<Option<sente_lite_auth::JwtAuthorizer>, ConfigError> {
+        let verifier = self.verifier_with(&|_| CODE_ORIGIN.to_owned())?;
+        let policy = self.policy();
+        let open = policy.default == sente_lite_auth::Rules::default()
+            && policy.namespaces.iter().all(|(_, r)| *r == sente_lite_auth::Rules::default());
+        if verifier.is_none() && open && self.auth.anonymous_allowed() {
+            return Ok(None);
+        }
+        Ok(Some(sente_lite_auth::JwtAuthorizer::new(
+            verifier,
+            self.auth.anonymous_allowed(),
+            Duration::from_millis(self.auth.timeout_ms),
+            policy,
+        )))
     }
 
     /// The IP to bind (`localhost` is 127.0.0.1).
@@ -672,6 +1034,20 @@ impl Config {
             max_pending_rpc: c.max_pending_rpc,
             max_pending_rpc_per_connection: c.max_pending_rpc_per_connection,
             max_rpc_timeout_ms: c.max_rpc_timeout_ms,
+            namespaces: c
+                .namespaces
+                .iter()
+                .map(|(name, ns)| sente_lite_channels::Namespace {
+                    name: name.clone(),
+                    auto_create: ns.auto_create,
+                    channel: ChannelConfig {
+                        max_subscribers: ns.max_subscribers,
+                        message_retention: ns.message_retention,
+                        rpc_timeout_ms: ns.rpc_timeout_ms,
+                        ..c.default_config
+                    },
+                })
+                .collect(),
         }
     }
 
@@ -746,6 +1122,12 @@ fn merge(
 ) -> Result<(), ConfigError> {
     for (k, v) in src {
         let key = dotted(prefix, k);
+        if prefix == NAMESPACES && !dst.contains_key(k) && v.is_table() {
+            if !valid_namespace(k) {
+                return Err(bad_namespace(&key, k, origin));
+            }
+            dst.insert(k.clone(), toml::Value::Table(namespace_template()));
+        }
         let Some(slot) = dst.get_mut(k) else {
             return Err(unknown_key(&key, origin));
         };
@@ -774,6 +1156,18 @@ fn set(
     origin: &str,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
+    if let Some((name, _)) = namespace_key(key) {
+        if !valid_namespace(name) {
+            return Err(bad_namespace(key, name, origin));
+        }
+        if let Some(toml::Value::Table(ns)) = table
+            .get_mut("channels")
+            .and_then(|c| c.get_mut("namespaces"))
+        {
+            ns.entry(name)
+                .or_insert_with(|| toml::Value::Table(namespace_template()));
+        }
+    }
     let mut parts = key.split('.').peekable();
     let mut cur = table;
     while let Some(part) = parts.next() {
@@ -847,7 +1241,20 @@ const TYPES: &[(&str, Ty)] = &[
     ("channels.default-config.message-retention", USIZE),
     ("channels.default-config.rpc-timeout-ms", U64),
     ("channels.default-config.telemetry-enabled", Ty::Bool),
+    ("channels.subscribe", PERMISSION),
+    ("channels.publish", PERMISSION),
+    ("channels.rpc-call", PERMISSION),
+    ("auth.jwt-hmac-secret", Ty::Str),
+    ("auth.jwt-public-key-file", Ty::Str),
+    ("auth.allow-anonymous", Ty::BoolOrAuto),
+    ("auth.timeout-ms", U64),
+    ("auth.leeway-ms", U64),
 ];
+
+const PERMISSION: Ty = Ty::Names {
+    names: &["anyone", "authenticated", "subscribers", "granted", "nobody"],
+    canonical: |s| Permission::ALL.iter().map(|p| p.as_str()).find(|n| *n == s),
+};
 
 const LEVEL: Ty = Ty::Names {
     names: &["trace", "debug", "info", "warn", "error", "fatal", "report"],
@@ -881,6 +1288,8 @@ const FORMAT: Ty = Ty::Names {
 #[derive(Debug, Clone, Copy)]
 enum Ty {
     Bool,
+    /// A boolean, or the string `auto`.
+    BoolOrAuto,
     Str,
     /// An integer from 0 to this.
     UInt(u64),
@@ -894,7 +1303,11 @@ enum Ty {
 
 /// The type of `key`, whose default is `default`.
 fn ty_of(key: &str, default: &toml::Value) -> Ty {
-    match TYPES.iter().find(|(k, _)| *k == key) {
+    let listed = match namespace_key(key) {
+        Some((_, field)) => NAMESPACE_TYPES.iter().find(|(k, _)| *k == field),
+        None => TYPES.iter().find(|(k, _)| *k == key),
+    };
+    match listed {
         Some((_, ty)) => *ty,
         // Not in the table (a test forbids it): as the default's type.
         None => match default {
@@ -911,6 +1324,8 @@ impl Ty {
         let ok = match (self, v) {
             (Ty::Bool, toml::Value::Boolean(_)) | (Ty::Str, toml::Value::String(_)) => true,
             (Ty::UInt(max), toml::Value::Integer(i)) => u64::try_from(*i).is_ok_and(|u| u <= max),
+            (Ty::BoolOrAuto, toml::Value::Boolean(_)) => true,
+            (Ty::BoolOrAuto, toml::Value::String(s)) => s == "auto",
             (Ty::Names { canonical, .. }, toml::Value::String(s)) => {
                 return canonical(s).map(|n| toml::Value::String(n.to_owned()));
             }
@@ -923,11 +1338,11 @@ impl Ty {
     fn parse(self, raw: &str) -> Option<toml::Value> {
         let raw = raw.trim();
         let v = match self {
-            Ty::Bool => match raw.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
-                "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
-                _ => return None,
-            },
+            Ty::Bool => toml::Value::Boolean(parse_bool(raw)?),
+            Ty::BoolOrAuto if raw.eq_ignore_ascii_case("auto") => {
+                toml::Value::String("auto".to_owned())
+            }
+            Ty::BoolOrAuto => toml::Value::Boolean(parse_bool(raw)?),
             Ty::UInt(_) => toml::Value::Integer(raw.parse().ok()?),
             Ty::Str | Ty::Names { .. } => toml::Value::String(raw.to_owned()),
         };
@@ -938,6 +1353,7 @@ impl Ty {
     fn expected(self) -> String {
         match self {
             Ty::Bool => "a boolean (true/false)".to_owned(),
+            Ty::BoolOrAuto => "a boolean (true/false) or auto".to_owned(),
             Ty::Str => "a string".to_owned(),
             Ty::UInt(max) => format!("an integer from 0 to {max}"),
             Ty::Names { names, .. } => match names.split_last() {
@@ -946,6 +1362,14 @@ impl Ty {
                 None => "nothing".to_owned(),
             },
         }
+    }
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -997,6 +1421,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     rows[a.len()][b.len()]
+}
+
+fn bad_namespace(key: &str, name: &str, origin: &str) -> ConfigError {
+    bad(
+        key,
+        name,
+        origin,
+        "a namespace name of 1 to 64 letters, digits, `-`, `_` or `.`",
+    )
 }
 
 fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
@@ -1147,6 +1580,67 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_come_from_files_flags_and_the_environment() {
+        let f = file(
+            "[channels.namespaces.private]\nsubscribe = \"granted\"\nmessage-retention = 4\n\
+             [channels.namespaces.\"a-b\"]\nauto-create = false\n",
+        );
+        let e = env(&[("SENTE_LITE_CHANNELS_NAMESPACES_PRIVATE_RPC_CALL", "nobody")]);
+        let flags = vec![("channels.namespaces.metrics.publish".to_owned(), "authenticated".to_owned())];
+        let c = Config::load(Some(f.path()), &e, &flags).unwrap();
+        let ns = &c.channels.namespaces;
+        assert_eq!(ns["private"].subscribe, Permission::Granted);
+        assert_eq!(ns["private"].rpc_call, Permission::Nobody);
+        assert_eq!(ns["private"].message_retention, 4);
+        assert_eq!(ns["private"].max_subscribers, 1000, "an unset key has its default");
+        assert!(!ns["a-b"].auto_create);
+        assert_eq!(ns["metrics"].publish, Permission::Authenticated);
+        let engine = c.engine();
+        assert_eq!(engine.channel_defaults("private:x").message_retention, 4);
+        assert_eq!(engine.channel_defaults("lobby").message_retention, 0);
+        assert!(!engine.auto_creates("a-b:1"));
+        let policy = c.policy();
+        assert_eq!(policy.rules("private:x").subscribe, sente_lite_auth::Who::Granted);
+        assert_eq!(policy.rules("lobby").subscribe, sente_lite_auth::Who::Anyone);
+    }
+
+    #[test]
+    fn namespace_and_auth_mistakes_name_their_key() {
+        let err = |toml: &str| Config::load(Some(file(toml).path()), &[], &[]).unwrap_err().to_string();
+        let e = err("[channels.namespaces.private]\nsubscribe = \"subscribers\"\n");
+        assert!(e.contains("channels.namespaces.private.subscribe"), "{e}");
+        let e = err("[channels.namespaces.private]\npublsh = \"nobody\"\n");
+        assert!(e.contains("channels.namespaces.private.publsh"), "{e}");
+        let e = err("[channels.namespaces.private]\npublish = \"everyone\"\n");
+        assert!(e.contains("channels.namespaces.private.publish") && e.contains("anyone, authenticated"), "{e}");
+        let e = err("[channels.namespaces.\"bad name\"]\npublish = \"nobody\"\n");
+        assert!(e.contains("namespace name"), "{e}");
+        let e = err("[auth]\nallow-anonymous = false\n");
+        assert!(e.contains("auth.allow-anonymous") && e.contains("needs a key"), "{e}");
+        let e = err("[auth]\njwt-public-key-file = \"/nonexistent/key.pem\"\n");
+        assert!(e.contains("auth.jwt-public-key-file") && e.contains("/nonexistent/key.pem"), "{e}");
+        let e = Config::load(None, &env(&[("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "maybe")]), &[]).unwrap_err().to_string();
+        assert!(e.contains("SENTE_LITE_AUTH_ALLOW_ANONYMOUS"), "{e}");
+    }
+
+    #[test]
+    fn anonymous_is_allowed_until_a_key_is_set() {
+        let c = Config::default();
+        assert!(c.auth.anonymous_allowed());
+        assert!(c.authorizer().unwrap().is_none(), "nothing configured: no checks at all");
+        let c = Config::load(None, &env(&[("SENTE_LITE_AUTH_JWT_HMAC_SECRET", "k")]), &[]).unwrap();
+        assert!(!c.auth.anonymous_allowed());
+        assert!(c.authorizer().unwrap().is_some());
+        let c = Config::load(
+            None,
+            &env(&[("SENTE_LITE_AUTH_JWT_HMAC_SECRET", "k"), ("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "true")]),
+            &[],
+        )
+        .unwrap();
+        assert!(c.auth.anonymous_allowed());
+    }
+
+    #[test]
     fn every_key_has_an_env_name_that_works() {
         for key in Config::keys() {
             let value = match key.as_str() {
@@ -1159,6 +1653,10 @@ mod tests {
                 "broker.redis-url" => "redis://10.0.0.1:6380/",
                 "broker.key-prefix" | "node.id" => "x",
                 "port" => "4321",
+                "auth.jwt-hmac-secret" => "x",
+                "auth.jwt-public-key-file" => concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/ed.pub"),
+                "auth.allow-anonymous" => "true",
+                "channels.subscribe" | "channels.publish" | "channels.rpc-call" => "granted",
                 k if k.ends_with("enabled") || k.ends_with("auto-create") => "false",
                 _ => "2000000",
             };
@@ -1322,6 +1820,12 @@ mod tests {
                 Ty::Bool => {
                     assert!(loads(toml::Value::Boolean(true)), "{key}");
                     assert!(!loads(text("true")), "{key} holds a string");
+                }
+                Ty::BoolOrAuto => {
+                    assert!(loads(toml::Value::Boolean(false)), "{key}");
+                    assert!(loads(text("auto")), "{key}");
+                    assert!(!loads(text("maybe")), "{key} holds any string");
+                    assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
                 }
                 Ty::Str => {
                     assert!(loads(text("x")), "{key} holds any string");

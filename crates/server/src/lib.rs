@@ -27,9 +27,11 @@ mod config;
 pub mod events;
 
 pub use config::{
-    env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig,
-    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
+    env_name, AllowAnonymous, AuthConfig, BrokerConfig, BrokerKind, ChannelsConfig, Config,
+    ConfigError, HttpConfig, NamespaceConfig, NodeConfig, Permission, TelemetryConfig,
+    TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
 };
+pub use sente_lite_auth::{JwtAuthorizer, Policy, Rules, Who};
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
 pub use sente_lite_transport::{http, Hooks, RouteFuture, Routes, Transport};
@@ -79,7 +81,9 @@ impl Server {
         Server::start_with(config, Hooks::default()).await
     }
 
-    /// Starts a server with an [`Authorizer`] and added HTTP [`Routes`].
+    /// Starts a server with added HTTP [`Routes`] and, when
+    /// `hooks.authorizer` is set, that [`Authorizer`] in place of the one
+    /// the configuration describes ([`Config::authorizer`]).
     pub async fn start_with(config: Config, hooks: Hooks) -> Result<Server, StartError> {
         config.validate()?;
         let telemetry = telemetry_for(&config)?;
@@ -114,6 +118,12 @@ impl Server {
         let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
+        }
+        let mut hooks = hooks;
+        if hooks.authorizer.is_none() {
+            hooks.authorizer = config
+                .authorizer()?
+                .map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn sente_lite_session::Authorizer>);
         }
         let transport = Transport::with_hooks(
             engine.clone(),
