@@ -25,10 +25,12 @@
 pub mod cli;
 mod config;
 pub mod events;
+mod limits;
 
 pub use config::{
     env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig,
-    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
+    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, TlsConfig, WebsocketConfig,
+    SEED_ENV,
 };
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
@@ -82,9 +84,13 @@ impl Server {
     /// Starts a server with an [`Authorizer`] and added HTTP [`Routes`].
     pub async fn start_with(config: Config, hooks: Hooks) -> Result<Server, StartError> {
         config.validate()?;
+        // Before anything is bound: a bad certificate or key stops the
+        // start, naming the key and the file.
+        let tls = config.tls()?;
         let telemetry = telemetry_for(&config)?;
         event!(tel: &telemetry, events::SERVER_STARTING,
             serde_json::json!({"host": &config.host, "port": config.port}));
+        limits::raise_nofile(&telemetry, config.websocket.max_connections);
         let addr = SocketAddr::new(config.bind_ip()?, config.port);
         let listener =
             sente_lite_transport::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -115,10 +121,12 @@ impl Server {
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
         }
+        let mut transport_config = config.transport();
+        transport_config.tls = tls;
         let transport = Transport::with_hooks(
             engine.clone(),
             telemetry.clone(),
-            config.transport(),
+            transport_config,
             shown,
             hooks,
         );
@@ -127,7 +135,8 @@ impl Server {
         event!(tel: &telemetry, events::SERVER_STARTED,
             serde_json::json!({"address": local_addr.to_string(),
                 "node-id": engine.broker().node().map(|n| n.to_string()),
-                "broker": config.broker.kind.as_str()}));
+                "broker": config.broker.kind.as_str(),
+                "tls": !config.tls.cert_file.trim().is_empty()}));
         Ok(Server {
             config,
             local_addr,
