@@ -135,9 +135,9 @@ pub struct TransportStats {
     /// `http.handshake-timeout-ms` (with TLS: or not finishing the TLS
     /// handshake within it).
     pub handshake_timeouts: u64,
-    /// Sockets closed at once on accept because
-    /// `http.max-pending-handshakes` others were still in their handshake.
-    pub rejected_pending_handshakes: u64,
+    /// Sockets closed in their handshake (TLS, first request head) to make
+    /// room for a newer one, `http.max-pending-handshakes` being pending.
+    pub handshakes_evicted: u64,
     /// Sockets still in their handshake (TLS, first request head) now: a
     /// gauge, not a total.
     pub pending_handshakes: u64,

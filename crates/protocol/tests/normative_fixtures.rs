@@ -272,7 +272,7 @@ fn http_stats_with_transport() {
             error_frames_sent: 1,
             accept_errors: 0,
             handshake_timeouts: 0,
-            rejected_pending_handshakes: 0,
+            handshakes_evicted: 0,
             pending_handshakes: 0,
             tls_handshake_failures: 0,
             rejected_http2: 0,

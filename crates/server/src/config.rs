@@ -366,6 +366,15 @@ pub enum ConfigError {
         "internal error, please report it: the checked configuration does not deserialize: {0}"
     )]
     Type(String),
+    /// A file a key names cannot be used (`tls.cert-file`, `tls.key-file`:
+    /// unreadable, not PEM, a key that is not the certificate's), found at
+    /// start ([`Config::tls`]).
+    #[error("`{key}` = {path:?}: {message}")]
+    KeyFile {
+        key: String,
+        path: String,
+        message: String,
+    },
     /// A value of the right type that breaks a rule ([`Config::validate`]).
     #[error("`{key}` = {value:?} (from {origin}): {message}")]
     Invalid {
@@ -721,17 +730,18 @@ impl Config {
         if cert.is_empty() && key.is_empty() {
             return Ok(None);
         }
-        let invalid = |key: &str, value: &str, message: String| ConfigError::Invalid {
+        let invalid = |key: &str, path: &str, message: String| ConfigError::KeyFile {
             key: key.to_owned(),
-            value: value.to_owned(),
-            origin: "the file".to_owned(),
+            path: path.to_owned(),
             message,
         };
-        Tls::from_pem_files(cert, key).map(Some).map_err(|e| match e {
-            TlsError::Cert { .. } => invalid("tls.cert-file", cert, e.to_string()),
-            TlsError::Key { .. } => invalid("tls.key-file", key, e.to_string()),
-            TlsError::Pair { .. } => invalid("tls.key-file", key, e.to_string()),
-        })
+        Tls::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| match e {
+                TlsError::Cert { .. } => invalid("tls.cert-file", cert, e.to_string()),
+                TlsError::Key { .. } => invalid("tls.key-file", key, e.to_string()),
+                TlsError::Pair { .. } => invalid("tls.key-file", key, e.to_string()),
+            })
     }
 
     /// The IP to bind (`localhost` is 127.0.0.1).
@@ -1476,8 +1486,14 @@ mod tests {
                     assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
                 }
                 Ty::StrList => {
-                    assert!(loads(toml::Value::Array(vec![text("x")])), "{key} holds a list");
-                    assert!(loads(toml::Value::Array(vec![])), "{key} holds an empty list");
+                    assert!(
+                        loads(toml::Value::Array(vec![text("x")])),
+                        "{key} holds a list"
+                    );
+                    assert!(
+                        loads(toml::Value::Array(vec![])),
+                        "{key} holds an empty list"
+                    );
                     assert!(!loads(text("x")), "{key} holds a string");
                     assert!(
                         !loads(toml::Value::Array(vec![toml::Value::Integer(1)])),
@@ -1605,7 +1621,10 @@ mod tests {
         assert!(t.allowed_origins[0].matches("https://app.example.com"));
         assert!(!t.http2);
         // Comma-separated from the environment and flags.
-        let e = env(&[("SENTE_LITE_HTTP_TRUSTED_PROXIES", "127.0.0.1, 192.168.0.0/16")]);
+        let e = env(&[(
+            "SENTE_LITE_HTTP_TRUSTED_PROXIES",
+            "127.0.0.1, 192.168.0.0/16",
+        )]);
         let c = Config::load(None, &e, &[]).unwrap();
         assert_eq!(c.http.trusted_proxies, ["127.0.0.1", "192.168.0.0/16"]);
         let flags = env(&[("websocket.allowed-origins", "https://a.example")]);
@@ -1621,10 +1640,14 @@ mod tests {
             "{err}"
         );
         let f = file("[websocket]\nallowed-origins = [\"\"]\n");
-        let err = Config::load(Some(f.path()), &[], &[]).unwrap_err().to_string();
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("`websocket.allowed-origins`"), "{err}");
         let f = file("[websocket]\nallowed-origins = \"*\"\n");
-        let err = Config::load(Some(f.path()), &[], &[]).unwrap_err().to_string();
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a list of strings"), "{err}");
         let flags = env(&[("http.max-pending-handshakes", "0")]);
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
@@ -1636,7 +1659,8 @@ mod tests {
         let flags = env(&[("tls.cert-file", "/x/cert.pem")]);
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(
-            err.starts_with("`tls.key-file`") && err.contains("`tls.cert-file` is (from command line)"),
+            err.starts_with("`tls.key-file`")
+                && err.contains("`tls.cert-file` is (from command line)"),
             "{err}"
         );
         let flags = env(&[("tls.key-file", "/x/key.pem")]);

@@ -4,9 +4,9 @@
 //! WebSocket upgrade ends up on the plain `TcpStream` (or the TLS stream
 //! over it).
 //!
-//! Admission happens here first: a socket accepted while
-//! `http.max-pending-handshakes` others have not finished their TLS
-//! handshake and first request head is closed at once. The TLS handshake
+//! Admission happens here first: at most `http.max-pending-handshakes`
+//! sockets may be in their TLS handshake or first request head at once; a
+//! new one past it closes the oldest. The TLS handshake
 //! (with `tls.*`) and that head must both be done within the handshake
 //! timeout. A failed accept (out of file descriptors, say) is counted,
 //! logged, and followed by a short pause, and the loop goes on.
@@ -157,15 +157,11 @@ pub(crate) async fn serve<S>(
                 continue;
             }
         };
-        let Some(pending) = Pending::try_new(&shared) else {
-            // Dropped: closed at once, its descriptor free again.
-            shared
-                .counters
-                .rejected_pending_handshakes
-                .fetch_add(1, Ordering::Relaxed);
-            drop(tcp);
-            continue;
-        };
+        // Past max-pending-handshakes the oldest socket still in its
+        // handshake is closed for this one: idle sockets cannot hold every
+        // descriptor, nor keep a real client (whose handshake takes
+        // milliseconds) out for longer than it takes to open more.
+        let (pending, mut evicted) = Pending::enter(&shared);
         let service = service.clone();
         let shared = Arc::clone(&shared);
         let mut stop = stop.clone();
@@ -177,6 +173,13 @@ pub(crate) async fn serve<S>(
             let head = tokio::select! {
                 head = handshake(tcp, &shared) => head,
                 () = async { drop(stop.wait_for(|s| *s).await) } => None,
+                Ok(()) = &mut evicted => {
+                    shared
+                        .counters
+                        .handshakes_evicted
+                        .fetch_add(1, Ordering::Relaxed);
+                    None
+                }
             };
             drop(pending);
             let Some((io, h2)) = head else {
@@ -227,26 +230,57 @@ pub(crate) async fn serve<S>(
     open.wait_idle().await;
 }
 
-/// A place among `http.max-pending-handshakes`: a socket accepted that has
-/// not finished its TLS handshake and first request head yet.
-struct Pending(Arc<Shared>);
+/// The sockets still in their handshake (TLS, first request head), oldest
+/// first, each with the sender that closes it.
+#[derive(Debug, Default)]
+pub(crate) struct PendingSet {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl PendingSet {
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// A place among `http.max-pending-handshakes`, given back when dropped.
+struct Pending {
+    shared: Arc<Shared>,
+    id: u64,
+}
 
 impl Pending {
-    fn try_new(shared: &Arc<Shared>) -> Option<Pending> {
-        let max = shared.config.max_pending_handshakes;
-        shared
-            .pending_handshakes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Pending(Arc::clone(shared)))
+    /// A place for a new socket, with the receiver that says it was closed
+    /// for a newer one. When `max-pending-handshakes` are taken, the oldest
+    /// is told to close.
+    fn enter(shared: &Arc<Shared>) -> (Pending, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut set = shared.pending.lock();
+        while set.waiting.len() >= shared.config.max_pending_handshakes.max(1) {
+            match set.waiting.pop_first() {
+                Some((_, oldest)) => drop(oldest.send(())),
+                None => break,
+            }
+        }
+        let id = set.next;
+        set.next += 1;
+        set.waiting.insert(id, tx);
+        drop(set);
+        (
+            Pending {
+                shared: Arc::clone(shared),
+                id,
+            },
+            rx,
+        )
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.pending_handshakes.fetch_sub(1, Ordering::SeqCst);
+        self.shared.pending.lock().waiting.remove(&self.id);
     }
 }
 
@@ -257,28 +291,26 @@ async fn handshake(tcp: tokio::net::TcpStream, shared: &Shared) -> Option<(Prefi
     let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     let io = match &shared.tls {
         None => Io::Plain(tcp),
-        Some(acceptor) => {
-            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
-                Ok(Err(e)) => {
-                    shared
-                        .counters
-                        .tls_handshake_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Debug,
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                shared
+                    .counters
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Debug,
                         crate::events::TLS_HANDSHAKE_FAILED,
                         serde_json::json!({"error": e.to_string()}));
-                    return None;
-                }
-                Err(_) => {
-                    shared
-                        .counters
-                        .handshake_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
+                return None;
             }
-        }
+            Err(_) => {
+                shared
+                    .counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        },
     };
     if shared.config.http2 && io.alpn_h2() {
         return Some((

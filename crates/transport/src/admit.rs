@@ -65,7 +65,10 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Whether an upgrade with these headers may proceed: no `Origin` (not a
 /// browser), or one that matches a pattern.
-pub(crate) fn origin_allowed(patterns: &[OriginPattern], headers: &HeaderMap) -> Result<(), String> {
+pub(crate) fn origin_allowed(
+    patterns: &[OriginPattern],
+    headers: &HeaderMap,
+) -> Result<(), String> {
     let Some(origin) = headers.get(warp::http::header::ORIGIN) else {
         return Ok(());
     };
@@ -205,7 +208,10 @@ fn parse_forwarded(s: &str) -> Option<IpAddr> {
         return Some(canonical(sa.ip()));
     }
     let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'))?;
-    inner.parse::<Ipv6Addr>().ok().map(|v6| canonical(IpAddr::V6(v6)))
+    inner
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(|v6| canonical(IpAddr::V6(v6)))
 }
 
 /// Open connections per client address (only addresses with at least one).
@@ -310,8 +316,18 @@ mod tests {
         let odd: IpNet = "192.168.0.0/23".parse().unwrap();
         assert!(odd.contains("192.168.1.255".parse().unwrap()));
         assert!(!odd.contains("192.168.2.0".parse().unwrap()));
-        assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains("8.8.8.8".parse().unwrap()));
-        for bad in ["", "10.0.0.0/33", "::/129", "example.com", "10.0.0.0/x", "1.2.3"] {
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "example.com",
+            "10.0.0.0/x",
+            "1.2.3",
+        ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
     }
@@ -323,25 +339,46 @@ mod tests {
         assert_eq!(client_ip(peer, &forged, &[]), peer);
         assert_eq!(client_ip(peer, &forged, &nets(&["192.168.0.0/16"])), peer);
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(peer, &forged, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &forged, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // The rightmost untrusted entry: what the client wrote itself on
         // the left is not believed.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.9")]);
-        assert_eq!(client_ip(peer, &chain, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &chain, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // Two header lines are one list.
-        let split = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(client_ip(peer, &split, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        let split = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ]);
+        assert_eq!(
+            client_ip(peer, &split, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // Only trusted hops: the leftmost.
         let inner = headers(&[("x-forwarded-for", "10.9.9.9, 10.0.0.9")]);
-        assert_eq!(client_ip(peer, &inner, &trusted), "10.9.9.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &inner, &trusted),
+            "10.9.9.9".parse::<IpAddr>().unwrap()
+        );
         // Garbage stops the walk at the hop before it.
         let junk = headers(&[("x-forwarded-for", "1.2.3.4, junk")]);
         assert_eq!(client_ip(peer, &junk, &trusted), peer);
         // X-Real-IP when there is no X-Forwarded-For; ports and brackets.
         let real = headers(&[("x-real-ip", "[2001:db8::1]:443")]);
-        assert_eq!(client_ip(peer, &real, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &real, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
         let port = headers(&[("x-forwarded-for", "1.2.3.4:5555")]);
-        assert_eq!(client_ip(peer, &port, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &port, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(peer, &headers(&[]), &trusted), peer);
     }
 
@@ -361,6 +398,9 @@ mod tests {
             p.leave(a);
         }
         assert_eq!(p.count(a), 0);
-        assert!(p.counts.lock().get(&a).is_none(), "no entry is kept for an address with none");
+        assert!(
+            p.counts.lock().get(&a).is_none(),
+            "no entry is kept for an address with none"
+        );
     }
 }

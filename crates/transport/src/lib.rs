@@ -20,7 +20,8 @@
 //!
 //! Admission, before any request is read: at most
 //! `max-pending-handshakes` sockets at once may be in their TLS handshake
-//! or first request head (more are closed at once), and both must finish
+//! or first request head (a new one past it closes the oldest), and both
+//! must finish
 //! within `http.handshake-timeout-ms`. A failed `accept` (out of file
 //! descriptors) is counted, logged, paused on briefly, and survived.
 //! Before an upgrade: the browser's `Origin` must match `allowed-origins`
@@ -175,7 +176,7 @@ impl Transport {
                 sinks: Mutex::new(Slab::new()),
                 authorizer: hooks.authorizer,
                 routes: hooks.routes,
-                pending_handshakes: AtomicUsize::new(0),
+                pending: Mutex::new(accept::PendingSet::default()),
                 per_ip: admit::PerIp::default(),
                 tls,
             }),

@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     pub(crate) routes: Vec<Arc<dyn Routes>>,
     /// Sockets accepted that have not finished their handshake (TLS, first
     /// request head); bounded by `max-pending-handshakes`.
-    pub(crate) pending_handshakes: AtomicUsize,
+    pub(crate) pending: Mutex<crate::accept::PendingSet>,
     /// Open connections per client address (`max-connections-per-ip`).
     pub(crate) per_ip: PerIp,
     /// With `tls.*`: every accepted socket's TLS handshake.
@@ -82,7 +82,7 @@ impl Shared {
             t.frames_sent += sink.frames_sent.load(Ordering::Relaxed);
             t.socket_writes += sink.socket_writes.load(Ordering::Relaxed);
         }
-        t.pending_handshakes = self.pending_handshakes.load(Ordering::Relaxed) as u64;
+        t.pending_handshakes = self.pending.lock().len() as u64;
         t
     }
 

@@ -74,7 +74,9 @@ impl Tls {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| cert_err(format!("not PEM certificates: {e}")))?;
         if certs.is_empty() {
-            return Err(cert_err("no PEM certificate (BEGIN CERTIFICATE) in it".to_owned()));
+            return Err(cert_err(
+                "no PEM certificate (BEGIN CERTIFICATE) in it".to_owned(),
+            ));
         }
         let key_err = |message: String| TlsError::Key {
             path: key_file.clone(),

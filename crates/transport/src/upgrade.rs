@@ -85,7 +85,10 @@ pub(crate) fn handle(
         );
     }
     if let Err(origin) = admit::origin_allowed(&shared.config.allowed_origins, &headers) {
-        shared.counters.rejected_origin.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .rejected_origin
+            .fetch_add(1, Ordering::Relaxed);
         telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Debug,
             events::WEBSOCKET_ERROR,
             serde_json::json!({"reason": "forbidden-origin",
