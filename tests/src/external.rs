@@ -671,7 +671,29 @@ impl Node {
             .unwrap_or_else(|log| panic!("sente-lite node did not start on port {port}:\n{log}"))
     }
 
+    /// As [`spawn`](Self::spawn), under an open-files limit of `nofile`
+    /// (soft and hard: `sh -c 'ulimit -n N; exec BIN'`).
+    pub fn spawn_with_nofile(bin: impl AsRef<Path>, nofile: u64, envs: &[(&str, &str)]) -> Node {
+        for _ in 0..PORT_ATTEMPTS {
+            match Node::try_spawn_limited(bin.as_ref(), free_port(), envs, Some(nofile)) {
+                Ok(node) => return node,
+                Err(log) if port_taken(&log) => continue,
+                Err(log) => panic!("sente-lite node did not start:\n{log}"),
+            }
+        }
+        panic!("sente-lite node found no free port in {PORT_ATTEMPTS} attempts");
+    }
+
     fn try_spawn(bin: &Path, port: u16, envs: &[(&str, &str)]) -> Result<Node, String> {
+        Node::try_spawn_limited(bin, port, envs, None)
+    }
+
+    fn try_spawn_limited(
+        bin: &Path,
+        port: u16,
+        envs: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Result<Node, String> {
         for (name, _) in envs {
             assert!(
                 *name != "PORT"
@@ -683,7 +705,17 @@ impl Node {
         }
         let dir = TempDir::new("node");
         let log = dir.join("node.log");
-        let mut cmd = logged(bin, &log);
+        let mut cmd = match nofile {
+            None => logged(bin, &log),
+            Some(n) => {
+                let mut cmd = logged(Path::new("sh"), &log);
+                // `exec` keeps the pid: signals and waits reach the node.
+                cmd.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\""))
+                    .arg(bin);
+                cmd
+            }
+        };
         for (name, _) in std::env::vars_os() {
             let inherited_config = name.to_str().is_some_and(|n| {
                 n.starts_with("SENTE_LITE_")
