@@ -578,8 +578,10 @@ async fn out_of_file_descriptors_the_server_keeps_serving() {
         ],
     );
     let addr = node.addr();
-    // The start warned that max-connections (1000) cannot fit in 64.
-    assert!(node.log().contains("file-limit-low"), "{}", node.log());
+    // The start warned that max-connections (1000) cannot fit in 64 (the
+    // telemetry handler is asynchronous: it may write after the startup
+    // line).
+    wait_for_log(&node, "file-limit-low").await;
     let mut a = Client::connect(addr).await;
     let mut b = Client::connect(addr).await;
     a.subscribe("room").await;
@@ -596,15 +598,7 @@ async fn out_of_file_descriptors_the_server_keeps_serving() {
     })
     .await;
     // Failed accepts were logged (and are counted, checked below).
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !node.log().contains("accept-failed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no accept-failed warning:\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_log(&node, "accept-failed").await;
     // Descriptors free again: /health answers, new clients connect.
     drop(extra);
     let (status, body) = http_get(addr, "/health").await;
@@ -616,4 +610,17 @@ async fn out_of_file_descriptors_the_server_keeps_serving() {
     a.roundtrip().await;
     assert!(node.is_running());
     node.stop();
+}
+
+/// Polls the node's log until it holds `needle`, for at most [`TIMEOUT`].
+async fn wait_for_log(node: &Node, needle: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !node.log().contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{needle}` in the node's log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -40,6 +40,8 @@ const MAX_HEADERS: usize = 100;
 /// Pause after a failed accept (out of file descriptors, say), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Least time between two `accept-failed` warnings.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(1);
 /// What an HTTP/2 client sends first (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -130,6 +132,8 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     let open = Arc::new(OpenConnections::default());
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut unlogged: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -145,11 +149,22 @@ pub(crate) async fn serve<S>(
                     .counters
                     .accept_errors
                     .fetch_add(1, Ordering::Relaxed);
-                telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
-                    crate::events::ACCEPT_FAILED,
-                    serde_json::json!({"error": e.to_string(),
-                        "errno": e.raw_os_error(),
-                        "backoff-ms": ACCEPT_BACKOFF.as_millis() as u64}));
+                // One warning a second at most while it lasts (every
+                // failure is counted); the next one says how many it
+                // stands for.
+                let now = std::time::Instant::now();
+                if last_warning.is_none_or(|t| now.duration_since(t) >= ACCEPT_WARNING_EVERY) {
+                    telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
+                        crate::events::ACCEPT_FAILED,
+                        serde_json::json!({"error": e.to_string(),
+                            "errno": e.raw_os_error(),
+                            "failures-not-logged": unlogged,
+                            "backoff-ms": ACCEPT_BACKOFF.as_millis() as u64}));
+                    last_warning = Some(now);
+                    unlogged = 0;
+                } else {
+                    unlogged += 1;
+                }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
