@@ -671,11 +671,12 @@ impl Node {
             .unwrap_or_else(|log| panic!("sente-lite node did not start on port {port}:\n{log}"))
     }
 
-    /// As [`spawn`](Self::spawn), under an open-files limit of `nofile`
-    /// (soft and hard: `sh -c 'ulimit -n N; exec BIN'`).
-    pub fn spawn_with_nofile(bin: impl AsRef<Path>, nofile: u64, envs: &[(&str, &str)]) -> Node {
+    /// As [`spawn`](Self::spawn), under the open-files limit that
+    /// `ulimit` sets with `args` (`"-n 64"`: soft and hard; `"-Sn 64"`: the
+    /// soft one only), by `sh -c 'ulimit ARGS && exec BIN'`.
+    pub fn spawn_under_ulimit(bin: impl AsRef<Path>, args: &str, envs: &[(&str, &str)]) -> Node {
         for _ in 0..PORT_ATTEMPTS {
-            match Node::try_spawn_limited(bin.as_ref(), free_port(), envs, Some(nofile)) {
+            match Node::try_spawn_limited(bin.as_ref(), free_port(), envs, Some(args)) {
                 Ok(node) => return node,
                 Err(log) if port_taken(&log) => continue,
                 Err(log) => panic!("sente-lite node did not start:\n{log}"),
@@ -692,7 +693,7 @@ impl Node {
         bin: &Path,
         port: u16,
         envs: &[(&str, &str)],
-        nofile: Option<u64>,
+        ulimit: Option<&str>,
     ) -> Result<Node, String> {
         for (name, _) in envs {
             assert!(
@@ -705,13 +706,13 @@ impl Node {
         }
         let dir = TempDir::new("node");
         let log = dir.join("node.log");
-        let mut cmd = match nofile {
+        let mut cmd = match ulimit {
             None => logged(bin, &log),
-            Some(n) => {
+            Some(args) => {
                 let mut cmd = logged(Path::new("sh"), &log);
                 // `exec` keeps the pid: signals and waits reach the node.
                 cmd.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\""))
+                    .arg(format!("ulimit {args} && exec \"$0\""))
                     .arg(bin);
                 cmd
             }

@@ -567,9 +567,9 @@ async fn with_http_http2_on_the_http_endpoints_speak_http2() {
 #[tokio::test]
 async fn out_of_file_descriptors_the_server_keeps_serving() {
     let nofile = 64;
-    let mut node = Node::spawn_with_nofile(
+    let mut node = Node::spawn_under_ulimit(
         sente_lite_tests::node_bin!(),
-        nofile,
+        &format!("-n {nofile}"),
         &[
             // Idle sockets hold their descriptor for the whole test.
             ("SENTE_LITE_HTTP_HANDSHAKE_TIMEOUT_MS", "60000"),
@@ -623,4 +623,51 @@ async fn wait_for_log(node: &Node, needle: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The soft open-files limit is raised to the hard one at start: a node
+/// started with a soft limit of 64 takes far more sockets without one
+/// failed accept, and says nothing about a low limit (the hard one is
+/// enough).
+#[tokio::test]
+async fn the_soft_file_limit_is_raised_to_the_hard_one() {
+    let hard: u64 = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // "unlimited" is as good as any large number here.
+        text.parse().unwrap_or(u64::MAX)
+    };
+    assert!(
+        hard >= 1_200,
+        "this test needs a hard open-files limit of at least 1200 (it is {hard})"
+    );
+    let mut node = Node::spawn_under_ulimit(
+        sente_lite_tests::node_bin!(),
+        "-Sn 64",
+        &[
+            ("SENTE_LITE_HTTP_HANDSHAKE_TIMEOUT_MS", "60000"),
+            ("SENTE_LITE_TELEMETRY_OUTPUT", "console"),
+            ("SENTE_LITE_TELEMETRY_MIN_LEVEL", "debug"),
+        ],
+    );
+    let addr = node.addr();
+    wait_for_log(&node, "file-limit-raised").await;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        sockets.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut a = Client::connect(addr).await;
+    a.roundtrip().await;
+    let s = stats(addr).await;
+    assert_eq!(s["transport"]["accept-errors"], 0, "{s}");
+    assert!(
+        s["transport"]["pending-handshakes"].as_u64().unwrap() >= 200,
+        "{s}"
+    );
+    assert!(!node.log().contains("file-limit-low"), "{}", node.log());
+    drop(sockets);
+    node.stop();
 }
