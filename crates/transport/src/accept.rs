@@ -206,8 +206,15 @@ pub(crate) async fn serve<S>(
                 tower_service::Service::call(&mut service, req)
             });
             if h2 {
+                // hyper's HTTP/2 has no idle timeout: a dead peer is found
+                // by pings (one per handshake timeout, unanswered for as
+                // long); a live idle one stays until it closes.
+                let timeout = shared.config.handshake_timeout;
                 let conn = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    .keep_alive_interval(Some(timeout))
+                    .keep_alive_timeout(timeout)
+                    .max_concurrent_streams(64)
                     .serve_connection(TokioIo::new(io), service);
                 tokio::pin!(conn);
                 tokio::select! {
