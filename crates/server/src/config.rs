@@ -791,7 +791,9 @@ impl Config {
         }
     }
 
-    /// The transport's part.
+    /// The transport's part, without TLS: its files are read by
+    /// [`tls`](Self::tls), which [`Server::start`](crate::Server::start)
+    /// calls and puts in `TransportConfig::tls`.
     pub fn transport(&self) -> TransportConfig {
         let w = &self.websocket;
         TransportConfig {
