@@ -671,7 +671,30 @@ impl Node {
             .unwrap_or_else(|log| panic!("sente-lite node did not start on port {port}:\n{log}"))
     }
 
+    /// As [`spawn`](Self::spawn), under the open-files limit that
+    /// `ulimit` sets with `args` (`"-n 64"`: soft and hard; `"-Sn 64"`: the
+    /// soft one only), by `sh -c 'ulimit ARGS && exec BIN'`.
+    pub fn spawn_under_ulimit(bin: impl AsRef<Path>, args: &str, envs: &[(&str, &str)]) -> Node {
+        for _ in 0..PORT_ATTEMPTS {
+            match Node::try_spawn_limited(bin.as_ref(), free_port(), envs, Some(args)) {
+                Ok(node) => return node,
+                Err(log) if port_taken(&log) => continue,
+                Err(log) => panic!("sente-lite node did not start:\n{log}"),
+            }
+        }
+        panic!("sente-lite node found no free port in {PORT_ATTEMPTS} attempts");
+    }
+
     fn try_spawn(bin: &Path, port: u16, envs: &[(&str, &str)]) -> Result<Node, String> {
+        Node::try_spawn_limited(bin, port, envs, None)
+    }
+
+    fn try_spawn_limited(
+        bin: &Path,
+        port: u16,
+        envs: &[(&str, &str)],
+        ulimit: Option<&str>,
+    ) -> Result<Node, String> {
         for (name, _) in envs {
             assert!(
                 *name != "PORT"
@@ -683,7 +706,17 @@ impl Node {
         }
         let dir = TempDir::new("node");
         let log = dir.join("node.log");
-        let mut cmd = logged(bin, &log);
+        let mut cmd = match ulimit {
+            None => logged(bin, &log),
+            Some(args) => {
+                let mut cmd = logged(Path::new("sh"), &log);
+                // `exec` keeps the pid: signals and waits reach the node.
+                cmd.arg("-c")
+                    .arg(format!("ulimit {args} && exec \"$0\""))
+                    .arg(bin);
+                cmd
+            }
+        };
         for (name, _) in std::env::vars_os() {
             let inherited_config = name.to_str().is_some_and(|n| {
                 n.starts_with("SENTE_LITE_")

@@ -87,6 +87,8 @@ fn the_deploy_nginx_conf_is_the_seed_block_with_long_timeouts() {
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection \"upgrade\";",
         "proxy_set_header Host $host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "proxy_cache_bypass $http_upgrade;",
         "proxy_read_timeout 3600s;",
     ] {

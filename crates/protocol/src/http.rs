@@ -132,8 +132,27 @@ pub struct TransportStats {
     /// TCP accepts that failed (out of file descriptors, say).
     pub accept_errors: u64,
     /// Connections closed for not sending their request head within
-    /// `http.handshake-timeout-ms`.
+    /// `http.handshake-timeout-ms` (with TLS: or not finishing the TLS
+    /// handshake within it).
     pub handshake_timeouts: u64,
+    /// Sockets closed in their handshake (TLS, first request head) to make
+    /// room for a newer one, `http.max-pending-handshakes` being pending.
+    pub handshakes_evicted: u64,
+    /// Sockets still in their handshake (TLS, first request head) now: a
+    /// gauge, not a total.
+    pub pending_handshakes: u64,
+    /// TLS handshakes that failed (not TLS, no common cipher, ...).
+    pub tls_handshake_failures: u64,
+    /// Connections that opened with the HTTP/2 preface while `http.http2`
+    /// is off (answered 505 `http2-not-enabled`).
+    pub rejected_http2: u64,
+    /// WebSocket upgrades refused for their `Origin` (HTTP 403
+    /// `forbidden-origin`, `websocket.allowed-origins`).
+    pub rejected_origin: u64,
+    /// WebSocket upgrades refused because their client address had
+    /// `websocket.max-connections-per-ip` already (HTTP 429
+    /// `max-connections-per-ip-reached`).
+    pub rejected_max_connections_per_ip: u64,
 }
 
 /// `GET /channels`.

@@ -43,6 +43,12 @@ pub enum Reason {
     RpcTimeout,
     /// The server has `max-connections` already.
     MaxConnectionsReached,
+    /// The client's address has `max-connections-per-ip` already (an
+    /// upgrade refused with HTTP 429).
+    MaxConnectionsPerIpReached,
+    /// A browser's WebSocket upgrade whose `Origin` is not in the server's
+    /// `allowed-origins` (HTTP 403).
+    ForbiddenOrigin,
     /// The connection did not read its messages fast enough and was closed.
     SlowConsumer,
     /// The client sent more than it is allowed to.
@@ -80,6 +86,8 @@ impl Reason {
             Reason::MaxPendingRpcReached => "max-pending-rpc-reached",
             Reason::RpcTimeout => "rpc-timeout",
             Reason::MaxConnectionsReached => "max-connections-reached",
+            Reason::MaxConnectionsPerIpReached => "max-connections-per-ip-reached",
+            Reason::ForbiddenOrigin => "forbidden-origin",
             Reason::SlowConsumer => "slow-consumer",
             Reason::RateLimited => "rate-limited",
             Reason::Unauthorized => "unauthorized",
@@ -91,7 +99,7 @@ impl Reason {
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -108,6 +116,8 @@ impl Reason {
         Reason::MaxPendingRpcReached,
         Reason::RpcTimeout,
         Reason::MaxConnectionsReached,
+        Reason::MaxConnectionsPerIpReached,
+        Reason::ForbiddenOrigin,
         Reason::SlowConsumer,
         Reason::RateLimited,
         Reason::Unauthorized,

@@ -272,6 +272,12 @@ fn http_stats_with_transport() {
             error_frames_sent: 1,
             accept_errors: 0,
             handshake_timeouts: 0,
+            handshakes_evicted: 0,
+            pending_handshakes: 0,
+            tls_handshake_failures: 0,
+            rejected_http2: 0,
+            rejected_origin: 0,
+            rejected_max_connections_per_ip: 0,
         })
     );
     assert!(stats.telemetry_stats.is_empty());

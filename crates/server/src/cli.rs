@@ -136,8 +136,13 @@ pub fn main() -> ExitCode {
             Some(id) => format!(", node {id} on {}", server.config().broker.redis_url),
             None => String::new(),
         };
+        let (ws, http) = if server.config().tls.cert_file.trim().is_empty() {
+            ("ws", "http")
+        } else {
+            ("wss", "https")
+        };
         println!(
-            "sente-lite listening on ws://{addr}/ (HTTP: http://{addr}/health, /stats, /channels){node}"
+            "sente-lite listening on {ws}://{addr}/ (HTTP: {http}://{addr}/health, /stats, /channels){node}"
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
     }));

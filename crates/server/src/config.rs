@@ -9,7 +9,7 @@
 
 use sente_lite_channels::EngineConfig;
 use sente_lite_protocol::ChannelConfig;
-use sente_lite_transport::TransportConfig;
+use sente_lite_transport::{IpNet, OriginPattern, Tls, TlsError, TransportConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -29,6 +29,7 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     pub channels: ChannelsConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     pub broker: BrokerConfig,
     pub node: NodeConfig,
     pub auth: AuthConfig,
@@ -316,14 +317,36 @@ pub struct HttpConfig {
     /// request head (an HTTP request or a WebSocket upgrade); then it is
     /// closed.
     pub handshake_timeout_ms: u64,
+    /// Most sockets at once still in their handshake (TLS, first request
+    /// head); more are closed at once.
+    pub max_pending_handshakes: usize,
+    /// Proxies (IPs or CIDR networks) whose `X-Forwarded-For` /
+    /// `X-Real-IP` name the client.
+    pub trusted_proxies: Vec<String>,
+    /// Serve HTTP/2 as well as HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
+        let t = TransportConfig::default();
         HttpConfig {
-            handshake_timeout_ms: millis(TransportConfig::default().handshake_timeout),
+            handshake_timeout_ms: millis(t.handshake_timeout),
+            max_pending_handshakes: t.max_pending_handshakes,
+            trusted_proxies: t.trusted_proxies.iter().map(|n| n.to_string()).collect(),
+            http2: t.http2,
         }
     }
+}
+
+/// `[tls]`: both files, or neither (plain `ws://` and `http://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (the server's certificate first).
+    pub cert_file: String,
+    /// PEM private key of that certificate.
+    pub key_file: String,
 }
 
 /// `[telemetry]`
@@ -416,6 +439,8 @@ impl Display for TelemetryFormat {
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct WebsocketConfig {
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub allowed_origins: Vec<String>,
     pub heartbeat_interval_ms: u64,
     pub message_timeout_ms: u64,
     pub max_message_bytes: usize,
@@ -454,6 +479,7 @@ impl Default for Config {
             websocket: WebsocketConfig::default(),
             channels: ChannelsConfig::default(),
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             broker: BrokerConfig::default(),
             node: NodeConfig::default(),
             auth: AuthConfig::default(),
@@ -480,6 +506,12 @@ impl Default for WebsocketConfig {
         let t = TransportConfig::default();
         WebsocketConfig {
             max_connections: t.max_connections,
+            max_connections_per_ip: t.max_connections_per_ip,
+            allowed_origins: t
+                .allowed_origins
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
             heartbeat_interval_ms: millis(t.heartbeat_interval),
             message_timeout_ms: millis(t.message_timeout),
             max_message_bytes: t.max_message_bytes,
@@ -557,6 +589,15 @@ pub enum ConfigError {
         "internal error, please report it: the checked configuration does not deserialize: {0}"
     )]
     Type(String),
+    /// A file a key names cannot be used (`tls.cert-file`, `tls.key-file`:
+    /// unreadable, not PEM, a key that is not the certificate's), found at
+    /// start ([`Config::tls`]).
+    #[error("`{key}` = {path:?}: {message}")]
+    KeyFile {
+        key: String,
+        path: String,
+        message: String,
+    },
     /// A value of the right type that breaks a rule ([`Config::validate`]).
     #[error("`{key}` = {value:?} (from {origin}): {message}")]
     Invalid {
@@ -764,11 +805,16 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 18] = [
+        let positive: [(&str, u64); 19] = [
             ("broker.node-ttl-ms", self.broker.node_ttl_ms),
             ("broker.stream-size", self.broker.stream_size as u64),
             ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
             ("http.handshake-timeout-ms", self.http.handshake_timeout_ms),
+            // Every socket would be closed on accept.
+            (
+                "http.max-pending-handshakes",
+                self.http.max_pending_handshakes as u64,
+            ),
             ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
             (
                 "websocket.max-connections",
@@ -880,6 +926,40 @@ impl Config {
                 "telemetry.handler-id",
                 &self.telemetry.handler_id,
                 "must not be empty",
+            ));
+        }
+        let origins = &self.websocket.allowed_origins;
+        if origins.iter().any(|o| o.trim().is_empty()) {
+            return Err(invalid(
+                "websocket.allowed-origins",
+                &list(origins),
+                "an empty pattern matches no Origin; use \"*\" for any, or leave it out",
+            ));
+        }
+        for entry in &self.http.trusted_proxies {
+            if let Err(e) = entry.parse::<IpNet>() {
+                return Err(invalid(
+                    "http.trusted-proxies",
+                    &list(&self.http.trusted_proxies),
+                    &e.to_string(),
+                ));
+            }
+        }
+        let (cert, key) = (&self.tls.cert_file, &self.tls.key_file);
+        if cert.trim().is_empty() != key.trim().is_empty() {
+            let (set, unset) = if cert.trim().is_empty() {
+                ("tls.key-file", "tls.cert-file")
+            } else {
+                ("tls.cert-file", "tls.key-file")
+            };
+            return Err(invalid(
+                unset,
+                &"",
+                &format!(
+                    "must be set too when `{set}` is (from {}): TLS needs both files, \
+                     or neither for plain ws:// and http://",
+                    origin(set)
+                ),
             ));
         }
         Ok(())
@@ -1005,6 +1085,27 @@ impl Config {
         )))
     }
 
+    /// The TLS files read and checked (`None` without `tls.*`): an error
+    /// names the key and the file.
+    pub fn tls(&self) -> Result<Option<Tls>, ConfigError> {
+        let (cert, key) = (self.tls.cert_file.trim(), self.tls.key_file.trim());
+        if cert.is_empty() && key.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |key: &str, path: &str, message: String| ConfigError::KeyFile {
+            key: key.to_owned(),
+            path: path.to_owned(),
+            message,
+        };
+        Tls::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| match e {
+                TlsError::Cert { .. } => invalid("tls.cert-file", cert, e.to_string()),
+                TlsError::Key { .. } => invalid("tls.key-file", key, e.to_string()),
+                TlsError::Pair { .. } => invalid("tls.key-file", key, e.to_string()),
+            })
+    }
+
     /// The IP to bind (`localhost` is 127.0.0.1).
     pub fn bind_ip(&self) -> Result<std::net::IpAddr, ConfigError> {
         self.host_ip().ok_or_else(|| ConfigError::Invalid {
@@ -1066,11 +1167,14 @@ impl Config {
         }
     }
 
-    /// The transport's part.
+    /// The transport's part, without TLS: its files are read by
+    /// [`tls`](Self::tls), which [`Server::start`](crate::Server::start)
+    /// calls and puts in `TransportConfig::tls`.
     pub fn transport(&self) -> TransportConfig {
         let w = &self.websocket;
         TransportConfig {
             max_connections: w.max_connections,
+            max_connections_per_ip: w.max_connections_per_ip,
             heartbeat_interval: Duration::from_millis(w.heartbeat_interval_ms),
             message_timeout: Duration::from_millis(w.message_timeout_ms),
             max_message_bytes: w.max_message_bytes,
@@ -1078,6 +1182,22 @@ impl Config {
             max_outbound_bytes: w.max_outbound_bytes,
             shutdown_drain: Duration::from_millis(w.shutdown_drain_ms),
             handshake_timeout: Duration::from_millis(self.http.handshake_timeout_ms),
+            max_pending_handshakes: self.http.max_pending_handshakes,
+            allowed_origins: w
+                .allowed_origins
+                .iter()
+                .map(|p| OriginPattern::from(p.as_str()))
+                .collect(),
+            // Checked by `validate`: none is left out of a valid config.
+            trusted_proxies: self
+                .http
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            http2: self.http.http2,
+            // Read by `tls()` (files are read at start, not here).
+            tls: None,
         }
     }
 }
@@ -1217,6 +1337,8 @@ const TYPES: &[(&str, Ty)] = &[
     ("telemetry.file", Ty::Str),
     ("telemetry.buffer-size", USIZE),
     ("websocket.max-connections", USIZE),
+    ("websocket.max-connections-per-ip", USIZE),
+    ("websocket.allowed-origins", Ty::StrList),
     ("websocket.heartbeat-interval-ms", U64),
     ("websocket.message-timeout-ms", U64),
     ("websocket.max-message-bytes", USIZE),
@@ -1224,6 +1346,11 @@ const TYPES: &[(&str, Ty)] = &[
     ("websocket.max-outbound-bytes", USIZE),
     ("websocket.shutdown-drain-ms", U64),
     ("http.handshake-timeout-ms", U64),
+    ("http.max-pending-handshakes", USIZE),
+    ("http.trusted-proxies", Ty::StrList),
+    ("http.http2", Ty::Bool),
+    ("tls.cert-file", Ty::Str),
+    ("tls.key-file", Ty::Str),
     ("broker.kind", KIND),
     ("broker.redis-url", Ty::Str),
     ("broker.key-prefix", Ty::Str),
@@ -1291,6 +1418,9 @@ enum Ty {
     /// A boolean, or the string `auto`.
     BoolOrAuto,
     Str,
+    /// A list of strings: a TOML array, or comma-separated in the
+    /// environment and on the command line.
+    StrList,
     /// An integer from 0 to this.
     UInt(u64),
     /// A string naming one of an enum's values (serialized as `names`);
@@ -1313,6 +1443,7 @@ fn ty_of(key: &str, default: &toml::Value) -> Ty {
         None => match default {
             toml::Value::Boolean(_) => Ty::Bool,
             toml::Value::Integer(_) => U64,
+            toml::Value::Array(_) => Ty::StrList,
             _ => Ty::Str,
         },
     }
@@ -1326,6 +1457,7 @@ impl Ty {
             (Ty::UInt(max), toml::Value::Integer(i)) => u64::try_from(*i).is_ok_and(|u| u <= max),
             (Ty::BoolOrAuto, toml::Value::Boolean(_)) => true,
             (Ty::BoolOrAuto, toml::Value::String(s)) => s == "auto",
+            (Ty::StrList, toml::Value::Array(items)) => items.iter().all(toml::Value::is_str),
             (Ty::Names { canonical, .. }, toml::Value::String(s)) => {
                 return canonical(s).map(|n| toml::Value::String(n.to_owned()));
             }
@@ -1344,6 +1476,13 @@ impl Ty {
             }
             Ty::BoolOrAuto => toml::Value::Boolean(parse_bool(raw)?),
             Ty::UInt(_) => toml::Value::Integer(raw.parse().ok()?),
+            Ty::StrList => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
             Ty::Str | Ty::Names { .. } => toml::Value::String(raw.to_owned()),
         };
         self.accept(&v)
@@ -1355,6 +1494,7 @@ impl Ty {
             Ty::Bool => "a boolean (true/false)".to_owned(),
             Ty::BoolOrAuto => "a boolean (true/false) or auto".to_owned(),
             Ty::Str => "a string".to_owned(),
+            Ty::StrList => "a list of strings (comma-separated outside a file)".to_owned(),
             Ty::UInt(max) => format!("an integer from 0 to {max}"),
             Ty::Names { names, .. } => match names.split_last() {
                 Some((last, [])) => (*last).to_owned(),
@@ -1430,6 +1570,11 @@ fn bad_namespace(key: &str, name: &str, origin: &str) -> ConfigError {
         origin,
         "a namespace name of 1 to 64 letters, digits, `-`, `_` or `.`",
     )
+}
+
+/// A list as an error shows it.
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
 }
 
 fn bad(key: &str, value: &str, origin: &str, expected: &str) -> ConfigError {
@@ -1657,10 +1802,25 @@ mod tests {
                 "auth.jwt-public-key-file" => concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/ed.pub"),
                 "auth.allow-anonymous" => "true",
                 "channels.subscribe" | "channels.publish" | "channels.rpc-call" => "granted",
+                "websocket.allowed-origins" => "https://a.example, https://*.b.example",
+                "http.trusted-proxies" => "10.0.0.0/8,::1",
+                "http.http2" => "true",
+                "tls.cert-file" | "tls.key-file" => "x.pem",
                 k if k.ends_with("enabled") || k.ends_with("auto-create") => "false",
                 _ => "2000000",
             };
-            let e = env(&[(&env_name(&key), value)]);
+            // The TLS files go together (validate refuses one alone).
+            let other = match key.as_str() {
+                "tls.cert-file" => Some("tls.key-file"),
+                "tls.key-file" => Some("tls.cert-file"),
+                _ => None,
+            };
+            let mut pairs = vec![(env_name(&key), value)];
+            if let Some(other) = other {
+                pairs.push((env_name(other), "y.pem"));
+            }
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            let e = env(&pairs);
             let c = Config::load(None, &e, &[]);
             assert!(c.is_ok(), "{key} via {}: {:?}", env_name(&key), c.err());
             assert_ne!(c.unwrap(), Config::default(), "{key} changed nothing");
@@ -1831,6 +1991,21 @@ mod tests {
                     assert!(loads(text("x")), "{key} holds any string");
                     assert!(!loads(toml::Value::Integer(1)), "{key} holds an integer");
                 }
+                Ty::StrList => {
+                    assert!(
+                        loads(toml::Value::Array(vec![text("x")])),
+                        "{key} holds a list"
+                    );
+                    assert!(
+                        loads(toml::Value::Array(vec![])),
+                        "{key} holds an empty list"
+                    );
+                    assert!(!loads(text("x")), "{key} holds a string");
+                    assert!(
+                        !loads(toml::Value::Array(vec![toml::Value::Integer(1)])),
+                        "{key} holds a list of integers"
+                    );
+                }
                 Ty::Names { names, canonical } => {
                     for n in names {
                         assert!(loads(text(n)), "{key} holds {n}");
@@ -1933,6 +2108,91 @@ mod tests {
         assert!(
             err.starts_with("`websocket.max-outbound-bytes` = \"8388608\" (from default): ")
                 && err.contains("`websocket.max-message-bytes` = 9000000 (from command line)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn admission_keys_load_lists_and_name_bad_entries() {
+        let f = file(
+            "[websocket]\nallowed-origins = [\"https://*.example.com\"]\nmax-connections-per-ip = 3\n\
+             [http]\ntrusted-proxies = [\"10.0.0.0/8\", \"::1\"]\nmax-pending-handshakes = 7\n",
+        );
+        let c = Config::load(Some(f.path()), &[], &[]).unwrap();
+        assert_eq!(c.websocket.allowed_origins, ["https://*.example.com"]);
+        let t = c.transport();
+        assert_eq!(t.max_connections_per_ip, 3);
+        assert_eq!(t.max_pending_handshakes, 7);
+        assert_eq!(t.trusted_proxies.len(), 2);
+        assert!(t.allowed_origins[0].matches("https://app.example.com"));
+        assert!(!t.http2);
+        // Comma-separated from the environment and flags.
+        let e = env(&[(
+            "SENTE_LITE_HTTP_TRUSTED_PROXIES",
+            "127.0.0.1, 192.168.0.0/16",
+        )]);
+        let c = Config::load(None, &e, &[]).unwrap();
+        assert_eq!(c.http.trusted_proxies, ["127.0.0.1", "192.168.0.0/16"]);
+        let flags = env(&[("websocket.allowed-origins", "https://a.example")]);
+        let c = Config::load(None, &[], &flags).unwrap();
+        assert_eq!(c.websocket.allowed_origins, ["https://a.example"]);
+        // A bad entry names the key, the list and its source.
+        let e = env(&[("SENTE_LITE_HTTP_TRUSTED_PROXIES", "10.0.0.0/40")]);
+        let err = Config::load(None, &e, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`http.trusted-proxies`")
+                && err.contains("10.0.0.0/40")
+                && err.contains("environment SENTE_LITE_HTTP_TRUSTED_PROXIES"),
+            "{err}"
+        );
+        let f = file("[websocket]\nallowed-origins = [\"\"]\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`websocket.allowed-origins`"), "{err}");
+        let f = file("[websocket]\nallowed-origins = \"*\"\n");
+        let err = Config::load(Some(f.path()), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a list of strings"), "{err}");
+        let flags = env(&[("http.max-pending-handshakes", "0")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.starts_with("`http.max-pending-handshakes`"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_one_that_is_bad() {
+        let flags = env(&[("tls.cert-file", "/x/cert.pem")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`tls.key-file`")
+                && err.contains("`tls.cert-file` is (from command line)"),
+            "{err}"
+        );
+        let flags = env(&[("tls.key-file", "/x/key.pem")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(err.starts_with("`tls.cert-file`"), "{err}");
+        assert!(Config::default().tls().unwrap().is_none());
+        // Both set, the files missing: the key and the file are named.
+        let flags = env(&[
+            ("tls.cert-file", "/nonexistent/cert.pem"),
+            ("tls.key-file", "/nonexistent/key.pem"),
+        ]);
+        let c = Config::load(None, &[], &flags).unwrap();
+        let err = c.tls().unwrap_err().to_string();
+        assert!(
+            err.starts_with("`tls.cert-file` = \"/nonexistent/cert.pem\"")
+                && err.contains("No such file"),
+            "{err}"
+        );
+        // Not PEM at all.
+        let junk = file("not a certificate\n");
+        let junk_path = junk.path().display().to_string();
+        let flags = env(&[("tls.cert-file", &junk_path), ("tls.key-file", &junk_path)]);
+        let c = Config::load(None, &[], &flags).unwrap();
+        let err = c.tls().unwrap_err().to_string();
+        assert!(
+            err.starts_with("`tls.cert-file`") && err.contains(&junk_path),
             "{err}"
         );
     }

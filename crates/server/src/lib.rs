@@ -25,11 +25,12 @@
 pub mod cli;
 mod config;
 pub mod events;
+mod limits;
 
 pub use config::{
     env_name, AllowAnonymous, AuthConfig, BrokerConfig, BrokerKind, ChannelsConfig, Config,
     ConfigError, HttpConfig, NamespaceConfig, NodeConfig, Permission, TelemetryConfig,
-    TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
+    TelemetryFormat, TelemetryOutput, TlsConfig, WebsocketConfig, SEED_ENV,
 };
 pub use sente_lite_auth::{JwtAuthorizer, Policy, Rules, Who};
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
@@ -86,9 +87,13 @@ impl Server {
     /// the configuration describes ([`Config::authorizer`]).
     pub async fn start_with(config: Config, hooks: Hooks) -> Result<Server, StartError> {
         config.validate()?;
+        // Before anything is bound: a bad certificate or key stops the
+        // start, naming the key and the file.
+        let tls = config.tls()?;
         let telemetry = telemetry_for(&config)?;
         event!(tel: &telemetry, events::SERVER_STARTING,
             serde_json::json!({"host": &config.host, "port": config.port}));
+        limits::raise_nofile(&telemetry, config.websocket.max_connections);
         let addr = SocketAddr::new(config.bind_ip()?, config.port);
         let listener =
             sente_lite_transport::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -125,10 +130,12 @@ impl Server {
                 .authorizer()?
                 .map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn sente_lite_session::Authorizer>);
         }
+        let mut transport_config = config.transport();
+        transport_config.tls = tls;
         let transport = Transport::with_hooks(
             engine.clone(),
             telemetry.clone(),
-            config.transport(),
+            transport_config,
             shown,
             hooks,
         );
@@ -137,7 +144,8 @@ impl Server {
         event!(tel: &telemetry, events::SERVER_STARTED,
             serde_json::json!({"address": local_addr.to_string(),
                 "node-id": engine.broker().node().map(|n| n.to_string()),
-                "broker": config.broker.kind.as_str()}));
+                "broker": config.broker.kind.as_str(),
+                "tls": !config.tls.cert_file.trim().is_empty()}));
         Ok(Server {
             config,
             local_addr,

@@ -21,8 +21,12 @@ pub const MESSAGE_SENT: &str = "sente-lite.transport/message-sent";
 /// loop pauses briefly and goes on. Warn.
 pub const ACCEPT_FAILED: &str = "sente-lite.transport/accept-failed";
 
+/// A TLS handshake failed (not TLS, no common version or cipher, ...).
+/// Debug: any client can cause it at will.
+pub const TLS_HANDSHAKE_FAILED: &str = "sente-lite.transport/tls-handshake-failed";
+
 /// Every id above.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     CONNECTION_ADDED,
     CONNECTION_REMOVED,
     WEBSOCKET_OPENED,
@@ -31,4 +35,5 @@ pub const ALL: [&str; 8] = [
     WEBSOCKET_MESSAGE_RECEIVED,
     MESSAGE_SENT,
     ACCEPT_FAILED,
+    TLS_HANDSHAKE_FAILED,
 ];

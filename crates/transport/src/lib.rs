@@ -15,6 +15,20 @@
 //!   error has a JSON body, including requests too malformed for hyper
 //!   (the accept loop reads each connection's first request head itself).
 //!
+//! With [`TransportConfig::tls`], the same port serves `https://` and
+//! `wss://` (rustls). HTTP/1.1 only unless [`TransportConfig::http2`].
+//!
+//! Admission, before any request is read: at most
+//! `max-pending-handshakes` sockets at once may be in their TLS handshake
+//! or first request head (a new one past it closes the oldest), and both
+//! must finish
+//! within `http.handshake-timeout-ms`. A failed `accept` (out of file
+//! descriptors) is counted, logged, paused on briefly, and survived.
+//! Before an upgrade: the browser's `Origin` must match `allowed-origins`
+//! (HTTP 403 `forbidden-origin`), and the client's address (the peer's, or
+//! what a trusted proxy's `X-Forwarded-For` / `X-Real-IP` says) must have
+//! fewer than `max-connections-per-ip` connections (HTTP 429).
+//!
 //! Limits: `max-connections` (HTTP 503 before the upgrade), heartbeat pings
 //! with a close after two silent intervals, slow consumers closed with 1008
 //! (outbound queue overflow, or a write that cannot finish within
@@ -32,6 +46,7 @@
 
 mod accept;
 mod admission;
+mod admit;
 mod config;
 mod conn;
 mod endpoints;
@@ -41,9 +56,10 @@ mod routes;
 mod shared;
 mod sink;
 mod stats;
+mod tls;
 mod upgrade;
 
-pub use config::TransportConfig;
+pub use config::{IpNet, IpNetError, OriginPattern, Tls, TlsError, TransportConfig};
 /// The `http` crate whose types [`Routes`] speaks, so an embedder needs no
 /// dependency of its own to write one.
 pub use http;
@@ -137,6 +153,7 @@ impl Transport {
         hooks: Hooks,
     ) -> Transport {
         let (stop, shutdown) = watch::channel(false);
+        let tls = config.tls.as_ref().map(|t| t.acceptor(config.http2));
         Transport {
             shared: Arc::new(Shared {
                 engine,
@@ -152,6 +169,9 @@ impl Transport {
                 sinks: Mutex::new(Slab::new()),
                 authorizer: hooks.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
                 routes: hooks.routes,
+                pending: Mutex::new(accept::PendingSet::default()),
+                per_ip: admit::PerIp::default(),
+                tls,
             }),
             stop: Arc::new(stop),
         }

@@ -1,5 +1,6 @@
 //! What every connection task and HTTP handler shares.
 
+use crate::admit::PerIp;
 use crate::config::TransportConfig;
 use crate::routes::Routes;
 use crate::sink::{ConnSink, Signal};
@@ -38,6 +39,13 @@ pub(crate) struct Shared {
     pub(crate) authorizer: Arc<dyn Authorizer>,
     /// Routes added next to the built-in ones.
     pub(crate) routes: Vec<Arc<dyn Routes>>,
+    /// Sockets accepted that have not finished their handshake (TLS, first
+    /// request head); bounded by `max-pending-handshakes`.
+    pub(crate) pending: Mutex<crate::accept::PendingSet>,
+    /// Open connections per client address (`max-connections-per-ip`).
+    pub(crate) per_ip: PerIp,
+    /// With `tls.*`: every accepted socket's TLS handshake.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -74,6 +82,7 @@ impl Shared {
             t.frames_sent += sink.frames_sent.load(Ordering::Relaxed);
             t.socket_writes += sink.socket_writes.load(Ordering::Relaxed);
         }
+        t.pending_handshakes = self.pending.lock().len() as u64;
         t
     }
 

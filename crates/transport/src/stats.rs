@@ -21,6 +21,11 @@ pub(crate) struct Counters {
     pub(crate) error_frames_sent: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) handshakes_evicted: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
+    pub(crate) rejected_http2: AtomicU64,
+    pub(crate) rejected_origin: AtomicU64,
+    pub(crate) rejected_max_connections_per_ip: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +44,13 @@ impl Counters {
             error_frames_sent: self.error_frames_sent.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
+            handshakes_evicted: self.handshakes_evicted.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
+            rejected_http2: self.rejected_http2.load(Relaxed),
+            rejected_origin: self.rejected_origin.load(Relaxed),
+            rejected_max_connections_per_ip: self.rejected_max_connections_per_ip.load(Relaxed),
+            // A gauge, filled in by `Shared::transport_stats`.
+            pending_handshakes: 0,
         }
     }
 

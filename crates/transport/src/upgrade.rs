@@ -3,7 +3,8 @@
 //! bounded write buffer, frame size limit) and zero-copy text frames.
 
 use crate::accept::{Peer, Prefixed};
-use crate::admission::Admission;
+use crate::admission::{Admission, Refused};
+use crate::admit;
 use crate::events;
 use crate::reply::error;
 use crate::shared::Shared;
@@ -83,8 +84,33 @@ pub(crate) fn handle(
             "the server is shutting down",
         );
     }
+    if let Err(origin) = admit::origin_allowed(&shared.config.allowed_origins, &headers) {
+        shared
+            .counters
+            .rejected_origin
+            .fetch_add(1, Ordering::Relaxed);
+        telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Debug,
+            events::WEBSOCKET_ERROR,
+            serde_json::json!({"reason": "forbidden-origin",
+                "origin": truncated(&origin, 256), "origin-bytes": origin.len()}));
+        return error(
+            StatusCode::FORBIDDEN,
+            sente_lite_protocol::Reason::ForbiddenOrigin.as_str(),
+            "this Origin may not open a WebSocket here (websocket.allowed-origins)",
+        );
+    }
+    // The client's address: the TCP peer's, or what a trusted proxy says.
+    // Its port is the peer's when it is the peer, else unknown (0).
+    let client = peer.map(|p| {
+        let ip = admit::client_ip(p.0.ip(), &headers, &shared.config.trusted_proxies);
+        if ip == p.0.ip() {
+            p.0
+        } else {
+            std::net::SocketAddr::new(ip, 0)
+        }
+    });
     let info = ConnectInfo {
-        peer: peer.map(|p| p.0),
+        peer: client,
         target: if query.is_empty() {
             target.as_str().to_owned()
         } else {
@@ -111,23 +137,46 @@ pub(crate) fn handle(
             return error(status, refusal.reason.as_str(), refusal.message);
         }
     };
-    let Some(admission) = Admission::try_new(&shared) else {
-        shared
-            .counters
-            .rejected_max_connections
-            .fetch_add(1, Ordering::Relaxed);
-        telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
-            events::WEBSOCKET_ERROR,
-            serde_json::json!({"reason": "max-connections-reached",
-                "max-connections": shared.config.max_connections}));
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            sente_lite_protocol::Reason::MaxConnectionsReached.as_str(),
-            format!(
-                "the server has its {} connections already",
-                shared.config.max_connections
-            ),
-        );
+    let admission = match Admission::try_new(&shared, client.map(|c| c.ip())) {
+        Ok(admission) => admission,
+        Err(Refused::MaxConnections) => {
+            shared
+                .counters
+                .rejected_max_connections
+                .fetch_add(1, Ordering::Relaxed);
+            telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
+                events::WEBSOCKET_ERROR,
+                serde_json::json!({"reason": "max-connections-reached",
+                    "max-connections": shared.config.max_connections}));
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                sente_lite_protocol::Reason::MaxConnectionsReached.as_str(),
+                format!(
+                    "the server has its {} connections already",
+                    shared.config.max_connections
+                ),
+            );
+        }
+        Err(Refused::MaxConnectionsPerIp) => {
+            shared
+                .counters
+                .rejected_max_connections_per_ip
+                .fetch_add(1, Ordering::Relaxed);
+            // Debug, not Warn: one client can cause it at will.
+            telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Debug,
+                events::WEBSOCKET_ERROR,
+                serde_json::json!({"reason": "max-connections-per-ip-reached",
+                    "client": client.map(|c| c.ip().to_string()),
+                    "max-connections-per-ip": shared.config.max_connections_per_ip}));
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                sente_lite_protocol::Reason::MaxConnectionsPerIpReached.as_str(),
+                format!(
+                    "this address has its {} connections already",
+                    shared.config.max_connections_per_ip
+                ),
+            );
+        }
     };
     let accept = derive_accept_key(key.as_bytes());
     let config = ws_config(&shared.config);
@@ -183,6 +232,15 @@ pub(crate) fn handle(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     r
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// tungstenite settings. The read buffer is 512 bytes because tungstenite
