@@ -71,7 +71,7 @@ impl Authorizer for Peers {
 async fn start_recording(config: Config) -> (Server, Arc<Peers>) {
     let peers = Arc::new(Peers::default());
     let hooks = Hooks {
-        authorizer: Arc::clone(&peers) as Arc<dyn Authorizer>,
+        authorizer: Some(Arc::clone(&peers) as Arc<dyn Authorizer>),
         routes: Vec::new(),
     };
     let server = Server::start_with(config, hooks)
