@@ -37,25 +37,26 @@ mod conn;
 mod endpoints;
 pub mod events;
 mod reply;
+mod rate;
+mod redact;
 mod routes;
 mod shared;
 mod sink;
 mod stats;
 mod upgrade;
 
-pub use config::TransportConfig;
+pub use config::{Secret, TransportConfig, DEFAULT_OUTBOUND_BYTES_TOTAL};
 /// The `http` crate whose types [`Routes`] speaks, so an embedder needs no
 /// dependency of its own to write one.
 pub use http;
+pub use redact::{redact_credentials, REDACTED};
 pub use routes::{RouteFuture, Routes, MAX_ROUTE_BODY};
 
-use parking_lot::Mutex;
 use sente_lite_channels::Engine;
 use sente_lite_session::{AllowAll, Authorizer};
 use serde_json::Value;
 use shared::Shared;
 use sink::Signal;
-use slab::Slab;
 use stats::Counters;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -144,6 +145,7 @@ impl Transport {
         hooks: Hooks,
     ) -> Transport {
         let (stop, shutdown) = watch::channel(false);
+        let sinks = sink::Registry::new(config.max_outbound_bytes_total);
         Transport {
             shared: Arc::new(Shared {
                 engine,
@@ -156,7 +158,7 @@ impl Transport {
                 shutting_down: AtomicBool::new(false),
                 shutdown,
                 conn_closed: Notify::new(),
-                sinks: Mutex::new(Slab::new()),
+                sinks,
                 authorizer: hooks.authorizer,
                 routes: hooks.routes,
             }),

@@ -1,17 +1,103 @@
 //! A connection's outbound sink: the bounded queue the engine offers frames
-//! to, and the broadcast signals of the whole transport.
+//! to, the broadcast signals of the whole transport, and the [`Registry`]
+//! of every sink with the bytes queued in all of them.
 
 use futures::task::AtomicWaker;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use sente_lite_channels::{Frame, Offer, Sink};
+use slab::Slab;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::Poll;
+
+/// Every open connection's sink, and the bytes queued in all their
+/// outbound queues together (`websocket.max-outbound-bytes-total`).
+///
+/// The fast path is one atomic add when a frame is queued and one atomic
+/// sub when it leaves the queue (written, dropped, or the sink dropped).
+/// Only a frame that takes the total past the limit scans the sinks: the
+/// one with the most queued is closed as a slow consumer and its queue
+/// emptied at once, until the total is within the limit again.
+pub(crate) struct Registry {
+    sinks: Mutex<Slab<Arc<ConnSink>>>,
+    /// Bytes in every queue; every byte added is subtracted exactly once.
+    queued: AtomicUsize,
+    limit: usize,
+    /// One eviction at a time, so concurrent offers over the limit close
+    /// one connection each time the total needs it, not one each.
+    evicting: Mutex<()>,
+    /// Connections closed because the total passed the limit.
+    pub(crate) closed_over_total: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new(limit: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            sinks: Mutex::new(Slab::new()),
+            queued: AtomicUsize::new(0),
+            limit,
+            evicting: Mutex::new(()),
+            closed_over_total: AtomicU64::new(0),
+        })
+    }
+
+    /// The sinks themselves.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slab<Arc<ConnSink>>> {
+        self.sinks.lock()
+    }
+
+    /// Bytes queued in all outbound queues now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+
+    /// The most bytes all outbound queues may hold together.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Adds `n`; true when the total is now past the limit.
+    fn add(&self, n: usize) -> bool {
+        self.queued.fetch_add(n, Relaxed).saturating_add(n) > self.limit
+    }
+
+    fn sub(&self, n: usize) {
+        if n > 0 {
+            self.queued.fetch_sub(n, Relaxed);
+        }
+    }
+
+    /// Closes the connections with the most queued, largest first, until
+    /// the total is within the limit. Called without any queue's lock held
+    /// (it takes the registry's, then each queue's, as the heartbeat does).
+    fn evict(&self) {
+        let _one = self.evicting.lock();
+        while self.queued() > self.limit {
+            let victim = {
+                let sinks = self.sinks.lock();
+                sinks
+                    .iter()
+                    .map(|(_, s)| (s.queued_bytes(), s))
+                    .filter(|(bytes, _)| *bytes > 0)
+                    .max_by_key(|(bytes, _)| *bytes)
+                    .map(|(_, s)| Arc::clone(s))
+            };
+            let Some(victim) = victim else { break };
+            if victim.overflow() {
+                self.closed_over_total.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
 
 /// The outbound side the engine offers frames to: a queue bounded in frames
 /// and in bytes, drained by the connection's task. A frame that does not
 /// fit marks the connection a slow consumer and wakes its task to close it:
-/// the connection never stays open having silently missed a frame.
+/// the connection never stays open having silently missed a frame. One
+/// frame larger than the byte bound is accepted into an empty queue (a
+/// channel message of a publish of `max-message-bytes` is a little larger
+/// than the publish), so the queue holds at most the bound or one frame.
 ///
 /// The queue is a `VecDeque` under an uncontended lock plus an
 /// `AtomicWaker`: offering wakes the task only when the queue goes from empty
@@ -22,6 +108,7 @@ pub(crate) struct ConnSink {
     waker: AtomicWaker,
     max_frames: usize,
     max_bytes: usize,
+    registry: Arc<Registry>,
     /// This connection's share of `frames-sent` and `socket-writes`: counted
     /// here, on a cache line only its task writes, and summed for `/stats`,
     /// so the write path touches no counter shared by all connections.
@@ -78,7 +165,7 @@ pub(crate) enum Next {
 const KEEP_SLOTS: usize = 16;
 
 impl ConnSink {
-    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> ConnSink {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize, registry: Arc<Registry>) -> ConnSink {
         ConnSink {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
@@ -92,6 +179,7 @@ impl ConnSink {
             waker: AtomicWaker::new(),
             max_frames: max_frames.max(1),
             max_bytes,
+            registry,
             frames_sent: AtomicU64::new(0),
             socket_writes: AtomicU64::new(0),
         }
@@ -122,6 +210,8 @@ impl ConnSink {
         if let Some(frame) = q.frames.pop_front() {
             q.bytes -= frame.len();
             q.shrink_if_drained();
+            drop(q);
+            self.registry.sub(frame.len());
             return Some(Next::Frame(frame));
         }
         if q.reconnect {
@@ -145,6 +235,10 @@ impl ConnSink {
             q.bytes -= f.len();
         }
         q.shrink_if_drained();
+        drop(q);
+        if let Some(f) = &frame {
+            self.registry.sub(f.len());
+        }
         Ok(frame)
     }
 
@@ -159,7 +253,33 @@ impl ConnSink {
         let mut q = self.queue.lock();
         let frame = q.frames.pop_front()?;
         q.bytes -= frame.len();
+        drop(q);
+        self.registry.sub(frame.len());
         Some(frame)
+    }
+
+    /// Bytes waiting in this queue.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queue.lock().bytes
+    }
+
+    /// Marks the connection a slow consumer, empties its queue (nothing in
+    /// it will be written: a slow consumer is closed without a drain) and
+    /// wakes its task to close it. False if it already was one.
+    fn overflow(&self) -> bool {
+        let (first, dropped) = {
+            let mut q = self.queue.lock();
+            let first = !q.overflowed;
+            q.overflowed = true;
+            let dropped = std::mem::take(&mut q.frames);
+            let bytes = std::mem::take(&mut q.bytes);
+            self.registry.sub(bytes);
+            (first, dropped)
+        };
+        // Frames shared with other connections are freed outside the lock.
+        drop(dropped);
+        self.waker.wake();
+        first
     }
 
     /// Waits for [`try_next`](Self::try_next) to have something.
@@ -186,16 +306,26 @@ impl Sink for ConnSink {
             return Offer::Closed;
         }
         let len = frame.len();
-        if q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes {
-            q.overflowed = true;
+        // A frame larger than the whole queue still goes into an empty one.
+        let was_empty = q.frames.is_empty();
+        if q.frames.len() >= self.max_frames || (!was_empty && q.bytes + len > self.max_bytes) {
             drop(q);
-            self.waker.wake();
+            self.overflow();
             return Offer::Full;
         }
-        let was_empty = q.frames.is_empty();
         q.frames.push_back(frame.clone());
         q.bytes += len;
+        // Added under the queue's lock: the task cannot take the frame out
+        // (and subtract it) before it is counted.
+        let over = self.registry.add(len);
         drop(q);
+        if over {
+            self.registry.evict();
+            // This connection may have been the one with the most queued.
+            if self.queue.lock().overflowed {
+                return Offer::Full;
+            }
+        }
         if was_empty {
             self.waker.wake();
         }
@@ -210,5 +340,81 @@ impl Sink for ConnSink {
             q.closed = true;
         }
         self.waker.wake();
+    }
+}
+
+impl Drop for ConnSink {
+    fn drop(&mut self) {
+        // What was never written leaves the server-wide total with it.
+        self.registry.sub(self.queue.get_mut().bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Frame {
+        Frame::new("x".repeat(len))
+    }
+
+    fn sink(registry: &Arc<Registry>, max_bytes: usize) -> Arc<ConnSink> {
+        let s = Arc::new(ConnSink::new(1_000, max_bytes, Arc::clone(registry)));
+        registry.lock().insert(Arc::clone(&s));
+        s
+    }
+
+    #[test]
+    fn one_frame_larger_than_the_queue_fits_an_empty_queue_only() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 100);
+        assert_eq!(s.offer(&frame(150)), Offer::Queued);
+        assert_eq!(s.queued_bytes(), 150);
+        // Not behind anything, though.
+        assert_eq!(s.offer(&frame(1)), Offer::Full);
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
+        // The slow consumer's queue is emptied at once.
+        assert_eq!((s.queued_bytes(), r.queued()), (0, 0));
+        let t = sink(&r, 100);
+        assert_eq!(t.offer(&frame(60)), Offer::Queued);
+        assert_eq!(t.offer(&frame(40)), Offer::Queued);
+        assert_eq!(t.offer(&frame(1)), Offer::Full);
+    }
+
+    #[test]
+    fn the_total_is_exact_over_every_way_a_frame_leaves() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 1_000);
+        for _ in 0..4 {
+            assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        }
+        assert_eq!(r.queued(), 40);
+        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
+        assert!(matches!(s.batch_next(), Ok(Some(_))));
+        assert!(s.pop_frame().is_some());
+        assert_eq!(r.queued(), 10);
+        r.lock().clear();
+        drop(s);
+        assert_eq!(r.queued(), 0, "a dropped sink takes its bytes along");
+    }
+
+    #[test]
+    fn passing_the_total_closes_the_connection_with_the_most_queued() {
+        let r = Registry::new(100);
+        let small = sink(&r, 1_000);
+        let big = sink(&r, 1_000);
+        assert_eq!(small.offer(&frame(20)), Offer::Queued);
+        assert_eq!(big.offer(&frame(70)), Offer::Queued);
+        assert_eq!(r.queued(), 90);
+        // The small one's frame takes the total to 110: the big one goes.
+        assert_eq!(small.offer(&frame(20)), Offer::Queued);
+        assert!(matches!(big.try_next(), Some(Next::Overflowed)));
+        assert_eq!(big.offer(&frame(1)), Offer::Closed);
+        assert_eq!((r.queued(), small.queued_bytes()), (40, 40));
+        assert_eq!(r.closed_over_total.load(Relaxed), 1);
+        // When the offering connection holds the most, it is the one closed.
+        assert_eq!(small.offer(&frame(70)), Offer::Full);
+        assert_eq!(r.queued(), 0);
+        assert_eq!(r.closed_over_total.load(Relaxed), 2);
     }
 }

@@ -21,6 +21,9 @@ pub(crate) struct Counters {
     pub(crate) error_frames_sent: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) frames_rate_limited: AtomicU64,
+    pub(crate) closed_rate_limited: AtomicU64,
+    pub(crate) rejected_unauthorized: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +42,13 @@ impl Counters {
             error_frames_sent: self.error_frames_sent.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             handshake_timeouts: self.handshake_timeouts.load(Relaxed),
+            frames_rate_limited: self.frames_rate_limited.load(Relaxed),
+            closed_rate_limited: self.closed_rate_limited.load(Relaxed),
+            rejected_unauthorized: self.rejected_unauthorized.load(Relaxed),
+            // The registry's; `Shared::transport_stats` fills them in.
+            closed_outbound_total: 0,
+            outbound_queued_bytes: 0,
+            outbound_queued_bytes_limit: 0,
         }
     }
 
