@@ -25,11 +25,14 @@
 pub mod cli;
 mod config;
 pub mod events;
+mod memory;
 
 pub use config::{
     env_name, BrokerConfig, BrokerKind, ChannelsConfig, Config, ConfigError, HttpConfig,
-    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, WebsocketConfig, SEED_ENV,
+    NodeConfig, TelemetryConfig, TelemetryFormat, TelemetryOutput, WebsocketConfig, SECRET_KEYS,
+    SECRET_SHOWN, SEED_ENV, URL_KEYS,
 };
+pub use memory::machine_memory;
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
 pub use sente_lite_transport::{http, Hooks, RouteFuture, Routes, Transport};
@@ -111,7 +114,8 @@ impl Server {
                 )?
             }
         };
-        let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);
+        // Secrets shown as "<set>", URL passwords redacted.
+        let mut shown = serde_json::to_value(config.redacted()).unwrap_or(Value::Null);
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
         }
