@@ -685,8 +685,7 @@ impl Config {
         }
         let token = &self.http.admin_token;
         if !token.is_empty()
-            && (token.len() < MIN_ADMIN_TOKEN_BYTES
-                || !token.bytes().all(|b| b.is_ascii_graphic()))
+            && (token.len() < MIN_ADMIN_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()))
         {
             // The message names the rule, never the value (a secret).
             return Err(ConfigError::Invalid {
@@ -1732,7 +1731,10 @@ mod tests {
         let token = "correct-horse-battery-staple";
         let e = env(&[
             ("SENTE_LITE_HTTP_ADMIN_TOKEN", token),
-            ("SENTE_LITE_BROKER_REDIS_URL", "redis://app:hunter2@db:6379/0"),
+            (
+                "SENTE_LITE_BROKER_REDIS_URL",
+                "redis://app:hunter2@db:6379/0",
+            ),
         ]);
         let c = Config::load(None, &e, &[]).unwrap();
         assert_eq!(c.http.admin_token, token, "the running config keeps it");
@@ -1765,7 +1767,10 @@ mod tests {
         let keys = Config::keys();
         for key in SECRET_KEYS.iter().chain(URL_KEYS.iter()) {
             if keys.iter().any(|k| k == key) {
-                assert!(matches!(ty_of(key, &toml::Value::Integer(0)), Ty::Str), "{key}");
+                assert!(
+                    matches!(ty_of(key, &toml::Value::Integer(0)), Ty::Str),
+                    "{key}"
+                );
             }
         }
         let mut t: toml::Table = toml::from_str("[auth]\njwt-hmac-secret = \"k\"\n").unwrap();
@@ -1789,7 +1794,9 @@ mod tests {
         }
         let e = env(&[("SENTE_LITE_HTTP_ADMIN_TOKEN", "0123456789abcdef")]);
         let t = Config::load(None, &e, &[]).unwrap().transport();
-        assert!(t.admin_token.is_some_and(|s| s.matches(b"0123456789abcdef")));
+        assert!(t
+            .admin_token
+            .is_some_and(|s| s.matches(b"0123456789abcdef")));
         assert!(Config::default().transport().admin_token.is_none());
     }
 
@@ -1820,7 +1827,11 @@ mod tests {
         let c = Config::default();
         let t = c.transport();
         assert_eq!(
-            (t.max_frames_per_second, t.frames_burst, t.max_refused_frames_per_second),
+            (
+                t.max_frames_per_second,
+                t.frames_burst,
+                t.max_refused_frames_per_second
+            ),
             (5_000, 10_000, 100)
         );
         for key in ["websocket.max-frames-per-second", "websocket.frames-burst"] {

@@ -192,7 +192,10 @@ fn print_config_never_shows_a_secret() {
         &["--print-config"],
         &[
             ("SENTE_LITE_HTTP_ADMIN_TOKEN", token),
-            ("SENTE_LITE_BROKER_REDIS_URL", "redis://app:hunter2@db:6379/0"),
+            (
+                "SENTE_LITE_BROKER_REDIS_URL",
+                "redis://app:hunter2@db:6379/0",
+            ),
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -121,7 +121,13 @@ mod tests {
     fn secrets_match_only_themselves_and_never_show() {
         let s = Secret::new("s3cret-token");
         assert!(s.matches(b"s3cret-token"));
-        for other in [&b""[..], b"s3cret-toke", b"s3cret-token!", b"S3cret-token", b"x"] {
+        for other in [
+            &b""[..],
+            b"s3cret-toke",
+            b"s3cret-token!",
+            b"S3cret-token",
+            b"x",
+        ] {
             assert!(!s.matches(other), "{other:?}");
         }
         assert!(Secret::new("").matches(b""));

@@ -293,10 +293,11 @@ where
         frames += 1;
         bytes += frame.len();
         if let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
-            match timeout_at(deadline, ws.feed(Message::Text(text))).await {
+            let feed = timeout_at(deadline, ws.feed(Message::Text(text)));
+            match until_overflow(sink, feed).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(WriteError::Io),
-                Err(_) => return Err(WriteError::Timeout),
+                Err(e) => return Err(e),
             }
         }
         if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
@@ -307,16 +308,34 @@ where
             Err(Overflowed) => return Err(WriteError::Overflowed),
         };
     }
-    match timeout_at(deadline, ws.flush()).await {
+    match until_overflow(sink, timeout_at(deadline, ws.flush())).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(WriteError::Io),
-        Err(_) => return Err(WriteError::Timeout),
+        Err(e) => return Err(e),
     }
+    sink.written(bytes);
     sink.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
     sink.socket_writes.fetch_add(1, Ordering::Relaxed);
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
         serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
     Ok(())
+}
+
+/// Runs a write, or gives up on it when the connection is marked a slow
+/// consumer meanwhile (its queue overflowed, or it held the most when the
+/// server-wide total was passed): a client that does not read cannot keep
+/// its task, and the write buffer, waiting until `message-timeout`. The
+/// write is polled first, so one that completes at once costs nothing
+/// more.
+async fn until_overflow<T>(
+    sink: &ConnSink,
+    write: impl std::future::Future<Output = Result<T, tokio::time::error::Elapsed>>,
+) -> Result<T, WriteError> {
+    tokio::select! {
+        biased;
+        done = write => done.map_err(|_| WriteError::Timeout),
+        () = sink.overflowed() => Err(WriteError::Overflowed),
+    }
 }
 
 /// Sends our close frame (if the end calls for one), then lets the client

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn passwords_in_urls_are_redacted_and_nothing_else() {
         let cases = [
-            ("redis://app:hunter2@db:6379/0", "redis://app:<redacted>@db:6379/0"),
+            (
+                "redis://app:hunter2@db:6379/0",
+                "redis://app:<redacted>@db:6379/0",
+            ),
             ("redis://:hunter2@db", "redis://:<redacted>@db"),
             ("redis://app:p@ss@db:1/", "redis://app:<redacted>@db:1/"),
             (

@@ -14,11 +14,14 @@ use std::task::Poll;
 /// Every open connection's sink, and the bytes queued in all their
 /// outbound queues together (`websocket.max-outbound-bytes-total`).
 ///
-/// The fast path is one atomic add when a frame is queued and one atomic
-/// sub when it leaves the queue (written, dropped, or the sink dropped).
-/// Only a frame that takes the total past the limit scans the sinks: the
-/// one with the most queued is closed as a slow consumer and its queue
-/// emptied at once, until the total is within the limit again.
+/// A frame counts from the moment it is queued until the write that
+/// carries it has been flushed to the socket (a write stuck on a client
+/// that does not read still holds it, in the WebSocket's write buffer).
+/// The fast path is one atomic add per frame queued and one atomic sub
+/// per write batch flushed. Only a frame that takes the total past the
+/// limit scans the sinks: the one with the most queued is closed as a
+/// slow consumer (its queue emptied and its bytes released at once, its
+/// stuck write abandoned), until the total is within the limit again.
 pub(crate) struct Registry {
     sinks: Mutex<Slab<Arc<ConnSink>>>,
     /// Bytes in every queue; every byte added is subtracted exactly once.
@@ -78,7 +81,7 @@ impl Registry {
                 let sinks = self.sinks.lock();
                 sinks
                     .iter()
-                    .map(|(_, s)| (s.queued_bytes(), s))
+                    .filter_map(|(_, s)| s.held_bytes().map(|bytes| (bytes, s)))
                     .filter(|(bytes, _)| *bytes > 0)
                     .max_by_key(|(bytes, _)| *bytes)
                     .map(|(_, s)| Arc::clone(s))
@@ -118,7 +121,14 @@ pub(crate) struct ConnSink {
 
 struct Queue {
     frames: VecDeque<Frame>,
+    /// Bytes of `frames`.
     bytes: usize,
+    /// Bytes taken out of the queue for the write under way, not yet
+    /// flushed.
+    in_flight: usize,
+    /// This sink's bytes are no longer in the registry's total (it was
+    /// closed as a slow consumer).
+    released: bool,
     overflowed: bool,
     /// The connection's task has stopped serving it: nothing more is
     /// accepted.
@@ -170,6 +180,8 @@ impl ConnSink {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
+                in_flight: 0,
+                released: false,
                 overflowed: false,
                 closed: false,
                 stop: false,
@@ -209,9 +221,8 @@ impl ConnSink {
         }
         if let Some(frame) = q.frames.pop_front() {
             q.bytes -= frame.len();
+            q.in_flight += frame.len();
             q.shrink_if_drained();
-            drop(q);
-            self.registry.sub(frame.len());
             return Some(Next::Frame(frame));
         }
         if q.reconnect {
@@ -233,12 +244,9 @@ impl ConnSink {
         let frame = q.frames.pop_front();
         if let Some(f) = &frame {
             q.bytes -= f.len();
+            q.in_flight += f.len();
         }
         q.shrink_if_drained();
-        drop(q);
-        if let Some(f) = &frame {
-            self.registry.sub(f.len());
-        }
         Ok(frame)
     }
 
@@ -253,14 +261,42 @@ impl ConnSink {
         let mut q = self.queue.lock();
         let frame = q.frames.pop_front()?;
         q.bytes -= frame.len();
-        drop(q);
-        self.registry.sub(frame.len());
+        q.in_flight += frame.len();
         Some(frame)
     }
 
-    /// Bytes waiting in this queue.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.queue.lock().bytes
+    /// A write of `bytes` (taken out of the queue before) was flushed:
+    /// they leave the server-wide total.
+    pub(crate) fn written(&self, bytes: usize) {
+        let mut q = self.queue.lock();
+        let n = bytes.min(q.in_flight);
+        q.in_flight -= n;
+        if !q.released {
+            self.registry.sub(n);
+        }
+    }
+
+    /// Bytes this connection holds in the server-wide total (queued and
+    /// being written); `None` once it was closed as a slow consumer.
+    fn held_bytes(&self) -> Option<usize> {
+        let q = self.queue.lock();
+        (!q.overflowed).then_some(q.bytes + q.in_flight)
+    }
+
+    /// Resolves once the connection is a slow consumer, so a write stuck on
+    /// a client that does not read can be abandoned.
+    pub(crate) fn overflowed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.queue.lock().overflowed {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.queue.lock().overflowed {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Marks the connection a slow consumer, empties its queue (nothing in
@@ -273,7 +309,10 @@ impl ConnSink {
             q.overflowed = true;
             let dropped = std::mem::take(&mut q.frames);
             let bytes = std::mem::take(&mut q.bytes);
-            self.registry.sub(bytes);
+            // Its write under way is abandoned: the task is closing it.
+            if !std::mem::replace(&mut q.released, true) {
+                self.registry.sub(bytes + q.in_flight);
+            }
             (first, dropped)
         };
         // Frames shared with other connections are freed outside the lock.
@@ -346,7 +385,10 @@ impl Sink for ConnSink {
 impl Drop for ConnSink {
     fn drop(&mut self) {
         // What was never written leaves the server-wide total with it.
-        self.registry.sub(self.queue.get_mut().bytes);
+        let q = self.queue.get_mut();
+        if !q.released {
+            self.registry.sub(q.bytes + q.in_flight);
+        }
     }
 }
 
@@ -369,12 +411,12 @@ mod tests {
         let r = Registry::new(usize::MAX);
         let s = sink(&r, 100);
         assert_eq!(s.offer(&frame(150)), Offer::Queued);
-        assert_eq!(s.queued_bytes(), 150);
+        assert_eq!(s.held_bytes(), Some(150));
         // Not behind anything, though.
         assert_eq!(s.offer(&frame(1)), Offer::Full);
         assert!(matches!(s.try_next(), Some(Next::Overflowed)));
         // The slow consumer's queue is emptied at once.
-        assert_eq!((s.queued_bytes(), r.queued()), (0, 0));
+        assert_eq!((s.held_bytes(), r.queued()), (None, 0));
         let t = sink(&r, 100);
         assert_eq!(t.offer(&frame(60)), Offer::Queued);
         assert_eq!(t.offer(&frame(40)), Offer::Queued);
@@ -392,10 +434,25 @@ mod tests {
         assert!(matches!(s.try_next(), Some(Next::Frame(_))));
         assert!(matches!(s.batch_next(), Ok(Some(_))));
         assert!(s.pop_frame().is_some());
-        assert_eq!(r.queued(), 10);
+        // Taken out for writing, still held until the write is flushed.
+        assert_eq!((r.queued(), s.held_bytes()), (40, Some(40)));
+        s.written(20);
+        assert_eq!(r.queued(), 20);
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0, "a dropped sink takes its bytes along");
+        // A slow consumer's bytes leave at once, its write under way too,
+        // and never twice.
+        let s = sink(&r, 1_000);
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
+        assert!(s.overflow());
+        assert_eq!(r.queued(), 0);
+        s.written(10);
+        r.lock().clear();
+        drop(s);
+        assert_eq!(r.queued(), 0);
     }
 
     #[test]
@@ -410,11 +467,40 @@ mod tests {
         assert_eq!(small.offer(&frame(20)), Offer::Queued);
         assert!(matches!(big.try_next(), Some(Next::Overflowed)));
         assert_eq!(big.offer(&frame(1)), Offer::Closed);
-        assert_eq!((r.queued(), small.queued_bytes()), (40, 40));
+        assert_eq!((r.queued(), small.held_bytes()), (40, Some(40)));
         assert_eq!(r.closed_over_total.load(Relaxed), 1);
         // When the offering connection holds the most, it is the one closed.
         assert_eq!(small.offer(&frame(70)), Offer::Full);
         assert_eq!(r.queued(), 0);
         assert_eq!(r.closed_over_total.load(Relaxed), 2);
+        // A write under way counts: the stuck one is the largest.
+        let r = Registry::new(100);
+        let stuck = sink(&r, 1_000);
+        let other = sink(&r, 1_000);
+        assert_eq!(stuck.offer(&frame(60)), Offer::Queued);
+        assert!(matches!(stuck.try_next(), Some(Next::Frame(_))));
+        assert_eq!(other.offer(&frame(30)), Offer::Queued);
+        assert_eq!(other.offer(&frame(20)), Offer::Queued);
+        assert!(matches!(stuck.try_next(), Some(Next::Overflowed)));
+        assert_eq!(r.queued(), 50);
+    }
+
+    #[tokio::test]
+    async fn overflowed_wakes_a_task_waiting_on_a_write() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 10);
+        let waiting = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.overflowed().await }
+        });
+        // The task runs until it waits (this test's runtime has one thread).
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert_eq!(s.offer(&frame(10)), Offer::Full);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("the task");
     }
 }
