@@ -10,18 +10,23 @@
 //!   ([`TransportConfig::max_outbound_frames`],
 //!   [`TransportConfig::max_outbound_bytes`]). Several queued frames go out
 //!   in one write.
-//! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels`, the routes added
-//!   with [`Hooks::routes`], and a JSON 404 for everything else. Every HTTP
-//!   error has a JSON body, including requests too malformed for hyper
-//!   (the accept loop reads each connection's first request head itself).
+//! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels` (these two need
+//!   `Authorization: Bearer` when [`TransportConfig::admin_token`] is set),
+//!   the routes added with [`Hooks::routes`], and a JSON 404 for
+//!   everything else. Every HTTP error has a JSON body, including requests
+//!   too malformed for hyper (the accept loop reads each connection's first
+//!   request head itself).
 //!
 //! Limits: `max-connections` (HTTP 503 before the upgrade), heartbeat pings
 //! with a close after two silent intervals, slow consumers closed with 1008
-//! (outbound queue overflow, or a write that cannot finish within
-//! `message-timeout`), frames over `max-message-bytes` refused from their
-//! header with 1009, request heads that do not arrive within
-//! `http.handshake-timeout-ms` closed (the first by our accept loop, later
-//! ones by hyper).
+//! (outbound queue overflow, a write that cannot finish within
+//! `message-timeout`, or the most queued when all connections' queued bytes
+//! pass [`TransportConfig::max_outbound_bytes_total`]), a frame rate per
+//! connection ([`TransportConfig::max_frames_per_second`]: `error`
+//! `rate-limited`, then 1008 `rate-limited`), frames over
+//! `max-message-bytes` refused from their header with 1009, request heads
+//! that do not arrive within `http.handshake-timeout-ms` closed (the first
+//! by our accept loop, later ones by hyper).
 //! Every close, for any reason, ends the connection's session, which takes
 //! it out of every channel and drops its pending RPCs.
 //!
