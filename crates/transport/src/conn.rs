@@ -41,7 +41,8 @@ enum End {
     /// A frame over `max-message-bytes`: 1009.
     TooLarge,
     /// More frames refused for `max-frames-per-second` within a second
-    /// than `max-refused-frames-per-second`: 1008.
+    /// than `max-refused-frames-per-second`: drain (the `rate-limited`
+    /// errors say why), then 1008.
     RateLimited,
     /// The broker lost messages of a channel this connection is
     /// subscribed to: 1012, so the client reconnects and resubscribes.
@@ -235,8 +236,10 @@ pub(crate) async fn run<S>(
         event!(tel: tel, level: Level::Warn, events::WEBSOCKET_ERROR,
             serde_json::json!({"conn-id": &conn_id, "reason": end.name()}));
     }
-    if end == End::Shutdown {
-        // Deliver what was queued before the stop, within the drain deadline.
+    if matches!(end, End::Shutdown | End::RateLimited) {
+        // Deliver what was queued before the stop (for a rate-limited
+        // client: the `rate-limited` errors that say why it is closed),
+        // within the drain deadline.
         let deadline = Instant::now() + cfg.shutdown_drain;
         while let Some(first) = sink.pop_frame() {
             if Instant::now() >= deadline
