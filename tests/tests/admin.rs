@@ -138,4 +138,13 @@ async fn health_never_shows_the_broker_password() {
     }
     assert!(!last.contains("hunter2"), "{last}");
     assert!(last.contains("redis://app:<redacted>@127.0.0.1"), "{last}");
+    // Nor does a client refused for it: the broker's error text is
+    // redacted where it is made, not only in /health (`list-channels`
+    // answers with the broker's error as its message).
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "list-channels"})).await;
+    let r = a.recv_type("error").await;
+    assert_eq!(r["reason"], "broker-unavailable", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("<redacted>"), "{r}");
+    assert!(!r.to_string().contains("hunter2"), "{r}");
 }

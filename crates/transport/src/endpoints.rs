@@ -260,7 +260,7 @@ fn broker_status(s: &Shared, b: sente_lite_channels::BrokerHealth) -> BrokerStat
         // open to anyone.
         error: b
             .error
-            .map(|e| crate::redact::redact_credentials(&e).into_owned()),
+            .map(|e| sente_lite_protocol::redact_credentials(&e).into_owned()),
         counters: b
             .counters
             .into_iter()

@@ -42,7 +42,6 @@ mod conn;
 mod endpoints;
 pub mod events;
 mod rate;
-mod redact;
 mod reply;
 mod routes;
 mod shared;
@@ -54,8 +53,9 @@ pub use config::{Secret, TransportConfig, DEFAULT_OUTBOUND_BYTES_TOTAL};
 /// The `http` crate whose types [`Routes`] speaks, so an embedder needs no
 /// dependency of its own to write one.
 pub use http;
-pub use redact::{redact_credentials, REDACTED};
 pub use routes::{RouteFuture, Routes, MAX_ROUTE_BODY};
+/// Passwords in URLs made safe to show (the protocol crate's, re-exported).
+pub use sente_lite_protocol::{redact_credentials, REDACTED};
 
 use sente_lite_channels::Engine;
 use sente_lite_session::{AllowAll, Authorizer};

@@ -1,4 +1,5 @@
-//! [`redact_credentials`]: URLs with a password, made safe to show.
+//! [`redact_credentials`]: URLs with a password, made safe to show on the
+//! wire (`/health`, error messages) and in logs.
 
 use std::borrow::Cow;
 
