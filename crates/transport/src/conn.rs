@@ -324,11 +324,11 @@ where
     Ok(())
 }
 
-/// Runs a write, or gives up on it when the connection is marked a slow
-/// consumer meanwhile (its queue overflowed, or it held the most when the
-/// server-wide total was passed): a client that does not read cannot keep
-/// its task, and the write buffer, waiting until `message-timeout`. The
-/// write is polled first, so one that completes at once costs nothing
+/// Runs a write, or gives up on it when the connection is closed for the
+/// server-wide total meanwhile (it held the most when the total was
+/// passed): a client that does not read cannot keep its task, and the
+/// write buffer, waiting until `message-timeout` while memory is short.
+/// The write is polled first, so one that completes at once costs nothing
 /// more.
 async fn until_overflow<T>(
     sink: &ConnSink,
@@ -337,7 +337,7 @@ async fn until_overflow<T>(
     tokio::select! {
         biased;
         done = write => done.map_err(|_| WriteError::Timeout),
-        () = sink.overflowed() => Err(WriteError::Overflowed),
+        () = sink.evicted() => Err(WriteError::Overflowed),
     }
 }
 

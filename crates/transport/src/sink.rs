@@ -87,7 +87,7 @@ impl Registry {
                     .map(|(_, s)| Arc::clone(s))
             };
             let Some(victim) = victim else { break };
-            if victim.overflow() {
+            if victim.evict() {
                 self.closed_over_total.fetch_add(1, Relaxed);
             }
         }
@@ -127,7 +127,7 @@ struct Queue {
     /// flushed.
     in_flight: usize,
     /// This sink's bytes are no longer in the registry's total (it was
-    /// closed as a slow consumer).
+    /// closed for the server-wide total).
     released: bool,
     overflowed: bool,
     /// The connection's task has stopped serving it: nothing more is
@@ -283,15 +283,19 @@ impl ConnSink {
         (!q.overflowed).then_some(q.bytes + q.in_flight)
     }
 
-    /// Resolves once the connection is a slow consumer, so a write stuck on
-    /// a client that does not read can be abandoned.
-    pub(crate) fn overflowed(&self) -> impl std::future::Future<Output = ()> + '_ {
+    /// Resolves once the connection was closed for the server-wide total,
+    /// so a write stuck on a client that does not read is abandoned (and
+    /// its buffer freed with the connection) at once. A connection whose
+    /// own queue overflowed finishes its write first (up to
+    /// `message-timeout`), so a client that reads again soon gets a clean
+    /// close frame.
+    pub(crate) fn evicted(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.queue.lock().overflowed {
+            if self.queue.lock().released {
                 return Poll::Ready(());
             }
             self.waker.register(cx.waker());
-            if self.queue.lock().overflowed {
+            if self.queue.lock().released {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -299,23 +303,42 @@ impl ConnSink {
         })
     }
 
-    /// Marks the connection a slow consumer, empties its queue (nothing in
-    /// it will be written: a slow consumer is closed without a drain) and
-    /// wakes its task to close it. False if it already was one.
-    fn overflow(&self) -> bool {
+    /// Its own queue overflowed: marks the connection a slow consumer,
+    /// empties its queue (nothing in it will be written: a slow consumer is
+    /// closed without a drain) and wakes its task to close it. The write
+    /// under way stays counted until it is flushed or the sink dropped.
+    fn overflow(&self) {
+        let dropped = {
+            let mut q = self.queue.lock();
+            q.overflowed = true;
+            let dropped = std::mem::take(&mut q.frames);
+            let bytes = std::mem::take(&mut q.bytes);
+            if !q.released {
+                self.registry.sub(bytes);
+            }
+            dropped
+        };
+        // Frames shared with other connections are freed outside the lock.
+        drop(dropped);
+        self.waker.wake();
+    }
+
+    /// Closed for the server-wide total: as [`overflow`](Self::overflow),
+    /// and all its bytes leave the total at once, the write under way
+    /// included (the task abandons it). False if it already was a slow
+    /// consumer.
+    fn evict(&self) -> bool {
         let (first, dropped) = {
             let mut q = self.queue.lock();
             let first = !q.overflowed;
             q.overflowed = true;
             let dropped = std::mem::take(&mut q.frames);
             let bytes = std::mem::take(&mut q.bytes);
-            // Its write under way is abandoned: the task is closing it.
             if !std::mem::replace(&mut q.released, true) {
                 self.registry.sub(bytes + q.in_flight);
             }
             (first, dropped)
         };
-        // Frames shared with other connections are freed outside the lock.
         drop(dropped);
         self.waker.wake();
         first
@@ -441,15 +464,29 @@ mod tests {
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0, "a dropped sink takes its bytes along");
-        // A slow consumer's bytes leave at once, its write under way too,
-        // and never twice.
+        // A connection closed for the total: its bytes leave at once, its
+        // write under way too, and never twice.
         let s = sink(&r, 1_000);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         assert!(matches!(s.try_next(), Some(Next::Frame(_))));
-        assert!(s.overflow());
+        assert!(s.evict());
         assert_eq!(r.queued(), 0);
         s.written(10);
+        r.lock().clear();
+        drop(s);
+        assert_eq!(r.queued(), 0);
+        // One whose own queue overflowed: the queue leaves at once, the
+        // write under way when it is flushed.
+        let s = sink(&r, 25);
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert_eq!(s.offer(&frame(10)), Offer::Full);
+        assert_eq!(r.queued(), 10);
+        s.written(10);
+        assert_eq!(r.queued(), 0);
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0);
@@ -486,12 +523,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn overflowed_wakes_a_task_waiting_on_a_write() {
-        let r = Registry::new(usize::MAX);
-        let s = sink(&r, 10);
+    async fn eviction_wakes_a_task_waiting_on_a_write() {
+        let r = Registry::new(15);
+        let s = sink(&r, 1_000);
         let waiting = tokio::spawn({
             let s = Arc::clone(&s);
-            async move { s.overflowed().await }
+            async move { s.evicted().await }
         });
         // The task runs until it waits (this test's runtime has one thread).
         tokio::task::yield_now().await;
