@@ -762,6 +762,12 @@ impl Node {
         self.addr.port()
     }
 
+    /// Its process id (`None` once it was stopped or killed): for reading
+    /// `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether its process is running.
     pub fn is_running(&mut self) -> bool {
         self.child

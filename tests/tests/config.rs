@@ -230,7 +230,7 @@ async fn start_refuses_an_invalid_config() {
     c.websocket.max_message_bytes = 100_000_000;
     let e = Server::start(c).await.unwrap_err().to_string();
     assert!(
-        e.contains("`websocket.max-outbound-bytes` = \"8388608\" (from default)")
+        e.contains("`websocket.max-outbound-bytes` = \"1048576\" (from default)")
             && e.contains("100000000 (from the Rust API)"),
         "{e}"
     );
@@ -361,7 +361,7 @@ fn range_errors_name_their_source() {
         None,
         &[],
         &[("websocket.max-message-bytes", "100000000")],
-        "`websocket.max-outbound-bytes` = \"8388608\" (from default)",
+        "`websocket.max-outbound-bytes` = \"1048576\" (from default)",
     );
     names_all(
         &e,

@@ -153,6 +153,25 @@ pub struct TransportStats {
     /// `websocket.max-connections-per-ip` already (HTTP 429
     /// `max-connections-per-ip-reached`).
     pub rejected_max_connections_per_ip: u64,
+    /// Client frames refused with an `error` `rate-limited` (over
+    /// `websocket.max-frames-per-second`), not processed.
+    pub frames_rate_limited: u64,
+    /// Connections closed with 1008 `rate-limited` (more refused frames
+    /// within a second than `websocket.max-refused-frames-per-second`).
+    pub closed_rate_limited: u64,
+    /// Admin requests (`/stats`, `/channels`) refused with HTTP 401 for a
+    /// missing or wrong `http.admin-token`.
+    pub rejected_unauthorized: u64,
+    /// Connections closed as slow consumers (1008 `slow-consumer`, also
+    /// counted in `closed-slow-consumer`) because the queued bytes of all
+    /// connections passed `websocket.max-outbound-bytes-total`.
+    pub closed_outbound_total: u64,
+    /// Now, not a total: bytes waiting in the outbound queues of all
+    /// connections.
+    pub outbound_queued_bytes: u64,
+    /// The most bytes all outbound queues may hold together (the
+    /// resolved `websocket.max-outbound-bytes-total`).
+    pub outbound_queued_bytes_limit: u64,
 }
 
 /// `GET /channels`.

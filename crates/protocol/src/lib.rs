@@ -15,6 +15,8 @@
 //!
 //! - [`Data`]: a message's `data`, held as the exact JSON text it arrived in,
 //!   so that a relay passes it through byte for byte.
+//! - [`redact_credentials`]: text that names a URL with a password, as it
+//!   may be shown (`redis://app:<redacted>@db/`).
 //!
 //! The crate knows nothing of tokio, warp or the channel engine: it depends on
 //! serde, serde_json and thiserror only, so a client in Rust can use it as
@@ -25,12 +27,14 @@ mod config;
 mod data;
 pub mod http;
 mod reason;
+mod redact;
 mod server;
 
 pub use client::{decode_client, ClientMessage, DecodeError};
 pub use config::ChannelConfig;
 pub use data::Data;
 pub use reason::Reason;
+pub use redact::{redact_credentials, REDACTED};
 pub use server::{
     broadcast_frame, channel_broadcast_frame, ChannelMessage, ChannelSummary, Delivery, ErrorFrame,
     RpcRequestDelivery, ServerMessage,

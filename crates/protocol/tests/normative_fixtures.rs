@@ -278,6 +278,12 @@ fn http_stats_with_transport() {
             rejected_http2: 0,
             rejected_origin: 0,
             rejected_max_connections_per_ip: 0,
+            frames_rate_limited: 4,
+            closed_rate_limited: 1,
+            rejected_unauthorized: 2,
+            closed_outbound_total: 0,
+            outbound_queued_bytes: 512,
+            outbound_queued_bytes_limit: 8 << 20,
         })
     );
     assert!(stats.telemetry_stats.is_empty());

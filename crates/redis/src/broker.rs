@@ -14,7 +14,7 @@ use sente_lite_channels::{
     Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
-use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage};
+use sente_lite_protocol::{now_ms, redact_credentials, ChannelConfig, ChannelMessage};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -221,8 +221,9 @@ impl RedisBroker {
         }
         let handle =
             tokio::runtime::Handle::try_current().map_err(|_| RedisBrokerError::NoRuntime)?;
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| RedisBrokerError::Url(config.url.clone(), e.to_string()))?;
+        let client = Client::open(config.url.as_str()).map_err(|e| {
+            RedisBrokerError::Url(redact_credentials(&config.url).into_owned(), e.to_string())
+        })?;
         let prefix = config.key_prefix.clone();
         let keys = Keys {
             channels: format!("{prefix}:channels"),
@@ -345,10 +346,10 @@ impl Shared {
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await
-        .map_err(|e| format!("connect to {}: {e}", self.cfg.url))?;
+        .map_err(|e| format!("connect to {}: {e}", redact_credentials(&self.cfg.url)))?;
         let pubsub = within(t, self.client.get_async_pubsub())
             .await
-            .map_err(|e| format!("connect to {}: {e}", self.cfg.url))?;
+            .map_err(|e| format!("connect to {}: {e}", redact_credentials(&self.cfg.url)))?;
         let (mut sink, stream) = pubsub.split();
         *self.conn.write() = Some(conn);
         // Every channel delivered so far waits for its recovery: nothing
@@ -402,7 +403,7 @@ impl Shared {
         self.event(
             Level::Info,
             "sente-lite.redis/connected",
-            serde_json::json!({"url": self.cfg.url, "node-id": &*self.node, "reconnect": was == RECONNECTING}),
+            serde_json::json!({"url": redact_credentials(&self.cfg.url), "node-id": &*self.node, "reconnect": was == RECONNECTING}),
         );
         for (id, c) in chans {
             let sh = Arc::clone(self);
@@ -460,7 +461,7 @@ impl Shared {
         self.event(
             Level::Warn,
             "sente-lite.redis/disconnected",
-            serde_json::json!({"url": self.cfg.url, "node-id": &*self.node, "error": &why}),
+            serde_json::json!({"url": redact_credentials(&self.cfg.url), "node-id": &*self.node, "error": &why}),
         );
         self.fail(why);
     }

@@ -114,7 +114,8 @@ pub fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        match toml::to_string(&config) {
+        // Secrets shown as "<set>", URL passwords redacted.
+        match toml::to_string(&config.redacted()) {
             Ok(s) => print!("{s}"),
             Err(e) => eprintln!("sente-lite: {e}"),
         }
@@ -133,7 +134,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(crate::run(config, shutdown_signal(), |server| {
         let addr = server.local_addr();
         let node = match server.node_id() {
-            Some(id) => format!(", node {id} on {}", server.config().broker.redis_url),
+            Some(id) => format!(
+                ", node {id} on {}",
+                sente_lite_transport::redact_credentials(&server.config().broker.redis_url)
+            ),
             None => String::new(),
         };
         let (ws, http) = if server.config().tls.cert_file.trim().is_empty() {

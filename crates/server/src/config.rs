@@ -9,7 +9,9 @@
 
 use sente_lite_channels::EngineConfig;
 use sente_lite_protocol::ChannelConfig;
-use sente_lite_transport::{IpNet, OriginPattern, Tls, TlsError, TransportConfig};
+use sente_lite_transport::{
+    redact_credentials, IpNet, OriginPattern, Secret, Tls, TlsError, TransportConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -18,7 +20,9 @@ use std::time::Duration;
 use telemere_lite::Level;
 
 /// The whole configuration. See docs/CONFIGURATION.md for every key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows [`Config::redacted`], never a secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct Config {
     /// TCP port; 0 picks a free one.
@@ -82,7 +86,7 @@ impl<'de> Deserialize<'de> for AllowAnonymous {
 }
 
 /// `[auth]`: who connections are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of HS256/384/512 tokens; empty: none.
@@ -107,6 +111,18 @@ impl Default for AuthConfig {
             timeout_ms: 10_000,
             leeway_ms: 5_000,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_hmac_secret", &secret_shown(&self.jwt_hmac_secret))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("leeway_ms", &self.leeway_ms)
+            .finish()
     }
 }
 
@@ -310,7 +326,7 @@ pub struct NodeConfig {
 }
 
 /// `[http]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Longest a new TCP connection may take to send its whole first
@@ -325,6 +341,10 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<String>,
     /// Serve HTTP/2 as well as HTTP/1.1.
     pub http2: bool,
+    /// When not empty, `/stats` and `/channels` need `Authorization:
+    /// Bearer <admin-token>` (HTTP 401 `unauthorized` otherwise). A secret:
+    /// shown as `"<set>"` ([`SECRET_KEYS`]).
+    pub admin_token: String,
 }
 
 impl Default for HttpConfig {
@@ -335,6 +355,7 @@ impl Default for HttpConfig {
             max_pending_handshakes: t.max_pending_handshakes,
             trusted_proxies: t.trusted_proxies.iter().map(|n| n.to_string()).collect(),
             http2: t.http2,
+            admin_token: String::new(),
         }
     }
 }
@@ -347,6 +368,48 @@ pub struct TlsConfig {
     pub cert_file: String,
     /// PEM private key of that certificate.
     pub key_file: String,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("http2", &self.http2)
+            .field("admin_token", &secret_shown(&self.admin_token))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The redacted table, so a logged configuration shows no secret.
+        write!(f, "Config {}", toml::Value::Table(self.redacted()))
+    }
+}
+
+/// The keys whose values are secrets: `--print-config`, `server-config` in
+/// `/stats` and `Debug` show them as [`SECRET_SHOWN`] when set (and as
+/// `""` when not). A key listed here that this build does not have is
+/// skipped.
+pub const SECRET_KEYS: [&str; 2] = ["http.admin-token", "auth.jwt-hmac-secret"];
+
+/// The keys holding URLs that may carry a password
+/// (`redis://user:password@host`): shown with the password replaced by
+/// `<redacted>`.
+pub const URL_KEYS: [&str; 1] = ["broker.redis-url"];
+
+/// How a secret that is set is shown.
+pub const SECRET_SHOWN: &str = "<set>";
+
+/// A secret as shown: `"<set>"`, or `""` when it is not set.
+fn secret_shown(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        SECRET_SHOWN
+    }
 }
 
 /// `[telemetry]`
@@ -446,6 +509,12 @@ pub struct WebsocketConfig {
     pub max_message_bytes: usize,
     pub max_outbound_frames: usize,
     pub max_outbound_bytes: usize,
+    /// 0: a quarter of the machine's memory, read at start
+    /// ([`machine_memory`](crate::machine_memory)).
+    pub max_outbound_bytes_total: usize,
+    pub max_frames_per_second: u32,
+    pub frames_burst: u32,
+    pub max_refused_frames_per_second: u32,
     pub shutdown_drain_ms: u64,
 }
 
@@ -517,6 +586,10 @@ impl Default for WebsocketConfig {
             max_message_bytes: t.max_message_bytes,
             max_outbound_frames: t.max_outbound_frames,
             max_outbound_bytes: t.max_outbound_bytes,
+            max_outbound_bytes_total: 0,
+            max_frames_per_second: t.max_frames_per_second,
+            frames_burst: t.frames_burst,
+            max_refused_frames_per_second: t.max_refused_frames_per_second,
             shutdown_drain_ms: millis(t.shutdown_drain),
         }
     }
@@ -805,7 +878,7 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 19] = [
+        let positive: [(&str, u64); 21] = [
             ("broker.node-ttl-ms", self.broker.node_ttl_ms),
             ("broker.stream-size", self.broker.stream_size as u64),
             ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
@@ -839,6 +912,15 @@ impl Config {
             (
                 "websocket.max-outbound-bytes",
                 self.websocket.max_outbound_bytes as u64,
+            ),
+            // No client could send a single frame.
+            (
+                "websocket.max-frames-per-second",
+                u64::from(self.websocket.max_frames_per_second),
+            ),
+            (
+                "websocket.frames-burst",
+                u64::from(self.websocket.frames_burst),
             ),
             ("channels.max-channels", self.channels.max_channels as u64),
             (
@@ -890,6 +972,35 @@ impl Config {
                     origin(other)
                 ),
             ));
+        }
+        let total = self.websocket.max_outbound_bytes_total;
+        if total != 0 && total < self.websocket.max_outbound_bytes {
+            let other = "websocket.max-outbound-bytes";
+            return Err(invalid(
+                "websocket.max-outbound-bytes-total",
+                &total,
+                &format!(
+                    "must be 0 (a quarter of the machine's memory) or at least `{other}` = {} \
+                     (from {}), or one full queue would pass it",
+                    self.websocket.max_outbound_bytes,
+                    origin(other)
+                ),
+            ));
+        }
+        let token = &self.http.admin_token;
+        if !token.is_empty()
+            && (token.len() < MIN_ADMIN_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            // The message names the rule, never the value (a secret).
+            return Err(ConfigError::Invalid {
+                key: "http.admin-token".to_owned(),
+                value: SECRET_SHOWN.to_owned(),
+                origin: origin("http.admin-token"),
+                message: format!(
+                    "expected at least {MIN_ADMIN_TOKEN_BYTES} printable ASCII characters \
+                     without spaces (or empty for no token)"
+                ),
+            });
         }
         if self.telemetry.output == TelemetryOutput::File && self.telemetry.file.trim().is_empty() {
             return Err(invalid(
@@ -1167,11 +1278,20 @@ impl Config {
         }
     }
 
-    /// The transport's part, without TLS: its files are read by
-    /// [`tls`](Self::tls), which [`Server::start`](crate::Server::start)
-    /// calls and puts in `TransportConfig::tls`.
+    /// The transport's part. A `websocket.max-outbound-bytes-total` of 0
+    /// becomes a quarter of the machine's memory (read here, see
+    /// [`machine_memory`](crate::machine_memory)), or 1 GiB where that
+    /// cannot be read; never less than `max-outbound-bytes`.
+    /// TLS is not in it: its files are read by [`tls`](Self::tls), which
+    /// [`Server::start`](crate::Server::start) calls and puts in
+    /// `TransportConfig::tls`.
     pub fn transport(&self) -> TransportConfig {
         let w = &self.websocket;
+        let total = match w.max_outbound_bytes_total {
+            0 => crate::memory::default_outbound_total(),
+            n => n,
+        };
+        let token = &self.http.admin_token;
         TransportConfig {
             max_connections: w.max_connections,
             max_connections_per_ip: w.max_connections_per_ip,
@@ -1180,6 +1300,11 @@ impl Config {
             max_message_bytes: w.max_message_bytes,
             max_outbound_frames: w.max_outbound_frames,
             max_outbound_bytes: w.max_outbound_bytes,
+            max_outbound_bytes_total: total.max(w.max_outbound_bytes),
+            max_frames_per_second: w.max_frames_per_second,
+            frames_burst: w.frames_burst,
+            max_refused_frames_per_second: w.max_refused_frames_per_second,
+            admin_token: (!token.is_empty()).then(|| Secret::new(token.clone())),
             shutdown_drain: Duration::from_millis(w.shutdown_drain_ms),
             handshake_timeout: Duration::from_millis(self.http.handshake_timeout_ms),
             max_pending_handshakes: self.http.max_pending_handshakes,
@@ -1199,6 +1324,42 @@ impl Config {
             // Read by `tls()` (files are read at start, not here).
             tls: None,
         }
+    }
+
+    /// The configuration as it may be shown (`--print-config`,
+    /// `server-config` in `/stats`, `Debug`): every key of [`SECRET_KEYS`]
+    /// that is set reads `"<set>"`, and the password of every URL of
+    /// [`URL_KEYS`] `<redacted>`.
+    pub fn redacted(&self) -> toml::Table {
+        let mut table = match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        for key in SECRET_KEYS {
+            if let Some(toml::Value::String(s)) = slot_mut(&mut table, key) {
+                *s = secret_shown(s).to_owned();
+            }
+        }
+        for key in URL_KEYS {
+            if let Some(toml::Value::String(s)) = slot_mut(&mut table, key) {
+                *s = redact_credentials(s).into_owned();
+            }
+        }
+        table
+    }
+}
+
+/// The shortest `http.admin-token` accepted.
+const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
+/// The value of a dotted key in a table, if it has one.
+fn slot_mut<'t>(table: &'t mut toml::Table, key: &str) -> Option<&'t mut toml::Value> {
+    match key.split_once('.') {
+        Some((first, rest)) => match table.get_mut(first)? {
+            toml::Value::Table(sub) => slot_mut(sub, rest),
+            _ => None,
+        },
+        None => table.get_mut(key),
     }
 }
 
@@ -1315,6 +1476,7 @@ fn set(
 /// TOML integers are i64: no key can hold more.
 const TOML_MAX: u64 = i64::MAX as u64;
 const U16: Ty = Ty::UInt(u16::MAX as u64);
+const U32: Ty = Ty::UInt(u32::MAX as u64);
 const U64: Ty = Ty::UInt(TOML_MAX);
 const USIZE: Ty = Ty::UInt(if (usize::MAX as u64) < TOML_MAX {
     usize::MAX as u64
@@ -1344,6 +1506,10 @@ const TYPES: &[(&str, Ty)] = &[
     ("websocket.max-message-bytes", USIZE),
     ("websocket.max-outbound-frames", USIZE),
     ("websocket.max-outbound-bytes", USIZE),
+    ("websocket.max-outbound-bytes-total", USIZE),
+    ("websocket.max-frames-per-second", U32),
+    ("websocket.frames-burst", U32),
+    ("websocket.max-refused-frames-per-second", U32),
     ("websocket.shutdown-drain-ms", U64),
     ("http.handshake-timeout-ms", U64),
     ("http.max-pending-handshakes", USIZE),
@@ -1351,6 +1517,7 @@ const TYPES: &[(&str, Ty)] = &[
     ("http.http2", Ty::Bool),
     ("tls.cert-file", Ty::Str),
     ("tls.key-file", Ty::Str),
+    ("http.admin-token", Ty::Str),
     ("broker.kind", KIND),
     ("broker.redis-url", Ty::Str),
     ("broker.key-prefix", Ty::Str),
@@ -1797,6 +1964,9 @@ mod tests {
                 "broker.kind" => "redis",
                 "broker.redis-url" => "redis://10.0.0.1:6380/",
                 "broker.key-prefix" | "node.id" => "x",
+                "http.admin-token" => "a-long-enough-admin-token",
+                // Within the default max-outbound-bytes (1 MiB).
+                "websocket.max-message-bytes" => "1000000",
                 "port" => "4321",
                 "auth.jwt-hmac-secret" => "x",
                 "auth.jwt-public-key-file" => concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/ed.pub"),
@@ -2106,7 +2276,7 @@ mod tests {
         let flags = env(&[("websocket.max-message-bytes", "9000000")]);
         let err = Config::load(None, &[], &flags).unwrap_err().to_string();
         assert!(
-            err.starts_with("`websocket.max-outbound-bytes` = \"8388608\" (from default): ")
+            err.starts_with("`websocket.max-outbound-bytes` = \"1048576\" (from default): ")
                 && err.contains("`websocket.max-message-bytes` = 9000000 (from command line)"),
             "{err}"
         );
@@ -2336,6 +2506,133 @@ mod tests {
                 "docs/CONFIGURATION.md lacks the row {row}"
             );
         }
+    }
+
+    #[test]
+    fn secrets_are_shown_as_set_and_url_passwords_redacted() {
+        let token = "correct-horse-battery-staple";
+        let e = env(&[
+            ("SENTE_LITE_HTTP_ADMIN_TOKEN", token),
+            (
+                "SENTE_LITE_BROKER_REDIS_URL",
+                "redis://app:hunter2@db:6379/0",
+            ),
+        ]);
+        let c = Config::load(None, &e, &[]).unwrap();
+        assert_eq!(c.http.admin_token, token, "the running config keeps it");
+        let shown = c.redacted();
+        assert_eq!(shown["http"]["admin-token"].as_str(), Some("<set>"));
+        assert_eq!(
+            shown["broker"]["redis-url"].as_str(),
+            Some("redis://app:<redacted>@db:6379/0")
+        );
+        for text in [
+            toml::to_string(&shown).unwrap(),
+            format!("{c:?}"),
+            format!("{:?}", c.http),
+            serde_json::to_string(&shown).unwrap(),
+        ] {
+            assert!(!text.contains(token) && !text.contains("hunter2"), "{text}");
+        }
+        // Unset shows as unset; the rest is the configuration as it is.
+        let d = Config::default().redacted();
+        assert_eq!(d["http"]["admin-token"].as_str(), Some(""));
+        assert_eq!(
+            d["broker"]["redis-url"].as_str(),
+            Some(Config::default().broker.redis_url.as_str())
+        );
+        let mut plain = toml::Value::try_from(Config::default()).unwrap();
+        plain["http"]["admin-token"] = toml::Value::String(String::new());
+        assert_eq!(toml::Value::Table(d), plain);
+        // Every listed key that exists is a string key; a later one (the
+        // JWT secret, added with authentication) is redacted by the same walk.
+        let keys = Config::keys();
+        for key in SECRET_KEYS.iter().chain(URL_KEYS.iter()) {
+            if keys.iter().any(|k| k == key) {
+                assert!(
+                    matches!(ty_of(key, &toml::Value::Integer(0)), Ty::Str),
+                    "{key}"
+                );
+            }
+        }
+        let mut t: toml::Table = toml::from_str("[auth]\njwt-hmac-secret = \"k\"\n").unwrap();
+        if let Some(toml::Value::String(s)) = slot_mut(&mut t, "auth.jwt-hmac-secret") {
+            *s = secret_shown(s).to_owned();
+        }
+        assert_eq!(t["auth"]["jwt-hmac-secret"].as_str(), Some("<set>"));
+    }
+
+    #[test]
+    fn admin_tokens_must_be_long_and_printable_and_errors_never_show_them() {
+        for bad in ["short", "has a space in it, long", "tab\tseparated-token-x"] {
+            let e = env(&[("SENTE_LITE_HTTP_ADMIN_TOKEN", bad)]);
+            let err = Config::load(None, &e, &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "http.admin-token"),
+                "{err:?}"
+            );
+            assert!(!text.contains(bad), "{text}");
+        }
+        let e = env(&[("SENTE_LITE_HTTP_ADMIN_TOKEN", "0123456789abcdef")]);
+        let t = Config::load(None, &e, &[]).unwrap().transport();
+        assert!(t
+            .admin_token
+            .is_some_and(|s| s.matches(b"0123456789abcdef")));
+        assert!(Config::default().transport().admin_token.is_none());
+    }
+
+    #[test]
+    fn outbound_total_is_a_quarter_of_memory_unless_set() {
+        let c = Config::default();
+        assert_eq!(c.websocket.max_outbound_bytes, 1 << 20);
+        assert_eq!(c.websocket.max_outbound_bytes_total, 0);
+        assert_eq!(
+            c.transport().max_outbound_bytes_total,
+            crate::memory::default_outbound_total()
+        );
+        let flags = env(&[("websocket.max-outbound-bytes-total", "8388608")]);
+        let c = Config::load(None, &[], &flags).unwrap();
+        assert_eq!(c.transport().max_outbound_bytes_total, 8 << 20);
+        // Below one full queue: refused, naming both keys.
+        let flags = env(&[("websocket.max-outbound-bytes-total", "1000")]);
+        let err = Config::load(None, &[], &flags).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`websocket.max-outbound-bytes-total` = \"1000\" (from command line)")
+                && err.contains("`websocket.max-outbound-bytes` = 1048576 (from default)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn frame_rate_keys_map_and_zero_rates_are_refused() {
+        let c = Config::default();
+        let t = c.transport();
+        assert_eq!(
+            (
+                t.max_frames_per_second,
+                t.frames_burst,
+                t.max_refused_frames_per_second
+            ),
+            (5_000, 10_000, 100)
+        );
+        for key in ["websocket.max-frames-per-second", "websocket.frames-burst"] {
+            let err = Config::load(None, &[], &env(&[(key, "0")])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, message, .. }
+                    if k == key && message == "must be at least 1"),
+                "{key}: {err:?}"
+            );
+        }
+        // 0 refusals allowed: close at the first frame over the rate.
+        let flags = env(&[("websocket.max-refused-frames-per-second", "0")]);
+        let c = Config::load(None, &[], &flags).unwrap();
+        assert_eq!(c.transport().max_refused_frames_per_second, 0);
+        let flags = env(&[("websocket.max-frames-per-second", "4294967296")]);
+        assert!(matches!(
+            Config::load(None, &[], &flags).unwrap_err(),
+            ConfigError::BadValue { .. }
+        ));
     }
 
     #[test]

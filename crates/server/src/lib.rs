@@ -26,12 +26,15 @@ pub mod cli;
 mod config;
 pub mod events;
 mod limits;
+mod memory;
 
 pub use config::{
     env_name, AllowAnonymous, AuthConfig, BrokerConfig, BrokerKind, ChannelsConfig, Config,
     ConfigError, HttpConfig, NamespaceConfig, NodeConfig, Permission, TelemetryConfig,
-    TelemetryFormat, TelemetryOutput, TlsConfig, WebsocketConfig, SEED_ENV,
+    TelemetryFormat, TelemetryOutput, TlsConfig, WebsocketConfig, SECRET_KEYS, SECRET_SHOWN,
+    SEED_ENV, URL_KEYS,
 };
+pub use memory::machine_memory;
 pub use sente_lite_auth::{JwtAuthorizer, Policy, Rules, Who};
 pub use sente_lite_channels::{ConnAddr, ConnId, Engine, EngineError, Frame, Offer};
 pub use sente_lite_session::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
@@ -120,7 +123,8 @@ impl Server {
                 )?
             }
         };
-        let mut shown = serde_json::to_value(&config).unwrap_or(Value::Null);
+        // Secrets shown as "<set>", URL passwords redacted.
+        let mut shown = serde_json::to_value(config.redacted()).unwrap_or(Value::Null);
         if let Some(m) = shown.as_object_mut() {
             m.insert("port".to_owned(), Value::from(local_addr.port()));
         }

@@ -185,6 +185,39 @@ fn print_config_shows_the_merged_configuration() {
     assert!(printed.contains("max-subscribers = 7"), "{printed}");
 }
 
+#[test]
+fn print_config_never_shows_a_secret() {
+    let token = "admin-token-for-print-config";
+    let out = run(
+        &["--print-config"],
+        &[
+            ("SENTE_LITE_HTTP_ADMIN_TOKEN", token),
+            (
+                "SENTE_LITE_BROKER_REDIS_URL",
+                "redis://app:hunter2@db:6379/0",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("admin-token = \"<set>\""), "{printed}");
+    assert!(
+        printed.contains("redis-url = \"redis://app:<redacted>@db:6379/0\""),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(token) && !printed.contains("hunter2"),
+        "{printed}"
+    );
+    // Unset, it reads as unset.
+    let out = run(&["--print-config"], &[]);
+    assert!(
+        text(&out.stdout).contains("admin-token = \"\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// GET over std, blocking, with a timeout.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();

@@ -3,11 +3,12 @@
 
 use crate::admission::Admission;
 use crate::events;
+use crate::rate::{Admit, FrameRate};
 use crate::shared::Shared;
 use crate::sink::{ConnSink, Next, Overflowed};
 use crate::stats::Counters;
 use futures::{SinkExt, StreamExt};
-use sente_lite_channels::{ConnId, Frame, Sink};
+use sente_lite_channels::{ConnId, Frame, Offer, Sink};
 use sente_lite_protocol::{Reason, ServerMessage};
 use sente_lite_session::{Handled, Identity, Session};
 use std::sync::atomic::Ordering;
@@ -39,6 +40,10 @@ enum End {
     HeartbeatTimeout,
     /// A frame over `max-message-bytes`: 1009.
     TooLarge,
+    /// More frames refused for `max-frames-per-second` within a second
+    /// than `max-refused-frames-per-second`: drain (the `rate-limited`
+    /// errors say why), then 1008.
+    RateLimited,
     /// The broker lost messages of a channel this connection is
     /// subscribed to: 1012, so the client reconnects and resubscribes.
     BrokerReconnect,
@@ -58,6 +63,7 @@ impl End {
             End::SlowConsumer => Some((1008, Reason::SlowConsumer.as_str())),
             End::HeartbeatTimeout => Some((1001, "heartbeat-timeout")),
             End::TooLarge => Some((1009, Reason::MessageTooLarge.as_str())),
+            End::RateLimited => Some((1008, Reason::RateLimited.as_str())),
             End::BrokerReconnect => Some((1012, "broker-reconnect")),
             End::Closed(code, reason) => Some((code, reason.as_str())),
             End::ClientClosed | End::Gone => None,
@@ -70,6 +76,7 @@ impl End {
             End::SlowConsumer => "slow-consumer",
             End::HeartbeatTimeout => "heartbeat-timeout",
             End::TooLarge => "message-too-large",
+            End::RateLimited => "rate-limited",
             End::BrokerReconnect => "broker-reconnect",
             End::Closed(_, reason) => reason.as_str(),
             End::ClientClosed => "client-closed",
@@ -97,6 +104,7 @@ pub(crate) async fn run<S>(
     let sink = Arc::new(ConnSink::new(
         cfg.max_outbound_frames,
         cfg.max_outbound_bytes,
+        Arc::clone(&shared.sinks),
     ));
     let session = match Session::open(
         &shared.engine,
@@ -130,6 +138,12 @@ pub(crate) async fn run<S>(
 
     let hb = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let mut last_seen = Instant::now();
+    let mut rate = FrameRate::new(
+        cfg.max_frames_per_second,
+        cfg.frames_burst,
+        cfg.max_refused_frames_per_second,
+        last_seen.into_std(),
+    );
     let registration = shared.register(&sink);
 
     // Not biased: a client that is sent a long stream is still read (its
@@ -164,6 +178,26 @@ pub(crate) async fn run<S>(
             },
             msg = ws.next() => {
                 last_seen = Instant::now();
+                // Text and binary frames count against the rate; control
+                // frames (ping, pong, close) do not.
+                if matches!(msg, Some(Ok(Message::Text(_) | Message::Binary(_)))) {
+                    match rate.admit(last_seen.into_std()) {
+                        Admit::Pass => {}
+                        Admit::Refuse => {
+                            Counters::bump(&shared.counters.frames_received);
+                            Counters::bump(&shared.counters.frames_rate_limited);
+                            if refuse_rate_limited(&sink, cfg.max_frames_per_second) {
+                                Counters::bump(&shared.counters.error_frames_sent);
+                            }
+                            continue;
+                        }
+                        Admit::Close => {
+                            Counters::bump(&shared.counters.frames_received);
+                            Counters::bump(&shared.counters.frames_rate_limited);
+                            break End::RateLimited;
+                        }
+                    }
+                }
                 let handled = match msg {
                     Some(Ok(Message::Text(text))) => {
                         event!(tel: tel, level: Level::Trace, events::WEBSOCKET_MESSAGE_RECEIVED,
@@ -198,17 +232,20 @@ pub(crate) async fn run<S>(
         End::SlowConsumer => Counters::bump(&shared.counters.closed_slow_consumer),
         End::HeartbeatTimeout => Counters::bump(&shared.counters.closed_heartbeat_timeout),
         End::TooLarge => Counters::bump(&shared.counters.closed_message_too_large),
+        End::RateLimited => Counters::bump(&shared.counters.closed_rate_limited),
         _ => {}
     }
     if matches!(
         end,
-        End::SlowConsumer | End::HeartbeatTimeout | End::TooLarge
+        End::SlowConsumer | End::HeartbeatTimeout | End::TooLarge | End::RateLimited
     ) {
         event!(tel: tel, level: Level::Warn, events::WEBSOCKET_ERROR,
             serde_json::json!({"conn-id": &conn_id, "reason": end.name()}));
     }
-    if end == End::Shutdown {
-        // Deliver what was queued before the stop, within the drain deadline.
+    if matches!(end, End::Shutdown | End::RateLimited) {
+        // Deliver what was queued before the stop (for a rate-limited
+        // client: the `rate-limited` errors that say why it is closed),
+        // within the drain deadline.
         let deadline = Instant::now() + cfg.shutdown_drain;
         while let Some(first) = sink.pop_frame() {
             if Instant::now() >= deadline
@@ -227,6 +264,22 @@ pub(crate) async fn run<S>(
         "conn-id": &conn_id, "cause": end.name(),
         "code": end.close().map(|c| c.0)}));
     drop(admission);
+}
+
+/// Queues the `error` `rate-limited` answer to a refused frame; false when
+/// the queue would not take it (the connection is closing as a slow
+/// consumer, or already closing).
+fn refuse_rate_limited(sink: &ConnSink, rate: u32) -> bool {
+    let frame = ServerMessage::error(
+        Reason::RateLimited,
+        format!(
+            "more than {rate} frames per second (websocket.max-frames-per-second); \
+             this frame was not processed"
+        ),
+        None,
+    )
+    .to_json();
+    sink.offer(&Frame::new(frame)) == Offer::Queued
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes
@@ -249,10 +302,11 @@ where
         frames += 1;
         bytes += frame.len();
         if let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
-            match timeout_at(deadline, ws.feed(Message::Text(text))).await {
+            let feed = timeout_at(deadline, ws.feed(Message::Text(text)));
+            match until_overflow(sink, feed).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(WriteError::Io),
-                Err(_) => return Err(WriteError::Timeout),
+                Err(e) => return Err(e),
             }
         }
         if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
@@ -263,16 +317,34 @@ where
             Err(Overflowed) => return Err(WriteError::Overflowed),
         };
     }
-    match timeout_at(deadline, ws.flush()).await {
+    match until_overflow(sink, timeout_at(deadline, ws.flush())).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(WriteError::Io),
-        Err(_) => return Err(WriteError::Timeout),
+        Err(e) => return Err(e),
     }
+    sink.written(bytes);
     sink.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
     sink.socket_writes.fetch_add(1, Ordering::Relaxed);
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
         serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
     Ok(())
+}
+
+/// Runs a write, or gives up on it when the connection is closed for the
+/// server-wide total meanwhile (it held the most when the total was
+/// passed): a client that does not read cannot keep its task, and the
+/// write buffer, waiting until `message-timeout` while memory is short.
+/// The write is polled first, so one that completes at once costs nothing
+/// more.
+async fn until_overflow<T>(
+    sink: &ConnSink,
+    write: impl std::future::Future<Output = Result<T, tokio::time::error::Elapsed>>,
+) -> Result<T, WriteError> {
+    tokio::select! {
+        biased;
+        done = write => done.map_err(|_| WriteError::Timeout),
+        () = sink.evicted() => Err(WriteError::Overflowed),
+    }
 }
 
 /// Sends our close frame (if the end calls for one), then lets the client

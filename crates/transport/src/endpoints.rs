@@ -5,6 +5,7 @@ use crate::accept::Peer;
 use crate::reply::{error, json};
 use crate::routes::MAX_ROUTE_BODY;
 use crate::shared::Shared;
+use crate::stats::Counters;
 use crate::upgrade;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -12,10 +13,11 @@ use sente_lite_channels::{ChannelStats, EngineHealth};
 use sente_lite_protocol::http::{
     self as body, BrokerStatus, Channels, HandlerStats, Health, Stats, SystemHealth,
 };
+use sente_lite_protocol::Reason;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -37,10 +39,15 @@ pub(crate) fn routes(
             };
             json(status, &body)
         });
+    // Admin routes: each checks `http.admin-token` first.
     let stats = warp::path!("stats")
         .and(warp::get())
+        .and(warp::header::headers_cloned())
         .and(with.clone())
-        .then(|s: Arc<Shared>| async move {
+        .then(|headers: HeaderMap, s: Arc<Shared>| async move {
+            if let Some(refused) = admin_refusal(&s, &headers) {
+                return refused;
+            }
             match stats(&s).await {
                 Ok(body) => json(StatusCode::OK, &body),
                 Err(e) => unavailable(&e),
@@ -48,8 +55,12 @@ pub(crate) fn routes(
         });
     let channels = warp::path!("channels")
         .and(warp::get())
+        .and(warp::header::headers_cloned())
         .and(with.clone())
-        .then(|s: Arc<Shared>| async move {
+        .then(|headers: HeaderMap, s: Arc<Shared>| async move {
+            if let Some(refused) = admin_refusal(&s, &headers) {
+                return refused;
+            }
             match s.engine.list_channels().await {
                 Ok(channels) => json(StatusCode::OK, &Channels { channels }),
                 Err(e) => unavailable(&e),
@@ -82,6 +93,44 @@ pub(crate) fn routes(
         .unify()
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(&r)) })
         .unify()
+}
+
+/// The answer to a request that may not use an admin route (`/stats`,
+/// `/channels`, and every admin route added later: call this first), or
+/// `None` when it may: when no `http.admin-token` is set, or when it
+/// carries `Authorization: Bearer <token>` (compared in constant time).
+/// The refusal is a 401 with reason `unauthorized` and
+/// `WWW-Authenticate: Bearer`, counted in `transport.rejected-unauthorized`.
+pub(crate) fn admin_refusal(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = s.config.admin_token.as_ref()?;
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()));
+    if presented.is_some_and(|p| token.matches(p)) {
+        return None;
+    }
+    Counters::bump(&s.counters.rejected_unauthorized);
+    let mut refused = error(
+        StatusCode::UNAUTHORIZED,
+        Reason::Unauthorized.as_str(),
+        "this endpoint needs the header Authorization: Bearer <http.admin-token>",
+    );
+    refused.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"sente-lite admin\""),
+    );
+    Some(refused)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any
+/// case, RFC 9110 §11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
 }
 
 /// The raw query string, empty when there is none.
@@ -207,7 +256,11 @@ fn broker_status(s: &Shared, b: sente_lite_channels::BrokerHealth) -> BrokerStat
         state: b.state.to_owned(),
         node_id: s.engine.broker().node().map(|n| n.to_string()),
         nodes: b.nodes,
-        error: b.error,
+        // A broker's error may name its URL, password and all: /health is
+        // open to anyone.
+        error: b
+            .error
+            .map(|e| sente_lite_protocol::redact_credentials(&e).into_owned()),
         counters: b
             .counters
             .into_iter()

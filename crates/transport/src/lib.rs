@@ -10,10 +10,12 @@
 //!   ([`TransportConfig::max_outbound_frames`],
 //!   [`TransportConfig::max_outbound_bytes`]). Several queued frames go out
 //!   in one write.
-//! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels`, the routes added
-//!   with [`Hooks::routes`], and a JSON 404 for everything else. Every HTTP
-//!   error has a JSON body, including requests too malformed for hyper
-//!   (the accept loop reads each connection's first request head itself).
+//! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels` (these two need
+//!   `Authorization: Bearer` when [`TransportConfig::admin_token`] is set),
+//!   the routes added with [`Hooks::routes`], and a JSON 404 for
+//!   everything else. Every HTTP error has a JSON body, including requests
+//!   too malformed for hyper (the accept loop reads each connection's first
+//!   request head itself).
 //!
 //! With [`TransportConfig::tls`], the same port serves `https://` and
 //! `wss://` (rustls). HTTP/1.1 only unless [`TransportConfig::http2`].
@@ -31,11 +33,14 @@
 //!
 //! Limits: `max-connections` (HTTP 503 before the upgrade), heartbeat pings
 //! with a close after two silent intervals, slow consumers closed with 1008
-//! (outbound queue overflow, or a write that cannot finish within
-//! `message-timeout`), frames over `max-message-bytes` refused from their
-//! header with 1009, request heads that do not arrive within
-//! `http.handshake-timeout-ms` closed (the first by our accept loop, later
-//! ones by hyper).
+//! (outbound queue overflow, a write that cannot finish within
+//! `message-timeout`, or the most queued when all connections' queued bytes
+//! pass [`TransportConfig::max_outbound_bytes_total`]), a frame rate per
+//! connection ([`TransportConfig::max_frames_per_second`]: `error`
+//! `rate-limited`, then 1008 `rate-limited`), frames over
+//! `max-message-bytes` refused from their header with 1009, request heads
+//! that do not arrive within `http.handshake-timeout-ms` closed (the first
+//! by our accept loop, later ones by hyper).
 //! Every close, for any reason, ends the connection's session, which takes
 //! it out of every channel and drops its pending RPCs.
 //!
@@ -51,6 +56,7 @@ mod config;
 mod conn;
 mod endpoints;
 pub mod events;
+mod rate;
 mod reply;
 mod routes;
 mod shared;
@@ -59,11 +65,16 @@ mod stats;
 mod tls;
 mod upgrade;
 
-pub use config::{IpNet, IpNetError, OriginPattern, Tls, TlsError, TransportConfig};
+pub use config::{
+    IpNet, IpNetError, OriginPattern, Secret, Tls, TlsError, TransportConfig,
+    DEFAULT_OUTBOUND_BYTES_TOTAL,
+};
 /// The `http` crate whose types [`Routes`] speaks, so an embedder needs no
 /// dependency of its own to write one.
 pub use http;
 pub use routes::{RouteFuture, Routes, MAX_ROUTE_BODY};
+/// Passwords in URLs made safe to show (the protocol crate's, re-exported).
+pub use sente_lite_protocol::{redact_credentials, REDACTED};
 
 use parking_lot::Mutex;
 use sente_lite_channels::Engine;
@@ -71,7 +82,6 @@ use sente_lite_session::{AllowAll, Authorizer};
 use serde_json::Value;
 use shared::Shared;
 use sink::Signal;
-use slab::Slab;
 use stats::Counters;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -154,6 +164,7 @@ impl Transport {
     ) -> Transport {
         let (stop, shutdown) = watch::channel(false);
         let tls = config.tls.as_ref().map(|t| t.acceptor(config.http2));
+        let sinks = sink::Registry::new(config.max_outbound_bytes_total);
         Transport {
             shared: Arc::new(Shared {
                 engine,
@@ -166,7 +177,7 @@ impl Transport {
                 shutting_down: AtomicBool::new(false),
                 shutdown,
                 conn_closed: Notify::new(),
-                sinks: Mutex::new(Slab::new()),
+                sinks,
                 authorizer: hooks.authorizer.unwrap_or_else(|| Arc::new(AllowAll)),
                 routes: hooks.routes,
                 pending: Mutex::new(accept::PendingSet::default()),

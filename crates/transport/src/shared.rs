@@ -3,13 +3,12 @@
 use crate::admit::PerIp;
 use crate::config::TransportConfig;
 use crate::routes::Routes;
-use crate::sink::{ConnSink, Signal};
+use crate::sink::{ConnSink, Registry, Signal};
 use crate::stats::Counters;
 use parking_lot::Mutex;
 use sente_lite_channels::Engine;
 use sente_lite_session::Authorizer;
 use serde_json::Value;
-use slab::Slab;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,8 +32,9 @@ pub(crate) struct Shared {
     pub(crate) conn_closed: Notify,
     /// The outbound sink of every open connection, so one heartbeat task
     /// and one shutdown can reach them all without a timer or a watch
-    /// future per connection.
-    pub(crate) sinks: Mutex<Slab<Arc<ConnSink>>>,
+    /// future per connection; and the bytes queued in all of them
+    /// (`max-outbound-bytes-total`).
+    pub(crate) sinks: Arc<Registry>,
     /// Who connections are and what they may do.
     pub(crate) authorizer: Arc<dyn Authorizer>,
     /// Routes added next to the built-in ones.
@@ -83,6 +83,10 @@ impl Shared {
             t.socket_writes += sink.socket_writes.load(Ordering::Relaxed);
         }
         t.pending_handshakes = self.pending.lock().len() as u64;
+        drop(sinks);
+        t.closed_outbound_total = self.sinks.closed_over_total.load(Ordering::Relaxed);
+        t.outbound_queued_bytes = self.sinks.queued() as u64;
+        t.outbound_queued_bytes_limit = self.sinks.limit() as u64;
         t
     }
 

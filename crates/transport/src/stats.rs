@@ -26,6 +26,9 @@ pub(crate) struct Counters {
     pub(crate) rejected_http2: AtomicU64,
     pub(crate) rejected_origin: AtomicU64,
     pub(crate) rejected_max_connections_per_ip: AtomicU64,
+    pub(crate) frames_rate_limited: AtomicU64,
+    pub(crate) closed_rate_limited: AtomicU64,
+    pub(crate) rejected_unauthorized: AtomicU64,
 }
 
 impl Counters {
@@ -51,6 +54,13 @@ impl Counters {
             rejected_max_connections_per_ip: self.rejected_max_connections_per_ip.load(Relaxed),
             // A gauge, filled in by `Shared::transport_stats`.
             pending_handshakes: 0,
+            frames_rate_limited: self.frames_rate_limited.load(Relaxed),
+            closed_rate_limited: self.closed_rate_limited.load(Relaxed),
+            rejected_unauthorized: self.rejected_unauthorized.load(Relaxed),
+            // The registry's; `Shared::transport_stats` fills them in.
+            closed_outbound_total: 0,
+            outbound_queued_bytes: 0,
+            outbound_queued_bytes_limit: 0,
         }
     }
 
