@@ -132,8 +132,20 @@ pub struct TelemetryConfig {
     pub format: TelemetryFormat,
     /// JSON-lines file for `output = "file"`.
     pub file: String,
-    /// Queue of the async handler.
+    /// Queue of the async handler, in signals.
     pub buffer_size: usize,
+    /// Queue of the async handler, in bytes (as the signals hold them).
+    pub buffer_bytes: usize,
+    /// Every string in a signal (message, data, error) longer than this
+    /// is cut, its full length noted.
+    pub max_field_bytes: usize,
+    /// Warnings (and worse) caused by one connection that are written per
+    /// minute, after a burst of as many; the rest are counted as
+    /// `throttled`. 0: no limit.
+    pub max_warnings_per_connection_per_minute: u32,
+    /// How long a stop waits for the telemetry handler to drain and flush
+    /// (a blocked log sink included) before the process goes on.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// `telemetry.output`: where the server's telemetry handler sends signals.
@@ -252,6 +264,10 @@ impl Default for TelemetryConfig {
             format: TelemetryFormat::Text,
             file: "sente-lite.log".to_owned(),
             buffer_size: 1024,
+            buffer_bytes: telemere_lite::DEFAULT_BUFFER_BYTES,
+            max_field_bytes: telemere_lite::DEFAULT_MAX_FIELD_BYTES,
+            max_warnings_per_connection_per_minute: 60,
+            shutdown_timeout_ms: 5_000,
         }
     }
 }
@@ -359,6 +375,9 @@ type Origins = BTreeMap<String, String>;
 
 /// The source of a default value.
 const DEFAULT_ORIGIN: &str = "default";
+
+/// The least `telemetry.max-field-bytes`.
+const MIN_FIELD_BYTES: usize = 16;
 
 /// The source of a value set on a `Config` in Rust code.
 const CODE_ORIGIN: &str = "the Rust API";
@@ -523,12 +542,13 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 18] = [
+        let positive: [(&str, u64); 19] = [
             ("broker.node-ttl-ms", self.broker.node_ttl_ms),
             ("broker.stream-size", self.broker.stream_size as u64),
             ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
             ("http.handshake-timeout-ms", self.http.handshake_timeout_ms),
             ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
+            ("telemetry.buffer-bytes", self.telemetry.buffer_bytes as u64),
             (
                 "websocket.max-connections",
                 self.websocket.max_connections as u64,
@@ -602,6 +622,13 @@ impl Config {
                     self.websocket.max_message_bytes,
                     origin(other)
                 ),
+            ));
+        }
+        if self.telemetry.max_field_bytes < MIN_FIELD_BYTES {
+            return Err(invalid(
+                "telemetry.max-field-bytes",
+                &self.telemetry.max_field_bytes,
+                &format!("must be at least {MIN_FIELD_BYTES}, or what is kept says nothing"),
             ));
         }
         if self.telemetry.output == TelemetryOutput::File && self.telemetry.file.trim().is_empty() {
@@ -801,6 +828,7 @@ fn set(
 /// TOML integers are i64: no key can hold more.
 const TOML_MAX: u64 = i64::MAX as u64;
 const U16: Ty = Ty::UInt(u16::MAX as u64);
+const U32: Ty = Ty::UInt(u32::MAX as u64);
 const U64: Ty = Ty::UInt(TOML_MAX);
 const USIZE: Ty = Ty::UInt(if (usize::MAX as u64) < TOML_MAX {
     usize::MAX as u64
@@ -822,6 +850,10 @@ const TYPES: &[(&str, Ty)] = &[
     ("telemetry.format", FORMAT),
     ("telemetry.file", Ty::Str),
     ("telemetry.buffer-size", USIZE),
+    ("telemetry.buffer-bytes", USIZE),
+    ("telemetry.max-field-bytes", USIZE),
+    ("telemetry.max-warnings-per-connection-per-minute", U32),
+    ("telemetry.shutdown-timeout-ms", U64),
     ("websocket.max-connections", USIZE),
     ("websocket.heartbeat-interval-ms", U64),
     ("websocket.message-timeout-ms", U64),
@@ -1468,6 +1500,7 @@ mod tests {
             "channels.default-config.rpc-timeout-ms",
             "channels.max-rpc-timeout-ms",
             "telemetry.buffer-size",
+            "telemetry.buffer-bytes",
         ] {
             let err = Config::load(None, &[], &env(&[(key, "0")])).unwrap_err();
             assert!(
@@ -1488,6 +1521,46 @@ mod tests {
             err.contains("`telemetry.file` = \"\" (from command line)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn telemetry_limits_have_defaults_and_checks() {
+        let t = Config::load(None, &[], &[]).unwrap().telemetry;
+        assert_eq!(t.buffer_bytes, 4 << 20);
+        assert_eq!(t.max_field_bytes, 256);
+        assert_eq!(t.max_warnings_per_connection_per_minute, 60);
+        assert_eq!(t.shutdown_timeout_ms, 5_000);
+        let err =
+            Config::load(None, &[], &env(&[("telemetry.max-field-bytes", "15")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message, .. }
+                if key == "telemetry.max-field-bytes" && message.contains("at least 16")),
+            "{err:?}"
+        );
+        // 0 turns the throttle off; a shutdown that waits for nothing is allowed.
+        let c = Config::load(
+            None,
+            &env(&[
+                (
+                    "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
+                    "0",
+                ),
+                ("SENTE_LITE_TELEMETRY_SHUTDOWN_TIMEOUT_MS", "0"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.max_warnings_per_connection_per_minute, 0);
+        let err = Config::load(
+            None,
+            &[],
+            &env(&[(
+                "telemetry.max-warnings-per-connection-per-minute",
+                "5000000000",
+            )]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{err:?}");
     }
 
     #[test]
