@@ -729,6 +729,11 @@ impl Node {
         self.addr.port()
     }
 
+    /// Its process id, while it runs (not yet stopped or killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether its process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
