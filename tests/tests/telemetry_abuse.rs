@@ -119,6 +119,7 @@ async fn warnings_are_throttled_per_connection_not_per_server() {
     let dir = TempDir::new("telemetry-abuse");
     let mut cfg = file_config(&dir);
     cfg.telemetry.max_warnings_per_connection_per_minute = 5;
+    cfg.telemetry.max_field_bytes = 32;
     let long = "y".repeat(300); // over channels.max-channel-id-bytes
     let (_, text) = log_after(cfg, async |server: &Server| {
         let mut a = Client::connect(server.local_addr()).await;
@@ -137,6 +138,10 @@ async fn warnings_are_throttled_per_connection_not_per_server() {
         .filter(|l| l.contains("subscription-rejected"))
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
+            // telemetry.max-field-bytes: the id (already cut to 128 by the
+            // engine) is cut to 32, its length noted.
+            let id = v["data"]["channel-id"].as_str().unwrap();
+            assert_eq!(id, format!("{}…[128 bytes]", "y".repeat(32)));
             v["data"]["conn-id"].as_str().unwrap().to_owned()
         })
         .collect();
@@ -182,7 +187,8 @@ async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_bloc
     let envs = [
         ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
         ("SENTE_LITE_TELEMETRY_FILE", fifo_path.as_str()),
-        ("SENTE_LITE_TELEMETRY_BUFFER_SIZE", "16"),
+        // Bounded by bytes long before its 1,024 signals.
+        ("SENTE_LITE_TELEMETRY_BUFFER_BYTES", "16384"),
         // Throttle off: one client fills the pipe quickly.
         (
             "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
@@ -205,7 +211,9 @@ async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_bloc
     // The sink is blocked: the worker handled nothing more, its queue is
     // full, and every new warning was dropped (counted).
     assert_eq!(a["processed"], b["processed"], "{b} -> {a}");
-    assert!(a["queued"].as_u64().unwrap() >= 16, "{a}");
+    let queued = a["queued"].as_u64().unwrap();
+    assert!((8..1024).contains(&queued), "{a}");
+    assert!(a["queued-bytes"].as_u64().unwrap() <= 16384, "{a}");
     assert_eq!(
         a["dropped"].as_u64().unwrap(),
         b["dropped"].as_u64().unwrap() + 200,
