@@ -110,6 +110,19 @@ pub struct HandlerStats {
     pub queued: u64,
     pub dropped: u64,
     pub errors: u64,
+    /// Signals held back by the per-connection warning throttle
+    /// (`telemetry.max-warnings-per-connection-per-minute`). Left out while
+    /// 0 (the seed's shape).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttled: u64,
+    /// Bytes the handler's queue holds now (a gauge, bounded by
+    /// `telemetry.buffer-bytes`). Left out while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queued_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Connection-level counters of the transport, each a running total since

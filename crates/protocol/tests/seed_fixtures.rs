@@ -429,6 +429,8 @@ fn http_stats() {
             queued: 0,
             dropped: 0,
             errors: 0,
+            throttled: 0,
+            queued_bytes: 0,
         },
     );
     assert_eq!(

@@ -428,8 +428,20 @@ pub struct TelemetryConfig {
     pub format: TelemetryFormat,
     /// JSON-lines file for `output = "file"`.
     pub file: String,
-    /// Queue of the async handler.
+    /// Queue of the async handler, in signals.
     pub buffer_size: usize,
+    /// Queue of the async handler, in bytes (as the signals hold them).
+    pub buffer_bytes: usize,
+    /// Every string in a signal (message, data, error) longer than this
+    /// is cut, its full length noted.
+    pub max_field_bytes: usize,
+    /// Warnings (and worse) caused by one connection that are written per
+    /// minute, after a burst of as many; the rest are counted as
+    /// `throttled`. 0: no limit.
+    pub max_warnings_per_connection_per_minute: u32,
+    /// How long a stop waits for the telemetry handler to drain and flush
+    /// (a blocked log sink included) before the process goes on.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// `telemetry.output`: where the server's telemetry handler sends signals.
@@ -566,6 +578,10 @@ impl Default for TelemetryConfig {
             format: TelemetryFormat::Text,
             file: "sente-lite.log".to_owned(),
             buffer_size: 1024,
+            buffer_bytes: telemere_lite::DEFAULT_BUFFER_BYTES,
+            max_field_bytes: telemere_lite::DEFAULT_MAX_FIELD_BYTES,
+            max_warnings_per_connection_per_minute: 60,
+            shutdown_timeout_ms: 5_000,
         }
     }
 }
@@ -696,6 +712,9 @@ type Origins = BTreeMap<String, String>;
 
 /// The source of a default value.
 const DEFAULT_ORIGIN: &str = "default";
+
+/// The least `telemetry.max-field-bytes`.
+const MIN_FIELD_BYTES: usize = 16;
 
 /// The source of a value set on a `Config` in Rust code.
 const CODE_ORIGIN: &str = "the Rust API";
@@ -878,7 +897,7 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 21] = [
+        let positive: [(&str, u64); 22] = [
             ("broker.node-ttl-ms", self.broker.node_ttl_ms),
             ("broker.stream-size", self.broker.stream_size as u64),
             ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
@@ -889,6 +908,7 @@ impl Config {
                 self.http.max_pending_handshakes as u64,
             ),
             ("telemetry.buffer-size", self.telemetry.buffer_size as u64),
+            ("telemetry.buffer-bytes", self.telemetry.buffer_bytes as u64),
             (
                 "websocket.max-connections",
                 self.websocket.max_connections as u64,
@@ -1001,6 +1021,13 @@ impl Config {
                      without spaces (or empty for no token)"
                 ),
             });
+        }
+        if self.telemetry.max_field_bytes < MIN_FIELD_BYTES {
+            return Err(invalid(
+                "telemetry.max-field-bytes",
+                &self.telemetry.max_field_bytes,
+                &format!("must be at least {MIN_FIELD_BYTES}, or what is kept says nothing"),
+            ));
         }
         if self.telemetry.output == TelemetryOutput::File && self.telemetry.file.trim().is_empty() {
             return Err(invalid(
@@ -1498,6 +1525,10 @@ const TYPES: &[(&str, Ty)] = &[
     ("telemetry.format", FORMAT),
     ("telemetry.file", Ty::Str),
     ("telemetry.buffer-size", USIZE),
+    ("telemetry.buffer-bytes", USIZE),
+    ("telemetry.max-field-bytes", USIZE),
+    ("telemetry.max-warnings-per-connection-per-minute", U32),
+    ("telemetry.shutdown-timeout-ms", U64),
     ("websocket.max-connections", USIZE),
     ("websocket.max-connections-per-ip", USIZE),
     ("websocket.allowed-origins", Ty::StrList),
@@ -2402,6 +2433,7 @@ mod tests {
             "channels.default-config.rpc-timeout-ms",
             "channels.max-rpc-timeout-ms",
             "telemetry.buffer-size",
+            "telemetry.buffer-bytes",
         ] {
             let err = Config::load(None, &[], &env(&[(key, "0")])).unwrap_err();
             assert!(
@@ -2422,6 +2454,46 @@ mod tests {
             err.contains("`telemetry.file` = \"\" (from command line)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn telemetry_limits_have_defaults_and_checks() {
+        let t = Config::load(None, &[], &[]).unwrap().telemetry;
+        assert_eq!(t.buffer_bytes, 4 << 20);
+        assert_eq!(t.max_field_bytes, 256);
+        assert_eq!(t.max_warnings_per_connection_per_minute, 60);
+        assert_eq!(t.shutdown_timeout_ms, 5_000);
+        let err =
+            Config::load(None, &[], &env(&[("telemetry.max-field-bytes", "15")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message, .. }
+                if key == "telemetry.max-field-bytes" && message.contains("at least 16")),
+            "{err:?}"
+        );
+        // 0 turns the throttle off; a shutdown that waits for nothing is allowed.
+        let c = Config::load(
+            None,
+            &env(&[
+                (
+                    "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
+                    "0",
+                ),
+                ("SENTE_LITE_TELEMETRY_SHUTDOWN_TIMEOUT_MS", "0"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.max_warnings_per_connection_per_minute, 0);
+        let err = Config::load(
+            None,
+            &[],
+            &env(&[(
+                "telemetry.max-warnings-per-connection-per-minute",
+                "5000000000",
+            )]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{err:?}");
     }
 
     #[test]

@@ -45,8 +45,16 @@ use serde_json::{Map, Value};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use telemere_lite::{event, ConsoleHandler, FileHandler, HandlerOptions, Level, Mode, Telemetry};
+use telemere_lite::{
+    event, ConsoleHandler, FileHandler, HandlerOptions, Level, Mode, Telemetry, Throttle,
+};
+
 use tokio::task::JoinHandle;
+
+/// The data fields naming the connection a signal is about (the engine's
+/// and the transport's signals use them).
+const CONN_ID: &str = "conn-id";
+const SENDER_CONN_ID: &str = "sender-conn-id";
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +253,11 @@ impl Server {
         let _ = self.serving.await;
         event!(tel: &self.telemetry, events::SERVER_STOPPED, serde_json::json!({
             "uptime-ms": self.transport.health().uptime_ms}));
-        let _ = self.telemetry.shutdown(Duration::from_secs(5));
+        // Bounded even when the log sink blocks (a full pipe, a stalled
+        // disk): a worker stuck writing is left behind, the process goes on.
+        let _ = self.telemetry.shutdown(Duration::from_millis(
+            self.config.telemetry.shutdown_timeout_ms,
+        ));
     }
 }
 
@@ -265,18 +277,38 @@ pub async fn run(
 
 /// The telemetry instance of one server, with the handler its config asks
 /// for. The handler is async (Dropping), so a slow stderr or disk never
-/// slows message handling; what it drops is counted in `/stats`.
+/// slows message handling; what it drops is counted in `/stats`. Its queue
+/// is bounded in signals and in bytes, every string in a signal is cut to
+/// `telemetry.max-field-bytes`, and warnings naming a connection (`conn-id`
+/// or `sender-conn-id` in their data) are throttled per connection.
 fn telemetry_for(config: &Config) -> Result<Telemetry, StartError> {
     let tel = Telemetry::new();
     let t = &config.telemetry;
+    tel.set_max_field_bytes(t.max_field_bytes);
     if !t.enabled {
         return Ok(tel);
     }
     let level: Level = t.min_level;
     tel.set_min_level(level);
-    let opts = HandlerOptions::async_()
+    let mut opts = HandlerOptions::async_()
         .mode(Mode::Dropping)
-        .buffer_size(t.buffer_size);
+        .buffer_size(t.buffer_size)
+        .buffer_bytes(t.buffer_bytes);
+    if t.max_warnings_per_connection_per_minute > 0 {
+        // One entry per connection that warned; a server at its
+        // connection limit keeps them all.
+        let max_keys = config.websocket.max_connections.clamp(1_024, 1 << 20);
+        opts = opts.throttle(
+            Throttle::by_field(
+                CONN_ID,
+                t.max_warnings_per_connection_per_minute,
+                Duration::from_secs(60),
+            )
+            .or_field(SENDER_CONN_ID)
+            .min_level(Level::Warn)
+            .max_keys(max_keys),
+        );
+    }
     match t.output {
         TelemetryOutput::File => {
             tel.add_handler(t.handler_id.clone(), FileHandler::new(&t.file)?, opts)?

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{HandlerError, TelemetryError};
 use crate::filter::Filter;
+use crate::limits::Throttle;
 use crate::signal::Signal;
+
+/// The default byte capacity of an async handler's queue: 4 MiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Receives signals.
 ///
@@ -62,6 +66,13 @@ pub enum Dispatch {
         mode: Mode,
         /// Queue capacity in signals (default 1024).
         buffer_size: usize,
+        /// Queue capacity in bytes, as [`Signal::approx_bytes`] counts them
+        /// (default [`DEFAULT_BUFFER_BYTES`]): the signals queued, being
+        /// handled, and handled but not yet freed together hold no more.
+        /// A signal that would pass it is treated as one arriving at a full
+        /// queue (by `mode`), except that a queue holding nothing takes any
+        /// one signal.
+        buffer_bytes: usize,
         /// Worker threads (default 1; order is kept with one thread only).
         n_threads: usize,
     },
@@ -79,6 +90,8 @@ pub struct HandlerOptions {
     /// How long `remove_handler` (or replacing the handler) waits for the
     /// queue to drain (default 5 s).
     pub drain_timeout: Duration,
+    /// Per-source throttling of this handler's signals (none by default).
+    pub throttle: Option<Throttle>,
 }
 
 impl Default for HandlerOptions {
@@ -87,6 +100,7 @@ impl Default for HandlerOptions {
             dispatch: Dispatch::Sync,
             filter: Filter::default(),
             drain_timeout: Duration::from_secs(5),
+            throttle: None,
         }
     }
 }
@@ -97,19 +111,21 @@ impl HandlerOptions {
         Self::default()
     }
 
-    /// An async handler: `Dropping`, buffer 1024, one worker thread.
+    /// An async handler: `Dropping`, buffer 1024 signals and
+    /// [`DEFAULT_BUFFER_BYTES`], one worker thread.
     pub fn async_() -> Self {
         HandlerOptions {
             dispatch: Dispatch::Async {
                 mode: Mode::Dropping,
                 buffer_size: 1024,
+                buffer_bytes: DEFAULT_BUFFER_BYTES,
                 n_threads: 1,
             },
             ..Self::default()
         }
     }
 
-    fn async_parts(&mut self) -> (&mut Mode, &mut usize, &mut usize) {
+    fn async_parts(&mut self) -> (&mut Mode, &mut usize, &mut usize, &mut usize) {
         if self.dispatch == Dispatch::Sync {
             self.dispatch = Self::async_().dispatch;
         }
@@ -117,8 +133,9 @@ impl HandlerOptions {
             Dispatch::Async {
                 mode,
                 buffer_size,
+                buffer_bytes,
                 n_threads,
-            } => (mode, buffer_size, n_threads),
+            } => (mode, buffer_size, n_threads, buffer_bytes),
             Dispatch::Sync => unreachable!("made async just above"),
         }
     }
@@ -138,6 +155,19 @@ impl HandlerOptions {
     /// Sets the number of worker threads (makes the handler async).
     pub fn n_threads(mut self, n: usize) -> Self {
         *self.async_parts().2 = n;
+        self
+    }
+
+    /// Sets the queue capacity in bytes (makes the handler async); see
+    /// [`Dispatch::Async`].
+    pub fn buffer_bytes(mut self, n: usize) -> Self {
+        *self.async_parts().3 = n;
+        self
+    }
+
+    /// Throttles this handler's signals per source (see [`Throttle`]).
+    pub fn throttle(mut self, t: Throttle) -> Self {
+        self.throttle = Some(t);
         self
     }
 
@@ -178,6 +208,12 @@ pub struct HandlerStats {
     pub errors: u64,
     /// Signals refused by this handler's rate limiter.
     pub rate_limited: u64,
+    /// Signals held back by this handler's [`Throttle`] (their source had
+    /// used up its bucket).
+    pub throttled: u64,
+    /// Bytes held by the queue (as [`Signal::approx_bytes`] counts them):
+    /// a gauge; always 0 for a sync handler.
+    pub queued_bytes: u64,
     /// Median handling time of a sample of signals (1 in 16), in ns.
     pub handle_p50_ns: u64,
     /// 99th percentile handling time of that sample, in ns (power-of-two
@@ -281,6 +317,11 @@ struct State {
     trash: VecDeque<Signal>,
     /// Signals taken by workers and not yet handled.
     in_flight: u64,
+    /// Bytes held by `buf`, the signals in flight and `trash`
+    /// ([`Signal::approx_bytes`]): at most `cap_bytes`, or one signal.
+    bytes: usize,
+    /// The part of `bytes` that is `trash`'s (released when it runs empty).
+    trash_bytes: usize,
     dropped: u64,
     workers_waiting: usize,
     producers_waiting: usize,
@@ -316,6 +357,7 @@ pub(crate) struct Queue {
     /// `flush`/`shutdown` wait for idleness or worker exit.
     idle: Condvar,
     cap: usize,
+    cap_bytes: usize,
     /// The batch a worker waits for (briefly): `min(GATHER, cap)`.
     gather: usize,
     mode: Mode,
@@ -336,6 +378,7 @@ impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("cap", &self.cap)
+            .field("cap_bytes", &self.cap_bytes)
             .field("mode", &self.mode)
             .field("n_threads", &self.n_threads)
             .finish_non_exhaustive()
@@ -356,11 +399,13 @@ impl Queue {
         handler: Arc<dyn Handler>,
         mode: Mode,
         buffer_size: usize,
+        buffer_bytes: usize,
         n_threads: usize,
     ) -> Result<(Arc<Queue>, Vec<JoinHandle<()>>), TelemetryError> {
-        if buffer_size == 0 || n_threads == 0 {
+        if buffer_size == 0 || n_threads == 0 || buffer_bytes == 0 {
             return Err(TelemetryError::InvalidOptions(format!(
-                "buffer_size ({buffer_size}) and n_threads ({n_threads}) must be at least 1"
+                "buffer_size ({buffer_size}), buffer_bytes ({buffer_bytes}) and n_threads \
+                 ({n_threads}) must be at least 1"
             )));
         }
         let q = Arc::new(Queue {
@@ -368,6 +413,8 @@ impl Queue {
                 buf: VecDeque::with_capacity(buffer_size),
                 trash: VecDeque::with_capacity(buffer_size),
                 in_flight: 0,
+                bytes: 0,
+                trash_bytes: 0,
                 dropped: 0,
                 workers_waiting: 0,
                 producers_waiting: 0,
@@ -379,6 +426,7 @@ impl Queue {
             not_full: Condvar::new(),
             idle: Condvar::new(),
             cap: buffer_size,
+            cap_bytes: buffer_bytes,
             gather: GATHER.min(buffer_size),
             mode,
             n_threads,
@@ -473,6 +521,10 @@ impl Queue {
         let mut st = lock(&self.state);
         // Dropped after the lock is released (user data's `Drop` may run).
         let garbage = st.trash.pop_front();
+        if garbage.is_some() && st.trash.is_empty() {
+            st.bytes -= st.trash_bytes;
+            st.trash_bytes = 0;
+        }
         if st.closed {
             st.dropped += 1;
             drop(st);
@@ -490,6 +542,9 @@ impl Queue {
                 }
                 Mode::Sliding => {
                     slid = st.buf.pop_front();
+                    if let Some(old) = &slid {
+                        st.bytes -= old.approx_bytes();
+                    }
                     st.dropped += 1;
                 }
                 Mode::Blocking => {
@@ -511,13 +566,31 @@ impl Queue {
             }
         }
         st.buf.push_back(make());
+        let size = st.buf.back().map_or(0, Signal::approx_bytes);
+        let mut evicted = Vec::new();
+        if st.bytes > 0 && st.bytes + size > self.cap_bytes {
+            match self.make_room(st, size, &mut evicted) {
+                Some(g) => st = g,
+                None => {
+                    drop(garbage);
+                    drop(slid);
+                    drop(evicted);
+                    return;
+                }
+            }
+        }
+        st.bytes += size;
         // Only the transitions matter to the readers of the hint (empty ->
         // not empty for a spinning worker, a batch's worth for a gathering
         // one, full for `drop_if_full`), and
         // not writing it on every push keeps its cache line from bouncing
         // between the producer and the spinning worker.
         let len = st.buf.len();
-        if len == 1 || len == self.gather || (len >= self.cap && slid.is_none()) {
+        if len == 1
+            || len == self.gather
+            || (len >= self.cap && slid.is_none())
+            || !evicted.is_empty()
+        {
             self.len_hint.store(len, Ordering::Relaxed);
         }
         st.idle_flushed = false;
@@ -526,6 +599,76 @@ impl Queue {
         if wake {
             self.not_empty.notify_one();
         }
+        drop(garbage);
+        drop(slid);
+        drop(evicted);
+    }
+
+    /// The signal just pushed (the last in `buf`, of `size` bytes) would
+    /// take the queue past `cap_bytes`: frees the trash, then does what the
+    /// mode says. Returns the lock if the signal stays (its bytes not yet
+    /// counted), `None` if it was dropped (counted). Signals given up are
+    /// put in `evicted`, for the caller to drop after unlocking.
+    #[cold]
+    fn make_room<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        size: usize,
+        evicted: &mut Vec<Signal>,
+    ) -> Option<MutexGuard<'a, State>> {
+        let fits = |st: &State| st.bytes == 0 || st.bytes + size <= self.cap_bytes;
+        evicted.extend(st.trash.drain(..));
+        st.bytes -= st.trash_bytes;
+        st.trash_bytes = 0;
+        if fits(&st) {
+            return Some(st);
+        }
+        match self.mode {
+            Mode::Dropping => {}
+            Mode::Sliding => {
+                // The oldest waiting signals give way (never the new one,
+                // the last in `buf`).
+                while !fits(&st) && st.buf.len() > 1 {
+                    if let Some(old) = st.buf.pop_front() {
+                        st.bytes -= old.approx_bytes();
+                        st.dropped += 1;
+                        evicted.push(old);
+                    }
+                }
+                if fits(&st) {
+                    return Some(st);
+                }
+            }
+            Mode::Blocking => {
+                let signal = st.buf.pop_back();
+                while (!fits(&st) || st.buf.len() >= self.cap) && !st.closed {
+                    st.producers_waiting += 1;
+                    st = match self.not_full.wait(st) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    st.producers_waiting -= 1;
+                    // Handled signals handed back meanwhile go now.
+                    evicted.extend(st.trash.drain(..));
+                    st.bytes -= st.trash_bytes;
+                    st.trash_bytes = 0;
+                }
+                if let Some(signal) = signal {
+                    if !st.closed {
+                        st.buf.push_back(signal);
+                        return Some(st);
+                    }
+                    evicted.push(signal);
+                }
+                st.dropped += 1;
+                return None;
+            }
+        }
+        if let Some(new) = st.buf.pop_back() {
+            evicted.push(new);
+        }
+        st.dropped += 1;
+        None
     }
 
     /// A worker thread's loop: take a batch, handle it, repeat; flush the
@@ -544,7 +687,13 @@ impl Queue {
             }
             if st.buf.is_empty() {
                 if !st.idle_flushed && st.in_flight == 0 {
+                    // Idle: no producer is coming to free the handled
+                    // signals, so they go now.
+                    let trash = std::mem::take(&mut st.trash);
+                    st.bytes -= st.trash_bytes;
+                    st.trash_bytes = 0;
                     drop(st);
+                    drop(trash);
                     self.counters.flush(handler);
                     st = lock(&self.state);
                     if st.buf.is_empty() && st.in_flight == 0 {
@@ -572,12 +721,15 @@ impl Queue {
                     continue;
                 }
             }
-            if self.n_threads == 1 {
+            let batch_bytes = if self.n_threads == 1 {
                 std::mem::swap(&mut st.buf, &mut batch);
+                // Nothing else is in flight with one worker.
+                st.bytes - st.trash_bytes
             } else {
                 let take = st.buf.len().div_ceil(self.n_threads).max(1);
                 batch.extend(st.buf.drain(..take));
-            }
+                batch.iter().map(Signal::approx_bytes).sum()
+            };
             self.len_hint.store(st.buf.len(), Ordering::Relaxed);
             st.in_flight += batch.len() as u64;
             let wake_producers = st.producers_waiting > 0;
@@ -591,12 +743,19 @@ impl Queue {
             }
             st = lock(&self.state);
             st.in_flight -= n;
-            if st.trash.is_empty() && !st.closed {
+            let wake_producers = st.producers_waiting > 0;
+            if st.trash.is_empty() && !st.closed && !wake_producers {
                 // Hand the handled signals back to the producers (see `trash`)
-                // and carry on with the empty deque they leave.
+                // and carry on with the empty deque they leave; their bytes
+                // stay counted until the last of them is dropped.
                 std::mem::swap(&mut st.trash, &mut batch);
+                st.trash_bytes = batch_bytes;
             } else {
+                st.bytes -= batch_bytes;
                 drop(st);
+                if wake_producers {
+                    self.not_full.notify_all();
+                }
                 batch.clear();
                 st = lock(&self.state);
             }
@@ -608,16 +767,18 @@ impl Queue {
 
     /// Current depth and drops.
     pub(crate) fn stats(&self) -> HandlerStats {
-        let (queued, dropped) = {
+        let (queued, dropped, queued_bytes) = {
             let st = lock(&self.state);
             (
                 st.buf.len() as u64 + st.in_flight,
                 st.dropped + self.fast_dropped.load(Ordering::Relaxed),
+                st.bytes as u64,
             )
         };
         let mut s = HandlerStats {
             queued,
             dropped,
+            queued_bytes,
             ..HandlerStats::default()
         };
         self.counters.fill(&mut s);
@@ -653,8 +814,11 @@ impl Queue {
 
     /// Closes, lets the workers drain, and waits for them to exit until the
     /// deadline. What is still queued then is discarded and counted as
-    /// dropped. Returns the signals that were not handled.
-    pub(crate) fn shutdown(&self, deadline: Instant, joins: Vec<JoinHandle<()>>) -> u64 {
+    /// dropped. Returns the signals that were not handled, and whether every
+    /// worker exited (a worker stuck in its handler's `handle` or `flush`,
+    /// on a blocked sink say, is left behind: it exits on its own if that
+    /// call ever returns).
+    pub(crate) fn shutdown(&self, deadline: Instant, joins: Vec<JoinHandle<()>>) -> (u64, bool) {
         self.close();
         let mut st = lock(&self.state);
         while st.workers_alive > 0 {
@@ -669,20 +833,24 @@ impl Queue {
         }
         let finished = st.workers_alive == 0;
         let left = st.buf.len() as u64;
-        st.buf.clear();
+        let left_bytes: usize = st.buf.iter().map(Signal::approx_bytes).sum();
+        let queued = std::mem::take(&mut st.buf);
         let trash = std::mem::take(&mut st.trash);
+        st.bytes -= left_bytes + st.trash_bytes;
+        st.trash_bytes = 0;
         self.len_hint.store(0, Ordering::Relaxed);
         st.dropped += left;
         let pending = left + st.in_flight;
         drop(st);
         drop(trash);
+        drop(queued);
         if finished {
             for j in joins {
                 let _ = j.join();
             }
         }
-        // Otherwise the workers are stuck in `handle`; they exit on their own
-        // once it returns (the queue is closed and empty).
-        pending
+        // Otherwise the workers are stuck in `handle` or `flush`; they exit
+        // on their own once it returns (the queue is closed and empty).
+        (pending, finished)
     }
 }

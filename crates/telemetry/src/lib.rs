@@ -55,6 +55,7 @@ mod handler;
 pub mod handlers;
 mod jsonl;
 mod level;
+mod limits;
 mod macros;
 mod signal;
 mod telemetry;
@@ -79,9 +80,10 @@ pub use correlation::{
 };
 pub use error::{HandlerError, TelemetryError};
 pub use filter::{Filter, RateLimit};
-pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode};
+pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode, DEFAULT_BUFFER_BYTES};
 pub use handlers::{CaptureHandler, ConsoleHandler, FileHandler, FileOptions, Format, Stream};
 pub use level::{Level, ParseLevelError};
+pub use limits::{Throttle, DEFAULT_MAX_FIELD_BYTES};
 pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, Signal, ThreadInfo};
 pub use telemetry::{
     add_handler, global, handler_stats, remove_handler, set_min_level, shutdown, startup, Payload,

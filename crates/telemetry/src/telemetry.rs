@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use crate::error::TelemetryError;
 use crate::filter::{CompiledFilter, Filter};
 use crate::handler::{Counters, Dispatch, Handler, HandlerOptions, HandlerStats, Queue};
 use crate::level::Level;
+use crate::limits::{cut_payload, cut_signal, Throttler, DEFAULT_MAX_FIELD_BYTES};
 use crate::signal::{Callsite, Data, ErrorInfo, Kind, Signal};
 
 /// At most this many handlers per instance (a signal's set of interested
@@ -42,18 +43,23 @@ struct Inner {
     config: Mutex<Arc<Config>>,
     /// Serializes configuration changes (held across worker start/stop).
     admin: Mutex<()>,
+    /// Strings of a signal longer than this are cut.
+    max_field_bytes: AtomicUsize,
 }
 
 struct Config {
     generation: u64,
     filter: Arc<CompiledFilter>,
     handlers: Vec<Arc<Slot>>,
+    /// The handlers with a throttle, as a mask.
+    throttled: u64,
 }
 
 /// One registered handler.
 struct Slot {
     id: String,
     filter: CompiledFilter,
+    throttle: Option<Throttler>,
     kind: SlotKind,
     drain_timeout: Duration,
     joins: Mutex<Vec<JoinHandle<()>>>,
@@ -151,8 +157,10 @@ impl Telemetry {
                     generation: 0,
                     filter: Arc::new(filter),
                     handlers: Vec::new(),
+                    throttled: 0,
                 })),
                 admin: Mutex::new(()),
+                max_field_bytes: AtomicUsize::new(DEFAULT_MAX_FIELD_BYTES),
             }),
         }
     }
@@ -254,7 +262,12 @@ impl Telemetry {
             // User code (message, data, error) runs here, outside any lock;
             // what is left is assembling the signal, which a single async
             // handler does right in its queue slot (no 240-byte moves).
-            let p = payload();
+            let mut p = payload();
+            cut_payload(&mut p, self.inner.max_field_bytes.load(Ordering::Relaxed));
+            let mask = throttle(cfg, mask, level, p.data.as_ref());
+            if mask == 0 {
+                return;
+            }
             let time = std::time::SystemTime::now();
             let thread = crate::signal::ThreadInfo::current();
             let correlation = crate::correlation::current_correlation();
@@ -277,7 +290,7 @@ impl Telemetry {
 
     /// Emits a ready-made signal (used by the bridges; also handy for
     /// forwarding signals between instances). Filters apply as usual.
-    pub fn emit_signal(&self, signal: Signal) {
+    pub fn emit_signal(&self, mut signal: Signal) {
         if !self.level_enabled(signal.level) {
             return;
         }
@@ -287,10 +300,39 @@ impl Telemetry {
                 return;
             }
             let mask = interested(cfg, signal.level, id, &signal.module);
+            if mask == 0 {
+                return;
+            }
+            cut_signal(
+                &mut signal,
+                self.inner.max_field_bytes.load(Ordering::Relaxed),
+            );
+            let mask = throttle(cfg, mask, signal.level, signal.data.as_ref());
             if mask != 0 {
                 deliver(cfg, mask, signal);
             }
         });
+    }
+
+    /// Sets the longest string, in bytes, that a signal keeps (default
+    /// [`DEFAULT_MAX_FIELD_BYTES`], 256): its message, every string and
+    /// object key of its data, its error's message and sources (and, for
+    /// [`emit_signal`](Self::emit_signal), its id, module and file). A
+    /// longer string is cut at a char boundary at or below `max` and
+    /// followed by `…[N bytes]`, N being its full length. `usize::MAX`
+    /// keeps everything. Data wrapped in [`Lazy`](crate::Lazy) is cut when
+    /// it is serialized.
+    ///
+    /// Only signals some handler takes are looked at: the cost of a signal
+    /// filtered out is unchanged.
+    pub fn set_max_field_bytes(&self, max: usize) {
+        self.inner.max_field_bytes.store(max, Ordering::Relaxed);
+    }
+
+    /// The longest string a signal keeps (see
+    /// [`set_max_field_bytes`](Self::set_max_field_bytes)).
+    pub fn max_field_bytes(&self) -> usize {
+        self.inner.max_field_bytes.load(Ordering::Relaxed)
     }
 
     // ---- configuration ---------------------------------------------
@@ -315,10 +357,16 @@ impl Telemetry {
                 .min()
                 .unwrap_or(OFF)
         };
+        let throttled = handlers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.throttle.is_some())
+            .fold(0u64, |m, (i, _)| m | (1 << i));
         *cfg_guard = Arc::new(Config {
             generation,
             filter,
             handlers,
+            throttled,
         });
         self.inner.generation.store(generation, Ordering::Release);
         self.inner.gate.store(gate, Ordering::Relaxed);
@@ -381,6 +429,7 @@ impl Telemetry {
         options: HandlerOptions,
     ) -> Result<(), TelemetryError> {
         let filter = options.filter.compile()?;
+        let throttle = options.throttle.as_ref().map(|t| t.compile()).transpose()?;
         let _admin = lock(&self.inner.admin);
         let (kind, joins) = match options.dispatch {
             Dispatch::Sync => (
@@ -393,16 +442,24 @@ impl Telemetry {
             Dispatch::Async {
                 mode,
                 buffer_size,
+                buffer_bytes,
                 n_threads,
             } => {
-                let (queue, joins) =
-                    Queue::start(&id, handler.clone(), mode, buffer_size, n_threads)?;
+                let (queue, joins) = Queue::start(
+                    &id,
+                    handler.clone(),
+                    mode,
+                    buffer_size,
+                    buffer_bytes,
+                    n_threads,
+                )?;
                 (SlotKind::Async { queue, handler }, joins)
             }
         };
         let slot = Arc::new(Slot {
             id: id.clone(),
             filter,
+            throttle,
             kind,
             drain_timeout: options.drain_timeout,
             joins: Mutex::new(joins),
@@ -558,6 +615,27 @@ fn interested(cfg: &Config, level: Level, id: Option<&str>, module: &str) -> u64
     mask
 }
 
+/// Removes from the mask each handler whose throttle holds this signal
+/// back (counted in its stats).
+#[inline]
+fn throttle(cfg: &Config, mask: u64, level: Level, data: Option<&Data>) -> u64 {
+    let mut m = mask & cfg.throttled;
+    if m == 0 {
+        return mask;
+    }
+    let mut out = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if let Some(t) = cfg.handlers.get(i).and_then(|s| s.throttle.as_ref()) {
+            if level >= t.min_level() && !t.allow(level, data) {
+                out &= !(1 << i);
+            }
+        }
+    }
+    out
+}
+
 /// Counts a drop for (and removes from the mask) each `Dropping` handler
 /// whose queue is full, before the signal is built.
 #[inline]
@@ -631,6 +709,7 @@ impl Slot {
             SlotKind::Async { queue, .. } => queue.stats(),
         };
         s.rate_limited = self.filter.rate_limited();
+        s.throttled = self.throttle.as_ref().map_or(0, Throttler::throttled);
         s
     }
 
@@ -643,13 +722,16 @@ impl Slot {
             }
             SlotKind::Async { queue, handler } => {
                 let joins = std::mem::take(&mut *lock(&self.joins));
-                let pending = queue.shutdown(until, joins);
-                if pending == 0 {
+                let (pending, finished) = queue.shutdown(until, joins);
+                if pending == 0 && finished {
                     // The worker flushed at idle; flush once more for handlers
                     // whose flush is not idempotent with their buffering.
+                    // Never while a worker is still inside the handler: one
+                    // stuck on a blocked sink (in `handle` or in its idle
+                    // `flush`) would hold this call, and the deadline, forever.
                     queue.counters.flush(&**handler);
                 }
-                pending
+                pending.max(u64::from(!finished))
             }
         }
     }

@@ -329,6 +329,8 @@ pub(crate) async fn stats(s: &Shared) -> Result<Stats, sente_lite_channels::Engi
                     queued: h.queued,
                     dropped: h.dropped,
                     errors: h.errors,
+                    throttled: h.throttled,
+                    queued_bytes: h.queued_bytes,
                 };
                 (id, stats)
             })
