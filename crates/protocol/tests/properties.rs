@@ -153,6 +153,7 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                         success,
                         subscriber_count,
                         retained_messages,
+                        retained_omitted: 0,
                         reason,
                     }
                 }
@@ -235,6 +236,8 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                 request_id,
                 data: data.into(),
                 error,
+                responder_conn_id: None,
+                responder_user_id: None,
             }
         }),
         (
