@@ -175,4 +175,13 @@ pub trait Sink: Send + Sync + 'static {
     /// the connection with close code 1012 and reason `broker-reconnect`
     /// after the frames queued before it. The default does nothing.
     fn reconnect(&self) {}
+
+    /// How many more bytes the outbound queue takes now before it is full
+    /// (0 when it is closing); `None` when it has no byte bound. The
+    /// engine cuts a subscriber's retained replay to fit it, so the replay
+    /// never closes the subscriber as a slow consumer. The default is
+    /// `None`.
+    fn free_bytes(&self) -> Option<usize> {
+        None
+    }
 }
