@@ -65,7 +65,12 @@ async fn cluster(redis: &RedisServer, n: usize, edit: impl Fn(&mut Config)) -> V
 async fn channel_ids(node: &Server) -> Vec<String> {
     let (status, body) = http_get(node.local_addr(), "/channels").await;
     assert_eq!(status, 200, "{body}");
-    let mut ids: Vec<String> = body["channels"].as_object().unwrap().keys().cloned().collect();
+    let mut ids: Vec<String> = body["channels"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     ids.sort();
     ids
 }
@@ -126,7 +131,11 @@ async fn idle_auto_created_channels_expire_cluster_wide() {
         c.channels.default_config.message_retention = 5;
     })
     .await;
-    nodes[0].channels().create_channel("kept", None).await.unwrap();
+    nodes[0]
+        .channels()
+        .create_channel("kept", None)
+        .await
+        .unwrap();
     let mut p = Client::connect(nodes[0].local_addr()).await;
     p.publish("junk", json!(1)).await;
     // Subscribed on the other node only: in use cluster-wide.
@@ -138,7 +147,10 @@ async fn idle_auto_created_channels_expire_cluster_wide() {
     t.send(json!({"type": "unsubscribe", "channel-id": "left"}))
         .await;
     t.recv_type("unsubscription-result").await;
-    assert_eq!(channel_ids(&nodes[1]).await, ["junk", "kept", "left", "used"]);
+    assert_eq!(
+        channel_ids(&nodes[1]).await,
+        ["junk", "kept", "left", "used"]
+    );
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         if channel_ids(&nodes[1]).await == ["kept", "used"] {
@@ -148,8 +160,14 @@ async fn idle_auto_created_channels_expire_cluster_wide() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // Gone from Redis with their streams, not only from the listing.
-    assert_eq!(redis.command(&["EXISTS", "sente-lite:ch:junk"]).trim(), ":0");
-    assert_eq!(redis.command(&["EXISTS", "sente-lite:st:junk"]).trim(), ":0");
+    assert_eq!(
+        redis.command(&["EXISTS", "sente-lite:ch:junk"]).trim(),
+        ":0"
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", "sente-lite:st:junk"]).trim(),
+        ":0"
+    );
     let mut removed = 0;
     for n in &nodes {
         let st = stats(n.local_addr()).await;

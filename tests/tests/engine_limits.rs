@@ -53,7 +53,11 @@ async fn idle_auto_created_channels_go_and_created_ones_stay() {
     c.channels.default_config.message_retention = 5;
     let server = start(c).await;
     let addr = server.local_addr();
-    server.channels().create_channel("kept", None).await.unwrap();
+    server
+        .channels()
+        .create_channel("kept", None)
+        .await
+        .unwrap();
     let mut a = Client::connect(addr).await;
     let t0 = Instant::now();
     // A client makes channels it never uses.
@@ -66,7 +70,10 @@ async fn idle_auto_created_channels_go_and_created_ones_stay() {
         server.channels().channel_count() == 2
     })
     .await;
-    assert!(t0.elapsed() >= Duration::from_millis(300), "not before the ttl");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "not before the ttl"
+    );
     let (status, body) = http_get(addr, "/channels").await;
     assert_eq!(status, 200);
     let mut ids: Vec<&String> = body["channels"].as_object().unwrap().keys().collect();
@@ -210,7 +217,10 @@ async fn a_stranger_cannot_answer_a_request_it_was_not_sent() {
     worker
         .send(json!({"type": "rpc-response", "request-id": id, "data": "real"}))
         .await;
-    assert_eq!(worker.recv_type("rpc-response-result").await["success"], true);
+    assert_eq!(
+        worker.recv_type("rpc-response-result").await["success"],
+        true
+    );
     let resp = req.recv_type("rpc-response").await;
     assert_eq!(
         resp,
@@ -219,6 +229,9 @@ async fn a_stranger_cannot_answer_a_request_it_was_not_sent() {
     );
     req.roundtrip().await;
     let s = stats(addr).await;
-    assert_eq!(s["channel-stats"]["rejected"]["request-not-found"], 2, "{s}");
+    assert_eq!(
+        s["channel-stats"]["rejected"]["request-not-found"], 2,
+        "{s}"
+    );
     server.stop().await;
 }

@@ -786,7 +786,10 @@ mod tests {
         }
         assert_eq!(broker.retained_count.load(Relaxed), 10);
         let order = broker.retained_order.lock().len();
-        assert!(order <= 2 * 10 + 1024 + 1, "{order} entries for 10 messages");
+        assert!(
+            order <= 2 * 10 + 1024 + 1,
+            "{order} entries for 10 messages"
+        );
     }
 
     #[test]

@@ -185,7 +185,11 @@ async fn a_replay_is_cut_to_fit_the_subscribers_queue() {
         .unwrap();
     assert!(s.retained_omitted > 0);
     assert_eq!(s.retained_messages.len() + s.retained_omitted, 10);
-    assert_eq!(s.retained_messages.last().unwrap().offset, 10, "newest kept");
+    assert_eq!(
+        s.retained_messages.last().unwrap().offset,
+        10,
+        "newest kept"
+    );
     let frame = &inbox.raw()[0];
     assert!(frame.len() <= 4_000, "the frame fits: {}", frame.len());
     assert_eq!(e.limit_stats().retained_omitted, s.retained_omitted as u64);
