@@ -91,6 +91,9 @@ struct Stream {
     /// Set under the lock when the channel is deleted, so a join or
     /// publish that raced with the delete looks the channel up again.
     deleted: bool,
+    /// Deleted by the idle sweep (not by the API): a publish that raced
+    /// with it goes to the channel made again.
+    idle: bool,
 }
 
 #[derive(Debug)]
@@ -234,6 +237,7 @@ impl LocalBroker {
             return false;
         }
         st.deleted = true;
+        st.idle = true;
         self.channels.remove_if(id, |c| std::ptr::eq(c, &**ch));
         ch.retained_from.store(u64::MAX, Relaxed);
         let (count, bytes) = (st.retained.len(), st.retained_bytes);
@@ -327,6 +331,7 @@ impl LocalBroker {
                 deliveries: 0,
                 deliveries_full: 0,
                 deleted: false,
+                idle: false,
             }),
         });
         let ch = match made {
@@ -363,6 +368,24 @@ impl LocalBroker {
         message: &Publication<'_>,
         hub: &Hub,
     ) -> Result<Published, EngineError> {
+        // A publish that raced with the idle sweep's removal publishes to
+        // the channel made again (nothing was deleted that it wanted).
+        match self.publish_once(channel, message, hub)? {
+            Some(p) => Ok(p),
+            None => self
+                .publish_once(channel, message, hub)?
+                .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel))),
+        }
+    }
+
+    /// One publish attempt; `None` when the channel was removed as idle
+    /// between its lookup and its lock.
+    fn publish_once(
+        &self,
+        channel: &str,
+        message: &Publication<'_>,
+        hub: &Hub,
+    ) -> Result<Option<Published>, EngineError> {
         // A publish that races with the channel's delete answers
         // channel-not-found (it does not create the channel again).
         {
@@ -376,6 +399,9 @@ impl LocalBroker {
                 _ => None,
             };
             let mut st = ch.stream.lock();
+            if st.deleted && st.idle {
+                return Ok(None);
+            }
             if st.deleted {
                 return Err(EngineError::ChannelNotFound(truncated(channel)));
             }
@@ -464,12 +490,12 @@ impl LocalBroker {
                 serde_json::json!({
                 "channel-id": channel, "delivered-to": out.delivered, "full": out.full})
             );
-            Ok(Published {
+            Ok(Some(Published {
                 message_id,
                 position: StreamPosition { offset, epoch },
                 delivered_to: out.delivered,
                 full: out.full,
-            })
+            }))
         }
     }
 

@@ -312,3 +312,25 @@ async fn who_was_sent_a_request_is_remembered_only_until_its_deadline() {
     }
     assert!(e.hub().rpc_sent_len() <= 4, "bounded by max-pending-rpc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_racing_the_idle_sweep_never_fail() {
+    // A 1 ms ttl: the channel is removed between almost every two
+    // publishes, so publishes keep meeting removals.
+    let e = engine_with(|c| c.idle_channel_ttl_ms = 1);
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_millis(600) {
+        for ch in ["a", "b", "c"] {
+            e.publish(None, ch, json!(n), false)
+                .await
+                .unwrap_or_else(|err| panic!("publish {n} to {ch}: {err}"));
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert!(
+        e.limit_stats().idle_channels_removed > 0,
+        "the sweep did remove channels meanwhile"
+    );
+}
