@@ -457,7 +457,8 @@ async fn rpc_request_response_round_trip() {
     assert_eq!(
         requester.recv_type("rpc-response").await,
         json!({"type": "rpc-response", "request-id": request_id.as_str(),
-               "data": answer, "error": true})
+               "data": answer, "error": true,
+               "responder-conn-id": w2.conn_id.as_str()})
     );
     // The second answer is too late.
     w1.send(json!({"type": "rpc-response", "request-id": request_id.as_str(), "data": "late"}))
@@ -487,7 +488,8 @@ async fn rpc_request_response_round_trip() {
     w1.recv_type("rpc-response-result").await;
     assert_eq!(
         requester.recv_type("rpc-response").await,
-        json!({"type": "rpc-response", "request-id": id2.as_str(), "data": null, "error": false})
+        json!({"type": "rpc-response", "request-id": id2.as_str(), "data": null, "error": false,
+               "responder-conn-id": w1.conn_id.as_str()})
     );
     assert_eq!(server.channels().pending_rpc_requests(), 0);
 }

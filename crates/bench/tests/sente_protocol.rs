@@ -99,6 +99,7 @@ async fn handle(mock: &Mock, conn_id: &str, text: &str) -> ServerMessage {
                 success: true,
                 subscriber_count: Some(subs.len()),
                 retained_messages: Some(vec![]),
+                retained_omitted: 0,
                 reason: None,
             }
         }
@@ -195,6 +196,8 @@ async fn handle(mock: &Mock, conn_id: &str, text: &str) -> ServerMessage {
                     request_id: request_id.clone(),
                     data,
                     error,
+                    responder_conn_id: None,
+                    responder_user_id: None,
                 };
                 let _ = tx.send(frame.to_json()).await;
             }

@@ -152,15 +152,22 @@ fn two_threads(c: &mut Criterion) {
 /// A worker sink that answers every rpc-request at once, in process.
 struct Worker {
     engine: Mutex<Option<Engine>>,
+    /// Its own connection, set once connected.
+    conn: Mutex<Option<sente_lite_channels::ConnId>>,
 }
 
 impl Sink for Worker {
     fn offer(&self, frame: &Frame) -> Offer {
         let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap_or_default();
-        if let (Some(e), Some(id)) = (self.engine.lock().as_ref(), v["request-id"].as_str()) {
-            // Responding from inside offer() would re-enter the channel lock
-            // only for RPC state, which is separate: safe.
-            let _ = e.send_rpc_response(id, json!({"ok": true}), false).now();
+        let me = *self.conn.lock();
+        if let (Some(e), Some(id), Some(me)) =
+            (self.engine.lock().as_ref(), v["request-id"].as_str(), me)
+        {
+            // Responding from inside offer() takes only leaf locks (the
+            // RPC state and the worker's subscription numbers): safe.
+            let _ = e
+                .send_rpc_response(me, None, id, json!({"ok": true}), false)
+                .now();
         }
         Offer::Queued
     }
@@ -172,8 +179,10 @@ fn rpc_round_trip(c: &mut Criterion) {
     let e = engine(4);
     let worker = Arc::new(Worker {
         engine: Mutex::new(Some(e.clone())),
+        conn: Mutex::new(None),
     });
     let w = e.connect(worker.clone()).expect("connect");
+    *worker.conn.lock() = Some(w);
     e.subscribe(w, "api").now().expect("subscribe");
     let requester = Arc::new(CountingSink::default());
     let r = e.connect(requester.clone()).expect("connect");

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// A broker's answer: [`Reply::Ready`] now (no allocation), or
 /// [`Reply::Later`] from a boxed future. Await it either way.
@@ -283,6 +284,30 @@ pub trait Broker: Send + Sync + 'static {
         hub: &'a Hub,
     ) -> Reply<'a, Result<Sent, EngineError>>;
 
+    /// Sends an `rpc-request` frame to the channel's subscribers on every
+    /// node but `exclude`, outside the stream, like
+    /// [`send_to_channel`](Broker::send_to_channel) with `ids`; each node
+    /// delivers it with [`Hub::fan_out_rpc`], which remembers until
+    /// `timeout` who was sent it, so that only they may answer.
+    fn send_rpc_request<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>>;
+
+    /// Removes every auto-created channel that has had no subscriber (on
+    /// any node) and no publish for `ttl`, with its retained messages;
+    /// returns how many this call removed. The node calls it
+    /// periodically. The default removes nothing.
+    fn sweep_idle<'a>(&'a self, ttl: Duration, hub: &'a Hub) -> Reply<'a, usize> {
+        let _ = (ttl, hub);
+        Reply::ready(0)
+    }
+
     /// Sends `frame` to one connection, on whichever node holds it.
     fn send_to_connection<'a>(
         &'a self,
@@ -369,6 +394,13 @@ pub struct BrokerTotals {
     pub deliveries: u64,
     /// Subscribers found full by those fan-outs.
     pub deliveries_full: u64,
+    /// Bytes of retained messages this node holds now.
+    pub retained_bytes: usize,
+    /// Retained messages dropped early for `max-retained-bytes` or
+    /// `max-retained-bytes-total`.
+    pub retained_evicted: u64,
+    /// Auto-created channels removed for `idle-channel-ttl-ms`.
+    pub idle_removed: u64,
 }
 
 /// The id a hub knows a connection by, when `to` is on this node.

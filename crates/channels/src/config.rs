@@ -23,6 +23,19 @@ pub struct EngineConfig {
     pub max_pending_rpc_per_connection: usize,
     /// Longest `timeout-ms` a request may ask for; longer ones are clamped.
     pub max_rpc_timeout_ms: u64,
+    /// Most channels one connection may be subscribed to at once
+    /// (`max-subscriptions-reached`).
+    pub max_subscriptions_per_connection: usize,
+    /// An auto-created channel with no subscriber and no publish for this
+    /// long is removed, with its retained messages. Channels made with
+    /// [`Engine::create_channel`](crate::Engine::create_channel) stay.
+    pub idle_channel_ttl_ms: u64,
+    /// Most bytes of retained messages one channel keeps; the oldest go
+    /// first. A join never replays more than this.
+    pub max_retained_bytes: usize,
+    /// Most bytes of retained messages all channels of this node keep
+    /// together; the oldest, whichever channel they are of, go first.
+    pub max_retained_bytes_total: usize,
     /// Channel namespaces with defaults of their own: a channel id
     /// `ns:rest` is in namespace `ns` ([`namespace_of`]); ids without a
     /// `:`, and ids whose namespace is not listed, take `auto_create` and
@@ -85,6 +98,10 @@ impl Default for EngineConfig {
             max_pending_rpc_per_connection: 1_000,
             max_rpc_timeout_ms: 300_000,
             namespaces: Vec::new(),
+            max_subscriptions_per_connection: 1024,
+            idle_channel_ttl_ms: 3_600_000,
+            max_retained_bytes: 4 << 20,
+            max_retained_bytes_total: 256 << 20,
         }
     }
 }

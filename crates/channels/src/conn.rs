@@ -186,4 +186,13 @@ pub trait Sink: Send + Sync + 'static {
     fn close(&self, code: u16, reason: Reason) {
         let _ = (code, reason);
     }
+
+    /// How many more bytes the outbound queue takes now before it is full
+    /// (0 when it is closing); `None` when it has no byte bound. The
+    /// engine cuts a subscriber's retained replay to fit it, so the replay
+    /// never closes the subscriber as a slow consumer. The default is
+    /// `None`.
+    fn free_bytes(&self) -> Option<usize> {
+        None
+    }
 }

@@ -16,6 +16,8 @@ pub enum EngineError {
     MaxSubscribersReached { channel: String, max: usize },
     #[error("the server has its {0} channels already")]
     MaxChannelsReached(usize),
+    #[error("the connection has its {0} subscriptions already")]
+    MaxSubscriptionsReached(usize),
     #[error("not subscribed to channel `{0}`")]
     NotSubscribed(String),
     #[error("connection `{0}` does not exist")]
@@ -43,6 +45,7 @@ impl EngineError {
             EngineError::InvalidChannelId { .. } => Reason::InvalidChannelId,
             EngineError::MaxSubscribersReached { .. } => Reason::MaxSubscribersReached,
             EngineError::MaxChannelsReached(_) => Reason::MaxChannelsReached,
+            EngineError::MaxSubscriptionsReached(_) => Reason::MaxSubscriptionsReached,
             EngineError::NotSubscribed(_) => Reason::NotSubscribed,
             EngineError::ConnectionNotFound(_) => Reason::ConnectionNotFound,
             EngineError::ConnectionFull(_) => Reason::SlowConsumer,

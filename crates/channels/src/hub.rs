@@ -12,10 +12,12 @@ use crate::error::EngineError;
 use crate::map::ShardedMap;
 use parking_lot::{Mutex, RwLock};
 use slab::Slab;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The local registry: connections (in a slab, with generation-checked
 /// [`ConnId`]s) and, per channel, the connections of this node subscribed
@@ -26,6 +28,57 @@ pub struct Hub {
     max_connections: usize,
     channels: ShardedMap<HubChannel>,
     total_subscriptions: AtomicUsize,
+    /// Where subscriptions' sequence numbers come from: each subscription
+    /// takes the next one under its channel's lock, so "subscribed with a
+    /// number below a fan-out's watermark" is "was in the list the fan-out
+    /// went to".
+    next_sub_seq: AtomicU64,
+    /// RPC requests this node delivered to its subscribers, so that only a
+    /// connection that was sent one may answer it.
+    rpc_sent: Mutex<RpcSentTable>,
+}
+
+/// RPC requests delivered by this node, by id, until their deadline;
+/// bounded by `max-pending-rpc` (the earliest deadline goes first).
+#[derive(Default)]
+struct RpcSentTable {
+    by_id: HashMap<Box<str>, RpcSent>,
+    by_deadline: BTreeMap<(Instant, u64), Box<str>>,
+    next: u64,
+    max: usize,
+}
+
+/// Who was sent one RPC request: the channel's local subscribers whose
+/// sequence number is below `watermark`, but `exclude` (the requester).
+struct RpcSent {
+    channel: Arc<str>,
+    watermark: u64,
+    exclude: Option<ConnId>,
+    deadline: Instant,
+    key: u64,
+}
+
+impl RpcSentTable {
+    fn remove(&mut self, id: &str) -> Option<RpcSent> {
+        let e = self.by_id.remove(id)?;
+        self.by_deadline.remove(&(e.deadline, e.key));
+        Some(e)
+    }
+
+    fn insert(&mut self, id: &str, e: RpcSent, now: Instant) {
+        // Expired ones first, then (when still full) the soonest to expire.
+        while let Some(first) = self.by_deadline.first_entry() {
+            let expired = first.key().0 <= now;
+            if !expired && self.by_id.len() < self.max.max(1) {
+                break;
+            }
+            let id = first.remove();
+            self.by_id.remove(&id);
+        }
+        self.remove(id);
+        self.by_deadline.insert((e.deadline, e.key), Box::from(id));
+        self.by_id.insert(Box::from(id), e);
+    }
 }
 
 pub(crate) struct HubConn {
@@ -36,6 +89,10 @@ pub(crate) struct HubConn {
     /// state, then a channel's list); a leave takes the channel out of the
     /// set first, then out of the list.
     pub(crate) state: Mutex<ConnState>,
+    /// The sequence number of each of its subscriptions, by channel. A
+    /// leaf lock (nothing is locked while it is held), so that an RPC
+    /// answer may be checked from anywhere, a sink's `offer` included.
+    seqs: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 pub(crate) struct ConnState {
@@ -120,14 +177,31 @@ impl Subs {
 }
 
 impl Hub {
-    /// An empty hub admitting at most `max_connections` connections.
+    /// An empty hub admitting at most `max_connections` connections, and
+    /// remembering who was sent an RPC request for the default
+    /// `max-pending-rpc` requests at once.
     pub fn new(max_connections: usize) -> Hub {
+        Hub::with_rpc_limit(
+            max_connections,
+            crate::EngineConfig::default().max_pending_rpc,
+        )
+    }
+
+    /// An empty hub admitting at most `max_connections` connections, and
+    /// remembering who was sent an RPC request for at most `max_rpc`
+    /// requests at once (those nearest their deadline are forgotten first).
+    pub fn with_rpc_limit(max_connections: usize, max_rpc: usize) -> Hub {
         Hub {
             conns: RwLock::new(Slab::new()),
             next_generation: AtomicU64::new(1),
             max_connections,
             channels: ShardedMap::new(),
             total_subscriptions: AtomicUsize::new(0),
+            next_sub_seq: AtomicU64::new(1),
+            rpc_sent: Mutex::new(RpcSentTable {
+                max: max_rpc,
+                ..RpcSentTable::default()
+            }),
         }
     }
 
@@ -164,6 +238,7 @@ impl Hub {
                 closed: false,
                 subs: HashSet::new(),
             }),
+            seqs: Mutex::new(HashMap::new()),
         }));
         Ok(id)
     }
@@ -273,6 +348,8 @@ impl Hub {
                 conn: conn.id,
                 sink: Arc::clone(&conn.sink),
             });
+            let seq = self.next_sub_seq.fetch_add(1, Relaxed);
+            conn.seqs.lock().insert(Arc::from(channel), seq);
             subs.index.insert(conn.id, at);
             self.total_subscriptions.fetch_add(1, Relaxed);
             return Ok(Some(Joined {
@@ -310,6 +387,9 @@ impl Hub {
         let mut subs = entry.subs.lock();
         if !subs.remove(conn) {
             return None;
+        }
+        if let Some(c) = self.conn(conn) {
+            c.seqs.lock().remove(channel);
         }
         self.total_subscriptions.fetch_sub(1, Relaxed);
         let last = subs.list.is_empty();
@@ -354,6 +434,7 @@ impl Hub {
             .filter_map(|conn| {
                 let c = self.conn(*conn)?;
                 c.state.lock().subs.remove(channel);
+                c.seqs.lock().remove(channel);
                 Some(c)
             })
             .collect();
@@ -425,6 +506,104 @@ impl Hub {
             }
         }
         (ids, full)
+    }
+
+    /// Like [`Hub::fan_out_ids`] for an `rpc-request`: also remembers,
+    /// until `timeout` passes, who it was sent to (under the channel's
+    /// lock, as a watermark of subscription numbers: nothing per
+    /// recipient), so that [`Hub::may_answer`] lets only them answer it.
+    /// `ids` asks for the recipients' ids.
+    pub fn fan_out_rpc(
+        &self,
+        channel: &str,
+        frame: &Frame,
+        exclude: Option<ConnId>,
+        request_id: &str,
+        timeout: Duration,
+        ids: bool,
+    ) -> (Vec<ConnId>, FanOut) {
+        let Some(entry) = self.channels.get(channel) else {
+            return (Vec::new(), FanOut::default());
+        };
+        let mut out = FanOut::default();
+        let mut queued = Vec::new();
+        let now = Instant::now();
+        {
+            let subs = entry.subs.lock();
+            // Every subscription in the list took its number before this
+            // (under this lock); every later one takes a greater one.
+            // Remembered before the first offer, so that a worker may
+            // answer from inside it.
+            let watermark = self.next_sub_seq.load(Relaxed);
+            {
+                let mut t = self.rpc_sent.lock();
+                t.next += 1;
+                let key = t.next;
+                t.insert(
+                    request_id,
+                    RpcSent {
+                        channel: Arc::from(channel),
+                        watermark,
+                        exclude,
+                        deadline: now + timeout,
+                        key,
+                    },
+                    now,
+                );
+            }
+            for s in &subs.list {
+                if Some(s.conn) == exclude {
+                    continue;
+                }
+                match s.sink.offer(frame) {
+                    Offer::Queued => {
+                        out.delivered += 1;
+                        if ids {
+                            queued.push(s.conn);
+                        }
+                    }
+                    Offer::Full => out.full += 1,
+                    Offer::Closed => {}
+                }
+            }
+        }
+        if out.delivered == 0 {
+            self.rpc_sent.lock().remove(request_id);
+        }
+        (queued, out)
+    }
+
+    /// Whether `conn` was sent the RPC request `request_id` by this node
+    /// (and has not left the channel since): the only connections that may
+    /// answer it.
+    pub fn may_answer(&self, conn: ConnId, request_id: &str) -> bool {
+        // Leaf locks only (the table, then the connection's numbers):
+        // callable from inside a sink's offer.
+        let (channel, watermark) = {
+            let t = self.rpc_sent.lock();
+            match t.by_id.get(request_id) {
+                Some(e) if e.exclude != Some(conn) && e.deadline > Instant::now() => {
+                    (Arc::clone(&e.channel), e.watermark)
+                }
+                _ => return false,
+            }
+        };
+        let Some(c) = self.conn(conn) else {
+            return false;
+        };
+        let seq = c.seqs.lock().get(&channel).copied();
+        seq.is_some_and(|seq| seq < watermark)
+    }
+
+    /// Forgets an RPC request that was answered: no one else on this node
+    /// may answer it.
+    pub fn rpc_answered(&self, request_id: &str) {
+        self.rpc_sent.lock().remove(request_id);
+    }
+
+    /// RPC requests this node remembers the recipients of.
+    pub fn rpc_sent_len(&self) -> usize {
+        self.rpc_sent.lock().by_id.len()
     }
 
     /// Local subscribers of a channel.

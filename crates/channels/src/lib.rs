@@ -69,7 +69,7 @@ pub use frames::channel_message_head;
 pub use hub::{FanOut, Hub, Joined, Left};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
-pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
+pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -19,8 +19,9 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 use telemere_lite::Telemetry;
 
 /// The broker of one process: channels in a sharded map, each with one lock
@@ -39,25 +40,60 @@ pub struct LocalBroker {
     tag: String,
     next_epoch: AtomicU64,
     telemetry: Telemetry,
+    /// Retained messages of every channel in the order they were retained
+    /// (roughly: an ordering hint for `max-retained-bytes-total`, which
+    /// drops the oldest first). Entries whose message is gone already are
+    /// skipped, and compacted away when they outnumber the live ones.
+    retained_order: Mutex<VecDeque<RetainedAt>>,
+    /// Bytes of retained messages now, all channels.
+    retained_bytes: AtomicUsize,
+    /// Retained messages now, all channels.
+    retained_count: AtomicUsize,
+    /// Retained messages dropped early for the byte bounds.
+    retained_evicted: AtomicU64,
+    /// Channels removed for being idle.
+    idle_removed: AtomicU64,
+}
+
+/// Where one retained message is: its channel and offset.
+struct RetainedAt {
+    channel: Weak<Channel>,
+    offset: u64,
 }
 
 struct Channel {
     config: ChannelConfig,
     created_at: i64,
+    /// Made by a subscribe or publish, not by `create_channel`: removed
+    /// when idle for `idle-channel-ttl-ms`.
+    auto: bool,
+    /// Last publish or join (ms since the Unix epoch).
+    last_active: AtomicI64,
+    /// When a sweep first saw it with no subscriber (0: it had some).
+    idle_since: AtomicI64,
+    /// The offset of its oldest retained message (greater than any when it
+    /// retains none; `u64::MAX` once deleted), readable without the lock.
+    retained_from: AtomicU64,
     stream: Mutex<Stream>,
 }
 
 struct Stream {
     offset: u64,
     epoch: Arc<str>,
-    /// The last `message-retention` messages, oldest first.
+    /// The last `message-retention` messages, oldest first, within
+    /// `max-retained-bytes`.
     retained: VecDeque<ChannelMessage>,
+    /// Their bytes (as [`retained_size`] counts them).
+    retained_bytes: usize,
     message_count: u64,
     deliveries: u64,
     deliveries_full: u64,
     /// Set under the lock when the channel is deleted, so a join or
     /// publish that raced with the delete looks the channel up again.
     deleted: bool,
+    /// Deleted by the idle sweep (not by the API): a publish that raced
+    /// with it goes to the channel made again.
+    idle: bool,
 }
 
 #[derive(Debug)]
@@ -74,6 +110,29 @@ impl fmt::Debug for LocalBroker {
         f.debug_struct("LocalBroker")
             .field("channels", &self.channels.len())
             .finish()
+    }
+}
+
+/// The bytes a retained message is counted as: its data, its ids, and
+/// the frame's fixed fields.
+fn retained_size(m: &ChannelMessage) -> usize {
+    m.data.len()
+        + m.channel_id.len()
+        + m.message_id.len()
+        + m.sender_conn_id.as_ref().map_or(0, String::len)
+        + m.epoch.len()
+        + 128
+}
+
+impl Stream {
+    /// Drops the oldest retained message; its bytes.
+    fn pop_oldest(&mut self, ch: &Channel) -> Option<usize> {
+        let m = self.retained.pop_front()?;
+        let n = retained_size(&m);
+        self.retained_bytes -= n;
+        let from = self.retained.front().map_or(self.offset + 1, |m| m.offset);
+        ch.retained_from.store(from, Relaxed);
+        Some(n)
     }
 }
 
@@ -104,7 +163,129 @@ impl LocalBroker {
             tag: format!("{:08x}", random & 0xffff_ffff),
             next_epoch: AtomicU64::new(random >> 32),
             telemetry,
+            retained_order: Mutex::new(VecDeque::new()),
+            retained_bytes: AtomicUsize::new(0),
+            retained_count: AtomicUsize::new(0),
+            retained_evicted: AtomicU64::new(0),
+            idle_removed: AtomicU64::new(0),
         }
+    }
+
+    /// Counts messages and bytes that left a channel's retained history.
+    fn forget_retained(&self, count: usize, bytes: usize) {
+        self.retained_count.fetch_sub(count, Relaxed);
+        self.retained_bytes.fetch_sub(bytes, Relaxed);
+    }
+
+    /// Drops the oldest retained messages, whichever channel they are of,
+    /// until all channels together keep at most `max-retained-bytes-total`.
+    /// Called with no stream lock held (it takes them one at a time).
+    fn enforce_total(&self) {
+        let max = self.config.max_retained_bytes_total;
+        while self.retained_bytes.load(Relaxed) > max {
+            let Some(at) = self.retained_order.lock().pop_front() else {
+                return;
+            };
+            let Some(ch) = at.channel.upgrade() else {
+                continue;
+            };
+            let mut st = ch.stream.lock();
+            if st.deleted {
+                continue;
+            }
+            let (mut count, mut bytes) = (0, 0);
+            while st.retained.front().is_some_and(|m| m.offset <= at.offset) {
+                match st.pop_oldest(&ch) {
+                    Some(n) => {
+                        count += 1;
+                        bytes += n;
+                    }
+                    None => break,
+                }
+            }
+            drop(st);
+            self.forget_retained(count, bytes);
+            self.retained_evicted.fetch_add(count as u64, Relaxed);
+        }
+    }
+
+    /// Notes a message retained now, compacting the order when most of its
+    /// entries are of messages gone already (so it stays proportional to
+    /// what is retained).
+    fn note_retained(&self, ch: &Arc<Channel>, offset: u64) {
+        let mut order = self.retained_order.lock();
+        order.push_back(RetainedAt {
+            channel: Arc::downgrade(ch),
+            offset,
+        });
+        let live = self.retained_count.load(Relaxed);
+        if order.len() > 2 * live + 1024 {
+            order.retain(|at| {
+                at.channel
+                    .upgrade()
+                    .is_some_and(|c| at.offset >= c.retained_from.load(Relaxed))
+            });
+        }
+    }
+
+    /// Removes an idle auto-created channel if it is still idle under its
+    /// stream lock (a join adds its subscriber under that lock, so none
+    /// can be joining). True if removed.
+    fn remove_idle(&self, id: &str, ch: &Arc<Channel>, hub: &Hub) -> bool {
+        let mut st = ch.stream.lock();
+        if st.deleted || hub.local_count(id) > 0 {
+            return false;
+        }
+        st.deleted = true;
+        st.idle = true;
+        self.channels.remove_if(id, |c| std::ptr::eq(c, &**ch));
+        ch.retained_from.store(u64::MAX, Relaxed);
+        let (count, bytes) = (st.retained.len(), st.retained_bytes);
+        st.retained.clear();
+        st.retained_bytes = 0;
+        let mut gone = self.gone.lock();
+        gone.published += st.message_count;
+        gone.deliveries += st.deliveries;
+        gone.deliveries_full += st.deliveries_full;
+        drop(gone);
+        drop(st);
+        self.forget_retained(count, bytes);
+        self.idle_removed.fetch_add(1, Relaxed);
+        ev!(
+            &self.telemetry,
+            ch.config.telemetry_enabled,
+            Info,
+            events::CHANNEL_DELETED,
+            serde_json::json!({"channel-id": id, "unsubscribed": 0, "cause": "idle"})
+        );
+        true
+    }
+
+    fn sweep_now(&self, ttl: Duration, hub: &Hub) -> usize {
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let mut removed = 0;
+        for (id, ch) in self.channels.entries() {
+            if !ch.auto {
+                continue;
+            }
+            if hub.local_count(&id) > 0 {
+                ch.idle_since.store(0, Relaxed);
+                continue;
+            }
+            let since = match ch.idle_since.load(Relaxed) {
+                0 => {
+                    ch.idle_since.store(now, Relaxed);
+                    now
+                }
+                t => t,
+            };
+            let active = since.max(ch.last_active.load(Relaxed));
+            if now.saturating_sub(active) >= ttl && self.remove_idle(&id, &ch, hub) {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     fn new_epoch(&self) -> Arc<str> {
@@ -137,14 +318,20 @@ impl LocalBroker {
         let made = self.channels.insert_new(id, max, || Channel {
             config,
             created_at: now_ms(),
+            auto: !must_be_new,
+            last_active: AtomicI64::new(now_ms()),
+            idle_since: AtomicI64::new(0),
+            retained_from: AtomicU64::new(1),
             stream: Mutex::new(Stream {
                 offset: 0,
                 epoch: self.new_epoch(),
                 retained: VecDeque::new(),
+                retained_bytes: 0,
                 message_count: 0,
                 deliveries: 0,
                 deliveries_full: 0,
                 deleted: false,
+                idle: false,
             }),
         });
         let ch = match made {
@@ -181,6 +368,24 @@ impl LocalBroker {
         message: &Publication<'_>,
         hub: &Hub,
     ) -> Result<Published, EngineError> {
+        // A publish that raced with the idle sweep's removal publishes to
+        // the channel made again (nothing was deleted that it wanted).
+        match self.publish_once(channel, message, hub)? {
+            Some(p) => Ok(p),
+            None => self
+                .publish_once(channel, message, hub)?
+                .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel))),
+        }
+    }
+
+    /// One publish attempt; `None` when the channel was removed as idle
+    /// between its lookup and its lock.
+    fn publish_once(
+        &self,
+        channel: &str,
+        message: &Publication<'_>,
+        hub: &Hub,
+    ) -> Result<Option<Published>, EngineError> {
         // A publish that races with the channel's delete answers
         // channel-not-found (it does not create the channel again).
         {
@@ -194,6 +399,9 @@ impl LocalBroker {
                 _ => None,
             };
             let mut st = ch.stream.lock();
+            if st.deleted && st.idle {
+                return Ok(None);
+            }
             if st.deleted {
                 return Err(EngineError::ChannelNotFound(truncated(channel)));
             }
@@ -219,13 +427,21 @@ impl LocalBroker {
             st.message_count += 1;
             st.deliveries += out.delivered as u64;
             st.deliveries_full += out.full as u64;
+            ch.last_active.store(published_at, Relaxed);
             let keep = ch.config.message_retention;
+            // (count, bytes) that left the history, and how many of them
+            // for the byte bound rather than the count.
+            let (mut dropped, mut dropped_bytes, mut evicted) = (0, 0, 0);
+            let mut retained = false;
             if keep > 0 {
                 let epoch = st.epoch.to_string();
                 if st.retained.len() >= keep {
-                    st.retained.pop_front();
+                    if let Some(n) = st.pop_oldest(&ch) {
+                        dropped += 1;
+                        dropped_bytes += n;
+                    }
                 }
-                st.retained.push_back(ChannelMessage {
+                let m = ChannelMessage {
                     channel_id: channel.to_owned(),
                     message_id: message_id.clone(),
                     data: message.data.clone(),
@@ -233,10 +449,39 @@ impl LocalBroker {
                     published_at,
                     offset,
                     epoch,
-                });
+                };
+                let n = retained_size(&m);
+                st.retained_bytes += n;
+                st.retained.push_back(m);
+                if st.retained.len() == 1 {
+                    ch.retained_from.store(offset, Relaxed);
+                }
+                self.retained_bytes.fetch_add(n, Relaxed);
+                self.retained_count.fetch_add(1, Relaxed);
+                // The oldest go first; one message larger than the bound
+                // is not retained at all.
+                while st.retained_bytes > self.config.max_retained_bytes {
+                    match st.pop_oldest(&ch) {
+                        Some(n) => {
+                            dropped += 1;
+                            dropped_bytes += n;
+                            evicted += 1;
+                        }
+                        None => break,
+                    }
+                }
+                retained = st.retained.back().is_some_and(|m| m.offset == offset);
             }
             let epoch = Arc::clone(&st.epoch);
             drop(st);
+            if dropped > 0 {
+                self.forget_retained(dropped, dropped_bytes);
+                self.retained_evicted.fetch_add(evicted, Relaxed);
+            }
+            if retained {
+                self.note_retained(&ch, offset);
+                self.enforce_total();
+            }
             ev!(
                 &self.telemetry,
                 tel,
@@ -245,12 +490,12 @@ impl LocalBroker {
                 serde_json::json!({
                 "channel-id": channel, "delivered-to": out.delivered, "full": out.full})
             );
-            Ok(Published {
+            Ok(Some(Published {
                 message_id,
                 position: StreamPosition { offset, epoch },
                 delivered_to: out.delivered,
                 full: out.full,
-            })
+            }))
         }
     }
 
@@ -266,6 +511,7 @@ impl LocalBroker {
             if st.deleted {
                 continue;
             }
+            ch.last_active.store(now_ms(), Relaxed);
             // Under the stream lock: no publish comes between the view and
             // the join.
             return join(JoinView {
@@ -307,6 +553,10 @@ impl LocalBroker {
                 return Err(EngineError::ChannelNotFound(truncated(id)));
             }
             st.deleted = true;
+            ch.retained_from.store(u64::MAX, Relaxed);
+            self.forget_retained(st.retained.len(), st.retained_bytes);
+            st.retained.clear();
+            st.retained_bytes = 0;
             // Under the stream lock and before the channel leaves the map:
             // no next incarnation of the channel can exist yet, so every
             // subscriber evicted here was this one's, and one that joins
@@ -404,6 +654,28 @@ impl Broker for LocalBroker {
         Reply::ready(Ok(sent))
     }
 
+    fn send_rpc_request<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>> {
+        let exclude = exclude.and_then(|e| local_conn(self.node(), e));
+        let (ids, out) = hub.fan_out_rpc(channel, frame, exclude, request_id, timeout, true);
+        Reply::ready(Ok(Sent {
+            ids: ids.into_iter().map(|c| ConnAddr::new(None, c)).collect(),
+            delivered: out.delivered,
+            full: out.full,
+        }))
+    }
+
+    fn sweep_idle<'a>(&'a self, ttl: Duration, hub: &'a Hub) -> Reply<'a, usize> {
+        Reply::ready(self.sweep_now(ttl, hub))
+    }
+
     fn send_to_connection<'a>(
         &'a self,
         to: &'a ConnAddr,
@@ -490,6 +762,9 @@ impl Broker for LocalBroker {
             t.deliveries += st.deliveries;
             t.deliveries_full += st.deliveries_full;
         }
+        t.retained_bytes = self.retained_bytes.load(Relaxed);
+        t.retained_evicted = self.retained_evicted.load(Relaxed);
+        t.idle_removed = self.idle_removed.load(Relaxed);
         t
     }
 
@@ -502,5 +777,78 @@ impl Broker for LocalBroker {
             error: None,
             counters: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+    use sente_lite_protocol::Data;
+
+    #[test]
+    fn the_order_of_retained_messages_stays_proportional_to_what_is_retained() {
+        let config = EngineConfig {
+            default_channel: ChannelConfig {
+                message_retention: 1,
+                ..ChannelConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let broker = LocalBroker::new(config, Telemetry::new());
+        let hub = Hub::new(10);
+        let data = Data::from_json("\"some bytes\"".to_owned()).unwrap();
+        // Each publish replaces its channel's one retained message.
+        for i in 0..20_000 {
+            let message = Publication {
+                data: &data,
+                sender: None,
+                exclude_sender: false,
+            };
+            broker
+                .publish_now(&format!("c{}", i % 10), &message, &hub)
+                .unwrap();
+        }
+        assert_eq!(broker.retained_count.load(Relaxed), 10);
+        let order = broker.retained_order.lock().len();
+        assert!(
+            order <= 2 * 10 + 1024 + 1,
+            "{order} entries for 10 messages"
+        );
+    }
+
+    #[test]
+    fn the_total_bound_drops_the_oldest_first_and_counts_bytes_exactly() {
+        let config = EngineConfig {
+            default_channel: ChannelConfig {
+                message_retention: 1_000,
+                ..ChannelConfig::default()
+            },
+            max_retained_bytes_total: 5_000,
+            ..EngineConfig::default()
+        };
+        let broker = LocalBroker::new(config, Telemetry::new());
+        let hub = Hub::new(10);
+        let data = Data::from_json(format!("\"{}\"", "x".repeat(300))).unwrap();
+        for i in 0..300 {
+            let message = Publication {
+                data: &data,
+                sender: None,
+                exclude_sender: false,
+            };
+            broker
+                .publish_now(&format!("c{}", i % 7), &message, &hub)
+                .unwrap();
+        }
+        let held: usize = broker
+            .channels
+            .entries()
+            .iter()
+            .map(|(_, ch)| ch.stream.lock().retained_bytes)
+            .sum();
+        assert_eq!(held, broker.retained_bytes.load(Relaxed));
+        assert!(held <= 5_000);
+        assert!(broker.retained_evicted.load(Relaxed) > 0);
     }
 }

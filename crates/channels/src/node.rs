@@ -12,7 +12,7 @@ use crate::events::{self, ev};
 use crate::hub::Hub;
 use crate::local::LocalBroker;
 use crate::rpc::{Request, Route, RpcRouter};
-use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth};
+use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 use sente_lite_protocol::{
     broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
     ChannelSummary, Data, Reason, RpcRequestDelivery, ServerMessage,
@@ -49,12 +49,16 @@ struct Inner {
     /// Refused operations by reason, indexed like `Reason::ALL`.
     rejected: [AtomicU64; Reason::ALL.len()],
     telemetry: Telemetry,
+    /// Wakes the idle sweeper (at the engine's end).
+    sweep_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Wake the RPC timer so it sees the engine is gone and ends.
+        // Wake the RPC timer and the sweeper so they see the engine is gone
+        // and end.
         self.rpc.wake.notify_one();
+        self.sweep_wake.notify_one();
     }
 }
 
@@ -66,6 +70,8 @@ struct Counters {
     rpc_requests: AtomicU64,
     rpc_responses: AtomicU64,
     rpc_expired: AtomicU64,
+    /// Retained messages left out of joins' replays.
+    retained_omitted: AtomicU64,
 }
 
 /// The answer to a successful subscribe.
@@ -78,6 +84,10 @@ pub struct Subscribed {
     pub retained_messages: Vec<ChannelMessage>,
     /// The connection was subscribed already; nothing changed.
     pub already_subscribed: bool,
+    /// Retained messages left out of `retained_messages` (the oldest):
+    /// the replay would not have fit the subscriber's outbound queue
+    /// ([`Sink::free_bytes`]) or `max-retained-bytes`.
+    pub retained_omitted: usize,
     /// The stream position the subscription starts after: every message
     /// with a greater offset reaches the subscriber live.
     pub position: StreamPosition,
@@ -150,7 +160,7 @@ impl Engine {
     ) -> Result<Engine, NoRuntime> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         let inner = Arc::new(Inner {
-            hub: Hub::new(config.max_connections),
+            hub: Hub::with_rpc_limit(config.max_connections, config.max_pending_rpc),
             rpc: RpcRouter::new(
                 config.max_pending_rpc,
                 config.max_pending_rpc_per_connection,
@@ -161,8 +171,13 @@ impl Engine {
             counters: Counters::default(),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             telemetry,
+            sweep_wake: Arc::new(tokio::sync::Notify::new()),
         });
         handle.spawn(timer(Arc::downgrade(&inner), Arc::clone(&inner.rpc.wake)));
+        handle.spawn(idle_sweeper(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.sweep_wake),
+        ));
         let node: Weak<dyn NodeHandle> = Arc::downgrade(&inner) as Weak<dyn NodeHandle>;
         inner.broker.attach(node);
         Ok(Engine { inner })
@@ -442,26 +457,42 @@ impl Engine {
             if st.closed {
                 return Err(EngineError::ConnectionNotFound(conn.to_string()));
             }
+            let max_subs = inner.config.max_subscriptions_per_connection;
+            if st.subs.len() >= max_subs && !st.subs.contains(channel_id) {
+                return Err(EngineError::MaxSubscriptionsReached(max_subs));
+            }
             let joined = hub.add(&entry, channel_id, view.config.max_subscribers, *telemetry)?;
-            let out = match joined {
+            let mut out = match joined {
                 None => Subscribed {
                     subscriber_count: hub.local_count(channel_id) + view.remote_subscribers,
                     retained_messages: Vec::new(),
                     already_subscribed: true,
+                    retained_omitted: 0,
                     position: view.position,
                 },
                 Some(j) => {
                     st.subs.insert(Arc::from(channel_id));
+                    let mut retained = view.retained.to_vec();
+                    let budget = inner.config.max_retained_bytes;
+                    let omitted = cut_to_fit(&mut retained, budget);
                     Subscribed {
                         subscriber_count: j.local_count + view.remote_subscribers,
-                        retained_messages: view.retained.to_vec(),
+                        retained_messages: retained,
                         already_subscribed: false,
+                        retained_omitted: omitted,
                         position: view.position,
                     }
                 }
             };
             if let Some(reply) = reply {
-                entry.sink.offer(&reply(&out));
+                let frame = fit_reply(&mut out, entry.sink.free_bytes(), reply);
+                entry.sink.offer(&frame);
+            }
+            if out.retained_omitted > 0 {
+                inner
+                    .counters
+                    .retained_omitted
+                    .fetch_add(out.retained_omitted as u64, Relaxed);
             }
             done = Some((out, joined.is_some_and(|j| j.first)));
             Ok(joined.is_some())
@@ -835,7 +866,14 @@ impl Engine {
         let frame = Frame::new(crate::frames::typed("rpc-request", &delivery));
         let sent = match inner
             .broker
-            .send_to_channel(channel_id, &frame, Some(&from), true, &inner.hub)
+            .send_rpc_request(
+                channel_id,
+                &request_id,
+                Duration::from_millis(timeout_ms),
+                &frame,
+                Some(&from),
+                &inner.hub,
+            )
             .await
         {
             Ok(sent) => sent,
@@ -882,36 +920,64 @@ impl Engine {
         Ok(out)
     }
 
-    /// Routes a worker's response to the requester, on whichever node it
-    /// is. Fails with `request-not-found` when the id is unknown, answered
-    /// or expired. Returns the requester's id when it is on this node.
+    /// Routes the response of `responder` (a worker of this node) to the
+    /// requester, on whichever node it is; the requester's `rpc-response`
+    /// names the responder (`responder-conn-id`, and `responder-user-id`
+    /// when given). Fails with `request-not-found` when the id is unknown,
+    /// answered or expired, or when this node never sent the request to
+    /// `responder` (only a connection that was sent a request may answer
+    /// it). Returns the requester's id when it is on this node.
     pub async fn send_rpc_response(
         &self,
+        responder: ConnId,
+        responder_user_id: Option<&str>,
         request_id: &str,
         data: impl Into<Data>,
         error: bool,
     ) -> Result<Option<ConnId>, EngineError> {
-        self.rpc_response(request_id, data.into(), error)
+        self.rpc_response(responder, responder_user_id, request_id, data.into(), error)
             .await
             .inspect_err(|e| self.reject(e))
     }
 
     async fn rpc_response(
         &self,
+        responder: ConnId,
+        responder_user_id: Option<&str>,
         request_id: &str,
         data: Data,
         error: bool,
     ) -> Result<Option<ConnId>, EngineError> {
         let inner = &self.inner;
+        // The node that delivered the request decides who may answer it.
+        if !inner.hub.may_answer(responder, request_id) {
+            return Err(EngineError::RequestNotFound(truncated(request_id)));
+        }
         let frame = Frame::new(
             ServerMessage::RpcResponse {
                 request_id: request_id.to_owned(),
                 data,
                 error,
+                responder_conn_id: Some(self.addr(responder).to_string()),
+                responder_user_id: responder_user_id.map(str::to_owned),
             }
             .to_json(),
         );
-        match inner.deliver_rpc_response(request_id, &frame, error) {
+        let routed = self.route_rpc_response(request_id, &frame, error).await;
+        if routed.is_ok() {
+            inner.hub.rpc_answered(request_id);
+        }
+        routed
+    }
+
+    async fn route_rpc_response(
+        &self,
+        request_id: &str,
+        frame: &Frame,
+        error: bool,
+    ) -> Result<Option<ConnId>, EngineError> {
+        let inner = &self.inner;
+        match inner.deliver_rpc_response(request_id, frame, error) {
             Err(EngineError::RequestNotFound(e)) => {
                 // A request of another node (`req-…@node`) goes back there.
                 let me = inner.broker.node().map(|n| &**n);
@@ -919,7 +985,7 @@ impl Engine {
                     Some((_, node)) if Some(node) != me => {
                         inner
                             .broker
-                            .send_rpc_response(node, request_id, &frame, error)
+                            .send_rpc_response(node, request_id, frame, error)
                             .await?;
                         Ok(None)
                     }
@@ -1015,7 +1081,26 @@ impl Engine {
             pending_rpc_requests: self.pending_rpc_requests(),
             active_connections: self.connection_count(),
             rejected: self.rejections(),
+            limits: self.limit_stats(),
         })
+    }
+
+    /// What the memory limits did (`/stats` `channel-stats`).
+    pub fn limit_stats(&self) -> LimitStats {
+        let b = self.inner.broker.totals();
+        LimitStats {
+            retained_bytes: b.retained_bytes,
+            retained_evicted: b.retained_evicted,
+            retained_omitted: self.inner.counters.retained_omitted.load(Relaxed),
+            idle_channels_removed: b.idle_removed,
+        }
+    }
+
+    /// Removes idle auto-created channels now (as the engine's sweeper does
+    /// every quarter of `idle-channel-ttl-ms`); returns how many.
+    pub async fn sweep_idle_channels(&self) -> usize {
+        let ttl = Duration::from_millis(self.inner.config.idle_channel_ttl_ms);
+        self.inner.broker.sweep_idle(ttl, &self.inner.hub).await
     }
 
     /// The engine's health: unhealthy when the broker is down or RPC
@@ -1138,6 +1223,89 @@ fn expire_due(inner: &Inner) -> usize {
         .rpc_expired
         .fetch_add(due.len() as u64, Relaxed);
     due.len()
+}
+
+/// Overhead of a `subscription-result` frame besides its retained messages
+/// and channel id (its other fields, generously).
+const RESULT_OVERHEAD: usize = 256;
+
+/// Bytes one retained message adds to a `subscription-result`: the
+/// `channel-message` frame it is shown as, and a comma.
+fn replay_size(m: &ChannelMessage) -> usize {
+    // `{"type":"channel-message",` plus the message's own fields.
+    serde_json::to_string(m).map_or(usize::MAX / 2, |s| s.len()) + 27
+}
+
+/// Keeps the newest retained messages whose replay fits `budget` bytes;
+/// returns how many of the oldest were taken out.
+fn cut_to_fit(retained: &mut Vec<ChannelMessage>, budget: usize) -> usize {
+    // Cheap bound first: most replays are far below it.
+    let rough: usize = retained
+        .iter()
+        .map(|m| m.data.len() + m.channel_id.len() + m.message_id.len() + 256)
+        .sum();
+    if rough <= budget {
+        return 0;
+    }
+    let mut used = 0usize;
+    let mut keep = 0;
+    for m in retained.iter().rev() {
+        let n = replay_size(m);
+        if used.saturating_add(n) > budget {
+            break;
+        }
+        used += n;
+        keep += 1;
+    }
+    let omitted = retained.len() - keep;
+    retained.drain(..omitted);
+    omitted
+}
+
+/// The `subscription-result` built by `reply`, its retained messages cut
+/// (the oldest first) until the frame fits `free` bytes of the
+/// subscriber's queue.
+fn fit_reply(out: &mut Subscribed, free: Option<usize>, reply: ReplyFn<'_, Subscribed>) -> Frame {
+    let Some(free) = free else {
+        return reply(out);
+    };
+    let budget = free.saturating_sub(RESULT_OVERHEAD);
+    let cut = cut_to_fit(&mut out.retained_messages, budget);
+    out.retained_omitted += cut;
+    loop {
+        let frame = reply(out);
+        if frame.len() <= free || out.retained_messages.is_empty() {
+            return frame;
+        }
+        // The estimate was short (a long channel id, say): one more out.
+        out.retained_messages.remove(0);
+        out.retained_omitted += 1;
+    }
+}
+
+/// Removes idle auto-created channels every quarter of
+/// `idle-channel-ttl-ms` (10 ms to 60 s); one task per engine, ending when
+/// the engine is dropped. Its work per round is bounded by `max-channels`.
+async fn idle_sweeper(engine: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    let period = match engine.upgrade() {
+        Some(inner) => Duration::from_millis(inner.config.idle_channel_ttl_ms / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(60)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {}
+        }
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let ttl = Duration::from_millis(inner.config.idle_channel_ttl_ms);
+        // Each removal is signalled as a channel-deleted with cause idle.
+        inner.broker.sweep_idle(ttl, &inner.hub).await;
+    }
 }
 
 /// The RPC timer: sleeps until the earliest deadline (or a wake-up for an

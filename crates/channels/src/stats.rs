@@ -22,6 +22,23 @@ pub struct EngineCounters {
     pub rpc_expired: u64,
 }
 
+/// What the engine's memory limits did, for `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitStats {
+    /// Bytes of retained messages held now (this node's; a Redis node
+    /// keeps none).
+    pub retained_bytes: usize,
+    /// Retained messages dropped early to keep `max-retained-bytes` or
+    /// `max-retained-bytes-total`.
+    pub retained_evicted: u64,
+    /// Retained messages left out of joins' replays (they did not fit the
+    /// subscriber's queue, or passed `max-retained-bytes`).
+    pub retained_omitted: u64,
+    /// Auto-created channels removed after `idle-channel-ttl-ms` with no
+    /// subscriber.
+    pub idle_channels_removed: u64,
+}
+
 /// One channel's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelStat {
@@ -51,6 +68,8 @@ pub struct ChannelStats {
     /// Operations refused since start, by reason (reasons never seen left
     /// out): the stat of every engine limit.
     pub rejected: BTreeMap<Reason, u64>,
+    /// What the memory limits did.
+    pub limits: LimitStats,
 }
 
 /// The engine's view of its own health.

@@ -68,6 +68,18 @@ impl Broker for Recording {
         ));
         Reply::later(async move { Ok(()) })
     }
+    fn send_rpc_request<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: std::time::Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>> {
+        self.inner
+            .send_rpc_request(channel, request_id, timeout, frame, exclude, hub)
+    }
     fn send_to_channel<'a>(
         &'a self,
         channel: &'a str,

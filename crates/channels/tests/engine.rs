@@ -487,7 +487,10 @@ async fn refused_operations_are_counted_by_reason() {
     assert!(e.publish(None, "", json!(1), false).await.is_err()); // invalid-channel-id
     assert!(e.unsubscribe(b, "only").await.is_err()); // not-subscribed
     assert!(e.unsubscribe(b, "only").await.is_err());
-    assert!(e.send_rpc_response("req-x", json!(1), false).await.is_err()); // request-not-found
+    assert!(e
+        .send_rpc_response(a, None, "req-x", json!(1), false)
+        .await
+        .is_err()); // request-not-found
     let want: std::collections::BTreeMap<Reason, u64> = [
         (Reason::MaxSubscribersReached, 1),
         (Reason::MaxChannelsReached, 1),

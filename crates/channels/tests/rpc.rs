@@ -45,7 +45,7 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(e.pending_rpc_requests(), 1);
 
     let target = e
-        .send_rpc_response(&sent.request_id, json!({"user": 1}), false)
+        .send_rpc_response(cw1, None, &sent.request_id, json!({"user": 1}), false)
         .await
         .unwrap();
     assert_eq!(target, Some(creq));
@@ -53,18 +53,18 @@ async fn request_reaches_other_subscribers_and_the_response_the_requester() {
     assert_eq!(
         resp,
         vec![
-            json!({"type": "rpc-response", "request-id": sent.request_id, "data": {"user": 1}, "error": false})
+            json!({"type": "rpc-response", "request-id": sent.request_id, "data": {"user": 1}, "error": false, "responder-conn-id": cw1.to_string()})
         ]
     );
     assert_eq!(e.pending_rpc_requests(), 0);
     // The second worker's answer is too late.
     let err = e
-        .send_rpc_response(&sent.request_id, json!(2), true)
+        .send_rpc_response(cw2, None, &sent.request_id, json!(2), true)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Reason::RequestNotFound);
     assert_eq!(
-        e.send_rpc_response("req-nope", json!(null), false)
+        e.send_rpc_response(cw2, None, "req-nope", json!(null), false)
             .await
             .unwrap_err()
             .reason(),
@@ -115,7 +115,7 @@ async fn timeout_fires_on_its_own_within_the_deadline() {
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(e.counters().rpc_expired, 1);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false)
+        e.send_rpc_response(w, None, &sent.request_id, json!(1), false)
             .await
             .unwrap_err()
             .reason(),
@@ -221,7 +221,7 @@ async fn a_requester_that_disconnects_leaves_nothing_pending() {
     e.disconnect(creq).await;
     assert_eq!(e.pending_rpc_requests(), 0);
     assert_eq!(
-        e.send_rpc_response(&sent.request_id, json!(1), false)
+        e.send_rpc_response(w, None, &sent.request_id, json!(1), false)
             .await
             .unwrap_err()
             .reason(),
@@ -297,7 +297,10 @@ async fn the_timer_ends_when_the_engine_is_dropped() {
             .metrics()
             .num_alive_tasks()
     };
-    assert_eq!(weak_probe, 1, "the RPC timer task is alive");
+    assert_eq!(
+        weak_probe, 2,
+        "the RPC timer and the idle-channel sweeper are alive"
+    );
     drop(e);
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -345,17 +348,24 @@ async fn an_impossible_channel_id_is_invalid_not_empty() {
 /// from inside `offer`, i.e. before the requester's result could be sent.
 struct InstantWorker {
     engine: parking_lot::Mutex<Option<Engine>>,
+    /// Its own connection, set once connected.
+    conn: parking_lot::Mutex<Option<sente_lite_channels::ConnId>>,
     sweep_instead: bool,
 }
 
 impl sente_lite_channels::Sink for InstantWorker {
     fn offer(&self, frame: &sente_lite_channels::Frame) -> sente_lite_channels::Offer {
         let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-        if let (Some(e), Some(id)) = (self.engine.lock().as_ref(), v["request-id"].as_str()) {
+        let me = *self.conn.lock();
+        if let (Some(e), Some(id), Some(me)) =
+            (self.engine.lock().as_ref(), v["request-id"].as_str(), me)
+        {
             if self.sweep_instead {
                 e.cleanup_expired_rpc_requests();
             } else {
-                e.send_rpc_response(id, json!("fast"), false).now().unwrap();
+                e.send_rpc_response(me, None, id, json!("fast"), false)
+                    .now()
+                    .unwrap();
             }
         }
         sente_lite_channels::Offer::Queued
@@ -366,9 +376,11 @@ async fn instant_worker_case(sweep_instead: bool) -> Vec<serde_json::Value> {
     let e = engine();
     let worker = std::sync::Arc::new(InstantWorker {
         engine: parking_lot::Mutex::new(Some(e.clone())),
+        conn: parking_lot::Mutex::new(None),
         sweep_instead,
     });
     let w = e.connect(worker.clone()).unwrap();
+    *worker.conn.lock() = Some(w);
     e.subscribe(w, "api").await.unwrap();
     let req = Inbox::new();
     let r = e.connect(req.clone()).unwrap();

@@ -33,7 +33,7 @@ async fn every_operation_emits_its_event() {
         .send_rpc_request(a, "c", json!(1), Some(10))
         .await
         .unwrap();
-    e.send_rpc_response(&sent.request_id, json!(2), false)
+    e.send_rpc_response(b, None, &sent.request_id, json!(2), false)
         .await
         .unwrap();
     e.send_rpc_request(a, "c", json!(1), Some(10))
@@ -119,7 +119,7 @@ async fn channels_with_telemetry_off_are_silent() {
         .send_rpc_request(a, "quiet", json!(2), None)
         .await
         .unwrap();
-    e.send_rpc_response(&sent.request_id, json!(3), false)
+    e.send_rpc_response(b, None, &sent.request_id, json!(3), false)
         .await
         .unwrap();
     e.unsubscribe(b, "quiet").await.unwrap();

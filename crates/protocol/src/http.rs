@@ -76,7 +76,9 @@ pub struct Stats {
     pub broker: Option<BrokerStatus>,
 }
 
-/// The channel engine's statistics (`channel-stats` in `/stats`).
+/// The channel engine's statistics (`channel-stats` in `/stats`). The
+/// counters of the engine's limits (`rejected`, `retained-*`,
+/// `idle-channels-removed`) are left out while they are 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ChannelStats {
@@ -90,6 +92,30 @@ pub struct ChannelStats {
     /// `max-channels-reached`, ...); reasons never seen are left out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected: BTreeMap<crate::Reason, u64>,
+    /// Bytes of retained messages this node holds now (0 on a Redis node:
+    /// they live in Redis).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub retained_bytes: usize,
+    /// Retained messages dropped early to keep `channels.max-retained-bytes`
+    /// or `channels.max-retained-bytes-total`.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub retained_evicted: u64,
+    /// Retained messages left out of subscribers' replays
+    /// (`retained-omitted`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub retained_omitted: u64,
+    /// Auto-created channels removed after `channels.idle-channel-ttl-ms`
+    /// with no subscriber.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub idle_channels_removed: u64,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One channel in [`ChannelStats`].

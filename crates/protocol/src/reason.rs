@@ -30,6 +30,8 @@ pub enum Reason {
     MaxSubscribersReached,
     /// Creating the channel would pass the server's `max-channels`.
     MaxChannelsReached,
+    /// The connection has `max-subscriptions-per-connection` already.
+    MaxSubscriptionsReached,
     /// Unsubscribe from a channel the connection is not subscribed to.
     NotSubscribed,
     /// An `rpc-response` for a request that is unknown, answered or expired.
@@ -80,6 +82,7 @@ impl Reason {
             Reason::InvalidChannelId => "invalid-channel-id",
             Reason::MaxSubscribersReached => "max-subscribers-reached",
             Reason::MaxChannelsReached => "max-channels-reached",
+            Reason::MaxSubscriptionsReached => "max-subscriptions-reached",
             Reason::NotSubscribed => "not-subscribed",
             Reason::RequestNotFound => "request-not-found",
             Reason::NoSubscribers => "no-subscribers",
@@ -99,7 +102,7 @@ impl Reason {
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -110,6 +113,7 @@ impl Reason {
         Reason::InvalidChannelId,
         Reason::MaxSubscribersReached,
         Reason::MaxChannelsReached,
+        Reason::MaxSubscriptionsReached,
         Reason::NotSubscribed,
         Reason::RequestNotFound,
         Reason::NoSubscribers,

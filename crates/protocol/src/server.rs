@@ -38,6 +38,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
 /// An `rpc-request` as the channel's workers receive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -124,6 +128,11 @@ pub enum ServerMessage {
             serialize_with = "retained::serialize"
         )]
         retained_messages: Option<Vec<ChannelMessage>>,
+        /// Retained messages left out of `retained-messages` because the
+        /// replay would not fit the subscriber's outbound queue (the newest
+        /// are kept). Only present when more than 0.
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        retained_omitted: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<Reason>,
     },
@@ -192,6 +201,13 @@ pub enum ServerMessage {
         /// The worker's `data`, byte for byte.
         data: Data,
         error: bool,
+        /// The connection that answered (`conn-…`, `@node` in a cluster).
+        /// Absent only in frames from servers that did not name it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        responder_conn_id: Option<String>,
+        /// The answering connection's user id, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        responder_user_id: Option<String>,
     },
     /// A frame the server could not understand, or an RPC timeout.
     Error(ErrorFrame),

@@ -94,6 +94,8 @@ fn rpc_response_delivery() {
             request_id: "req-1729825712500-1234".into(),
             data: json!({"user": {"id": 123, "name": "Alice"}}).into(),
             error: false,
+            responder_conn_id: None,
+            responder_user_id: None,
         },
     );
 }
@@ -138,6 +140,7 @@ fn subscription_result_failure() {
             success: false,
             subscriber_count: None,
             retained_messages: None,
+            retained_omitted: 0,
             reason: Some(Reason::MaxSubscribersReached),
         },
     );

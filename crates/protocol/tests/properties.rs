@@ -154,6 +154,7 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                         success,
                         subscriber_count,
                         retained_messages,
+                        retained_omitted: 0,
                         reason,
                     }
                 }
@@ -236,6 +237,8 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                 request_id,
                 data: data.into(),
                 error,
+                responder_conn_id: None,
+                responder_user_id: None,
             }
         }),
         (

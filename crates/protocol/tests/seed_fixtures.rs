@@ -122,6 +122,7 @@ fn subscription_result() {
             success: true,
             subscriber_count: Some(5),
             retained_messages: Some(retained),
+            retained_omitted: 0,
             reason: None,
         },
     );
@@ -144,6 +145,7 @@ fn retained_messages_are_channel_message_frames() {
         success: true,
         subscriber_count: Some(5),
         retained_messages: Some(retained.clone()),
+        retained_omitted: 0,
         reason: None,
     });
     for (i, item) in encoded["retained-messages"]
@@ -446,6 +448,10 @@ fn http_stats() {
                 pending_rpc_requests: 2,
                 active_connections: None,
                 rejected: BTreeMap::new(),
+                retained_bytes: 0,
+                retained_evicted: 0,
+                retained_omitted: 0,
+                idle_channels_removed: 0,
             },
             telemetry_stats: telemetry,
             transport: None,

@@ -79,6 +79,8 @@ struct Shared {
     subscribers_reconnected: AtomicU64,
     /// Messages delivered from a stream to fill a gap after a reconnect.
     gap_messages_filled: AtomicU64,
+    /// Idle auto-created channels this node's sweeps deleted.
+    idle_removed: AtomicU64,
     stop: Notify,
     /// Itself, for the tasks it spawns.
     me: std::sync::OnceLock<Weak<Shared>>,
@@ -165,6 +167,9 @@ enum Item {
     Frame {
         exclude: Option<ConnId>,
         frame: Frame,
+        /// An `rpc-request`: its id and timeout, so that the hub remembers
+        /// who was sent it (only they may answer).
+        rpc: Option<(Box<str>, Duration)>,
     },
     Deleted {
         epoch: Arc<str>,
@@ -264,6 +269,7 @@ impl RedisBroker {
             connect_failures: AtomicU64::new(0),
             subscribers_reconnected: AtomicU64::new(0),
             gap_messages_filled: AtomicU64::new(0),
+            idle_removed: AtomicU64::new(0),
             stop: Notify::new(),
             me: std::sync::OnceLock::new(),
         });
@@ -657,9 +663,21 @@ impl Shared {
                 })
             }
             b'F' => {
+                // `<exclude>[ <request-id> <timeout-ms>]`: ids have no
+                // spaces (checked where they are made and forwarded).
                 let (head, frame) = split_frame(rest)?;
-                let exclude = std::str::from_utf8(head).ok().and_then(|a| self.local(a));
-                Some(Item::Frame { exclude, frame })
+                let head = std::str::from_utf8(head).ok()?;
+                let mut parts = head.split(' ');
+                let exclude = parts.next().and_then(|a| self.local(a));
+                let rpc = match (parts.next(), parts.next().and_then(|t| t.parse().ok())) {
+                    (Some(id), Some(ms)) => Some((Box::from(id), Duration::from_millis(ms))),
+                    _ => None,
+                };
+                Some(Item::Frame {
+                    exclude,
+                    frame,
+                    rpc,
+                })
             }
             b'D' => Some(Item::Deleted {
                 epoch: Arc::from(std::str::from_utf8(rest).ok()?),
@@ -702,7 +720,20 @@ impl Shared {
                 self.deliveries.fetch_add(out.delivered as u64, Relaxed);
                 self.deliveries_full.fetch_add(out.full as u64, Relaxed);
             }
-            Item::Frame { exclude, frame } => {
+            Item::Frame {
+                exclude,
+                frame,
+                rpc: Some((request_id, timeout)),
+            } => {
+                let (_, out) = hub.fan_out_rpc(id, &frame, exclude, &request_id, timeout, false);
+                self.deliveries.fetch_add(out.delivered as u64, Relaxed);
+                self.deliveries_full.fetch_add(out.full as u64, Relaxed);
+            }
+            Item::Frame {
+                exclude,
+                frame,
+                rpc: None,
+            } => {
                 let out = hub.fan_out(id, &frame, exclude);
                 self.deliveries.fetch_add(out.delivered as u64, Relaxed);
                 self.deliveries_full.fetch_add(out.full as u64, Relaxed);
@@ -1416,10 +1447,18 @@ impl RedisBroker {
         frame: &Frame,
         exclude: Option<&ConnAddr>,
         ids: bool,
+        rpc: Option<(&str, Duration)>,
         hub: &Hub,
     ) -> Result<Sent, EngineError> {
         let sh = &self.shared;
-        let excl = exclude.map_or_else(|| "-".to_owned(), ToString::to_string);
+        let mut excl = exclude.map_or_else(|| "-".to_owned(), ToString::to_string);
+        if let Some((request_id, timeout)) = rpc {
+            // Every node that delivers it remembers who it was sent to.
+            if request_id.contains([' ', '\n', '\r']) {
+                return Err(EngineError::RequestNotFound(truncated(request_id)));
+            }
+            excl = format!("{excl} {request_id} {}", timeout.as_millis());
+        }
         let mut inv = sh.scripts.send.prepare_invoke();
         inv.key(sh.keys.subs(channel))
             .key(&sh.keys.nodes)
@@ -1455,6 +1494,25 @@ impl RedisBroker {
             delivered,
             full: 0,
         })
+    }
+
+    /// Runs the idle-channel sweep in Redis (see `SWEEP`); an error (Redis
+    /// down) removes nothing and the next sweep tries again.
+    async fn sweep_now(&self, ttl: Duration) -> usize {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.sweep.prepare_invoke();
+        inv.key(&sh.keys.channels)
+            .key(&sh.keys.nodes)
+            .arg(&sh.keys.prefix)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        match sh.run(&inv).await {
+            Ok(v) => {
+                let n = usize::try_from(int(&v)).unwrap_or(0);
+                sh.idle_removed.fetch_add(n as u64, Relaxed);
+                n
+            }
+            Err(_) => 0,
+        }
     }
 
     async fn send_to_connection_now(
@@ -1704,7 +1762,30 @@ impl Broker for RedisBroker {
         ids: bool,
         hub: &'a Hub,
     ) -> Reply<'a, Result<Sent, EngineError>> {
-        Reply::later(self.send_to_channel_now(channel, frame, exclude, ids, hub))
+        Reply::later(self.send_to_channel_now(channel, frame, exclude, ids, None, hub))
+    }
+
+    fn sweep_idle<'a>(&'a self, ttl: Duration, _hub: &'a Hub) -> Reply<'a, usize> {
+        Reply::later(self.sweep_now(ttl))
+    }
+
+    fn send_rpc_request<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>> {
+        Reply::later(self.send_to_channel_now(
+            channel,
+            frame,
+            exclude,
+            true,
+            Some((request_id, timeout)),
+            hub,
+        ))
     }
 
     fn send_to_connection<'a>(
@@ -1782,6 +1863,9 @@ impl Broker for RedisBroker {
             published: sh.published.load(Relaxed),
             deliveries: sh.deliveries.load(Relaxed),
             deliveries_full: sh.deliveries_full.load(Relaxed),
+            idle_removed: sh.idle_removed.load(Relaxed),
+            // Retained messages live in Redis streams, not in this node.
+            ..BrokerTotals::default()
         }
     }
 

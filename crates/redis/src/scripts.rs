@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:channels` | set | every channel id |
-//! | `P:ch:C` | hash | `config` (JSON), `created`, `epoch`, `offset`, `ret` (retention), `keep` (stream length), `maxsubs` |
+//! | `P:ch:C` | hash | `config` (JSON), `created`, `epoch`, `offset`, `ret` (retention), `keep` (stream length), `maxsubs`; for an auto-created channel `auto` (1), `active` (last publish or join, ms) and `idle` (when a sweep first saw it with no subscriber, ms) |
 //! | `P:st:C` | stream | the last `keep` `channel-message` frames, entry id `<offset>-0`, with a TTL |
 //! | `P:subs:C` | hash | node id → its local subscriber count |
 //! | `P:nodes` | sorted set | node id → when its liveness expires (ms) |
@@ -96,7 +96,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   local e = create(KEYS[1], KEYS[5], ARGV[10], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], now)
   if e then return e end
   created = 1
+  redis.call('HSET', KEYS[1], 'auto', 1)
 end
+redis.call('HSET', KEYS[1], 'active', now)
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local keep = tonumber(redis.call('HGET', KEYS[1], 'keep'))
@@ -125,6 +127,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   local e = create(KEYS[1], KEYS[5], ARGV[8], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now)
   if e then return e end
   created = 1
+  redis.call('HSET', KEYS[1], 'auto', 1)
 end
 local m = redis.call('HMGET', KEYS[1], 'config', 'offset', 'epoch', 'ret', 'maxsubs')
 local others = live_count(KEYS[3], KEYS[4], now, ARGV[9])
@@ -133,6 +136,7 @@ if others + mine >= tonumber(m[5]) then
   return {'err', 'max-subscribers', m[5]}
 end
 redis.call('HINCRBY', KEYS[3], ARGV[9], 1)
+redis.call('HSET', KEYS[1], 'active', now)
 local frames = {}
 local ret = tonumber(m[4])
 if ret > 0 then
@@ -231,6 +235,43 @@ redis.call('PUBLISH', KEYS[6], 'D' .. epoch)
 return {n, epoch}
 "#;
 
+/// Idle channels: every auto-created channel with no subscriber on a live
+/// node, first seen so by a sweep (`idle`) and with no publish or join
+/// (`active`) for ARGV[2] ms, is deleted as DELETE does (every node hears
+/// `D`); a channel with subscribers loses its `idle` mark. Any node may run
+/// it, any number of times: each step is atomic. Returns how many it
+/// deleted.
+///
+/// KEYS: channels, nodes. ARGV: prefix, ttl ms.
+const SWEEP: &str = r#"
+local now = now_ms()
+local ttl = tonumber(ARGV[2])
+local removed = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local meta = ARGV[1] .. ':ch:' .. id
+  local m = redis.call('HMGET', meta, 'auto', 'active', 'idle', 'epoch')
+  if not m[4] then
+    redis.call('SREM', KEYS[1], id)
+  elseif m[1] == '1' then
+    local subs = ARGV[1] .. ':subs:' .. id
+    if live_count(subs, KEYS[2], now, nil) > 0 then
+      if m[3] then redis.call('HDEL', meta, 'idle') end
+    elseif not m[3] then
+      redis.call('HSET', meta, 'idle', now)
+    else
+      local since = math.max(tonumber(m[3]), tonumber(m[2] or '0'))
+      if now - since >= ttl then
+        redis.call('DEL', meta, ARGV[1] .. ':st:' .. id, subs)
+        redis.call('SREM', KEYS[1], id)
+        redis.call('PUBLISH', ARGV[1] .. ':m:' .. id, 'D' .. m[4])
+        removed = removed + 1
+      end
+    end
+  end
+end
+return removed
+"#;
+
 /// After a reconnect: the channel's epoch, offset, the first offset still in
 /// the stream after `from`, and the frames after `from` (oldest first) each
 /// with its exclude address, or nil when the channel is gone.
@@ -309,11 +350,12 @@ pub(crate) struct Scripts {
     pub(crate) recover: Script,
     pub(crate) heartbeat: Script,
     pub(crate) resync: Script,
+    pub(crate) sweep: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all at once after a connect.
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.publish,
             &self.join,
@@ -327,6 +369,7 @@ impl Scripts {
             &self.recover,
             &self.heartbeat,
             &self.resync,
+            &self.sweep,
         ]
     }
 
@@ -345,6 +388,7 @@ impl Scripts {
             recover: s(RECOVER),
             heartbeat: s(HEARTBEAT),
             resync: s(RESYNC),
+            sweep: s(SWEEP),
         }
     }
 }

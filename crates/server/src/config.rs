@@ -528,6 +528,7 @@ pub struct WebsocketConfig {
     pub frames_burst: u32,
     pub max_refused_frames_per_second: u32,
     pub shutdown_drain_ms: u64,
+    pub max_subscriptions_per_connection: usize,
 }
 
 /// `[channels]`
@@ -540,6 +541,9 @@ pub struct ChannelsConfig {
     pub max_pending_rpc: usize,
     pub max_pending_rpc_per_connection: usize,
     pub max_rpc_timeout_ms: u64,
+    pub idle_channel_ttl_ms: u64,
+    pub max_retained_bytes: usize,
+    pub max_retained_bytes_total: usize,
     pub default_config: ChannelConfig,
     /// Who may subscribe to channels of the default namespace.
     pub subscribe: Permission,
@@ -607,6 +611,8 @@ impl Default for WebsocketConfig {
             frames_burst: t.frames_burst,
             max_refused_frames_per_second: t.max_refused_frames_per_second,
             shutdown_drain_ms: millis(t.shutdown_drain),
+            max_subscriptions_per_connection: EngineConfig::default()
+                .max_subscriptions_per_connection,
         }
     }
 }
@@ -621,6 +627,9 @@ impl Default for ChannelsConfig {
             max_pending_rpc: e.max_pending_rpc,
             max_pending_rpc_per_connection: e.max_pending_rpc_per_connection,
             max_rpc_timeout_ms: e.max_rpc_timeout_ms,
+            idle_channel_ttl_ms: e.idle_channel_ttl_ms,
+            max_retained_bytes: e.max_retained_bytes,
+            max_retained_bytes_total: e.max_retained_bytes_total,
             default_config: e.default_channel,
             subscribe: Permission::Anyone,
             publish: Permission::Anyone,
@@ -897,7 +906,7 @@ impl Config {
         }
         // A 0 in any of these would refuse or time out everything.
         let c = &self.channels;
-        let positive: [(&str, u64); 22] = [
+        let positive: [(&str, u64); 26] = [
             ("broker.node-ttl-ms", self.broker.node_ttl_ms),
             ("broker.stream-size", self.broker.stream_size as u64),
             ("broker.stream-ttl-ms", self.broker.stream_ttl_ms),
@@ -957,6 +966,18 @@ impl Config {
             ),
             // Every RPC would time out the moment it is sent.
             ("channels.max-rpc-timeout-ms", c.max_rpc_timeout_ms),
+            // No connection could subscribe to anything.
+            (
+                "websocket.max-subscriptions-per-connection",
+                self.websocket.max_subscriptions_per_connection as u64,
+            ),
+            // Every auto-created channel would go at once.
+            ("channels.idle-channel-ttl-ms", c.idle_channel_ttl_ms),
+            ("channels.max-retained-bytes", c.max_retained_bytes as u64),
+            (
+                "channels.max-retained-bytes-total",
+                c.max_retained_bytes_total as u64,
+            ),
             // No one could ever subscribe to a channel.
             (
                 "channels.default-config.max-subscribers",
@@ -1287,6 +1308,10 @@ impl Config {
                     },
                 })
                 .collect(),
+            max_subscriptions_per_connection: self.websocket.max_subscriptions_per_connection,
+            idle_channel_ttl_ms: c.idle_channel_ttl_ms,
+            max_retained_bytes: c.max_retained_bytes,
+            max_retained_bytes_total: c.max_retained_bytes_total,
         }
     }
 
@@ -1542,6 +1567,7 @@ const TYPES: &[(&str, Ty)] = &[
     ("websocket.frames-burst", U32),
     ("websocket.max-refused-frames-per-second", U32),
     ("websocket.shutdown-drain-ms", U64),
+    ("websocket.max-subscriptions-per-connection", USIZE),
     ("http.handshake-timeout-ms", U64),
     ("http.max-pending-handshakes", USIZE),
     ("http.trusted-proxies", Ty::StrList),
@@ -1562,6 +1588,9 @@ const TYPES: &[(&str, Ty)] = &[
     ("channels.max-pending-rpc", USIZE),
     ("channels.max-pending-rpc-per-connection", USIZE),
     ("channels.max-rpc-timeout-ms", U64),
+    ("channels.idle-channel-ttl-ms", U64),
+    ("channels.max-retained-bytes", USIZE),
+    ("channels.max-retained-bytes-total", USIZE),
     ("channels.default-config.max-subscribers", USIZE),
     ("channels.default-config.message-retention", USIZE),
     ("channels.default-config.rpc-timeout-ms", U64),

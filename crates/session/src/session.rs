@@ -349,6 +349,7 @@ impl Session {
                             success: true,
                             subscriber_count: Some(s.subscriber_count),
                             retained_messages: Some(s.retained_messages.clone()),
+                            retained_omitted: s.retained_omitted,
                             reason: None,
                         }
                         .to_json(),
@@ -453,7 +454,12 @@ impl Session {
                 data,
                 error,
             } => {
-                let r = engine.send_rpc_response(&request_id, data, error).await;
+                // Only a connection the request was sent to may answer; the
+                // requester is told who did.
+                let user = who.user_id.as_deref();
+                let r = engine
+                    .send_rpc_response(conn, user, &request_id, data, error)
+                    .await;
                 Some(ServerMessage::RpcResponseResult {
                     request_id,
                     success: r.is_ok(),
@@ -516,6 +522,7 @@ fn subscription_failed(channel_id: String, reason: Reason) -> ServerMessage {
         success: false,
         subscriber_count: None,
         retained_messages: None,
+        retained_omitted: 0,
         reason: Some(reason),
     }
 }

@@ -299,6 +299,10 @@ fn channel_stats(c: ChannelStats) -> body::ChannelStats {
         pending_rpc_requests: c.pending_rpc_requests,
         active_connections: Some(c.active_connections),
         rejected: c.rejected,
+        retained_bytes: c.limits.retained_bytes,
+        retained_evicted: c.limits.retained_evicted,
+        retained_omitted: c.limits.retained_omitted,
+        idle_channels_removed: c.limits.idle_channels_removed,
     }
 }
 

@@ -405,6 +405,14 @@ impl Sink for ConnSink {
         Offer::Queued
     }
 
+    fn free_bytes(&self) -> Option<usize> {
+        let q = self.queue.lock();
+        if q.overflowed || q.closed || q.frames.len() >= self.max_frames {
+            return Some(0);
+        }
+        Some(self.max_bytes.saturating_sub(q.bytes))
+    }
+
     fn reconnect(&self) {
         {
             let mut q = self.queue.lock();

@@ -15,6 +15,8 @@ pub struct Inbox {
     pub full: AtomicBool,
     pub closed: AtomicBool,
     pub capacity: AtomicUsize,
+    /// What `free_bytes` answers (`None`: no byte bound).
+    pub free: Mutex<Option<usize>>,
 }
 
 impl Inbox {
@@ -72,6 +74,10 @@ impl Sink for Inbox {
         }
         f.push(frame.clone());
         Offer::Queued
+    }
+
+    fn free_bytes(&self) -> Option<usize> {
+        *self.free.lock()
     }
 }
 
