@@ -16,7 +16,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const SECRET: &str = "test-secret-for-the-auth-tests";
 
 fn token(claims: Value) -> String {
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn secs() -> i64 {
@@ -58,7 +63,9 @@ async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
         req.headers_mut().insert(name, v.parse().unwrap());
     }
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (ws, _) = within("handshake", tokio_tungstenite::client_async(req, tcp)).await.unwrap();
+    let (ws, _) = within("handshake", tokio_tungstenite::client_async(req, tcp))
+        .await
+        .unwrap();
     Client::from_ws(ws).await
 }
 
@@ -103,7 +110,10 @@ async fn a_token_on_the_url_or_in_a_bearer_header_names_the_user() {
     let addr = server.local_addr();
     let a = connect_as(addr, json!({"sub": "alice"})).await;
     assert_eq!(a.welcome["user-id"], "alice", "{}", a.welcome);
-    let bearer = format!("Bearer {}", token(json!({"sub": "bob", "exp": secs() + 600})));
+    let bearer = format!(
+        "Bearer {}",
+        token(json!({"sub": "bob", "exp": secs() + 600}))
+    );
     let b = connect_with(addr, "/", &[("Authorization", &bearer)]).await;
     assert_eq!(b.welcome["user-id"], "bob");
 }
@@ -112,11 +122,28 @@ async fn a_token_on_the_url_or_in_a_bearer_header_names_the_user() {
 async fn bad_tokens_get_401_before_the_upgrade() {
     let server = start(auth_config(AllowAnonymous::Auto)).await;
     let addr = server.local_addr();
-    let wrong_key = encode(&Header::new(Algorithm::HS256), &json!({"sub": "a"}), &EncodingKey::from_secret(b"other")).unwrap();
-    let hs512_other = encode(&Header::new(Algorithm::HS512), &json!({"sub": "a"}), &EncodingKey::from_secret(b"nope")).unwrap();
+    let wrong_key = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "a"}),
+        &EncodingKey::from_secret(b"other"),
+    )
+    .unwrap();
+    let hs512_other = encode(
+        &Header::new(Algorithm::HS512),
+        &json!({"sub": "a"}),
+        &EncodingKey::from_secret(b"nope"),
+    )
+    .unwrap();
     let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.";
     let expired = token(json!({"sub": "a", "exp": secs() - 60}));
-    for bad in [wrong_key.as_str(), hs512_other.as_str(), none, expired.as_str(), "garbage", "a.b.c"] {
+    for bad in [
+        wrong_key.as_str(),
+        hs512_other.as_str(),
+        none,
+        expired.as_str(),
+        "garbage",
+        "a.b.c",
+    ] {
         let r = upgrade_status(addr, &format!("/?token={bad}"), &[]).await;
         assert_eq!(r.status, 401, "{bad}: {}", r.body);
         assert_eq!(r.json()["reason"], "unauthorized", "{}", r.body);
@@ -139,19 +166,44 @@ async fn without_a_token_only_authenticate_and_ping_are_processed() {
         json!({"type": "get-subscriptions"}),
     ] {
         let r = send_recv(&mut anon, frame.clone()).await;
-        assert_eq!((r["type"].as_str(), r["reason"].as_str()), (Some("error"), Some("unauthorized")), "{frame}: {r}");
+        assert_eq!(
+            (r["type"].as_str(), r["reason"].as_str()),
+            (Some("error"), Some("unauthorized")),
+            "{frame}: {r}"
+        );
     }
     anon.roundtrip().await;
     // Not processed: nothing was created or subscribed.
     assert_eq!(server.channels().channel_count(), 0);
-    let r = send_recv(&mut anon, json!({"type": "authenticate", "token": "nonsense"})).await;
-    assert_eq!(r, json!({"type": "authenticate-result", "success": false, "reason": "unauthorized"}));
+    let r = send_recv(
+        &mut anon,
+        json!({"type": "authenticate", "token": "nonsense"}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"type": "authenticate-result", "success": false, "reason": "unauthorized"})
+    );
     let exp = secs() + 600;
-    let r = send_recv(&mut anon, json!({"type": "authenticate", "token": token(json!({"sub": "carol", "exp": exp}))})).await;
-    assert_eq!(r, json!({"type": "authenticate-result", "success": true, "user-id": "carol", "expires-at": exp * 1000}));
+    let r = send_recv(
+        &mut anon,
+        json!({"type": "authenticate", "token": token(json!({"sub": "carol", "exp": exp}))}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"type": "authenticate-result", "success": true, "user-id": "carol", "expires-at": exp * 1000})
+    );
     anon.subscribe("lobby").await;
     let s = stats(addr).await;
-    assert!(s["channel-stats"]["rejected"]["unauthorized"].as_u64().unwrap() >= 6, "{}", s["channel-stats"]["rejected"]);
+    assert!(
+        s["channel-stats"]["rejected"]["unauthorized"]
+            .as_u64()
+            .unwrap()
+            >= 6,
+        "{}",
+        s["channel-stats"]["rejected"]
+    );
 }
 
 #[tokio::test]
@@ -162,11 +214,22 @@ async fn a_connection_that_never_authenticates_is_closed_with_4001() {
     let mut anon = Client::connect(server.local_addr()).await;
     let started = std::time::Instant::now();
     let (_, end) = anon.drain_until_end().await;
-    assert!(matches!(&end, Ended::Closed(Some((4001, r))) if r == "unauthorized"), "{end:?}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        matches!(&end, Ended::Closed(Some((4001, r))) if r == "unauthorized"),
+        "{end:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     // One that authenticates in time stays.
     let mut ok = Client::connect(server.local_addr()).await;
-    let r = send_recv(&mut ok, json!({"type": "authenticate", "token": token(json!({"sub": "dave"}))})).await;
+    let r = send_recv(
+        &mut ok,
+        json!({"type": "authenticate", "token": token(json!({"sub": "dave"}))}),
+    )
+    .await;
     assert_eq!(r["success"], true, "{r}");
     tokio::time::sleep(Duration::from_millis(500)).await; // past the 300 ms the first one had
     ok.roundtrip().await;
@@ -180,11 +243,22 @@ async fn an_expired_token_closes_with_4002_unless_refreshed_for_the_same_user() 
     let mut short = connect_as(addr, json!({"sub": "erin", "exp": exp})).await;
     let mut refreshed = connect_as(addr, json!({"sub": "erin", "exp": exp})).await;
     let r = send_recv(&mut refreshed, json!({"type": "authenticate", "token": token(json!({"sub": "mallory", "exp": exp + 600}))})).await;
-    assert_eq!((r["success"].as_bool(), r["reason"].as_str()), (Some(false), Some("forbidden")), "another user: {r}");
-    let r = send_recv(&mut refreshed, json!({"type": "authenticate", "token": token(json!({"sub": "erin", "exp": exp + 600}))})).await;
+    assert_eq!(
+        (r["success"].as_bool(), r["reason"].as_str()),
+        (Some(false), Some("forbidden")),
+        "another user: {r}"
+    );
+    let r = send_recv(
+        &mut refreshed,
+        json!({"type": "authenticate", "token": token(json!({"sub": "erin", "exp": exp + 600}))}),
+    )
+    .await;
     assert_eq!(r["success"], true, "{r}");
     let (_, end) = short.drain_until_end().await;
-    assert!(matches!(&end, Ended::Closed(Some((4002, r))) if r == "token-expired"), "{end:?}");
+    assert!(
+        matches!(&end, Ended::Closed(Some((4002, r))) if r == "token-expired"),
+        "{end:?}"
+    );
     assert!(now_ms() >= exp * 1000, "closed before its exp");
     refreshed.roundtrip().await;
     refreshed.subscribe("lobby").await;
@@ -195,7 +269,11 @@ async fn namespace_permissions_refuse_with_forbidden_and_are_counted() {
     let server = start(auth_config(AllowAnonymous::Yes)).await;
     let addr = server.local_addr();
     let mut anon = Client::connect(addr).await;
-    let mut alice = connect_as(addr, json!({"sub": "alice", "channels": ["private:alice-*"]})).await;
+    let mut alice = connect_as(
+        addr,
+        json!({"sub": "alice", "channels": ["private:alice-*"]}),
+    )
+    .await;
     let mut bob = connect_as(addr, json!({"sub": "bob", "channels": ["private:bob-*"]})).await;
 
     let refused = |r: &Value, ty: &str| {
@@ -206,27 +284,47 @@ async fn namespace_permissions_refuse_with_forbidden_and_are_counted() {
         assert_eq!(outcome["reason"], "forbidden", "{r}");
     };
     let sub = |ch: &str| json!({"type": "subscribe", "channel-id": ch});
-    refused(&send_recv(&mut anon, sub("private:alice-1")).await, "subscription-result");
-    refused(&send_recv(&mut bob, sub("private:alice-1")).await, "subscription-result");
+    refused(
+        &send_recv(&mut anon, sub("private:alice-1")).await,
+        "subscription-result",
+    );
+    refused(
+        &send_recv(&mut bob, sub("private:alice-1")).await,
+        "subscription-result",
+    );
     alice.subscribe("private:alice-1").await;
     // publish = subscribers: alice (subscribed) may, bob may not.
     let publ = |ch: &str| json!({"type": "publish", "channel-id": ch, "data": "x"});
-    refused(&send_recv(&mut bob, publ("private:alice-1")).await, "publish-result");
+    refused(
+        &send_recv(&mut bob, publ("private:alice-1")).await,
+        "publish-result",
+    );
     let r = send_recv(&mut alice, publ("private:alice-1")).await;
-    let (r, _) = if r["type"] == "channel-message" { (alice.recv_type("publish-result").await, ()) } else { (r, ()) };
+    let (r, _) = if r["type"] == "channel-message" {
+        (alice.recv_type("publish-result").await, ())
+    } else {
+        (r, ())
+    };
     assert_eq!(r["success"], true, "{r}");
     // rpc-call = nobody.
     let rpc = json!({"type": "rpc-request", "channel-id": "private:alice-1", "data": 1});
     refused(&send_recv(&mut alice, rpc).await, "rpc-request-result");
     // public: anyone subscribes, only users publish.
     anon.subscribe("public:news").await;
-    refused(&send_recv(&mut anon, publ("public:news")).await, "publish-result");
+    refused(
+        &send_recv(&mut anon, publ("public:news")).await,
+        "publish-result",
+    );
     bob.publish("public:news", json!("hi")).await;
     assert_eq!(anon.recv_type("channel-message").await["data"], "hi");
     // The default namespace is open.
     anon.publish("lobby", json!(1)).await;
     let s = stats(addr).await;
-    assert_eq!(s["channel-stats"]["rejected"]["forbidden"], 5, "{}", s["channel-stats"]["rejected"]);
+    assert_eq!(
+        s["channel-stats"]["rejected"]["forbidden"], 5,
+        "{}",
+        s["channel-stats"]["rejected"]
+    );
 }
 
 #[tokio::test]
@@ -234,7 +332,11 @@ async fn list_channels_shows_only_what_may_be_subscribed_in_pages() {
     let server = start(auth_config(AllowAnonymous::Yes)).await;
     let addr = server.local_addr();
     for i in 0..250 {
-        server.channels().create_channel(&format!("room-{i:03}"), None).await.unwrap();
+        server
+            .channels()
+            .create_channel(&format!("room-{i:03}"), None)
+            .await
+            .unwrap();
     }
     for id in ["private:alice-1", "private:bob-1"] {
         server.channels().create_channel(id, None).await.unwrap();
@@ -267,15 +369,24 @@ async fn list_channels_shows_only_what_may_be_subscribed_in_pages() {
     let (seen, sizes) = pages(Client::connect(addr).await, None).await;
     assert_eq!(sizes, [100, 100, 50], "default limit 100");
     assert_eq!(seen.len(), 250);
-    assert!(seen.iter().all(|id| id.starts_with("room-")), "anonymous sees no private channel");
+    assert!(
+        seen.iter().all(|id| id.starts_with("room-")),
+        "anonymous sees no private channel"
+    );
     let mut sorted = seen.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 250, "each channel once");
-    let alice = connect_as(addr, json!({"sub": "alice", "channels": ["private:alice-*"]})).await;
+    let alice = connect_as(
+        addr,
+        json!({"sub": "alice", "channels": ["private:alice-*"]}),
+    )
+    .await;
     let (seen, sizes) = pages(alice, Some(200)).await;
     assert_eq!(sizes, [200, 51]);
-    assert!(seen.contains(&"private:alice-1".to_owned()) && !seen.contains(&"private:bob-1".to_owned()));
+    assert!(
+        seen.contains(&"private:alice-1".to_owned()) && !seen.contains(&"private:bob-1".to_owned())
+    );
     // A limit past the most is cut to it.
     let mut c = Client::connect(addr).await;
     let r = send_recv(&mut c, json!({"type": "list-channels", "limit": 1_000_000})).await;
@@ -286,7 +397,10 @@ async fn list_channels_shows_only_what_may_be_subscribed_in_pages() {
 async fn eventually_healthy(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while http_get(addr, "/health").await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "{addr} never healthy");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never healthy"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -306,19 +420,39 @@ async fn every_node_of_a_cluster_applies_the_same_rules() {
     for n in [&a, &b] {
         eventually_healthy(n.local_addr()).await;
     }
-    let mut alice = connect_as(a.local_addr(), json!({"sub": "alice", "channels": ["private:alice-*"]})).await;
+    let mut alice = connect_as(
+        a.local_addr(),
+        json!({"sub": "alice", "channels": ["private:alice-*"]}),
+    )
+    .await;
     alice.subscribe("private:alice-1").await;
     let mut anon_b = Client::connect(b.local_addr()).await;
-    let r = send_recv(&mut anon_b, json!({"type": "subscribe", "channel-id": "private:alice-1"})).await;
+    let r = send_recv(
+        &mut anon_b,
+        json!({"type": "subscribe", "channel-id": "private:alice-1"}),
+    )
+    .await;
     assert_eq!(r["reason"], "forbidden", "{r}");
     let r = send_recv(&mut anon_b, json!({"type": "list-channels"})).await;
     assert!(r["channels"].as_object().unwrap().is_empty(), "{r}");
-    let mut alice_b = connect_as(b.local_addr(), json!({"sub": "alice", "channels": ["private:alice-*"]})).await;
+    let mut alice_b = connect_as(
+        b.local_addr(),
+        json!({"sub": "alice", "channels": ["private:alice-*"]}),
+    )
+    .await;
     let r = send_recv(&mut alice_b, json!({"type": "list-channels"})).await;
     assert!(r["channels"].get("private:alice-1").is_some(), "{r}");
     alice_b.subscribe("private:alice-1").await;
-    let r = send_recv(&mut alice_b, json!({"type": "publish", "channel-id": "private:alice-1", "data": 7})).await;
-    let r = if r["type"] == "channel-message" { alice_b.recv_type("publish-result").await } else { r };
+    let r = send_recv(
+        &mut alice_b,
+        json!({"type": "publish", "channel-id": "private:alice-1", "data": 7}),
+    )
+    .await;
+    let r = if r["type"] == "channel-message" {
+        alice_b.recv_type("publish-result").await
+    } else {
+        r
+    };
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(alice.recv_type("channel-message").await["data"], 7);
 }

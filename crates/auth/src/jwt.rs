@@ -1,9 +1,9 @@
 //! [`JwtVerifier`]: a token's signature, algorithm and claims.
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use sente_lite_session::Identity;
 use serde::Deserialize;
 use serde_json::Value;
-use sente_lite_session::Identity;
 use std::time::Duration;
 
 /// Most channel patterns a token may grant.
@@ -40,7 +40,9 @@ pub enum KeyError {
     BadPublicKey,
     /// The PEM holds a private key: the server needs only the public one,
     /// and should not hold the other.
-    #[error("a private key, where the public key belongs (extract it with `openssl pkey -pubout`)")]
+    #[error(
+        "a private key, where the public key belongs (extract it with `openssl pkey -pubout`)"
+    )]
     PrivateKey,
 }
 

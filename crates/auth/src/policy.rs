@@ -161,7 +161,9 @@ impl JwtAuthorizer {
             Who::Granted => "a token granting the channel",
             Who::Nobody | Who::Anyone => "the server's own API",
         };
-        Err(Refusal::forbidden(format!("{op} on this channel needs {needs}")))
+        Err(Refusal::forbidden(format!(
+            "{op} on this channel needs {needs}"
+        )))
     }
 }
 
@@ -222,7 +224,9 @@ impl Authorizer for JwtAuthorizer {
 
     fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
         let Some(v) = &self.verifier else {
-            return Err(Refusal::unauthorized("this server has no key to check tokens with"));
+            return Err(Refusal::unauthorized(
+                "this server has no key to check tokens with",
+            ));
         };
         v.verify(token)
             .map_err(|e| Refusal::unauthorized(format!("token refused: {e}")))
@@ -281,8 +285,14 @@ mod tests {
 
     #[test]
     fn token_from_query_or_bearer() {
-        assert_eq!(presented_token(&info("/?token=abc", &[])).as_deref(), Some("abc"));
-        assert_eq!(presented_token(&info("/?x=1&token=a%2Eb", &[])).as_deref(), Some("a.b"));
+        assert_eq!(
+            presented_token(&info("/?token=abc", &[])).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&info("/?x=1&token=a%2Eb", &[])).as_deref(),
+            Some("a.b")
+        );
         assert_eq!(
             presented_token(&info("/", &[("authorization", "Bearer xyz")])).as_deref(),
             Some("xyz")
@@ -291,7 +301,10 @@ mod tests {
             presented_token(&info("/", &[("authorization", "bearer  xyz ")])).as_deref(),
             Some("xyz")
         );
-        assert_eq!(presented_token(&info("/", &[("authorization", "Basic xyz")])), None);
+        assert_eq!(
+            presented_token(&info("/", &[("authorization", "Basic xyz")])),
+            None
+        );
         assert_eq!(presented_token(&info("/?tokens=1", &[])), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
@@ -313,7 +326,10 @@ mod tests {
         let mut bob = Identity::user("bob");
         bob.channels = vec!["private:bob-*".into()];
         assert!(a.subscribe(&anon, &conn, "lobby").is_ok());
-        assert!(a.subscribe(&anon, &conn, "other:x").is_ok(), "unlisted namespace: default rules");
+        assert!(
+            a.subscribe(&anon, &conn, "other:x").is_ok(),
+            "unlisted namespace: default rules"
+        );
         assert!(a.subscribe(&anon, &conn, "private:bob-1").is_err());
         assert!(a.subscribe(&bob, &conn, "private:bob-1").is_ok());
         assert!(a.subscribe(&bob, &conn, "private:alice-1").is_err());

@@ -16,7 +16,10 @@ const ED_KEY: &[u8] = include_bytes!("keys/ed.key");
 const ED_PUB: &[u8] = include_bytes!("keys/ed.pub");
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn hmac() -> JwtVerifier {
@@ -50,7 +53,8 @@ fn b64(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, &x| acc << 8 | u32::from(x)) << (8 * (3 - chunk.len()));
+        let n =
+            chunk.iter().fold(0u32, |acc, &x| acc << 8 | u32::from(x)) << (8 * (3 - chunk.len()));
         for i in 0..=chunk.len() {
             out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -63,13 +67,18 @@ fn hmac_tokens_of_each_size_are_accepted_with_their_claims() {
     let v = hmac();
     for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
         let claims = json!({"sub": "alice", "exp": now() + 60, "channels": ["chat:*"], "info": {"name": "Alice"}});
-        let id = v.verify(&sign(alg, &EncodingKey::from_secret(SECRET), &claims)).unwrap();
+        let id = v
+            .verify(&sign(alg, &EncodingKey::from_secret(SECRET), &claims))
+            .unwrap();
         assert_eq!(id.user_id.as_deref(), Some("alice"));
         assert_eq!(id.channels, ["chat:*"]);
         assert_eq!(id.info, Some(json!({"name": "Alice"})));
         let exp_ms = i64::try_from((now() + 60) * 1000).unwrap();
         let at = id.expires_at_ms.unwrap();
-        assert!((exp_ms + 4_000..=exp_ms + 5_000).contains(&at), "exp plus the leeway: {at}");
+        assert!(
+            (exp_ms + 4_000..=exp_ms + 5_000).contains(&at),
+            "exp plus the leeway: {at}"
+        );
     }
 }
 
@@ -77,10 +86,26 @@ fn hmac_tokens_of_each_size_are_accepted_with_their_claims() {
 fn public_key_tokens_are_accepted() {
     let claims = json!({"sub": "svc"});
     let cases = [
-        (Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_KEY).unwrap(), RSA_PUB),
-        (Algorithm::PS256, EncodingKey::from_rsa_pem(RSA_KEY).unwrap(), RSA_PUB),
-        (Algorithm::ES256, EncodingKey::from_ec_pem(EC_KEY).unwrap(), EC_PUB),
-        (Algorithm::EdDSA, EncodingKey::from_ed_pem(ED_KEY).unwrap(), ED_PUB),
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(RSA_KEY).unwrap(),
+            RSA_PUB,
+        ),
+        (
+            Algorithm::PS256,
+            EncodingKey::from_rsa_pem(RSA_KEY).unwrap(),
+            RSA_PUB,
+        ),
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(EC_KEY).unwrap(),
+            EC_PUB,
+        ),
+        (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(ED_KEY).unwrap(),
+            ED_PUB,
+        ),
     ];
     for (alg, key, pem) in cases {
         let id = public(pem).verify(&sign(alg, &key, &claims)).unwrap();
@@ -91,9 +116,20 @@ fn public_key_tokens_are_accepted() {
 
 #[test]
 fn alg_none_is_refused() {
-    let token = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"mallory"}"#));
-    assert!(matches!(hmac().verify(&token), Err(TokenError::Malformed(_))));
-    let token = format!("{}.{}.", b64(r#"{"alg":"None"}"#), b64(r#"{"sub":"mallory"}"#));
+    let token = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(r#"{"sub":"mallory"}"#)
+    );
+    assert!(matches!(
+        hmac().verify(&token),
+        Err(TokenError::Malformed(_))
+    ));
+    let token = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"None"}"#),
+        b64(r#"{"sub":"mallory"}"#)
+    );
     assert!(hmac().verify(&token).is_err());
 }
 
@@ -102,18 +138,39 @@ fn a_wrong_algorithm_for_the_key_is_refused() {
     let rsa = EncodingKey::from_rsa_pem(RSA_KEY).unwrap();
     // An RS256 token where only a secret is configured.
     let t = sign(Algorithm::RS256, &rsa, &json!({"sub": "a"}));
-    assert_eq!(hmac().verify(&t), Err(TokenError::WrongAlgorithm(Algorithm::RS256)));
+    assert_eq!(
+        hmac().verify(&t),
+        Err(TokenError::WrongAlgorithm(Algorithm::RS256))
+    );
     // The classic confusion: HS256 signed with the public key's PEM as the secret.
-    let t = sign(Algorithm::HS256, &EncodingKey::from_secret(RSA_PUB), &json!({"sub": "a"}));
-    assert_eq!(public(RSA_PUB).verify(&t), Err(TokenError::WrongAlgorithm(Algorithm::HS256)));
+    let t = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(RSA_PUB),
+        &json!({"sub": "a"}),
+    );
+    assert_eq!(
+        public(RSA_PUB).verify(&t),
+        Err(TokenError::WrongAlgorithm(Algorithm::HS256))
+    );
     // An ES256 token against an RSA key.
-    let t = sign(Algorithm::ES256, &EncodingKey::from_ec_pem(EC_KEY).unwrap(), &json!({"sub": "a"}));
-    assert_eq!(public(RSA_PUB).verify(&t), Err(TokenError::WrongAlgorithm(Algorithm::ES256)));
+    let t = sign(
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(EC_KEY).unwrap(),
+        &json!({"sub": "a"}),
+    );
+    assert_eq!(
+        public(RSA_PUB).verify(&t),
+        Err(TokenError::WrongAlgorithm(Algorithm::ES256))
+    );
 }
 
 #[test]
 fn a_bad_signature_is_refused() {
-    let t = sign(Algorithm::HS256, &EncodingKey::from_secret(b"another secret"), &json!({"sub": "a"}));
+    let t = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another secret"),
+        &json!({"sub": "a"}),
+    );
     assert_eq!(hmac().verify(&t), Err(TokenError::BadSignature));
     // A payload swapped under a good signature.
     let good = hs(&json!({"sub": "alice"}));
@@ -124,7 +181,15 @@ fn a_bad_signature_is_refused() {
 
 #[test]
 fn malformed_tokens_are_refused() {
-    for t in ["", "abc", "a.b", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9..", &"x".repeat(20_000)] {
+    for t in [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c",
+        "....",
+        "eyJhbGciOiJIUzI1NiJ9..",
+        &"x".repeat(20_000),
+    ] {
         assert!(hmac().verify(t).is_err(), "{t:.40}");
     }
 }
@@ -132,11 +197,22 @@ fn malformed_tokens_are_refused() {
 #[test]
 fn expiry_is_enforced_with_the_leeway() {
     let v = hmac();
-    assert_eq!(v.verify(&hs(&json!({"sub": "a", "exp": now() - 60}))), Err(TokenError::Expired));
+    assert_eq!(
+        v.verify(&hs(&json!({"sub": "a", "exp": now() - 60}))),
+        Err(TokenError::Expired)
+    );
     // Two seconds past `exp`: inside the 5 s leeway.
-    assert!(v.verify(&hs(&json!({"sub": "a", "exp": now() - 2}))).is_ok());
-    assert_eq!(v.verify(&hs(&json!({"sub": "a", "nbf": now() + 600}))), Err(TokenError::NotYetValid));
-    assert!(matches!(v.verify(&hs(&json!({"sub": "a", "exp": "soon"}))), Err(TokenError::BadClaims(_))));
+    assert!(v
+        .verify(&hs(&json!({"sub": "a", "exp": now() - 2})))
+        .is_ok());
+    assert_eq!(
+        v.verify(&hs(&json!({"sub": "a", "nbf": now() + 600}))),
+        Err(TokenError::NotYetValid)
+    );
+    assert!(matches!(
+        v.verify(&hs(&json!({"sub": "a", "exp": "soon"}))),
+        Err(TokenError::BadClaims(_))
+    ));
 }
 
 #[test]
@@ -151,17 +227,32 @@ fn claims_of_the_wrong_shape_are_refused() {
         json!({"sub": "a", "info": "not an object"}),
         json!({"sub": "a", "channels": vec!["x"; MAX_GRANTS + 1]}),
     ] {
-        assert!(matches!(v.verify(&hs(&claims)), Err(TokenError::BadClaims(_))), "{claims}");
+        assert!(
+            matches!(v.verify(&hs(&claims)), Err(TokenError::BadClaims(_))),
+            "{claims}"
+        );
     }
 }
 
 #[test]
 fn keys_that_cannot_be_used_are_config_errors() {
     assert!(JwtVerifier::new(JwtKeys::default()).is_err());
-    assert!(JwtVerifier::new(JwtKeys { hmac_secret: Some(Vec::new()), ..JwtKeys::default() }).is_err());
-    assert!(JwtVerifier::new(JwtKeys { public_key_pem: Some(b"not a key".to_vec()), ..JwtKeys::default() }).is_err());
+    assert!(JwtVerifier::new(JwtKeys {
+        hmac_secret: Some(Vec::new()),
+        ..JwtKeys::default()
+    })
+    .is_err());
+    assert!(JwtVerifier::new(JwtKeys {
+        public_key_pem: Some(b"not a key".to_vec()),
+        ..JwtKeys::default()
+    })
+    .is_err());
     // A private key is not a public key.
-    assert!(JwtVerifier::new(JwtKeys { public_key_pem: Some(RSA_KEY.to_vec()), ..JwtKeys::default() }).is_err());
+    assert!(JwtVerifier::new(JwtKeys {
+        public_key_pem: Some(RSA_KEY.to_vec()),
+        ..JwtKeys::default()
+    })
+    .is_err());
 }
 
 #[test]
@@ -173,6 +264,10 @@ fn both_keys_verify_their_own_families() {
     })
     .unwrap();
     assert!(v.verify(&hs(&json!({"sub": "a"}))).is_ok());
-    let t = sign(Algorithm::EdDSA, &EncodingKey::from_ed_pem(ED_KEY).unwrap(), &json!({"sub": "b"}));
+    let t = sign(
+        Algorithm::EdDSA,
+        &EncodingKey::from_ed_pem(ED_KEY).unwrap(),
+        &json!({"sub": "b"}),
+    );
     assert_eq!(v.verify(&t).unwrap().user_id.as_deref(), Some("b"));
 }

@@ -357,7 +357,11 @@ impl Engine {
             }
             page.insert(id, summary(&meta));
         }
-        let next = if more { page.keys().next_back().cloned() } else { None };
+        let next = if more {
+            page.keys().next_back().cloned()
+        } else {
+            None
+        };
         Ok((page, next))
     }
 
@@ -679,7 +683,12 @@ impl Engine {
         }
         match self.inner.broker.channel(channel_id, &self.inner.hub).await {
             Ok(Some(meta)) => meta.config.telemetry_enabled,
-            _ => self.inner.config.channel_defaults(channel_id).telemetry_enabled,
+            _ => {
+                self.inner
+                    .config
+                    .channel_defaults(channel_id)
+                    .telemetry_enabled
+            }
         }
     }
 

@@ -77,7 +77,10 @@ fn arb_client() -> impl Strategy<Value = ClientMessage> {
         }),
         prop::option::of(arb_non_null_json())
             .prop_map(|timestamp| ClientMessage::Ping { timestamp }),
-        Just(ClientMessage::ListChannels { limit: None, cursor: None }),
+        Just(ClientMessage::ListChannels {
+            limit: None,
+            cursor: None
+        }),
         Just(ClientMessage::GetSubscriptions),
     ]
 }
@@ -217,7 +220,10 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                 original_timestamp,
             }
         ),
-        arb_channels().prop_map(|channels| ServerMessage::ChannelList { channels, next_cursor: None }),
+        arb_channels().prop_map(|channels| ServerMessage::ChannelList {
+            channels,
+            next_cursor: None
+        }),
         prop::collection::vec(arb_id(), 0..5)
             .prop_map(|subscriptions| ServerMessage::SubscriptionList { subscriptions }),
         arb_channel_message().prop_map(ServerMessage::ChannelMessage),

@@ -321,7 +321,13 @@ fn pong() {
 
 #[test]
 fn list_channels() {
-    client_round_trip("list-channels", ClientMessage::ListChannels { limit: None, cursor: None });
+    client_round_trip(
+        "list-channels",
+        ClientMessage::ListChannels {
+            limit: None,
+            cursor: None,
+        },
+    );
 }
 
 fn chat_room_config() -> ChannelConfig {
@@ -348,7 +354,13 @@ fn channel_list() {
             subscriber_count: 8,
         },
     );
-    server_round_trip("channel-list", ServerMessage::ChannelList { channels, next_cursor: None });
+    server_round_trip(
+        "channel-list",
+        ServerMessage::ChannelList {
+            channels,
+            next_cursor: None,
+        },
+    );
 }
 
 #[test]

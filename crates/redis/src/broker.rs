@@ -10,8 +10,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Value};
 use sente_lite_channels::events::{self as ev_ids};
 use sente_lite_channels::{
-    channel_message_head, namespace_of, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, ConnId,
-    Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
+    channel_message_head, namespace_of, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr,
+    ConnId, Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
 use sente_lite_protocol::{now_ms, redact_credentials, ChannelConfig, ChannelMessage};
@@ -1214,7 +1214,11 @@ impl RedisBroker {
             .key(sh.keys.messages(channel))
             .arg(head)
             .arg(exclude)
-            .arg(if sh.engine.auto_creates(channel) { "1" } else { "0" })
+            .arg(if sh.engine.auto_creates(channel) {
+                "1"
+            } else {
+                "0"
+            })
             .arg(config)
             .arg(ret)
             .arg(keep)
@@ -1349,7 +1353,8 @@ impl RedisBroker {
                 return Some(Err(unavailable("no marker from Redis within the timeout")));
             }
         };
-        let config = parse_config(items.get(1)).unwrap_or_else(|| sh.engine.channel_defaults(channel));
+        let config =
+            parse_config(items.get(1)).unwrap_or_else(|| sh.engine.channel_defaults(channel));
         let position = position(items.get(3), items.get(2));
         let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
         let result = {

@@ -71,7 +71,11 @@ impl<'de> Deserialize<'de> for AllowAnonymous {
                 f.write_str("true, false or \"auto\"")
             }
             fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<AllowAnonymous, E> {
-                Ok(if b { AllowAnonymous::Yes } else { AllowAnonymous::No })
+                Ok(if b {
+                    AllowAnonymous::Yes
+                } else {
+                    AllowAnonymous::No
+                })
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AllowAnonymous, E> {
                 if v == "auto" {
@@ -831,7 +835,13 @@ impl Config {
         }
         for (name, v) in env {
             if let Some(key) = namespace_env_key(name) {
-                set(&mut table, &key, v, &format!("environment {name}"), &mut origins)?;
+                set(
+                    &mut table,
+                    &key,
+                    v,
+                    &format!("environment {name}"),
+                    &mut origins,
+                )?;
             }
         }
         for (name, key) in SEED_ENV {
@@ -1133,22 +1143,40 @@ impl Config {
             message: message.to_owned(),
         };
         let subscribe_ok = |p: Permission| {
-            matches!(p, Permission::Anyone | Permission::Authenticated | Permission::Granted)
+            matches!(
+                p,
+                Permission::Anyone | Permission::Authenticated | Permission::Granted
+            )
         };
         const SUBSCRIBE: &str = "expected anyone, authenticated or granted (subscribers are a \
                                  channel's RPC workers: `subscribe` decides who sees requests)";
         if !subscribe_ok(self.channels.subscribe) {
-            return Err(invalid("channels.subscribe", &self.channels.subscribe.as_str(), SUBSCRIBE));
+            return Err(invalid(
+                "channels.subscribe",
+                &self.channels.subscribe.as_str(),
+                SUBSCRIBE,
+            ));
         }
         for (name, ns) in &self.channels.namespaces {
             let key = |field: &str| format!("{NAMESPACES}.{name}.{field}");
             if !valid_namespace(name) {
-                return Err(invalid(NAMESPACES, name, "a namespace name is 1 to 64 letters, digits, `-`, `_` or `.`"));
+                return Err(invalid(
+                    NAMESPACES,
+                    name,
+                    "a namespace name is 1 to 64 letters, digits, `-`, `_` or `.`",
+                ));
             }
             if !subscribe_ok(ns.subscribe) {
-                return Err(invalid(&key("subscribe"), &ns.subscribe.as_str(), SUBSCRIBE));
+                return Err(invalid(
+                    &key("subscribe"),
+                    &ns.subscribe.as_str(),
+                    SUBSCRIBE,
+                ));
             }
-            for (field, v) in [("max-subscribers", ns.max_subscribers as u64), ("rpc-timeout-ms", ns.rpc_timeout_ms)] {
+            for (field, v) in [
+                ("max-subscribers", ns.max_subscribers as u64),
+                ("rpc-timeout-ms", ns.rpc_timeout_ms),
+            ] {
                 if v == 0 {
                     return Err(invalid(&key(field), &v, "must be at least 1"));
                 }
@@ -1156,7 +1184,11 @@ impl Config {
         }
         let a = &self.auth;
         if a.timeout_ms == 0 {
-            return Err(invalid("auth.timeout-ms", &a.timeout_ms, "must be at least 1"));
+            return Err(invalid(
+                "auth.timeout-ms",
+                &a.timeout_ms,
+                "must be at least 1",
+            ));
         }
         if a.allow_anonymous == AllowAnonymous::No && !a.has_key() {
             return Err(invalid(
@@ -1190,11 +1222,16 @@ impl Config {
             None
         } else {
             Some(std::fs::read(&a.jwt_public_key_file).map_err(|e| {
-                invalid(file_key, &a.jwt_public_key_file, format!("cannot read it: {e}"))
+                invalid(
+                    file_key,
+                    &a.jwt_public_key_file,
+                    format!("cannot read it: {e}"),
+                )
             })?)
         };
         sente_lite_auth::JwtVerifier::new(sente_lite_auth::JwtKeys {
-            hmac_secret: (!a.jwt_hmac_secret.is_empty()).then(|| a.jwt_hmac_secret.as_bytes().to_vec()),
+            hmac_secret: (!a.jwt_hmac_secret.is_empty())
+                .then(|| a.jwt_hmac_secret.as_bytes().to_vec()),
             public_key_pem,
             leeway: Duration::from_millis(a.leeway_ms),
         })
@@ -1209,11 +1246,12 @@ impl Config {
 
     /// The permission rules of every namespace.
     pub fn policy(&self) -> sente_lite_auth::Policy {
-        let rules = |sub: Permission, publish: Permission, rpc: Permission| sente_lite_auth::Rules {
-            subscribe: sub.who(),
-            publish: publish.who(),
-            rpc_call: rpc.who(),
-        };
+        let rules =
+            |sub: Permission, publish: Permission, rpc: Permission| sente_lite_auth::Rules {
+                subscribe: sub.who(),
+                publish: publish.who(),
+                rpc_call: rpc.who(),
+            };
         let c = &self.channels;
         sente_lite_auth::Policy {
             default: rules(c.subscribe, c.publish, c.rpc_call),
@@ -1232,7 +1270,10 @@ impl Config {
         let verifier = self.verifier_with(&|_| CODE_ORIGIN.to_owned())?;
         let policy = self.policy();
         let open = policy.default == sente_lite_auth::Rules::default()
-            && policy.namespaces.iter().all(|(_, r)| *r == sente_lite_auth::Rules::default());
+            && policy
+                .namespaces
+                .iter()
+                .all(|(_, r)| *r == sente_lite_auth::Rules::default());
         if verifier.is_none() && open && self.auth.anonymous_allowed() {
             return Ok(None);
         }
@@ -1606,7 +1647,13 @@ const TYPES: &[(&str, Ty)] = &[
 ];
 
 const PERMISSION: Ty = Ty::Names {
-    names: &["anyone", "authenticated", "subscribers", "granted", "nobody"],
+    names: &[
+        "anyone",
+        "authenticated",
+        "subscribers",
+        "granted",
+        "nobody",
+    ],
     canonical: |s| Permission::ALL.iter().map(|p| p.as_str()).find(|n| *n == s),
 };
 
@@ -1958,13 +2005,19 @@ mod tests {
              [channels.namespaces.\"a-b\"]\nauto-create = false\n",
         );
         let e = env(&[("SENTE_LITE_CHANNELS_NAMESPACES_PRIVATE_RPC_CALL", "nobody")]);
-        let flags = vec![("channels.namespaces.metrics.publish".to_owned(), "authenticated".to_owned())];
+        let flags = vec![(
+            "channels.namespaces.metrics.publish".to_owned(),
+            "authenticated".to_owned(),
+        )];
         let c = Config::load(Some(f.path()), &e, &flags).unwrap();
         let ns = &c.channels.namespaces;
         assert_eq!(ns["private"].subscribe, Permission::Granted);
         assert_eq!(ns["private"].rpc_call, Permission::Nobody);
         assert_eq!(ns["private"].message_retention, 4);
-        assert_eq!(ns["private"].max_subscribers, 1000, "an unset key has its default");
+        assert_eq!(
+            ns["private"].max_subscribers, 1000,
+            "an unset key has its default"
+        );
         assert!(!ns["a-b"].auto_create);
         assert_eq!(ns["metrics"].publish, Permission::Authenticated);
         let engine = c.engine();
@@ -1972,26 +2025,52 @@ mod tests {
         assert_eq!(engine.channel_defaults("lobby").message_retention, 0);
         assert!(!engine.auto_creates("a-b:1"));
         let policy = c.policy();
-        assert_eq!(policy.rules("private:x").subscribe, sente_lite_auth::Who::Granted);
-        assert_eq!(policy.rules("lobby").subscribe, sente_lite_auth::Who::Anyone);
+        assert_eq!(
+            policy.rules("private:x").subscribe,
+            sente_lite_auth::Who::Granted
+        );
+        assert_eq!(
+            policy.rules("lobby").subscribe,
+            sente_lite_auth::Who::Anyone
+        );
     }
 
     #[test]
     fn namespace_and_auth_mistakes_name_their_key() {
-        let err = |toml: &str| Config::load(Some(file(toml).path()), &[], &[]).unwrap_err().to_string();
+        let err = |toml: &str| {
+            Config::load(Some(file(toml).path()), &[], &[])
+                .unwrap_err()
+                .to_string()
+        };
         let e = err("[channels.namespaces.private]\nsubscribe = \"subscribers\"\n");
         assert!(e.contains("channels.namespaces.private.subscribe"), "{e}");
         let e = err("[channels.namespaces.private]\npublsh = \"nobody\"\n");
         assert!(e.contains("channels.namespaces.private.publsh"), "{e}");
         let e = err("[channels.namespaces.private]\npublish = \"everyone\"\n");
-        assert!(e.contains("channels.namespaces.private.publish") && e.contains("anyone, authenticated"), "{e}");
+        assert!(
+            e.contains("channels.namespaces.private.publish")
+                && e.contains("anyone, authenticated"),
+            "{e}"
+        );
         let e = err("[channels.namespaces.\"bad name\"]\npublish = \"nobody\"\n");
         assert!(e.contains("namespace name"), "{e}");
         let e = err("[auth]\nallow-anonymous = false\n");
-        assert!(e.contains("auth.allow-anonymous") && e.contains("needs a key"), "{e}");
+        assert!(
+            e.contains("auth.allow-anonymous") && e.contains("needs a key"),
+            "{e}"
+        );
         let e = err("[auth]\njwt-public-key-file = \"/nonexistent/key.pem\"\n");
-        assert!(e.contains("auth.jwt-public-key-file") && e.contains("/nonexistent/key.pem"), "{e}");
-        let e = Config::load(None, &env(&[("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "maybe")]), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("auth.jwt-public-key-file") && e.contains("/nonexistent/key.pem"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            &env(&[("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "maybe")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("SENTE_LITE_AUTH_ALLOW_ANONYMOUS"), "{e}");
     }
 
@@ -1999,13 +2078,19 @@ mod tests {
     fn anonymous_is_allowed_until_a_key_is_set() {
         let c = Config::default();
         assert!(c.auth.anonymous_allowed());
-        assert!(c.authorizer().unwrap().is_none(), "nothing configured: no checks at all");
+        assert!(
+            c.authorizer().unwrap().is_none(),
+            "nothing configured: no checks at all"
+        );
         let c = Config::load(None, &env(&[("SENTE_LITE_AUTH_JWT_HMAC_SECRET", "k")]), &[]).unwrap();
         assert!(!c.auth.anonymous_allowed());
         assert!(c.authorizer().unwrap().is_some());
         let c = Config::load(
             None,
-            &env(&[("SENTE_LITE_AUTH_JWT_HMAC_SECRET", "k"), ("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "true")]),
+            &env(&[
+                ("SENTE_LITE_AUTH_JWT_HMAC_SECRET", "k"),
+                ("SENTE_LITE_AUTH_ALLOW_ANONYMOUS", "true"),
+            ]),
             &[],
         )
         .unwrap();
@@ -2029,7 +2114,9 @@ mod tests {
                 "websocket.max-message-bytes" => "1000000",
                 "port" => "4321",
                 "auth.jwt-hmac-secret" => "x",
-                "auth.jwt-public-key-file" => concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/ed.pub"),
+                "auth.jwt-public-key-file" => {
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/ed.pub")
+                }
                 "auth.allow-anonymous" => "true",
                 "channels.subscribe" | "channels.publish" | "channels.rpc-call" => "granted",
                 "websocket.allowed-origins" => "https://a.example, https://*.b.example",

@@ -138,9 +138,9 @@ impl Server {
         }
         let mut hooks = hooks;
         if hooks.authorizer.is_none() {
-            hooks.authorizer = config
-                .authorizer()?
-                .map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn sente_lite_session::Authorizer>);
+            hooks.authorizer = config.authorizer()?.map(|a| {
+                std::sync::Arc::new(a) as std::sync::Arc<dyn sente_lite_session::Authorizer>
+            });
         }
         let mut transport_config = config.transport();
         transport_config.tls = tls;

@@ -2,11 +2,11 @@
 
 use crate::auth::{Authorizer, ConnectInfo, Identity, Refusal};
 use crate::events;
+use parking_lot::{Mutex, RwLock};
 use sente_lite_channels::{
     ConnAddr, ConnId, Engine, EngineError, Frame, RpcSent, Sink, Subscribed,
 };
 use sente_lite_protocol::{decode_client, now_ms, ClientMessage, Delivery, Reason, ServerMessage};
-use parking_lot::{Mutex, RwLock};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -157,7 +157,8 @@ impl Session {
             })
         } else {
             who.expires_at_ms.map(|exp| Deadline {
-                at: Instant::now() + Duration::from_millis(u64::try_from(exp - now_ms()).unwrap_or(0)),
+                at: Instant::now()
+                    + Duration::from_millis(u64::try_from(exp - now_ms()).unwrap_or(0)),
                 code: CLOSE_TOKEN_EXPIRED,
                 reason: Reason::TokenExpired,
             })
@@ -235,14 +236,19 @@ impl Session {
             }
         };
         let ty = msg.type_name();
-        if !matches!(msg, ClientMessage::Authenticate { .. } | ClientMessage::Ping { .. }) {
+        if !matches!(
+            msg,
+            ClientMessage::Authenticate { .. } | ClientMessage::Ping { .. }
+        ) {
             if let Err(reason) = self.admitted(&self.identity()) {
                 self.engine.record_refusal(reason);
                 self.reply(&ServerMessage::error(
                     reason,
                     match reason {
                         Reason::TokenExpired => "the connection's token expired",
-                        _ => "authenticate first: send {\"type\":\"authenticate\",\"token\":\"...\"}",
+                        _ => {
+                            "authenticate first: send {\"type\":\"authenticate\",\"token\":\"...\"}"
+                        }
                     },
                     None,
                 ));
@@ -312,7 +318,9 @@ impl Session {
 
     async fn list_channels(&self, limit: Option<u64>, cursor: Option<String>) -> ServerMessage {
         let limit = limit
-            .map_or(DEFAULT_LIST_LIMIT, |l| usize::try_from(l).unwrap_or(usize::MAX))
+            .map_or(DEFAULT_LIST_LIMIT, |l| {
+                usize::try_from(l).unwrap_or(usize::MAX)
+            })
             .min(MAX_LIST_LIMIT);
         let who = self.identity();
         let auth = &*self.authorizer;

@@ -174,16 +174,24 @@ async fn an_unauthenticated_session_answers_unauthorized_and_is_closed_at_the_ti
     let e = Engine::new(EngineConfig::default()).unwrap();
     let sink = Arc::new(Closing::default());
     let s = Session::open(&e, sink.clone(), Arc::new(Tokens), Identity::anonymous()).unwrap();
-    s.handle_text(r#"{"type":"subscribe","channel-id":"c"}"#).await;
+    s.handle_text(r#"{"type":"subscribe","channel-id":"c"}"#)
+        .await;
     s.handle_text(r#"{"type":"ping"}"#).await;
     let got = sink.0.take();
     assert_eq!(got[1]["reason"], "unauthorized", "{got:?}");
     assert_eq!(got[2]["type"], "pong");
-    assert_eq!(e.total_subscriptions(), 0, "the subscribe was not processed");
+    assert_eq!(
+        e.total_subscriptions(),
+        0,
+        "the subscribe was not processed"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(9_900)).await;
     assert_eq!(*sink.1.lock(), None, "not before the timeout");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(*sink.1.lock(), Some((4001, sente_lite_protocol::Reason::Unauthorized)));
+    assert_eq!(
+        *sink.1.lock(),
+        Some((4001, sente_lite_protocol::Reason::Unauthorized))
+    );
     s.close().await;
 }
 
@@ -194,18 +202,34 @@ async fn authenticating_cancels_the_timeout_and_a_refresh_moves_the_expiry() {
     let s = Session::open(&e, sink.clone(), Arc::new(Tokens), Identity::anonymous()).unwrap();
     // Paused time does not move the wall clock: expiries are wall-clock ms.
     let exp = sente_lite_protocol::now_ms() + 20_000;
-    s.handle_text(&format!(r#"{{"type":"authenticate","token":"good-ann-{exp}"}}"#)).await;
+    s.handle_text(&format!(
+        r#"{{"type":"authenticate","token":"good-ann-{exp}"}}"#
+    ))
+    .await;
     let r = &sink.0.take()[1];
-    assert_eq!((r["success"].as_bool(), r["user-id"].as_str()), (Some(true), Some("ann")), "{r}");
+    assert_eq!(
+        (r["success"].as_bool(), r["user-id"].as_str()),
+        (Some(true), Some("ann")),
+        "{r}"
+    );
     assert_eq!(r["expires-at"], exp);
     tokio::time::sleep(std::time::Duration::from_secs(15)).await;
     assert_eq!(*sink.1.lock(), None, "the auth timeout was cancelled");
     // Another user's token is refused; the same user's moves the expiry.
-    s.handle_text(r#"{"type":"authenticate","token":"good-bob"}"#).await;
+    s.handle_text(r#"{"type":"authenticate","token":"good-bob"}"#)
+        .await;
     assert_eq!(sink.0.take()[0]["reason"], "forbidden");
-    s.handle_text(&format!(r#"{{"type":"authenticate","token":"good-ann-{}"}}"#, exp + 60_000)).await;
+    s.handle_text(&format!(
+        r#"{{"type":"authenticate","token":"good-ann-{}"}}"#,
+        exp + 60_000
+    ))
+    .await;
     assert_eq!(sink.0.take()[0]["success"], true);
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    assert_eq!(*sink.1.lock(), None, "refreshed: not closed at the first expiry");
+    assert_eq!(
+        *sink.1.lock(),
+        None,
+        "refreshed: not closed at the first expiry"
+    );
     s.close().await;
 }
