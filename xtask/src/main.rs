@@ -4,10 +4,14 @@
 //! - `cargo xtask bench [--quick]`: criterion benches and end-to-end runs.
 //! - `cargo xtask ci [--allow-dirty]`: what `.ci/run` runs: `test`, a
 //!   publish dry run of the library crates, then `bench --quick`.
+//! - `cargo xtask fuzz [--runs N] [--time SECS] [TARGET...]`: the fuzz
+//!   targets, where nightly and cargo-fuzz are installed (otherwise it says
+//!   so and succeeds); `cargo xtask fuzz seed` writes their seed corpus.
 
 mod bench;
 mod boundaries;
 mod ci;
+mod fuzz;
 mod test;
 
 use anyhow::{bail, Context, Result};
@@ -24,8 +28,9 @@ fn main() -> Result<()> {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "ci" => ci::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
-            eprintln!("usage: cargo xtask <test|bench [--quick]|ci [--allow-dirty]>");
+            eprintln!("usage: cargo xtask <test|bench [--quick]|ci [--allow-dirty]|fuzz [seed] [--runs N] [--time SECS] [TARGET...]>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}`; try `cargo xtask help`"),

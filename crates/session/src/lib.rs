@@ -40,6 +40,9 @@
 
 mod auth;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 
 pub use auth::{AllowAll, Authorizer, ConnectInfo, Identity, Refusal};
