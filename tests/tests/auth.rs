@@ -456,3 +456,33 @@ async fn every_node_of_a_cluster_applies_the_same_rules() {
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(alice.recv_type("channel-message").await["data"], 7);
 }
+
+#[tokio::test]
+async fn get_channels_is_paginated_too() {
+    let server = start_default().await;
+    let addr = server.local_addr();
+    for i in 0..150 {
+        server
+            .channels()
+            .create_channel(&format!("c:{i:03} x"), None)
+            .await
+            .unwrap();
+    }
+    let (status, first) = http_get(addr, "/channels").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["channels"].as_object().unwrap().len(), 100);
+    let cursor = first["next-cursor"].as_str().unwrap().to_owned();
+    assert_eq!(cursor, "c:099 x");
+    let encoded = cursor.replace(':', "%3A").replace(' ', "%20");
+    let (_, second) = http_get(addr, &format!("/channels?limit=1000&cursor={encoded}")).await;
+    let ids: Vec<&String> = second["channels"].as_object().unwrap().keys().collect();
+    assert_eq!(ids.len(), 50, "{second}");
+    assert_eq!(ids[0], "c:100 x");
+    assert!(second.get("next-cursor").is_none(), "{second}");
+    let (status, body) = http_get(addr, "/channels?limit=lots").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("invalid-message")),
+        "{body}"
+    );
+}

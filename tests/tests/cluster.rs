@@ -666,6 +666,11 @@ async fn one_slow_client_does_not_hold_up_its_nodes_other_subscribers() {
     let publisher_node = start(node_config(&redis, "node-0")).await;
     let mut c = node_config(&redis, "node-1");
     c.websocket.max_outbound_frames = 64;
+    // The close frame waits in the slow client's full socket until the test
+    // drains it, after the whole publish run: on a loaded machine that run
+    // can take longer than the default 5 s write timeout, after which the
+    // server gives up on the close and the client sees a reset instead.
+    c.websocket.message_timeout_ms = 60_000;
     let node = start(c).await;
     wait_healthy(&node, 2).await;
     let addr = node.local_addr();

@@ -196,6 +196,9 @@ async fn a_join_replays_at_most_max_retained_bytes_from_the_stream() {
     let nodes = cluster(&redis, 2, |c| {
         c.channels.default_config.message_retention = 10;
         c.channels.max_retained_bytes = 2_500_000;
+        // A queue the replay fits in: here the bound under test is
+        // max-retained-bytes, not the subscriber's free queue bytes.
+        c.websocket.max_outbound_bytes = 8 << 20;
     })
     .await;
     let mut p = Client::connect(nodes[0].local_addr()).await;

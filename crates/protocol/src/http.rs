@@ -217,6 +217,13 @@ pub struct TransportStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channels {
     pub channels: BTreeMap<String, ChannelSummary>,
+    /// Present when more channels follow: `GET /channels?cursor=<it>`.
+    #[serde(
+        default,
+        rename = "next-cursor",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_cursor: Option<String>,
 }
 
 /// The body of every HTTP error response (404, 503, ...).

@@ -14,6 +14,7 @@ use sente_lite_protocol::http::{
     self as body, BrokerStatus, Channels, HandlerStats, Health, Stats, SystemHealth,
 };
 use sente_lite_protocol::Reason;
+use sente_lite_session::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -56,16 +57,39 @@ pub(crate) fn routes(
     let channels = warp::path!("channels")
         .and(warp::get())
         .and(warp::header::headers_cloned())
+        .and(raw_query())
         .and(with.clone())
-        .then(|headers: HeaderMap, s: Arc<Shared>| async move {
-            if let Some(refused) = admin_refusal(&s, &headers) {
-                return refused;
-            }
-            match s.engine.list_channels().await {
-                Ok(channels) => json(StatusCode::OK, &Channels { channels }),
-                Err(e) => unavailable(&e),
-            }
-        });
+        .then(
+            |headers: HeaderMap, query: String, s: Arc<Shared>| async move {
+                if let Some(refused) = admin_refusal(&s, &headers) {
+                    return refused;
+                }
+                let (limit, cursor) = match page_query(&query) {
+                    Ok(page) => page,
+                    Err(message) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            sente_lite_protocol::Reason::InvalidMessage.as_str(),
+                            message,
+                        )
+                    }
+                };
+                match s
+                    .engine
+                    .list_channels_page(cursor.as_deref(), limit, &|_| true)
+                    .await
+                {
+                    Ok((channels, next_cursor)) => json(
+                        StatusCode::OK,
+                        &Channels {
+                            channels,
+                            next_cursor,
+                        },
+                    ),
+                    Err(e) => unavailable(&e),
+                }
+            },
+        );
     let ws = warp::path::end()
         .and(warp::get())
         .and(warp::path::full())
@@ -134,6 +158,26 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The raw query string, empty when there is none.
+/// `limit` (default [`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`])
+/// and `cursor` (percent-encoded) of `GET /channels?limit=N&cursor=ID`.
+fn page_query(query: &str) -> Result<(usize, Option<String>), String> {
+    let mut limit = DEFAULT_LIST_LIMIT;
+    let mut cursor = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "limit" => {
+                limit = v
+                    .parse::<u64>()
+                    .map_err(|_| format!("`limit` must be a non-negative integer, got {v:.64}"))?
+                    .min(MAX_LIST_LIMIT as u64) as usize;
+            }
+            "cursor" => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
