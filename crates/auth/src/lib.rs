@@ -46,14 +46,13 @@
 //! ```
 
 mod jwt;
-mod pattern;
 mod policy;
 
 pub use jwt::{
     JwtKeys, JwtVerifier, KeyError, TokenError, MAX_GRANTS, MAX_GRANT_BYTES, MAX_TOKEN_BYTES,
 };
-pub use pattern::wildcard_match;
 pub use policy::{presented_token, JwtAuthorizer, Policy, Rules, UnknownWho, Who};
+pub use sente_lite_protocol::wildcard_match;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,15 +1,19 @@
 //! [`Policy`] (who may do what, per namespace) and [`JwtAuthorizer`].
 
 use crate::jwt::JwtVerifier;
-use crate::pattern::wildcard_match;
 use sente_lite_channels::{namespace_of, ConnAddr};
+use sente_lite_protocol::wildcard_match;
 use sente_lite_session::{Authorizer, ConnectInfo, Identity, Refusal};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Who may do an operation on a namespace's channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Who may do an operation on a namespace's channels; in configuration
+/// files, its lower-case name (`"granted"`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Who {
     /// Every connection, anonymous ones included.
     #[default]
@@ -26,8 +30,17 @@ pub enum Who {
 }
 
 impl Who {
+    /// Every choice, as named in the configuration.
+    pub const ALL: [Who; 5] = [
+        Who::Anyone,
+        Who::Authenticated,
+        Who::Subscribers,
+        Who::Granted,
+        Who::Nobody,
+    ];
+
     /// The config spelling.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Who::Anyone => "anyone",
             Who::Authenticated => "authenticated",

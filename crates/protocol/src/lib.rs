@@ -17,6 +17,7 @@
 //!   so that a relay passes it through byte for byte.
 //! - [`redact_credentials`]: text that names a URL with a password, as it
 //!   may be shown (`redis://app:<redacted>@db/`).
+//! - [`wildcard_match`]: the `*` patterns of token grants and origin lists.
 //!
 //! The crate knows nothing of tokio, warp or the channel engine: it depends on
 //! serde, serde_json and thiserror only, so a client in Rust can use it as
@@ -26,6 +27,7 @@ mod client;
 mod config;
 mod data;
 pub mod http;
+mod pattern;
 mod reason;
 mod redact;
 mod server;
@@ -33,6 +35,7 @@ mod server;
 pub use client::{decode_client, ClientMessage, DecodeError};
 pub use config::ChannelConfig;
 pub use data::Data;
+pub use pattern::wildcard_match;
 pub use reason::Reason;
 pub use redact::{redact_credentials, REDACTED};
 pub use server::{

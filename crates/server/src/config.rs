@@ -147,55 +147,9 @@ impl AuthConfig {
 }
 
 /// Who may do an operation on a namespace's channels (`subscribe`,
-/// `publish`, `rpc-call` of `[channels]` and `[channels.namespaces.NAME]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    /// Every connection.
-    #[default]
-    Anyone,
-    /// Connections with an accepted token.
-    Authenticated,
-    /// Connections subscribed to the channel (publish, rpc-call).
-    Subscribers,
-    /// Tokens whose `channels` claim grants the channel.
-    Granted,
-    /// No client; the server's Rust API only (publish, rpc-call).
-    Nobody,
-}
-
-impl Permission {
-    /// Every permission, as named in the configuration.
-    pub const ALL: [Permission; 5] = [
-        Permission::Anyone,
-        Permission::Authenticated,
-        Permission::Subscribers,
-        Permission::Granted,
-        Permission::Nobody,
-    ];
-
-    /// The name in the configuration, as serialized.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Permission::Anyone => "anyone",
-            Permission::Authenticated => "authenticated",
-            Permission::Subscribers => "subscribers",
-            Permission::Granted => "granted",
-            Permission::Nobody => "nobody",
-        }
-    }
-
-    fn who(self) -> sente_lite_auth::Who {
-        use sente_lite_auth::Who;
-        match self {
-            Permission::Anyone => Who::Anyone,
-            Permission::Authenticated => Who::Authenticated,
-            Permission::Subscribers => Who::Subscribers,
-            Permission::Granted => Who::Granted,
-            Permission::Nobody => Who::Nobody,
-        }
-    }
-}
+/// `publish`, `rpc-call` of `[channels]` and `[channels.namespaces.NAME]`):
+/// `anyone`, `authenticated`, `subscribers`, `granted` or `nobody`.
+pub type Permission = sente_lite_auth::Who;
 
 /// `[channels.namespaces.NAME]`: the channel defaults and permissions of
 /// the channels `NAME:...`. An unset key has the built-in default of the
@@ -1248,9 +1202,9 @@ impl Config {
     pub fn policy(&self) -> sente_lite_auth::Policy {
         let rules =
             |sub: Permission, publish: Permission, rpc: Permission| sente_lite_auth::Rules {
-                subscribe: sub.who(),
-                publish: publish.who(),
-                rpc_call: rpc.who(),
+                subscribe: sub,
+                publish,
+                rpc_call: rpc,
             };
         let c = &self.channels;
         sente_lite_auth::Policy {

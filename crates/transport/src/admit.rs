@@ -27,9 +27,9 @@ impl OriginPattern {
 
     /// Whether `origin` (an `Origin` header's value) matches.
     pub fn matches(&self, origin: &str) -> bool {
-        glob(
-            self.0.to_ascii_lowercase().as_bytes(),
-            origin.to_ascii_lowercase().as_bytes(),
+        sente_lite_protocol::wildcard_match(
+            &self.0.to_ascii_lowercase(),
+            &origin.to_ascii_lowercase(),
         )
     }
 }
@@ -38,29 +38,6 @@ impl From<&str> for OriginPattern {
     fn from(s: &str) -> OriginPattern {
         OriginPattern(s.trim().to_owned())
     }
-}
-
-/// `*` matches any run of bytes. Linear in practice: the classic
-/// backtrack-to-the-last-star algorithm, O(pattern × text) at worst.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Whether an upgrade with these headers may proceed: no `Origin` (not a

@@ -1,4 +1,5 @@
-//! `*` patterns: channel grants and origin lists.
+//! `*` patterns: the channel grants of tokens and the origin lists of
+//! upgrades.
 
 /// Whether `text` matches `pattern`, where `*` matches any run of
 /// characters (including none) and every other character only itself.
@@ -7,7 +8,7 @@
 /// blow-up), so a hostile pattern or id costs little.
 ///
 /// ```
-/// use sente_lite_auth::wildcard_match;
+/// use sente_lite_protocol::wildcard_match;
 /// assert!(wildcard_match("chat:*", "chat:lobby"));
 /// assert!(wildcard_match("https://*.example.com", "https://app.example.com"));
 /// assert!(!wildcard_match("chat:*", "admin:chat"));
