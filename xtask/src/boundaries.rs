@@ -91,10 +91,17 @@ mod tests {
         );
         let session = of("sente-lite-session");
         assert!(
-            !session
-                .iter()
-                .any(|d| d == "sente-lite-transport" || d == "tokio"),
-            "session knows nothing of transports or runtimes: {session:?}"
+            !session.iter().any(|d| d == "sente-lite-transport"),
+            "session knows nothing of transports: {session:?}"
+        );
+        let auth = of("sente-lite-auth");
+        assert!(
+            !auth.iter().any(|d| WEB.contains(&d.as_str())
+                || d == "tokio"
+                || d == "sente-lite-transport"
+                || d == "sente-lite-redis"
+                || d == "sente-lite-server"),
+            "auth knows nothing of sockets, HTTP, runtimes, transports, brokers or the server: {auth:?}"
         );
         let redis = of("sente-lite-redis");
         assert!(
