@@ -462,3 +462,54 @@ pub async fn stats(addr: SocketAddr) -> Value {
     assert_eq!(status, 200, "{body}");
     body
 }
+
+/// `config` made node `id` of a cluster on the Redis at `redis_url`, with a
+/// short node TTL (1.5 s) so nodes see each other within a heartbeat (a
+/// third of it).
+pub fn redis_node(mut config: Config, redis_url: &str, id: &str) -> Config {
+    config.broker.kind = sente_lite_server::BrokerKind::Redis;
+    config.broker.redis_url = redis_url.to_owned();
+    config.node.id = id.to_owned();
+    config.broker.node_ttl_ms = 1500;
+    config
+}
+
+/// How many nodes a `/health` body lists.
+pub fn node_count(health: &Value) -> usize {
+    health["broker"]["nodes"].as_array().map_or(0, Vec::len)
+}
+
+/// Polls `/health` of `addr` until `check(status, body)` holds and returns
+/// the body; panics naming `what` after `within`. For state that no frame
+/// announces (a node joining, Redis lost or back).
+pub async fn health_until(
+    addr: SocketAddr,
+    within: Duration,
+    what: &str,
+    check: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, body) = http_get(addr, "/health").await;
+        if check(status, &body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health of {addr} never showed {what} in {within:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits ([`TIMEOUT`] at most) until `/health` of `addr` is 200 and lists
+/// at least `n` nodes.
+pub async fn wait_healthy(addr: SocketAddr, n: usize) {
+    health_until(
+        addr,
+        TIMEOUT,
+        &format!("200 with {n} nodes"),
+        |status, h| status == 200 && node_count(h) >= n,
+    )
+    .await;
+}

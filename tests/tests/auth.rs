@@ -393,32 +393,14 @@ async fn list_channels_shows_only_what_may_be_subscribed_in_pages() {
     assert_eq!(r["channels"].as_object().unwrap().len(), 250);
 }
 
-/// Waits until the node's `/health` is 200 (connected to Redis).
-async fn eventually_healthy(addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while http_get(addr, "/health").await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr} never healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_of_a_cluster_applies_the_same_rules() {
     let redis = sente_lite_tests::external::RedisServer::start();
-    let node = |id: &str| {
-        let mut c = auth_config(AllowAnonymous::Yes);
-        c.broker.kind = sente_lite_server::BrokerKind::Redis;
-        c.broker.redis_url = redis.url();
-        c.node.id = id.to_owned();
-        c
-    };
+    let node = |id: &str| redis_node(auth_config(AllowAnonymous::Yes), &redis.url(), id);
     let a = start(node("node-a")).await;
     let b = start(node("node-b")).await;
     for n in [&a, &b] {
-        eventually_healthy(n.local_addr()).await;
+        wait_healthy(n.local_addr(), 2).await;
     }
     let mut alice = connect_as(
         a.local_addr(),

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::future::join_all;
-use sente_lite_server::BrokerKind;
 use sente_lite_tests::external::RedisServer;
 use sente_lite_tests::*;
 use serde_json::{json, Value};
@@ -13,13 +12,7 @@ use std::collections::HashSet;
 
 /// A node's configuration on `redis`, named `id`.
 fn node_config(redis: &RedisServer, id: &str) -> Config {
-    let mut c = config();
-    c.broker.kind = BrokerKind::Redis;
-    c.broker.redis_url = redis.url();
-    c.node.id = id.to_owned();
-    // Nodes see each other within a heartbeat (a third of this).
-    c.broker.node_ttl_ms = 1500;
-    c
+    redis_node(config(), &redis.url(), id)
 }
 
 /// Starts `n` nodes (`node-0`, ...) on `redis` and waits until each sees
@@ -30,27 +23,15 @@ async fn cluster(redis: &RedisServer, n: usize) -> Vec<Server> {
         nodes.push(start(node_config(redis, &format!("node-{i}"))).await);
     }
     for node in &nodes {
-        wait_healthy(node, n).await;
+        wait_healthy(node.local_addr(), n).await;
     }
     nodes
 }
 
-/// Waits until `/health` of `node` is 200 and shows `n` nodes.
-async fn wait_healthy(node: &Server, n: usize) {
-    let addr = node.local_addr();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (status, body) = http_get(addr, "/health").await;
-        let seen = body["broker"]["nodes"].as_array().map_or(0, Vec::len);
-        if status == 200 && seen >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {addr} not healthy with {n} nodes: {status} {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+/// Polls `/health` of `addr` until its status is `want`; returns its body.
+async fn health_status(addr: std::net::SocketAddr, want: u16, within_ms: u64) -> Value {
+    let within = std::time::Duration::from_millis(within_ms);
+    health_until(addr, within, &format!("{want}"), |status, _| status == want).await
 }
 
 async fn read_messages(mut c: Client, channel: &str, n: usize) -> (Client, Vec<Value>) {
@@ -375,22 +356,6 @@ async fn the_server_api_is_cluster_wide() {
     far.roundtrip().await;
 }
 
-/// Polls `/health` of `addr` until its status is `want`; returns its body.
-async fn health_until(addr: std::net::SocketAddr, want: u16, within_ms: u64) -> Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(within_ms);
-    loop {
-        let (status, body) = http_get(addr, "/health").await;
-        if status == want {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/health of {addr} still {status} after {within_ms} ms: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
     let mut redis = RedisServer::start();
@@ -401,7 +366,7 @@ async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
         nodes.push(start(c).await);
     }
     for n in &nodes {
-        wait_healthy(n, 2).await;
+        wait_healthy(n.local_addr(), 2).await;
     }
     let mut a = Client::connect(nodes[0].local_addr()).await;
     a.subscribe("c").await;
@@ -411,7 +376,7 @@ async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
 
     redis.stop();
     for n in &nodes {
-        let h = health_until(n.local_addr(), 503, 5000).await;
+        let h = health_status(n.local_addr(), 503, 5000).await;
         assert_eq!(h["status"], "unhealthy");
         assert_eq!(h["broker"]["healthy"], false, "{h}");
         assert_ne!(h["broker"]["state"], "connected", "{h}");
@@ -453,7 +418,7 @@ async fn redis_down_is_a_prompt_named_error_and_redis_back_heals_the_cluster() {
     // a's channel lost its history, so a is asked to come back.
     redis.start_again();
     for n in &nodes {
-        let h = health_until(n.local_addr(), 200, 10_000).await;
+        let h = health_status(n.local_addr(), 200, 10_000).await;
         assert_eq!(h["broker"]["state"], "connected", "{h}");
     }
     let (frames, end) = a.drain_until_end().await;
@@ -489,7 +454,7 @@ async fn a_node_cut_off_from_redis_fills_the_gap_from_the_stream_by_offset() {
     c0.broker.redis_url = format!("redis://node0:pw@127.0.0.1:{}/", redis.port());
     let nodes = vec![start(c0).await, start(node_config(&redis, "node-1")).await];
     for n in &nodes {
-        wait_healthy(n, 2).await;
+        wait_healthy(n.local_addr(), 2).await;
     }
     let mut a = Client::connect(nodes[0].local_addr()).await;
     a.subscribe("c").await;
@@ -499,13 +464,13 @@ async fn a_node_cut_off_from_redis_fills_the_gap_from_the_stream_by_offset() {
 
     redis.command(&["ACL", "SETUSER", "node0", "off"]);
     redis.command(&["CLIENT", "KILL", "USER", "node0"]);
-    health_until(nodes[0].local_addr(), 503, 5000).await;
+    health_status(nodes[0].local_addr(), 503, 5000).await;
     // Published while node 0 hears nothing.
     for i in 2..=4 {
         assert_eq!(b.publish("c", json!(i)).await["delivered-to"], 1);
     }
     redis.command(&["ACL", "SETUSER", "node0", "on"]);
-    health_until(nodes[0].local_addr(), 200, 10_000).await;
+    health_status(nodes[0].local_addr(), 200, 10_000).await;
     b.publish("c", json!(5)).await;
     // What node 0 missed reaches a from the stream, then live: once each,
     // in order.
@@ -628,7 +593,7 @@ async fn a_hung_redis_times_out_within_message_timeout_and_nothing_is_lost_after
     let mut c = node_config(&redis, "node-0");
     c.websocket.message_timeout_ms = 500;
     let node = start(c).await;
-    wait_healthy(&node, 1).await;
+    wait_healthy(node.local_addr(), 1).await;
     let mut sub = Client::connect(node.local_addr()).await;
     sub.subscribe("h").await;
     let mut p = Client::connect(node.local_addr()).await;
@@ -647,9 +612,9 @@ async fn a_hung_redis_times_out_within_message_timeout_and_nothing_is_lost_after
             && took < std::time::Duration::from_millis(1500),
         "a hung Redis answers at message-timeout-ms (500 ms), took {took:?}"
     );
-    health_until(node.local_addr(), 503, 5000).await;
+    health_status(node.local_addr(), 503, 5000).await;
     redis.unfreeze();
-    health_until(node.local_addr(), 200, 10_000).await;
+    health_status(node.local_addr(), 200, 10_000).await;
     // Nothing was published meanwhile: the subscriber stays, and gets the
     // next message.
     p.publish("h", json!(3)).await;
@@ -672,7 +637,7 @@ async fn one_slow_client_does_not_hold_up_its_nodes_other_subscribers() {
     // server gives up on the close and the client sees a reset instead.
     c.websocket.message_timeout_ms = 60_000;
     let node = start(c).await;
-    wait_healthy(&node, 2).await;
+    wait_healthy(node.local_addr(), 2).await;
     let addr = node.local_addr();
     // A client that never reads, with a small socket buffer, and a normal
     // one, both on node 1.

@@ -5,21 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use sente_lite_server::{Authorizer, BrokerKind, ConnectInfo, Hooks, Identity, Refusal};
+use sente_lite_server::{Authorizer, ConnectInfo, Hooks, Identity, Refusal};
 use sente_lite_tests::external::RedisServer;
 use sente_lite_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn node_config(redis: &RedisServer, id: &str) -> Config {
-    let mut c = config();
-    c.broker.kind = BrokerKind::Redis;
-    c.broker.redis_url = redis.url();
-    c.node.id = id.to_owned();
-    c.broker.node_ttl_ms = 1500;
-    c
-}
 
 /// Names every connection's user after its peer address.
 struct ByPeer;
@@ -38,7 +29,7 @@ impl Authorizer for ByPeer {
 async fn cluster(redis: &RedisServer, n: usize, edit: impl Fn(&mut Config)) -> Vec<Server> {
     let mut nodes = Vec::new();
     for i in 0..n {
-        let mut c = node_config(redis, &format!("node-{i}"));
+        let mut c = redis_node(config(), &redis.url(), &format!("node-{i}"));
         edit(&mut c);
         let hooks = Hooks {
             authorizer: Some(Arc::new(ByPeer)),
@@ -47,17 +38,7 @@ async fn cluster(redis: &RedisServer, n: usize, edit: impl Fn(&mut Config)) -> V
         nodes.push(Server::start_with(c, hooks).await.unwrap());
     }
     for node in &nodes {
-        let addr = node.local_addr();
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let (status, body) = http_get(addr, "/health").await;
-            let seen = body["broker"]["nodes"].as_array().map_or(0, Vec::len);
-            if status == 200 && seen >= n {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_healthy(node.local_addr(), n).await;
     }
     nodes
 }

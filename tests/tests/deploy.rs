@@ -210,29 +210,9 @@ fn redis_env<'a>(redis_url: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
     ]
 }
 
-/// Polls `/health` of `addr` until `check` holds for its body.
-async fn health_shows(
-    addr: std::net::SocketAddr,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, body) = http_get(addr, "/health").await;
-        if status == 200 && check(&body) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {status} {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-fn node_count(h: &serde_json::Value) -> usize {
-    h["broker"]["nodes"].as_array().map_or(0, Vec::len)
-}
+/// How long nodes spawned as processes get to see each other (or a dead
+/// one's TTL to run out).
+const NODES_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_redis_nodes_behind_the_deploy_nginx_conf_are_one_server() {
@@ -243,7 +223,10 @@ async fn three_redis_nodes_behind_the_deploy_nginx_conf_are_one_server() {
         .map(|id| Node::spawn(sente_lite_tests::node_bin!(), &redis_env(&url, id)))
         .collect();
     for n in &nodes {
-        health_shows(n.addr(), "three nodes", |h| node_count(h) == 3).await;
+        health_until(n.addr(), NODES_WITHIN, "three nodes", |s, h| {
+            s == 200 && node_count(h) == 3
+        })
+        .await;
     }
     let addrs: Vec<_> = nodes.iter().map(Node::addr).collect();
     let nginx = Nginx::start(&addrs);
@@ -279,13 +262,11 @@ async fn a_killed_node_stops_being_counted_and_the_others_serve_on() {
     let redis = RedisServer::start();
     let url = redis.url();
     let mut doomed = Node::spawn(sente_lite_tests::node_bin!(), &redis_env(&url, "doomed"));
-    let mut config = config();
-    config.broker.kind = sente_lite_server::BrokerKind::Redis;
-    config.broker.redis_url = url.clone();
-    config.broker.node_ttl_ms = 1500;
-    config.node.id = "survivor".into();
-    let survivor = start(config).await;
-    health_shows(survivor.local_addr(), "two nodes", |h| node_count(h) == 2).await;
+    let survivor = start(redis_node(config(), &url, "survivor")).await;
+    health_until(survivor.local_addr(), NODES_WITHIN, "two nodes", |s, h| {
+        s == 200 && node_count(h) == 2
+    })
+    .await;
     let mut far = Client::connect(doomed.addr()).await;
     far.subscribe("k").await;
     let mut near = Client::connect(survivor.local_addr()).await;
@@ -295,9 +276,12 @@ async fn a_killed_node_stops_being_counted_and_the_others_serve_on() {
 
     doomed.kill();
     let killed = std::time::Instant::now();
-    health_shows(survivor.local_addr(), "the dead node gone", |h| {
-        node_count(h) == 1
-    })
+    health_until(
+        survivor.local_addr(),
+        NODES_WITHIN,
+        "the dead node gone",
+        |s, h| s == 200 && node_count(h) == 1,
+    )
     .await;
     let r = p.publish("k", json!(2)).await;
     assert_eq!(r["delivered-to"], 1, "{r}");

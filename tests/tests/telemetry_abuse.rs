@@ -177,6 +177,25 @@ impl Fifo {
     }
 }
 
+/// Sends `node` SIGTERM and checks that it exits cleanly by `deadline`
+/// (the sum of its shutdown timeouts) plus 3 s of slack for a loaded
+/// machine.
+fn stops_on_sigterm_within(node: &mut Node, deadline: Duration) {
+    let start = Instant::now();
+    let status = node.stop().expect("the node was running");
+    let took = start.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(
+        status.success(),
+        "SIGTERM did not stop it cleanly ({status}) in {took:?}; its output:\n{}",
+        node.log()
+    );
+    assert!(
+        took < deadline + Duration::from_secs(3),
+        "stopped in {took:?}, deadline {deadline:?}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_blocked() {
     let dir = TempDir::new("telemetry-fifo");
@@ -220,20 +239,7 @@ async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_bloc
         "{b} -> {a}"
     );
 
-    let start = Instant::now();
-    let status = node.stop().expect("the node was running");
-    let took = start.elapsed();
-    eprintln!("SIGTERM to exit: {took:?}");
-    let deadline = Duration::from_millis(drain_ms + telemetry_ms);
-    assert!(
-        status.success(),
-        "SIGTERM did not stop it cleanly ({status}) in {took:?}; its output:\n{}",
-        node.log()
-    );
-    assert!(
-        took < deadline + Duration::from_secs(3),
-        "stopped in {took:?}, deadline {deadline:?}"
-    );
+    stops_on_sigterm_within(&mut node, Duration::from_millis(drain_ms + telemetry_ms));
     drop(fifo);
 }
 
@@ -326,19 +332,7 @@ async fn sigterm_stops_the_server_while_its_log_handler_is_stuck_flushing() {
         "{s}"
     );
 
-    let start = Instant::now();
-    let status = node.stop().expect("the node was running");
-    let took = start.elapsed();
-    eprintln!("SIGTERM to exit: {took:?}");
-    let deadline = Duration::from_millis(200 + 1_000);
-    assert!(
-        status.success(),
-        "SIGTERM did not stop it cleanly ({status}) in {took:?}; its output:\n{}",
-        node.log()
-    );
-    assert!(
-        took < deadline + Duration::from_secs(3),
-        "stopped in {took:?}, deadline {deadline:?}"
-    );
+    // websocket.shutdown-drain-ms + telemetry.shutdown-timeout-ms.
+    stops_on_sigterm_within(&mut node, Duration::from_millis(200 + 1_000));
     drop(fifo);
 }
