@@ -196,10 +196,11 @@ const NAMESPACE_TYPES: &[(&str, Ty)] = &[
 /// The table of every namespace.
 const NAMESPACES: &str = "channels.namespaces";
 
-/// `NAME` and `FIELD` of a key `channels.namespaces.NAME.FIELD`.
+/// `NAME` and `FIELD` of a key `channels.namespaces.NAME.FIELD`. A name
+/// may contain `.`, a field never does: the field is after the last `.`.
 fn namespace_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(NAMESPACES)?.strip_prefix('.')?;
-    rest.split_once('.')
+    rest.rsplit_once('.')
 }
 
 /// Whether `name` can name a namespace.
@@ -1496,7 +1497,12 @@ fn set(
                 .or_insert_with(|| toml::Value::Table(namespace_template()));
         }
     }
-    let mut parts = key.split('.').peekable();
+    // The table path: a namespace's name is one step, dots and all.
+    let path: Vec<&str> = match namespace_key(key) {
+        Some((name, field)) => vec!["channels", "namespaces", name, field],
+        None => key.split('.').collect(),
+    };
+    let mut parts = path.into_iter().peekable();
     let mut cur = table;
     while let Some(part) = parts.next() {
         let unknown = || unknown_key(key, origin);
@@ -1959,10 +1965,17 @@ mod tests {
              [channels.namespaces.\"a-b\"]\nauto-create = false\n",
         );
         let e = env(&[("SENTE_LITE_CHANNELS_NAMESPACES_PRIVATE_RPC_CALL", "nobody")]);
-        let flags = vec![(
-            "channels.namespaces.metrics.publish".to_owned(),
-            "authenticated".to_owned(),
-        )];
+        let flags = vec![
+            (
+                "channels.namespaces.metrics.publish".to_owned(),
+                "authenticated".to_owned(),
+            ),
+            // A name with dots is one namespace, the field after the last.
+            (
+                "channels.namespaces.eu.west.subscribe".to_owned(),
+                "granted".to_owned(),
+            ),
+        ];
         let c = Config::load(Some(f.path()), &e, &flags).unwrap();
         let ns = &c.channels.namespaces;
         assert_eq!(ns["private"].subscribe, Permission::Granted);
@@ -1974,6 +1987,8 @@ mod tests {
         );
         assert!(!ns["a-b"].auto_create);
         assert_eq!(ns["metrics"].publish, Permission::Authenticated);
+        assert_eq!(ns["eu.west"].subscribe, Permission::Granted);
+        assert!(!ns.contains_key("eu"), "{:?}", ns.keys());
         let engine = c.engine();
         assert_eq!(engine.channel_defaults("private:x").message_retention, 4);
         assert_eq!(engine.channel_defaults("lobby").message_retention, 0);
