@@ -151,6 +151,9 @@ async fn bad_tokens_get_401_before_the_upgrade() {
         let r = upgrade_status(addr, "/", &[("Authorization", &bearer)]).await;
         assert_eq!(r.status, 401, "{bad}: {}", r.body);
     }
+    // Each refusal at the door is counted (the stats need no token here).
+    let s = stats(addr).await;
+    assert_eq!(s["transport"]["rejected-unauthorized"], 12, "{s}");
 }
 
 #[tokio::test]

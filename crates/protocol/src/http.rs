@@ -199,7 +199,8 @@ pub struct TransportStats {
     /// within a second than `websocket.max-refused-frames-per-second`).
     pub closed_rate_limited: u64,
     /// Admin requests (`/stats`, `/channels`) refused with HTTP 401 for a
-    /// missing or wrong `http.admin-token`.
+    /// missing or wrong `http.admin-token`, and WebSocket upgrades the
+    /// authorizer refused (HTTP 401 for a refused token, 403 `forbidden`).
     pub rejected_unauthorized: u64,
     /// Connections closed as slow consumers (1008 `slow-consumer`, also
     /// counted in `closed-slow-consumer`) because the queued bytes of all

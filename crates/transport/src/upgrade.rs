@@ -129,6 +129,10 @@ pub(crate) fn handle(
     let identity = match Session::authorize(&*shared.authorizer, &info) {
         Ok(identity) => identity,
         Err(refusal) => {
+            shared
+                .counters
+                .rejected_unauthorized
+                .fetch_add(1, Ordering::Relaxed);
             let status = if refusal.reason == sente_lite_protocol::Reason::Forbidden {
                 StatusCode::FORBIDDEN
             } else {
