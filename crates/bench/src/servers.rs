@@ -99,13 +99,19 @@ pub async fn start_nats(bin: &Path, n: usize) -> anyhow::Result<Server> {
 }
 
 /// The limits given to sente-lite so that a full run is not refused by its
-/// defaults (1,000 connections, 1,000 subscribers per channel), the
-/// counterpart of the raised limits in [`nats_config`].
-pub const SENTE_LIMIT_ARGS: [&str; 4] = [
+/// defaults (1,000 connections, 1,000 subscribers per channel, 5,000
+/// frames/s and a burst of 10,000 per connection: the max-rate searches
+/// ramp one publisher past that), the counterpart of the raised limits in
+/// [`nats_config`].
+pub const SENTE_LIMIT_ARGS: [&str; 8] = [
     "--max-connections",
     "100000",
     "--set",
     "channels.default-config.max-subscribers=100000",
+    "--set",
+    "websocket.max-frames-per-second=10000000",
+    "--set",
+    "websocket.frames-burst=10000000",
 ];
 
 /// Starts the sente-lite binary with `--host 127.0.0.1 --port N`, the
