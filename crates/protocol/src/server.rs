@@ -76,8 +76,9 @@ pub struct ChannelSummary {
     pub subscriber_count: usize,
 }
 
-/// The `error` frame: sent only for frames the server could not understand,
-/// and for RPC timeouts (with `request-id`).
+/// The `error` frame: sent only for frames the server could not understand
+/// or refused before processing them (`unauthorized`, `token-expired`,
+/// `rate-limited`), and for RPC timeouts (with `request-id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ErrorFrame {

@@ -124,7 +124,8 @@ pub(crate) fn routes(
 /// `None` when it may: when no `http.admin-token` is set, or when it
 /// carries `Authorization: Bearer <token>` (compared in constant time).
 /// The refusal is a 401 with reason `unauthorized` and
-/// `WWW-Authenticate: Bearer`, counted in `transport.rejected-unauthorized`.
+/// `WWW-Authenticate: Bearer realm="sente-lite admin"`, counted in
+/// `transport.rejected-unauthorized`.
 pub(crate) fn admin_refusal(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let token = s.config.admin_token.as_ref()?;
     let presented = headers
