@@ -413,6 +413,37 @@ fn targets(
                 np99 / 1e3
             );
         }
+        // uWebSockets.js: CPU per delivery and p99 no worse than its.
+        let split = |server: &str| {
+            let u = m(&case, server, "server_cpu_user_s_per_million_deliveries");
+            let y = m(&case, server, "server_cpu_sys_s_per_million_deliveries");
+            match (u, y) {
+                (Some(u), Some(y)) => format!("{u:.2} + {y:.2} µs"),
+                _ => "–".to_owned(),
+            }
+        };
+        if let Some(uws) = m(&case, "uws", key) {
+            let v = verdict(
+                ours <= uws && lost == 0.0,
+                &format!("{:.2}× uWebSockets.js", ours / uws),
+            );
+            let _ = writeln!(
+                s,
+                "| fan-out 1×1,000 at {rate}/s: server CPU per delivery (user + sys) ≤ uWebSockets.js's, nothing lost | {} vs {} | {v} |",
+                split("sente-lite"),
+                split("uws")
+            );
+        }
+        let up99 = m(&case, "uws", "latency_p99_us");
+        if let (Some(p99), Some(up99)) = (p99, up99) {
+            let v = verdict(p99 <= up99, &format!("{:.2}× uWebSockets.js", p99 / up99));
+            let _ = writeln!(
+                s,
+                "| fan-out 1×1,000 at {rate}/s: p99 publish→deliver no worse than uWebSockets.js | {:.1} ms vs {:.1} ms | {v} |",
+                p99 / 1e3,
+                up99 / 1e3
+            );
+        }
     }
     if let Some(b) = m(
         "idle-15000",
@@ -442,6 +473,15 @@ fn targets(
             p99 / 1e3,
             np99 / 1e3
         );
+        if np99.is_finite() {
+            let v = verdict(p99 <= np99, &format!("{:.2}× NATS", p99 / np99));
+            let _ = writeln!(
+                s,
+                "| RPC round trip p99 at 1,000 requests/s no worse than NATS | {:.2} ms vs {:.2} ms | {v} |",
+                p99 / 1e3,
+                np99 / 1e3
+            );
+        }
     }
     for row in cluster_goals(cases, results) {
         let _ = writeln!(s, "{row}");
@@ -450,6 +490,10 @@ fn targets(
 }
 
 /// The markers around the generated part of docs/TELEMETRY.md.
+/// The servers of the end-to-end tables, in row order (the bench tool's
+/// labels).
+const SERVERS: [&str; 3] = ["sente-lite", "nats", "uws"];
+
 const TELEMETRY_START: &str = "<!-- bench:telemetry:start -->";
 const TELEMETRY_END: &str = "<!-- bench:telemetry:end -->";
 
@@ -648,7 +692,7 @@ fn render(
     let _ = writeln!(
         s,
         "- Reproduce: `cargo xtask bench` (criterion: `cargo bench --workspace`; end to end, \
-         with `nats-server` and `redis-server` installed: \
+         with `nats-server`, `redis-server` and Node.js installed: \
          `cargo build --release -p sente-lite-server -p sente-lite-bench && \
          target/release/sente-lite-bench compare --sente-bin target/release/sente-lite --size {}`)\n",
         if quick { "quick" } else { "full" }
@@ -675,29 +719,31 @@ fn render(
 
     let _ = writeln!(
         s,
-        "## End to end over loopback: sente-lite and NATS in one run\n"
+        "## End to end over loopback: sente-lite, NATS and uWebSockets.js in one run\n"
     );
     let _ = writeln!(
         s,
-        "Each case runs against a fresh sente-lite (release build) and a fresh `nats-server` \
-         (its WebSocket listener, Debian package), both on 127.0.0.1, driven by \
-         `sente-lite-bench` on the same 2 cores. CPU and RSS are the server process's, read \
-         from /proc. Latency is publish→deliver (timestamps in the payload).\n"
+        "Each case runs against a fresh sente-lite (release build), a fresh `nats-server` \
+         (its WebSocket listener, Debian package) and a fresh uWebSockets.js peer (`uws`: \
+         our protocol on uWS topics, crates/bench/uws, on Node), all on 127.0.0.1, driven \
+         by `sente-lite-bench` on the same 2 cores. CPU and RSS are the server process's, \
+         read from /proc; CPU is split into user and system (kernel) time. Latency is \
+         publish→deliver (timestamps in the payload).\n"
     );
     let _ = writeln!(
         s,
         "| case | server | delivered/s | lost | dup | p50 µs | p90 µs | p99 µs | max µs | \
-         server CPU s / M deliveries | peak RSS MiB |"
+         server CPU s / M deliveries | user | sys | peak RSS MiB |"
     );
     let _ = writeln!(
         s,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for c in cases.iter().filter(|c| !is_cluster_scenario(c)) {
         let Some(case) = c["name"].as_str() else {
             continue;
         };
-        for server in ["sente-lite", "nats"] {
+        for server in SERVERS {
             let Some(r) = results
                 .iter()
                 .find(|r| r["case"] == case && r["server"] == server)
@@ -707,16 +753,18 @@ fn render(
             if r["ok"] != Value::Bool(true) {
                 let _ = writeln!(
                     s,
-                    "| {case} | {server} | failed: {} |  |  |  |  |  |  |  |  |",
+                    "| {case} | {server} | failed: {} |  |  |  |  |  |  |  |  |  |  |",
                     r["error"].as_str().unwrap_or("?").replace('|', "/")
                 );
                 continue;
             }
             let m = |n: &str| metric(results, case, server, n);
-            let cpu = m("server_cpu_s_per_million_deliveries")
-                .or_else(|| m("server_cpu_s_per_million_round_trips"))
-                .or_else(|| m("server_cpu_s_per_million_cycles"))
-                .or_else(|| m("server_cpu_s_per_million_connections"));
+            let per_million = |part: &str| {
+                ["deliveries", "round_trips", "cycles", "connections"]
+                    .iter()
+                    .find_map(|per| m(&format!("server_cpu{part}_s_per_million_{per}")))
+            };
+            let (cpu, user, sys) = (per_million(""), per_million("_user"), per_million("_sys"));
             let rate = m("delivered_per_sec")
                 .or_else(|| m("round_trips_per_sec"))
                 .or_else(|| m("cycles_per_sec"))
@@ -724,7 +772,7 @@ fn render(
             let f = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_num);
             let _ = writeln!(
                 s,
-                "| {case} | {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {case} | {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 f(rate),
                 f(m("lost")),
                 f(m("duplicates")),
@@ -733,6 +781,8 @@ fn render(
                 f(m("latency_p99_us")),
                 f(m("latency_max_us")),
                 f(cpu),
+                f(user),
+                f(sys),
                 f(m("server_peak_rss_bytes").map(|b| b / 1048576.0)),
             );
         }
@@ -750,7 +800,7 @@ fn render(
         let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: |");
         for c in idle {
             let case = c["name"].as_str().unwrap_or("?");
-            for server in ["sente-lite", "nats"] {
+            for server in SERVERS {
                 let m = |n: &str| metric(results, case, server, n);
                 let _ = writeln!(
                     s,
@@ -765,14 +815,14 @@ fn render(
         let _ = writeln!(s);
     }
 
-    // Ratios as the tool computed them (sente-lite / NATS).
+    // Ratios as the tool computed them (sente-lite / each peer).
     if let Some(cmp) = e2e["comparisons"].as_array() {
-        let _ = writeln!(s, "### Ratios (sente-lite ÷ NATS; below 1 is better for time, CPU and memory, above 1 for rates)\n");
+        let _ = writeln!(s, "### Ratios (sente-lite ÷ peer; below 1 is better for time, CPU and memory, above 1 for rates)\n");
         let _ = writeln!(
             s,
-            "| case | delivered/s | p50 | p99 | server CPU per delivery | RSS |"
+            "| case | peer | delivered/s | p50 | p99 | server CPU per delivery | RSS |"
         );
-        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
         for c in cmp {
             let r = &c["ratios"];
             let g = |names: &[&str]| {
@@ -783,8 +833,10 @@ fn render(
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 c["case"].as_str().unwrap_or("?"),
+                // Reports from before the uWebSockets.js peer compared with NATS only.
+                c["peer"].as_str().unwrap_or("nats"),
                 g(&["delivered_per_sec", "round_trips_per_sec", "cycles_per_sec"]),
                 g(&["latency_p50_us"]),
                 g(&["latency_p99_us"]),
@@ -1444,6 +1496,45 @@ mod tests {
                              "step1_latency_p99_us": 250_000.0}},
             ],
         })
+    }
+
+    #[test]
+    fn uws_is_a_third_server_with_goals_of_its_own() {
+        let fanout = |server: &str, cpu: f64, user: f64, p99: f64| {
+            serde_json::json!({"case": "fanout-1x1000-100ps", "server": server, "ok": true,
+             "metrics": {"lost": 0.0, "delivered_per_sec": 100_000.0,
+                         "latency_p99_us": p99,
+                         "server_cpu_s_per_million_deliveries": cpu,
+                         "server_cpu_user_s_per_million_deliveries": user,
+                         "server_cpu_sys_s_per_million_deliveries": cpu - user}})
+        };
+        let run = serde_json::json!({
+            "started_at_ms": 1_700_000_000_000u64,
+            "cases": [{"name": "fanout-1x1000-100ps", "scenario": "fanout",
+                       "spec": {"kind": "pub-sub", "channels": 1}}],
+            "results": [
+                fanout("sente-lite", 6.0, 2.0, 3_000.0),
+                fanout("nats", 12.0, 4.0, 2_000.0),
+                fanout("uws", 6.5, 1.0, 4_000.0),
+            ],
+            "comparisons": [
+                {"case": "fanout-1x1000-100ps", "peer": "nats", "ratios": {"latency_p99_us": 1.5}},
+                {"case": "fanout-1x1000-100ps", "peer": "uws", "ratios": {"latency_p99_us": 0.75}},
+                {"case": "fanout-1x1000-100ps", "ratios": {"latency_p50_us": 2.0}},
+            ],
+        });
+        let report = render(&BTreeMap::new(), &run, false, None);
+        for row in [
+            "| fan-out 1×1,000 at 100/s: server CPU per delivery (user + sys) ≤ uWebSockets.js's, nothing lost | 2.00 + 4.00 µs vs 1.00 + 5.50 µs | **met** (0.92× uWebSockets.js) |",
+            "| fan-out 1×1,000 at 100/s: p99 publish→deliver no worse than uWebSockets.js | 3.0 ms vs 4.0 ms | **met** (0.75× uWebSockets.js) |",
+            "| fan-out 1×1,000 at 100/s: ≥ 1.5× NATS's deliveries per server CPU-second, nothing lost | 2.00× NATS, 0 lost | **met** (133 % of the target ratio) |",
+            "| fanout-1x1000-100ps | uws | 100.0 k | 0.00 | – | – | – | 4000 | – | 6.50 | 1.00 | 5.50 | – |",
+            "| fanout-1x1000-100ps | uws | – | – | 0.75 | – | – |",
+            // A comparison without `peer` (older reports) was with NATS.
+            "| fanout-1x1000-100ps | nats | – | 2.00 | – | – | – |",
+        ] {
+            assert!(report.contains(row), "{row} in\n{report}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Kind {
     Sente,
     /// NATS over its WebSocket listener.
     Nats,
+    /// uWebSockets.js (Node) speaking sente-lite's protocol: our own small
+    /// server on uWS topics (`crates/bench/uws`).
+    Uws,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
         match self {
             Kind::Sente => "sente-lite",
             Kind::Nats => "nats",
+            Kind::Uws => "uws",
         }
     }
 }
@@ -168,7 +172,7 @@ impl Conn {
             id: name.to_owned(),
         };
         match target.kind {
-            Kind::Sente => conn.sente_greeting().await?,
+            Kind::Sente | Kind::Uws => conn.sente_greeting().await?,
             Kind::Nats => conn.nats_greeting(name).await?,
         }
         Ok(conn)
@@ -223,7 +227,7 @@ impl Conn {
     /// sent right after the SUB).
     pub async fn send_subscribe(&mut self, channel: &str) -> Result<(), ConnError> {
         match self.kind {
-            Kind::Sente => {
+            Kind::Sente | Kind::Uws => {
                 self.send_client(&ClientMessage::Subscribe {
                     channel_id: channel.to_owned(),
                 })
@@ -264,7 +268,7 @@ impl Conn {
     /// `workers`, so each request reaches one of them.
     pub async fn subscribe_worker(&mut self, channel: &str) -> Result<(), ConnError> {
         match self.kind {
-            Kind::Sente => self.subscribe(channel).await,
+            Kind::Sente | Kind::Uws => self.subscribe(channel).await,
             Kind::Nats => {
                 let sid = self.sid();
                 let mut frame = nats::sub_frame(channel, Some("workers"), sid);
@@ -293,7 +297,7 @@ impl Conn {
     /// Publishes a JSON payload text to `channel`.
     pub async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), ConnError> {
         match self.kind {
-            Kind::Sente => {
+            Kind::Sente | Kind::Uws => {
                 let data = Data::from_json(payload.to_owned())
                     .map_err(|e| ConnError::Unexpected(format!("payload is not JSON: {e}")))?;
                 self.send_client(&ClientMessage::Publish {
@@ -319,7 +323,7 @@ impl Conn {
         timeout_ms: u64,
     ) -> Result<(), ConnError> {
         match self.kind {
-            Kind::Sente => {
+            Kind::Sente | Kind::Uws => {
                 let data = Data::from_json(payload.to_owned())
                     .map_err(|e| ConnError::Unexpected(format!("payload is not JSON: {e}")))?;
                 self.send_client(&ClientMessage::RpcRequest {
@@ -340,7 +344,7 @@ impl Conn {
     /// Answers an RPC request with its own payload (an echo worker).
     pub async fn answer(&mut self, call: RpcCall) -> Result<(), ConnError> {
         match (self.kind, call.body) {
-            (Kind::Sente, Body::Json(data)) => {
+            (Kind::Sente | Kind::Uws, Body::Json(data)) => {
                 self.send_client(&ClientMessage::RpcResponse {
                     request_id: call.reply_to,
                     data,
@@ -364,7 +368,7 @@ impl Conn {
     /// publishes are acknowledged one by one).
     pub async fn send_flush(&mut self) -> Result<(), ConnError> {
         match self.kind {
-            Kind::Sente => Ok(()),
+            Kind::Sente | Kind::Uws => Ok(()),
             Kind::Nats => self.send_bytes(nats::PING.to_vec()).await,
         }
     }
@@ -388,7 +392,7 @@ impl Conn {
                 return Ok(ev);
             }
             match self.kind {
-                Kind::Sente => {
+                Kind::Sente | Kind::Uws => {
                     let text = self.next_text().await?;
                     return Ok(decode_sente(&text));
                 }

@@ -463,6 +463,7 @@ fn kind_arg(k: Kind) -> &'static str {
     match k {
         Kind::Sente => "sente",
         Kind::Nats => "nats",
+        Kind::Uws => "uws",
     }
 }
 

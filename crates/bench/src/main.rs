@@ -118,6 +118,14 @@ struct ServerArgs {
     /// `--port N`; also given to every cluster node.
     #[arg(long = "sente-arg", allow_hyphen_values = true)]
     sente_args: Vec<String>,
+    /// The Node.js binary that runs the uWebSockets.js peer.
+    #[arg(long, default_value = "node")]
+    node_bin: PathBuf,
+    /// Where the uWebSockets.js peer is installed (by
+    /// `crates/bench/install-uws.sh`, run by the tool when the peer is
+    /// started; default: `target/bench-uws`).
+    #[arg(long)]
+    uws_dir: Option<PathBuf>,
     /// The redis-server binary of the cluster scenarios (looked up on PATH
     /// and in /usr/bin, /usr/sbin).
     #[arg(long, default_value = "redis-server")]
@@ -377,6 +385,10 @@ fn main() -> anyhow::Result<()> {
                         kind: Kind::Nats,
                         sente_bin: &a.sente_bin,
                     },
+                    ServerSource::Start {
+                        kind: Kind::Uws,
+                        sente_bin: &a.sente_bin,
+                    },
                 ];
                 run_all(
                     "compare",
@@ -546,6 +558,9 @@ async fn run_on(
         ServerSource::Start { kind, sente_bin } => {
             let server = match kind {
                 Kind::Nats => servers::start_nats(&servers.nats_bin, n).await,
+                Kind::Uws => {
+                    servers::start_uws(&servers.node_bin, servers.uws_dir.as_deref(), n).await
+                }
                 Kind::Sente => servers::start_sente(sente_bin, &servers.sente_args, n).await,
             };
             match server {

@@ -1,5 +1,5 @@
-//! The server's resource use, read from `/proc/<pid>`: CPU seconds (user +
-//! system, from `stat`), resident memory now (`VmRSS`) and its lifetime peak
+//! The server's resource use, read from `/proc/<pid>`: CPU seconds (user
+//! and system, from `stat`), resident memory now (`VmRSS`) and its lifetime peak
 //! (`VmHWM`, from `status`). [`Sampler`] polls `VmRSS` during a run so a
 //! scenario reports its own peak even when the server process was already
 //! running before it.
@@ -27,6 +27,10 @@ pub enum ProcError {
 pub struct ProcSample {
     /// utime + stime, in seconds.
     pub cpu_seconds: f64,
+    /// utime (user space), in seconds.
+    pub user_seconds: f64,
+    /// stime (the kernel on the process's behalf), in seconds.
+    pub sys_seconds: f64,
     pub rss_bytes: u64,
     pub hwm_bytes: u64,
 }
@@ -55,22 +59,22 @@ fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
     })
 }
 
-/// utime + stime of `pid`, in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64, ProcError> {
-    parse_stat_cpu(&read(pid, "stat")?, clock_ticks())
+/// utime and stime of `pid`, in seconds.
+pub fn cpu_times(pid: u32) -> Result<(f64, f64), ProcError> {
+    parse_stat_times(&read(pid, "stat")?, clock_ticks())
         .ok_or(ProcError::Format { pid, file: "stat" })
 }
 
-/// Parses utime + stime (fields 14 and 15) of a `stat` line. The command
-/// name (field 2) is in parentheses and may itself contain spaces and
-/// parentheses, so fields are counted from the last `)`.
-pub fn parse_stat_cpu(stat: &str, ticks: u64) -> Option<f64> {
+/// Parses utime and stime (fields 14 and 15) of a `stat` line, in seconds.
+/// The command name (field 2) is in parentheses and may itself contain
+/// spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat_times(stat: &str, ticks: u64) -> Option<(f64, f64)> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_ascii_whitespace().collect();
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / ticks as f64)
+    Some((utime as f64 / ticks as f64, stime as f64 / ticks as f64))
 }
 
 /// A `kB` line of `status` (`VmRSS:  1234 kB`), in bytes.
@@ -84,14 +88,16 @@ pub fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
 
 /// CPU, RSS and peak RSS of `pid` now.
 pub fn sample(pid: u32) -> Result<ProcSample, ProcError> {
-    let cpu_seconds = cpu_seconds(pid)?;
+    let (user_seconds, sys_seconds) = cpu_times(pid)?;
     let status = read(pid, "status")?;
     let fmt = || ProcError::Format {
         pid,
         file: "status",
     };
     Ok(ProcSample {
-        cpu_seconds,
+        cpu_seconds: user_seconds + sys_seconds,
+        user_seconds,
+        sys_seconds,
         rss_bytes: parse_status_kb(&status, "VmRSS").ok_or_else(fmt)?,
         hwm_bytes: parse_status_kb(&status, "VmHWM").ok_or_else(fmt)?,
     })
@@ -114,6 +120,10 @@ pub struct Sampler {
 pub struct ProcUsage {
     pub pid: u32,
     pub cpu_seconds: f64,
+    /// The user-space part of `cpu_seconds`.
+    pub user_seconds: f64,
+    /// The system (kernel) part of `cpu_seconds`.
+    pub sys_seconds: f64,
     /// Highest `VmRSS` seen while sampling.
     pub peak_rss_bytes: u64,
     /// `VmRSS` at the end.
@@ -159,6 +169,8 @@ impl Sampler {
         Ok(ProcUsage {
             pid: self.pid,
             cpu_seconds: now.cpu_seconds - self.start.cpu_seconds,
+            user_seconds: now.user_seconds - self.start.user_seconds,
+            sys_seconds: now.sys_seconds - self.start.sys_seconds,
             peak_rss_bytes: peak.max(now.rss_bytes),
             end_rss_bytes: now.rss_bytes,
             lifetime_hwm_bytes: now.hwm_bytes,
@@ -224,8 +236,8 @@ mod tests {
     #[test]
     fn stat_with_odd_command_name() {
         let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 5 1000 10";
-        assert_eq!(parse_stat_cpu(line, 100), Some(3.0));
-        assert_eq!(parse_stat_cpu("garbage", 100), None);
+        assert_eq!(parse_stat_times(line, 100), Some((2.5, 0.5)));
+        assert_eq!(parse_stat_times("garbage", 100), None);
         let status = "Name:\tx\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n";
         assert_eq!(parse_status_kb(status, "VmRSS"), Some(1024 * 1024));
         assert_eq!(parse_status_kb(status, "VmHWM"), Some(2048 * 1024));

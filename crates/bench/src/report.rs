@@ -41,7 +41,7 @@ pub struct Host {
 pub struct RunResult {
     pub case: String,
     pub scenario: Scenario,
-    /// `sente-lite` or `nats`.
+    /// `sente-lite`, `nats` or `uws`.
     pub server: &'static str,
     pub ok: bool,
     pub error: Option<String>,
@@ -50,16 +50,22 @@ pub struct RunResult {
     pub metrics: Metrics,
 }
 
-/// sente-lite's metrics divided by NATS's, for one case.
+/// sente-lite's metrics divided by a peer's (NATS or uWebSockets.js), for
+/// one case.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub case: String,
     pub scenario: Scenario,
-    /// Every metric both runs have, with NATS's value non-zero:
-    /// sente-lite / NATS. For throughputs > 1 means sente-lite is faster;
+    /// The peer's label (`nats`, `uws`).
+    pub peer: &'static str,
+    /// Every metric both runs have, with the peer's value non-zero:
+    /// sente-lite / peer. For throughputs > 1 means sente-lite is faster;
     /// for latencies, CPU and memory > 1 means sente-lite uses more.
     pub ratios: BTreeMap<String, f64>,
 }
+
+/// The servers sente-lite is compared with, in column order.
+pub const PEERS: [Kind; 2] = [Kind::Nats, Kind::Uws];
 
 impl RunResult {
     pub fn kind_label(k: Kind) -> &'static str {
@@ -78,24 +84,30 @@ pub fn ratios(a: &Metrics, b: &Metrics) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Pairs the sente-lite and NATS results of each case.
+/// Pairs the sente-lite result of each case with each peer's.
 pub fn compare(cases: &[Case], results: &[RunResult]) -> Vec<Comparison> {
-    cases
-        .iter()
-        .filter_map(|c| {
-            let find = |server: &str| {
-                results
-                    .iter()
-                    .find(|r| r.case == c.name && r.server == server && r.ok)
-            };
-            let (s, n) = (find(Kind::Sente.label())?, find(Kind::Nats.label())?);
-            Some(Comparison {
-                case: c.name.clone(),
-                scenario: c.scenario,
-                ratios: ratios(&s.metrics, &n.metrics),
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for c in cases {
+        let find = |server: &str| {
+            results
+                .iter()
+                .find(|r| r.case == c.name && r.server == server && r.ok)
+        };
+        let Some(s) = find(Kind::Sente.label()) else {
+            continue;
+        };
+        for peer in PEERS {
+            if let Some(p) = find(peer.label()) {
+                out.push(Comparison {
+                    case: c.name.clone(),
+                    scenario: c.scenario,
+                    peer: peer.label(),
+                    ratios: ratios(&s.metrics, &p.metrics),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The metrics shown in the human summary, in order, with their units.
@@ -124,7 +136,11 @@ const SHOWN: &[(&str, Unit)] = &[
     ("connect_subscribe_p50_us", Unit::Micros),
     ("connect_subscribe_p99_us", Unit::Micros),
     ("server_cpu_seconds", Unit::Seconds),
+    ("server_cpu_user_seconds", Unit::Seconds),
+    ("server_cpu_sys_seconds", Unit::Seconds),
     ("server_cpu_s_per_million_deliveries", Unit::Seconds),
+    ("server_cpu_user_s_per_million_deliveries", Unit::Seconds),
+    ("server_cpu_sys_s_per_million_deliveries", Unit::Seconds),
     ("server_cpu_s_per_million_round_trips", Unit::Seconds),
     ("server_cpu_s_per_million_cycles", Unit::Seconds),
     ("server_cpu_s_per_million_connections", Unit::Seconds),
@@ -195,12 +211,15 @@ pub fn summary(cases: &[Case], results: &[RunResult]) -> String {
         for r in &ok {
             let _ = write!(out, "{:>16}", r.server);
         }
-        let pair = (
-            ok.iter().find(|r| r.server == Kind::Sente.label()),
-            ok.iter().find(|r| r.server == Kind::Nats.label()),
-        );
-        if let (Some(_), Some(_)) = pair {
-            let _ = write!(out, "{:>14}", "sente/nats");
+        let sente = ok.iter().find(|r| r.server == Kind::Sente.label());
+        let peers: Vec<&&RunResult> = PEERS
+            .iter()
+            .filter_map(|p| ok.iter().find(|r| r.server == p.label()).copied())
+            .collect();
+        if sente.is_some() {
+            for p in &peers {
+                let _ = write!(out, "{:>14}", format!("sente/{}", p.server));
+            }
         }
         let _ = writeln!(out);
         for (name, unit) in SHOWN {
@@ -216,12 +235,14 @@ pub fn summary(cases: &[Case], results: &[RunResult]) -> String {
                     .unwrap_or_else(|| "-".into());
                 let _ = write!(out, "{v:>16}");
             }
-            if let (Some(s), Some(n)) = pair {
-                let ratio = match (s.metrics.get(*name), n.metrics.get(*name)) {
-                    (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}x", a / b),
-                    _ => "-".into(),
-                };
-                let _ = write!(out, "{ratio:>14}");
+            if let Some(s) = sente {
+                for p in &peers {
+                    let ratio = match (s.metrics.get(*name), p.metrics.get(*name)) {
+                        (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}x", a / b),
+                        _ => "-".into(),
+                    };
+                    let _ = write!(out, "{ratio:>14}");
+                }
             }
             let _ = writeln!(out);
         }
@@ -268,16 +289,28 @@ mod tests {
             wall_s: 1.0,
             metrics: m(&[("round_trips_per_sec", v), ("lost", 0.0)]),
         };
-        let results = vec![mk("sente-lite", 300.0), mk("nats", 200.0)];
+        let results = vec![mk("sente-lite", 300.0), mk("nats", 200.0), mk("uws", 600.0)];
         let c = compare(&cases, &results);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].ratios["round_trips_per_sec"], 1.5);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].peer, c[0].ratios["round_trips_per_sec"]),
+            ("nats", 1.5)
+        );
+        assert_eq!(
+            (c[1].peer, c[1].ratios["round_trips_per_sec"]),
+            ("uws", 0.5)
+        );
         let s = summary(&cases, &results);
         assert!(s.contains("sente/nats"), "{s}");
-        assert!(s.contains("1.50x"), "{s}");
-        // A failed side gives no comparison.
+        assert!(s.contains("sente/uws"), "{s}");
+        assert!(s.contains("1.50x") && s.contains("0.50x"), "{s}");
+        // A failed side gives no comparison with it.
         let mut failed = results.clone();
         failed[1].ok = false;
+        let c = compare(&cases, &failed);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].peer, "uws");
+        failed[0].ok = false;
         assert!(compare(&cases, &failed).is_empty());
     }
 }

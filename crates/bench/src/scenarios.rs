@@ -114,14 +114,27 @@ fn put_counts(m: &mut Metrics, c: &SeqCounts) {
 fn put_server(m: &mut Metrics, u: Option<ProcUsage>, ops: u64, per: &str) {
     let Some(u) = u else { return };
     put(m, "server_cpu_seconds", u.cpu_seconds);
+    put(m, "server_cpu_user_seconds", u.user_seconds);
+    put(m, "server_cpu_sys_seconds", u.sys_seconds);
     put(m, "server_peak_rss_bytes", u.peak_rss_bytes as f64);
     put(m, "server_end_rss_bytes", u.end_rss_bytes as f64);
     put(m, "server_lifetime_hwm_bytes", u.lifetime_hwm_bytes as f64);
     if ops > 0 {
+        let millions = ops as f64 / 1e6;
         put(
             m,
             &format!("server_cpu_s_per_million_{per}"),
-            u.cpu_seconds / (ops as f64 / 1e6),
+            u.cpu_seconds / millions,
+        );
+        put(
+            m,
+            &format!("server_cpu_user_s_per_million_{per}"),
+            u.user_seconds / millions,
+        );
+        put(
+            m,
+            &format!("server_cpu_sys_s_per_million_{per}"),
+            u.sys_seconds / millions,
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Starting the servers under test: `nats-server` with a generated config
 //! that listens on 127.0.0.1 only, the sente-lite binary on a free
-//! loopback port (alone, or as a node of a cluster on Redis), and a
+//! loopback port (alone, or as a node of a cluster on Redis), the
+//! uWebSockets.js peer (`crates/bench/uws/server.mjs` on Node), and a
 //! `redis-server` of the run's own for the cluster. Each is a child process
 //! killed when its [`Server`] (or [`Redis`]) drops.
 
@@ -94,6 +95,60 @@ pub async fn start_nats(bin: &Path, n: usize) -> anyhow::Result<Server> {
     let target = Target {
         kind: Kind::Nats,
         addr: SocketAddr::from(([127, 0, 0, 1], ws_port)),
+    };
+    spawn(cmd, target, log).await
+}
+
+/// The install script of the uWebSockets.js peer.
+const INSTALL_UWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install-uws.sh");
+
+/// The folder the uWebSockets.js peer was installed in, once per run:
+/// `crates/bench/install-uws.sh` (npm, the pinned lock file) into `dir`, or
+/// its default `target/bench-uws`.
+fn install_uws(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let mut cmd = std::process::Command::new("bash");
+            cmd.arg(INSTALL_UWS);
+            if let Some(dir) = dir {
+                cmd.arg(dir);
+            }
+            let out = cmd
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("run {INSTALL_UWS}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{INSTALL_UWS} failed ({})", out.status));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().last() {
+                Some(last) if !last.trim().is_empty() => Ok(PathBuf::from(last.trim())),
+                _ => Err(format!("{INSTALL_UWS} printed no folder")),
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Installs the uWebSockets.js peer if needed and starts it on a free
+/// loopback port with `node_bin`; waits until it greets a WebSocket client.
+pub async fn start_uws(node_bin: &Path, dir: Option<&Path>, n: usize) -> anyhow::Result<Server> {
+    let node = find_program(node_bin).with_context(|| {
+        format!(
+            "`{}` not found on PATH: the uWebSockets.js peer needs Node.js (16, 18 or 20), or pass --node-bin",
+            node_bin.display()
+        )
+    })?;
+    let dir = install_uws(dir)?;
+    let port = free_port()?;
+    let log = work_dir()?.join(format!("uws-{n}.log"));
+    let mut cmd = Command::new(node);
+    cmd.arg(dir.join("server.mjs"))
+        .args(["--port", &port.to_string()]);
+    let target = Target {
+        kind: Kind::Uws,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
     spawn(cmd, target, log).await
 }

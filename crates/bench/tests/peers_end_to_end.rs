@@ -1,8 +1,12 @@
-//! End to end against a real `nats-server`: the tool starts it, runs tiny
-//! versions of every scenario over real WebSocket connections, and the JSON
-//! it writes must show every message delivered exactly once.
+//! End to end against the real peers sente-lite is compared with: a real
+//! `nats-server`, and the uWebSockets.js peer (`crates/bench/uws` on Node).
+//! The tool starts each, runs tiny versions of every scenario over real
+//! WebSocket connections, and the JSON it writes must show every message
+//! delivered exactly once.
 //!
-//! `nats-server` must be installed: run `crates/bench/install-nats.sh`.
+//! `nats-server` must be installed (`crates/bench/install-nats.sh`), and
+//! Node.js 16, 18 or 20 with npm (the tool installs the uWS package with
+//! `crates/bench/install-uws.sh` from the npm registry).
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -43,13 +47,21 @@ fn metric(run: &Value, name: &str) -> f64 {
 #[test]
 fn every_scenario_against_a_real_nats_server_loses_nothing() {
     let nats = nats_server();
-    let json = std::env::temp_dir().join(format!("bench-nats-e2e-{}.json", std::process::id()));
-    let (ok, stdout, stderr) = run_tool(&[
-        "run",
-        "--server",
-        "nats",
-        "--nats-bin",
-        nats.to_str().expect("utf-8 path"),
+    every_scenario_loses_nothing("nats", &["--nats-bin", nats.to_str().expect("utf-8 path")]);
+}
+
+#[test]
+fn every_scenario_against_the_uwebsockets_js_peer_loses_nothing() {
+    every_scenario_loses_nothing("uws", &[]);
+}
+
+/// Runs every one-server scenario, tiny, against `server` (started by the
+/// tool with `extra` arguments) and checks the results.
+fn every_scenario_loses_nothing(server: &str, extra: &[&str]) {
+    let json = std::env::temp_dir().join(format!("bench-{server}-e2e-{}.json", std::process::id()));
+    let mut args = vec!["run", "--server", server];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "--scenarios",
         "fanout,channels,rpc,idle,churn",
         "--duration-secs",
@@ -85,6 +97,7 @@ fn every_scenario_against_a_real_nats_server_loses_nothing() {
         "--json",
         json.to_str().expect("utf-8 path"),
     ]);
+    let (ok, stdout, stderr) = run_tool(&args);
     assert!(ok, "tool failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
@@ -94,7 +107,7 @@ fn every_scenario_against_a_real_nats_server_loses_nothing() {
     let results = doc["results"].as_array().expect("results");
     assert_eq!(results.len(), 5, "{doc}");
     for r in results {
-        assert_eq!(r["server"], "nats");
+        assert_eq!(r["server"], server);
         assert_eq!(r["ok"], true, "{r}");
         // Every scenario measured the server process the tool started.
         assert!(metric(r, "server_cpu_seconds") >= 0.0);
