@@ -463,6 +463,24 @@ pub async fn stats(addr: SocketAddr) -> Value {
     body
 }
 
+/// An authorizer that names every connection's user after its peer
+/// address (`user@127.0.0.1:PORT`), for tests that need user ids without
+/// tokens.
+#[derive(Debug)]
+pub struct ByPeer;
+
+impl sente_lite_server::Authorizer for ByPeer {
+    fn connect(
+        &self,
+        info: &sente_lite_server::ConnectInfo,
+    ) -> Result<sente_lite_server::Identity, sente_lite_server::Refusal> {
+        Ok(sente_lite_server::Identity {
+            user_id: info.peer.map(|p| format!("user@{p}")),
+            ..sente_lite_server::Identity::default()
+        })
+    }
+}
+
 /// `config` made node `id` of a cluster on the Redis at `redis_url`, with a
 /// short node TTL (1.5 s) so nodes see each other within a heartbeat (a
 /// third of it).

@@ -5,24 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use sente_lite_server::{Authorizer, ConnectInfo, Hooks, Identity, Refusal};
+use sente_lite_server::Hooks;
 use sente_lite_tests::external::RedisServer;
 use sente_lite_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Names every connection's user after its peer address.
-struct ByPeer;
-
-impl Authorizer for ByPeer {
-    fn connect(&self, info: &ConnectInfo) -> Result<Identity, Refusal> {
-        Ok(Identity {
-            user_id: info.peer.map(|p| format!("user@{p}")),
-            ..Identity::default()
-        })
-    }
-}
 
 /// Starts nodes `node-0`, ... with `edit` applied to each config, and
 /// waits until each sees all of them.

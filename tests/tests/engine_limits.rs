@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use sente_lite_server::{Authorizer, ConnectInfo, Hooks, Identity, Refusal};
+use sente_lite_server::Hooks;
 use sente_lite_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -160,18 +160,6 @@ async fn a_replay_larger_than_the_queue_is_cut_and_the_subscriber_stays() {
     let r = q.subscribe("small").await;
     assert!(r.get("retained-omitted").is_none(), "{r}");
     server.stop().await;
-}
-
-/// Names every connection's user after its peer address.
-struct ByPeer;
-
-impl Authorizer for ByPeer {
-    fn connect(&self, info: &ConnectInfo) -> Result<Identity, Refusal> {
-        Ok(Identity {
-            user_id: info.peer.map(|p| format!("user@{p}")),
-            ..Identity::default()
-        })
-    }
 }
 
 fn user_of(c: &Client) -> String {

@@ -177,6 +177,29 @@ impl Fifo {
     }
 }
 
+/// `websocket.shutdown-drain-ms` + `telemetry.shutdown-timeout-ms` of
+/// [`spawn_logging_to`]'s node.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(200 + 1_000);
+
+/// A node whose log is `fifo`, with the warning throttle off (one client
+/// fills the pipe quickly), 200 ms of shutdown drain, 1 s of telemetry
+/// shutdown timeout, and `extra`.
+fn spawn_logging_to(fifo: &Fifo, extra: (&str, &str)) -> Node {
+    let fifo_path = fifo.path.display().to_string();
+    let envs = [
+        ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
+        ("SENTE_LITE_TELEMETRY_FILE", fifo_path.as_str()),
+        (
+            "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
+            "0",
+        ),
+        ("SENTE_LITE_TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000"),
+        ("SENTE_LITE_WEBSOCKET_SHUTDOWN_DRAIN_MS", "200"),
+        extra,
+    ];
+    Node::spawn(sente_lite_tests::node_bin!(), &envs)
+}
+
 /// Sends `node` SIGTERM and checks that it exits cleanly by `deadline`
 /// (the sum of its shutdown timeouts) plus 3 s of slack for a loaded
 /// machine.
@@ -200,23 +223,8 @@ fn stops_on_sigterm_within(node: &mut Node, deadline: Duration) {
 async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_blocked() {
     let dir = TempDir::new("telemetry-fifo");
     let fifo = Fifo::new(&dir);
-    let fifo_path = fifo.path.display().to_string();
-    let drain_ms = 200u64;
-    let telemetry_ms = 1_000u64;
-    let envs = [
-        ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
-        ("SENTE_LITE_TELEMETRY_FILE", fifo_path.as_str()),
-        // Bounded by bytes long before its 1,024 signals.
-        ("SENTE_LITE_TELEMETRY_BUFFER_BYTES", "16384"),
-        // Throttle off: one client fills the pipe quickly.
-        (
-            "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
-            "0",
-        ),
-        ("SENTE_LITE_TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000"),
-        ("SENTE_LITE_WEBSOCKET_SHUTDOWN_DRAIN_MS", "200"),
-    ];
-    let mut node = Node::spawn(sente_lite_tests::node_bin!(), &envs);
+    // Bounded by bytes long before its 1,024 signals.
+    let mut node = spawn_logging_to(&fifo, ("SENTE_LITE_TELEMETRY_BUFFER_BYTES", "16384"));
     let addr = node.addr();
     let mut c = Client::connect(addr).await;
     let long = "z".repeat(300);
@@ -239,7 +247,7 @@ async fn sigterm_stops_the_server_within_its_deadline_while_the_log_sink_is_bloc
         "{b} -> {a}"
     );
 
-    stops_on_sigterm_within(&mut node, Duration::from_millis(drain_ms + telemetry_ms));
+    stops_on_sigterm_within(&mut node, SHUTDOWN_DEADLINE);
     drop(fifo);
 }
 
@@ -269,19 +277,7 @@ fn telemetry_worker_wchan(pid: u32) -> Option<String> {
 async fn sigterm_stops_the_server_while_its_log_handler_is_stuck_flushing() {
     let dir = TempDir::new("telemetry-fifo");
     let fifo = Fifo::new(&dir);
-    let fifo_path = fifo.path.display().to_string();
-    let envs = [
-        ("SENTE_LITE_TELEMETRY_OUTPUT", "file"),
-        ("SENTE_LITE_TELEMETRY_FILE", fifo_path.as_str()),
-        ("SENTE_LITE_TELEMETRY_MIN_LEVEL", "warn"),
-        (
-            "SENTE_LITE_TELEMETRY_MAX_WARNINGS_PER_CONNECTION_PER_MINUTE",
-            "0",
-        ),
-        ("SENTE_LITE_TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000"),
-        ("SENTE_LITE_WEBSOCKET_SHUTDOWN_DRAIN_MS", "200"),
-    ];
-    let mut node = Node::spawn(sente_lite_tests::node_bin!(), &envs);
+    let mut node = spawn_logging_to(&fifo, ("SENTE_LITE_TELEMETRY_MIN_LEVEL", "warn"));
     let addr = node.addr();
     let pid = node.pid().unwrap();
     let asleep = |w: &Option<String>| w.as_deref().is_some_and(|w| !w.is_empty() && w != "0");
@@ -332,7 +328,6 @@ async fn sigterm_stops_the_server_while_its_log_handler_is_stuck_flushing() {
         "{s}"
     );
 
-    // websocket.shutdown-drain-ms + telemetry.shutdown-timeout-ms.
-    stops_on_sigterm_within(&mut node, Duration::from_millis(200 + 1_000));
+    stops_on_sigterm_within(&mut node, SHUTDOWN_DEADLINE);
     drop(fifo);
 }
