@@ -112,6 +112,7 @@ fn every_reason_is_documented() {
 fn every_frame_type_is_documented() {
     let server_types = [
         "welcome",
+        "authenticate-result",
         "subscription-result",
         "unsubscription-result",
         "publish-result",
