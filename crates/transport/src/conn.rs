@@ -1,12 +1,14 @@
 //! One WebSocket connection's task: it reads frames into its [`Session`],
-//! writes queued frames in batches, pings, and closes.
+//! writes what the socket did not take at once (in batches, when the
+//! socket is writable again), pings, and closes.
 
 use crate::admission::Admission;
 use crate::events;
 use crate::rate::{Admit, FrameRate};
 use crate::shared::Shared;
-use crate::sink::{ConnSink, Next, Overflowed};
+use crate::sink::{ConnSink, Next};
 use crate::stats::Counters;
+use crate::wire::{Inbound, Stream};
 use futures::{SinkExt, StreamExt};
 use sente_lite_channels::{ConnId, Frame, Offer, Sink};
 use sente_lite_protocol::{Reason, ServerMessage};
@@ -15,17 +17,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use telemere_lite::{event, Level};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// Most frames gathered into one write.
-const MAX_BATCH_FRAMES: usize = 256;
-/// Most bytes gathered into one write.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+type Ws = WebSocketStream<Inbound>;
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
 
@@ -91,21 +89,27 @@ enum WriteError {
     Io,
 }
 
-/// Runs one connection from upgrade to close.
-pub(crate) async fn run<S>(
-    mut ws: WebSocketStream<S>,
+/// Runs one connection from upgrade to close: `read` is what was read of
+/// the stream past the upgrade request.
+pub(crate) async fn run(
+    stream: Stream,
+    read: Vec<u8>,
+    config: WebSocketConfig,
     shared: Arc<Shared>,
     admission: Admission,
     identity: Identity,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     let cfg = &shared.config;
-    let sink = Arc::new(ConnSink::new(
-        cfg.max_outbound_frames,
-        cfg.max_outbound_bytes,
-        Arc::clone(&shared.sinks),
-    ));
+    let inbound = Inbound::new(stream, |direct| {
+        Arc::new(ConnSink::new(
+            cfg.max_outbound_frames,
+            cfg.max_outbound_bytes,
+            Arc::clone(&shared.sinks),
+            direct,
+        ))
+    });
+    let sink = Arc::clone(inbound.sink());
+    let mut ws = WebSocketStream::from_partially_read(inbound, read, Role::Server, Some(config)).await;
     let session = match Session::open(
         &shared.engine,
         Arc::clone(&sink) as Arc<dyn Sink>,
@@ -152,8 +156,8 @@ pub(crate) async fn run<S>(
     let end = loop {
         tokio::select! {
             next = sink.next() => match next {
-                Next::Frame(first) => {
-                    match write_batch(&mut ws, &shared, &sink, first, conn).await {
+                Next::Write => {
+                    match write_queued(&mut ws, &shared, &sink, conn).await {
                         Ok(()) => {}
                         Err(WriteError::Overflowed | WriteError::Timeout) => break End::SlowConsumer,
                         Err(WriteError::Io) => break End::Gone,
@@ -247,15 +251,7 @@ pub(crate) async fn run<S>(
         // client: the `rate-limited` errors that say why it is closed),
         // within the drain deadline.
         let deadline = Instant::now() + cfg.shutdown_drain;
-        while let Some(first) = sink.pop_frame() {
-            if Instant::now() >= deadline
-                || Box::pin(write_batch(&mut ws, &shared, &sink, first, conn))
-                    .await
-                    .is_err()
-            {
-                break;
-            }
-        }
+        let _ = until_overflow(&sink, timeout_at(deadline, ws.flush())).await;
     }
     Box::pin(close(&mut ws, end, cfg.message_timeout)).await;
     Counters::bump(&shared.counters.connections_closed);
@@ -282,51 +278,24 @@ fn refuse_rate_limited(sink: &ConnSink, rate: u32) -> bool {
     sink.offer(&Frame::new(frame)) == Offer::Queued
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes
-/// once: several frames per syscall when a client has more than one waiting.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
+/// Writes what is queued (the socket did not take it at once), in batches
+/// of several frames per syscall, until the queue is empty.
+async fn write_queued(
+    ws: &mut Ws,
     shared: &Shared,
     sink: &ConnSink,
-    first: Frame,
     conn: ConnId,
-) -> Result<(), WriteError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), WriteError> {
     let deadline = Instant::now() + shared.config.message_timeout;
-    let mut frames = 0usize;
-    let mut bytes = 0usize;
-    let mut next = Some(first);
-    while let Some(frame) = next {
-        frames += 1;
-        bytes += frame.len();
-        if let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
-            let feed = timeout_at(deadline, ws.feed(Message::Text(text)));
-            match until_overflow(sink, feed).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(WriteError::Io),
-                Err(e) => return Err(e),
-            }
-        }
-        if frames >= MAX_BATCH_FRAMES || bytes >= MAX_BATCH_BYTES {
-            break;
-        }
-        next = match sink.batch_next() {
-            Ok(f) => f,
-            Err(Overflowed) => return Err(WriteError::Overflowed),
-        };
-    }
+    let before = sink.frames_sent.load(Ordering::Relaxed);
     match until_overflow(sink, timeout_at(deadline, ws.flush())).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(WriteError::Io),
         Err(e) => return Err(e),
     }
-    sink.written(bytes);
-    sink.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
-    sink.socket_writes.fetch_add(1, Ordering::Relaxed);
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
-        serde_json::json!({"conn-id": conn.to_string(), "frames": frames, "bytes": bytes}));
+        serde_json::json!({"conn-id": conn.to_string(),
+            "frames": sink.frames_sent.load(Ordering::Relaxed).saturating_sub(before)}));
     Ok(())
 }
 
@@ -349,10 +318,7 @@ async fn until_overflow<T>(
 
 /// Sends our close frame (if the end calls for one), then lets the client
 /// answer for a moment so the close handshake completes.
-async fn close<S>(ws: &mut WebSocketStream<S>, end: End, write_timeout: Duration)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn close(ws: &mut Ws, end: End, write_timeout: Duration) {
     let frame = end.close().map(|(code, reason)| CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

@@ -64,6 +64,7 @@ mod sink;
 mod stats;
 mod tls;
 mod upgrade;
+mod wire;
 
 pub use config::{
     IpNet, IpNetError, OriginPattern, Secret, Tls, TlsError, TransportConfig,

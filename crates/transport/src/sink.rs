@@ -1,16 +1,29 @@
-//! A connection's outbound sink: the bounded queue the engine offers frames
-//! to, the broadcast signals of the whole transport, and the [`Registry`]
-//! of every sink with the bytes queued in all of them.
+//! A connection's outbound side: the bounded queue of WebSocket frames the
+//! engine offers to, the broadcast signals of the whole transport, and the
+//! [`Registry`] of every sink with the bytes queued in all of them.
+//!
+//! The write path: a frame offered to a connection whose queue is empty is
+//! written to its socket at once, by the thread that offers it (a
+//! non-blocking `writev` of the frame's header and its payload), so a
+//! delivery in the common case wakes no task and copies nothing: every
+//! recipient of a publish writes the same `Bytes`. Only what the socket
+//! does not take goes into the queue, which the connection's task then
+//! writes when the socket is writable again. Every write, direct or from
+//! the task, happens under the queue's lock, so the bytes on the wire are
+//! the frames in the order they were offered, whole.
 
+use crate::wire::{Out, Wire};
 use futures::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use sente_lite_channels::{Frame, Offer, Sink};
 use sente_lite_protocol::Reason;
 use slab::Slab;
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
+use tokio::net::TcpStream;
 
 /// Every open connection's sink, and the bytes queued in all their
 /// outbound queues together (`websocket.max-outbound-bytes-total`).
@@ -96,17 +109,19 @@ impl Registry {
 }
 
 /// The outbound side the engine offers frames to: a queue bounded in frames
-/// and in bytes, drained by the connection's task. A frame that does not
-/// fit marks the connection a slow consumer and wakes its task to close it:
-/// the connection never stays open having silently missed a frame. One
-/// frame larger than the byte bound is accepted into an empty queue (a
-/// channel message of a publish of `max-message-bytes` is a little larger
-/// than the publish), so the queue holds at most the bound or one frame.
+/// and in bytes, written directly when it is empty and drained by the
+/// connection's task otherwise. A frame that does not fit marks the
+/// connection a slow consumer and wakes its task to close it: the
+/// connection never stays open having silently missed a frame. One frame
+/// larger than the byte bound is accepted into an empty queue (a channel
+/// message of a publish of `max-message-bytes` is a little larger than the
+/// publish), so the queue holds at most the bound or one frame.
 ///
 /// The queue is a `VecDeque` under an uncontended lock plus an
-/// `AtomicWaker`: offering wakes the task only when the queue goes from empty
-/// to non-empty, and waiting allocates nothing. It starts with no buffer and
-/// gives back a large one once drained, so an idle connection holds little.
+/// `AtomicWaker`: queueing wakes the task only when the queue goes from
+/// empty to non-empty, and waiting allocates nothing. It starts with no
+/// buffer and gives back a large one once drained, so an idle connection
+/// holds little.
 pub(crate) struct ConnSink {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
@@ -114,25 +129,32 @@ pub(crate) struct ConnSink {
     max_bytes: usize,
     registry: Arc<Registry>,
     /// This connection's share of `frames-sent` and `socket-writes`: counted
-    /// here, on a cache line only its task writes, and summed for `/stats`,
-    /// so the write path touches no counter shared by all connections.
+    /// here, on a cache line of its own connection, and summed for
+    /// `/stats`, so the write path touches no counter shared by all
+    /// connections.
     pub(crate) frames_sent: AtomicU64,
     pub(crate) socket_writes: AtomicU64,
 }
 
 struct Queue {
-    frames: VecDeque<Frame>,
-    /// Bytes of `frames`.
+    /// Frames not yet (wholly) on the wire, oldest first.
+    frames: VecDeque<Out>,
+    /// Counted bytes of `frames` (their payloads).
     bytes: usize,
-    /// Bytes taken out of the queue for the write under way, not yet
-    /// flushed.
-    in_flight: usize,
+    /// Wire bytes of `frames[0]` already written.
+    sent: usize,
+    /// The socket, for writes from the offering thread: plain TCP only,
+    /// while the connection accepts frames.
+    direct: Option<Arc<TcpStream>>,
     /// This sink's bytes are no longer in the registry's total (it was
     /// closed for the server-wide total).
     released: bool,
+    /// A frame partly written was dropped: the stream cannot carry another
+    /// frame, nothing more is written.
+    torn: bool,
     overflowed: bool,
     /// The connection's task has stopped serving it: nothing more is
-    /// accepted.
+    /// accepted from the engine.
     closed: bool,
     stop: bool,
     beat: bool,
@@ -151,10 +173,40 @@ impl Queue {
             self.frames.shrink_to(KEEP_SLOTS);
         }
     }
+
+    /// Empties the queue but a frame partly on the wire (which is finished
+    /// first, so the close frame after it is read as one): the counted
+    /// bytes dropped, and the frames, to be freed outside the lock.
+    fn drop_unsent(&mut self) -> (usize, VecDeque<Out>) {
+        let keep = if self.sent > 0 {
+            self.frames.pop_front()
+        } else {
+            None
+        };
+        let dropped = std::mem::take(&mut self.frames);
+        let mut bytes = std::mem::take(&mut self.bytes);
+        if let Some(head) = keep {
+            self.bytes = head.counted();
+            bytes -= head.counted();
+            self.frames.push_back(head);
+        }
+        (bytes, dropped)
+    }
 }
 
-/// The queue overflowed: the connection is a slow consumer.
-pub(crate) struct Overflowed;
+/// What the task finds when it looks at its queue, most urgent first.
+pub(crate) enum Next {
+    Overflowed,
+    Stop,
+    /// Frames are queued: the socket did not take them at once.
+    Write,
+    Beat,
+    /// Close with 1012 `broker-reconnect`: every frame before it is out.
+    Reconnect,
+    /// Close with the session's code and reason: every frame before it is
+    /// out.
+    Close(u16, Reason),
+}
 
 /// What the transport tells every connection at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,30 +217,30 @@ pub(crate) enum Signal {
     Stop,
 }
 
-/// What the task finds when it looks at its queue, most urgent first.
-pub(crate) enum Next {
-    Overflowed,
-    Stop,
-    Frame(Frame),
-    Beat,
-    /// Close with 1012 `broker-reconnect`: every frame before it is out.
-    Reconnect,
-    /// Close with the session's code and reason: every frame before it is
-    /// out.
-    Close(u16, Reason),
-}
-
 /// A drained queue keeps at most this many slots of its buffer.
 const KEEP_SLOTS: usize = 16;
+/// Most frames gathered into one write of the queue.
+const MAX_BATCH_FRAMES: usize = 64;
+/// Most bytes gathered into one write of the queue.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl ConnSink {
-    pub(crate) fn new(max_frames: usize, max_bytes: usize, registry: Arc<Registry>) -> ConnSink {
+    /// A sink for a connection; `direct` is its socket when frames may be
+    /// written to it from the offering thread (plain TCP).
+    pub(crate) fn new(
+        max_frames: usize,
+        max_bytes: usize,
+        registry: Arc<Registry>,
+        direct: Option<Arc<TcpStream>>,
+    ) -> ConnSink {
         ConnSink {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
-                in_flight: 0,
+                sent: 0,
+                direct,
                 released: false,
+                torn: false,
                 overflowed: false,
                 closed: false,
                 stop: false,
@@ -217,7 +269,7 @@ impl ConnSink {
         self.waker.wake();
     }
 
-    /// The most urgent thing waiting: an overflow, a stop, the next frame,
+    /// The most urgent thing waiting: an overflow, a stop, frames to write,
     /// a heartbeat.
     pub(crate) fn try_next(&self) -> Option<Next> {
         let mut q = self.queue.lock();
@@ -227,11 +279,8 @@ impl ConnSink {
         if q.stop {
             return Some(Next::Stop);
         }
-        if let Some(frame) = q.frames.pop_front() {
-            q.bytes -= frame.len();
-            q.in_flight += frame.len();
-            q.shrink_if_drained();
-            return Some(Next::Frame(frame));
+        if !q.frames.is_empty() {
+            return Some(Next::Write);
         }
         if q.reconnect {
             return Some(Next::Reconnect);
@@ -245,53 +294,130 @@ impl ConnSink {
         None
     }
 
-    /// The next frame of a write batch; an overflow ends the batch (a stop
-    /// or heartbeat waits for the loop).
-    pub(crate) fn batch_next(&self) -> Result<Option<Frame>, Overflowed> {
-        let mut q = self.queue.lock();
-        if q.overflowed {
-            return Err(Overflowed);
-        }
-        let frame = q.frames.pop_front();
-        if let Some(f) = &frame {
-            q.bytes -= f.len();
-            q.in_flight += f.len();
-        }
-        q.shrink_if_drained();
-        Ok(frame)
-    }
-
     /// Refuses every later offer with [`Offer::Closed`]: the connection is
-    /// closing.
+    /// closing. What is queued is still written by the task.
     pub(crate) fn close(&self) {
-        self.queue.lock().closed = true;
+        let direct = {
+            let mut q = self.queue.lock();
+            q.closed = true;
+            q.direct.take()
+        };
+        drop(direct);
     }
 
-    /// The next queued frame only (for the shutdown drain).
-    pub(crate) fn pop_frame(&self) -> Option<Frame> {
+    /// Queues bytes the WebSocket protocol wrote (a pong, a ping, a close
+    /// frame; always whole frames), after everything queued before. Bounded
+    /// like the engine's frames: a client that pings and does not read is
+    /// a slow consumer. Accepted while closing (the close frame comes
+    /// last), refused once the stream is torn.
+    pub(crate) fn push_raw(&self, bytes: &[u8]) -> io::Result<()> {
         let mut q = self.queue.lock();
-        let frame = q.frames.pop_front()?;
-        q.bytes -= frame.len();
-        q.in_flight += frame.len();
-        Some(frame)
+        if q.torn {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if !q.frames.is_empty()
+            && (q.frames.len() >= self.max_frames || q.bytes + bytes.len() > self.max_bytes)
+        {
+            drop(q);
+            self.overflow();
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.push(&mut q, Out::raw(bytes), 0);
+        Ok(())
     }
 
-    /// A write of `bytes` (taken out of the queue before) was flushed:
-    /// they leave the server-wide total.
-    pub(crate) fn written(&self, bytes: usize) {
-        let mut q = self.queue.lock();
-        let n = bytes.min(q.in_flight);
-        q.in_flight -= n;
-        if !q.released {
-            self.registry.sub(n);
+    /// Puts `out` (with `sent` of its wire bytes already written) at the
+    /// end of the queue, counted; wakes the task if the queue was empty.
+    fn push(&self, q: &mut MutexGuard<'_, Queue>, out: Out, sent: usize) -> bool {
+        let len = out.counted();
+        let was_empty = q.frames.is_empty();
+        if was_empty {
+            q.sent = sent;
+        }
+        q.frames.push_back(out);
+        q.bytes += len;
+        if was_empty {
+            self.waker.wake();
+        }
+        // Added under the queue's lock: the task cannot write the frame
+        // (and subtract it) before it is counted.
+        !q.released && self.registry.add(len)
+    }
+
+    /// Writes what is queued to `wire` until the queue is empty (then
+    /// flushes `wire`) or the socket takes no more (`Pending`, the task
+    /// woken when it is writable). Used by the connection's task, from the
+    /// WebSocket stream's `poll_flush`.
+    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>, wire: &mut Wire) -> Poll<io::Result<()>> {
+        loop {
+            let mut q = self.queue.lock();
+            if q.torn {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if q.frames.is_empty() {
+                q.shrink_if_drained();
+                drop(q);
+                return wire.poll_flush(cx);
+            }
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * MAX_BATCH_FRAMES.min(q.frames.len()));
+            let mut bytes = 0usize;
+            let mut skip = q.sent;
+            for out in q.frames.iter().take(MAX_BATCH_FRAMES) {
+                bytes += out.slices(skip, &mut slices);
+                skip = 0;
+                if bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+            }
+            let written = match wire.poll_write_vectored(cx, &slices) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+            };
+            drop(slices);
+            self.socket_writes.fetch_add(1, Relaxed);
+            let done = self.consume(&mut q, written);
+            drop(q);
+            drop(done);
         }
     }
 
-    /// Bytes this connection holds in the server-wide total (queued and
-    /// being written); `None` once it was closed as a slow consumer.
+    /// `n` wire bytes of the queue were written: the frames wholly written
+    /// leave it (returned, to be freed outside the lock) and the total.
+    fn consume(&self, q: &mut Queue, mut n: usize) -> Vec<Out> {
+        let mut done = Vec::new();
+        let mut frames = 0u64;
+        let mut bytes = 0usize;
+        while let Some(head) = q.frames.front() {
+            let left = head.wire_len() - q.sent;
+            if n < left {
+                q.sent += n;
+                break;
+            }
+            n -= left;
+            q.sent = 0;
+            if let Some(out) = q.frames.pop_front() {
+                bytes += out.counted();
+                frames += u64::from(out.is_frame());
+                done.push(out);
+            }
+        }
+        q.bytes -= bytes;
+        if !q.released {
+            self.registry.sub(bytes);
+        }
+        if frames > 0 {
+            self.frames_sent.fetch_add(frames, Relaxed);
+        }
+        done
+    }
+
+    /// Bytes this connection holds in the server-wide total; `None` once it
+    /// was closed as a slow consumer.
     fn held_bytes(&self) -> Option<usize> {
         let q = self.queue.lock();
-        (!q.overflowed).then_some(q.bytes + q.in_flight)
+        (!q.overflowed).then_some(q.bytes)
     }
 
     /// Resolves once the connection was closed for the server-wide total,
@@ -315,18 +441,19 @@ impl ConnSink {
     }
 
     /// Its own queue overflowed: marks the connection a slow consumer,
-    /// empties its queue (nothing in it will be written: a slow consumer is
-    /// closed without a drain) and wakes its task to close it. The write
-    /// under way stays counted until it is flushed or the sink dropped.
+    /// empties its queue but a frame partly written (nothing else in it
+    /// will be written: a slow consumer is closed without a drain) and
+    /// wakes its task to close it.
     fn overflow(&self) {
         let dropped = {
             let mut q = self.queue.lock();
             q.overflowed = true;
-            let dropped = std::mem::take(&mut q.frames);
-            let bytes = std::mem::take(&mut q.bytes);
+            q.closed = true;
+            let (bytes, dropped) = q.drop_unsent();
             if !q.released {
                 self.registry.sub(bytes);
             }
+            drop(q.direct.take());
             dropped
         };
         // Frames shared with other connections are freed outside the lock.
@@ -335,19 +462,23 @@ impl ConnSink {
     }
 
     /// Closed for the server-wide total: as [`overflow`](Self::overflow),
-    /// and all its bytes leave the total at once, the write under way
-    /// included (the task abandons it). False if it already was a slow
-    /// consumer.
+    /// and all its bytes leave the total at once, a frame partly written
+    /// included (the task abandons it, and the stream with it). False if it
+    /// already was a slow consumer.
     fn evict(&self) -> bool {
         let (first, dropped) = {
             let mut q = self.queue.lock();
             let first = !q.overflowed;
             q.overflowed = true;
+            q.closed = true;
+            q.torn |= q.sent > 0;
+            q.sent = 0;
             let dropped = std::mem::take(&mut q.frames);
             let bytes = std::mem::take(&mut q.bytes);
             if !std::mem::replace(&mut q.released, true) {
-                self.registry.sub(bytes + q.in_flight);
+                self.registry.sub(bytes);
             }
+            drop(q.direct.take());
             (first, dropped)
         };
         drop(dropped);
@@ -378,31 +509,45 @@ impl Sink for ConnSink {
         if q.overflowed || q.closed {
             return Offer::Closed;
         }
-        let len = frame.len();
-        // A frame larger than the whole queue still goes into an empty one.
+        let body = frame.bytes();
+        let len = body.len();
         let was_empty = q.frames.is_empty();
-        if q.frames.len() >= self.max_frames || (!was_empty && q.bytes + len > self.max_bytes) {
+        // The common case: nothing queued, so the frame goes straight to
+        // the socket, from this thread, without a copy or a wakeup.
+        if was_empty {
+            if let Some(tcp) = &q.direct {
+                let out = Out::text(body.clone());
+                let mut slices = Vec::new();
+                let wire_len = out.slices(0, &mut slices);
+                let n = match tcp.try_write_vectored(&slices) {
+                    Ok(n) => n,
+                    // Queued whole: the task meets the error, or the
+                    // socket's readiness, itself.
+                    Err(_) => 0,
+                };
+                drop(slices);
+                if n > 0 {
+                    self.socket_writes.fetch_add(1, Relaxed);
+                }
+                if n == wire_len {
+                    self.frames_sent.fetch_add(1, Relaxed);
+                    return Offer::Queued;
+                }
+                // A frame larger than the whole queue still goes into an
+                // empty one.
+                let over = self.push(&mut q, out, n);
+                drop(q);
+                return self.after_push(over);
+            }
+        }
+        if !was_empty && (q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes) {
             drop(q);
             self.overflow();
             return Offer::Full;
         }
-        q.frames.push_back(frame.clone());
-        q.bytes += len;
-        // Added under the queue's lock: the task cannot take the frame out
-        // (and subtract it) before it is counted.
-        let over = self.registry.add(len);
+        let over = self.push(&mut q, Out::text(body.clone()), 0);
         drop(q);
-        if over {
-            self.registry.evict();
-            // This connection may have been the one with the most queued.
-            if self.queue.lock().overflowed {
-                return Offer::Full;
-            }
-        }
-        if was_empty {
-            self.waker.wake();
-        }
-        Offer::Queued
+        self.after_push(over)
     }
 
     fn free_bytes(&self) -> Option<usize> {
@@ -419,6 +564,7 @@ impl Sink for ConnSink {
             q.reconnect = true;
             // Nothing after this point is for the client.
             q.closed = true;
+            drop(q.direct.take());
         }
         self.waker.wake();
     }
@@ -431,8 +577,24 @@ impl Sink for ConnSink {
             }
             q.close_with = Some((code, reason));
             q.closed = true;
+            drop(q.direct.take());
         }
         self.waker.wake();
+    }
+}
+
+impl ConnSink {
+    /// After a frame was queued: past the server-wide total, closes the
+    /// connections with the most queued (this one, perhaps).
+    fn after_push(&self, over: bool) -> Offer {
+        if over {
+            self.registry.evict();
+            // This connection may have been the one with the most queued.
+            if self.queue.lock().overflowed {
+                return Offer::Full;
+            }
+        }
+        Offer::Queued
     }
 }
 
@@ -441,7 +603,7 @@ impl Drop for ConnSink {
         // What was never written leaves the server-wide total with it.
         let q = self.queue.get_mut();
         if !q.released {
-            self.registry.sub(q.bytes + q.in_flight);
+            self.registry.sub(q.bytes);
         }
     }
 }
@@ -449,15 +611,56 @@ impl Drop for ConnSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn frame(len: usize) -> Frame {
         Frame::new("x".repeat(len))
     }
 
-    fn sink(registry: &Arc<Registry>, max_bytes: usize) -> Arc<ConnSink> {
-        let s = Arc::new(ConnSink::new(1_000, max_bytes, Arc::clone(registry)));
+    fn sink_with(
+        registry: &Arc<Registry>,
+        max_bytes: usize,
+        direct: Option<Arc<TcpStream>>,
+    ) -> Arc<ConnSink> {
+        let s = Arc::new(ConnSink::new(1_000, max_bytes, Arc::clone(registry), direct));
         registry.lock().insert(Arc::clone(&s));
         s
+    }
+
+    fn sink(registry: &Arc<Registry>, max_bytes: usize) -> Arc<ConnSink> {
+        sink_with(registry, max_bytes, None)
+    }
+
+    /// A connected loopback pair: (server side, client side).
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (server, _) = accepted.expect("accept");
+        (Arc::new(server), client.expect("connect"))
+    }
+
+    /// Reads `n` text frames of the server's encoding from `client`.
+    async fn read_frames(client: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for _ in 0..n {
+            let mut head = [0u8; 2];
+            client.read_exact(&mut head).await.expect("header");
+            assert_eq!(head[0], 0x81, "a final text frame");
+            let len = match head[1] {
+                126 => usize::from(client.read_u16().await.expect("length")),
+                127 => usize::try_from(client.read_u64().await.expect("length")).expect("fits"),
+                short => usize::from(short),
+            };
+            let mut payload = vec![0u8; len];
+            client.read_exact(&mut payload).await.expect("payload");
+            frames.push(payload);
+        }
+        frames
+    }
+
+    async fn drain(s: &ConnSink, wire: &mut Wire) -> io::Result<()> {
+        std::future::poll_fn(|cx| s.poll_drain(cx, wire)).await
     }
 
     #[test]
@@ -477,49 +680,118 @@ mod tests {
         assert_eq!(t.offer(&frame(1)), Offer::Full);
     }
 
-    #[test]
-    fn the_total_is_exact_over_every_way_a_frame_leaves() {
+    #[tokio::test]
+    async fn an_empty_queue_writes_the_frame_at_once_and_holds_nothing() {
+        let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
+        let s = sink_with(&r, 1_000, Some(Arc::clone(&server)));
+        let f = Frame::new(r#"{"type":"pong"}"#.to_owned());
+        assert_eq!(s.offer(&f), Offer::Queued);
+        assert!(s.try_next().is_none(), "nothing for the task to do");
+        assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
+        assert_eq!(s.frames_sent.load(Relaxed), 1);
+        assert_eq!(read_frames(&mut client, 1).await, [f.bytes().to_vec()]);
+        // Once closing, nothing more is written from the offering thread.
+        s.close();
+        assert_eq!(s.offer(&f), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_queued_and_written_in_order() {
+        let (server, mut client) = pair().await;
+        let r = Registry::new(usize::MAX);
+        let s = sink_with(&r, usize::MAX, Some(Arc::clone(&server)));
+        // Offer distinct frames until the socket's buffers are full and
+        // some are queued (bounded: socket buffers are a few MiB at most).
+        let mut sent = Vec::new();
+        while s.held_bytes() == Some(0) {
+            assert!(sent.len() < 100_000, "the socket never filled");
+            let body = format!("{:0>20000}", sent.len());
+            let f = Frame::new(body);
+            assert_eq!(s.offer(&f), Offer::Queued);
+            sent.push(f.bytes().to_vec());
+        }
+        for i in 0..10 {
+            let f = Frame::new(format!("queued-{i}"));
+            assert_eq!(s.offer(&f), Offer::Queued);
+            sent.push(f.bytes().to_vec());
+        }
+        assert!(matches!(s.try_next(), Some(Next::Write)));
+        assert!(r.queued() > 0);
+        let mut wire = Wire::Tcp(Arc::clone(&server));
+        let (drained, got) = tokio::join!(drain(&s, &mut wire), read_frames(&mut client, sent.len()));
+        drained.expect("drained");
+        assert!(got == sent, "every frame whole and in order");
+        assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
+        assert_eq!(s.frames_sent.load(Relaxed), sent.len() as u64);
+        assert!(s.try_next().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_total_is_exact_over_every_way_a_frame_leaves() {
+        let (server, mut client) = pair().await;
+        let r = Registry::new(usize::MAX);
+        // Written by the task.
         let s = sink(&r, 1_000);
         for _ in 0..4 {
             assert_eq!(s.offer(&frame(10)), Offer::Queued);
         }
         assert_eq!(r.queued(), 40);
-        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
-        assert!(matches!(s.batch_next(), Ok(Some(_))));
-        assert!(s.pop_frame().is_some());
-        // Taken out for writing, still held until the write is flushed.
-        assert_eq!((r.queued(), s.held_bytes()), (40, Some(40)));
-        s.written(20);
-        assert_eq!(r.queued(), 20);
+        let mut wire = Wire::Tcp(Arc::clone(&server));
+        drain(&s, &mut wire).await.expect("drained");
+        assert_eq!(r.queued(), 0);
+        assert_eq!(read_frames(&mut client, 4).await.len(), 4);
+        // Dropped with the sink.
+        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        assert_eq!(r.queued(), 10);
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0, "a dropped sink takes its bytes along");
-        // A connection closed for the total: its bytes leave at once, its
-        // write under way too, and never twice.
+        // Closed for the total: its bytes leave at once, a frame partly
+        // written too, never twice, and the stream is torn.
         let s = sink(&r, 1_000);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
-        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
+        s.queue.lock().sent = 3;
         assert!(s.evict());
+        assert!(!s.evict());
         assert_eq!(r.queued(), 0);
-        s.written(10);
+        assert!(drain(&s, &mut wire).await.is_err(), "nothing after half a frame");
+        assert!(s.push_raw(&[0x88, 0]).is_err());
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0);
-        // One whose own queue overflowed: the queue leaves at once, the
-        // write under way when it is flushed.
+        // Its own queue overflowed: all but the frame partly written
+        // leaves at once; that one when it is written, and then the close
+        // frame may follow it.
         let s = sink(&r, 25);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
-        assert!(matches!(s.try_next(), Some(Next::Frame(_))));
-        assert_eq!(s.offer(&frame(10)), Offer::Queued);
+        s.queue.lock().sent = 1;
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         assert_eq!(s.offer(&frame(10)), Offer::Full);
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
         assert_eq!(r.queued(), 10);
-        s.written(10);
+        s.push_raw(&[0x88, 0]).expect("the close frame is taken");
+        drain(&s, &mut wire).await.expect("drained");
         assert_eq!(r.queued(), 0);
+        let mut rest = vec![0u8; 11 + 2];
+        client.read_exact(&mut rest).await.expect("the rest");
+        assert_eq!(&rest[11..], [0x88, 0], "the close frame after the whole frame");
         r.lock().clear();
         drop(s);
+        assert_eq!(r.queued(), 0);
+    }
+
+    #[test]
+    fn a_client_that_pings_and_does_not_read_is_a_slow_consumer() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 10);
+        s.push_raw(&[0x8a, 0]).expect("one pong");
+        for _ in 0..4 {
+            s.push_raw(&[0x8a, 0]).expect("pongs within the bound");
+        }
+        assert!(s.push_raw(&[0x8a, 0]).is_err(), "past the bound");
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
         assert_eq!(r.queued(), 0);
     }
 
@@ -541,16 +813,6 @@ mod tests {
         assert_eq!(small.offer(&frame(70)), Offer::Full);
         assert_eq!(r.queued(), 0);
         assert_eq!(r.closed_over_total.load(Relaxed), 2);
-        // A write under way counts: the stuck one is the largest.
-        let r = Registry::new(100);
-        let stuck = sink(&r, 1_000);
-        let other = sink(&r, 1_000);
-        assert_eq!(stuck.offer(&frame(60)), Offer::Queued);
-        assert!(matches!(stuck.try_next(), Some(Next::Frame(_))));
-        assert_eq!(other.offer(&frame(30)), Offer::Queued);
-        assert_eq!(other.offer(&frame(20)), Offer::Queued);
-        assert!(matches!(stuck.try_next(), Some(Next::Overflowed)));
-        assert_eq!(r.queued(), 50);
     }
 
     #[tokio::test]

@@ -13,8 +13,9 @@ use sente_lite_session::{ConnectInfo, Session};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use crate::tls::Io;
+use crate::wire::Stream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
@@ -190,26 +191,22 @@ pub(crate) fn handle(
         };
         // Our accept loop serves `Prefixed` TCP streams, so the upgraded IO
         // is the TcpStream itself: use it directly, without hyper's boxing.
-        match upgraded.downcast::<TokioIo<Prefixed>>() {
+        let (stream, read) = match upgraded.downcast::<TokioIo<Prefixed>>() {
             Ok(parts) => {
                 // Only the bytes read past the request head are kept: hyper's
                 // read buffer and the accept loop's head buffer are freed
                 // here, not held for the connection's life.
-                let (tcp, read) = {
-                    // On the wire, what hyper read past the head comes
-                    // first, then what it had not read of our prefix yet.
-                    // Both buffers are moved in here, so they are freed at
-                    // the end of this block.
-                    let read_buf = parts.read_buf;
-                    let mut read = read_buf.to_vec();
-                    let (prefix, tcp) = parts.io.into_inner().into_parts();
-                    read.extend_from_slice(&prefix);
-                    (tcp, read)
+                // On the wire, what hyper read past the head comes first,
+                // then what it had not read of our prefix yet.
+                let read_buf = parts.read_buf;
+                let mut read = read_buf.to_vec();
+                let (prefix, io) = parts.io.into_inner().into_parts();
+                read.extend_from_slice(&prefix);
+                let stream = match io {
+                    Io::Plain(tcp) => Stream::Tcp(tcp),
+                    tls @ Io::Tls(_) => Stream::Other(Box::new(tls)),
                 };
-                let ws =
-                    WebSocketStream::from_partially_read(tcp, read, Role::Server, Some(config))
-                        .await;
-                crate::conn::run(ws, shared, admission, identity).await;
+                (stream, read)
             }
             Err(upgraded) => {
                 // Not our accept loop's stream (never, as the transport is
@@ -217,15 +214,10 @@ pub(crate) fn handle(
                 telemere_lite::event!(tel: &shared.telemetry, level: telemere_lite::Level::Warn,
                     events::WEBSOCKET_ERROR,
                     serde_json::json!({"reason": "upgraded-stream-not-a-tcp-stream"}));
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                crate::conn::run(ws, shared, admission, identity).await;
+                (Stream::Other(Box::new(TokioIo::new(upgraded))), Vec::new())
             }
-        }
+        };
+        crate::conn::run(stream, read, config, shared, admission, identity).await;
     });
     let mut r = warp::reply().into_response();
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -252,15 +244,16 @@ fn truncated(s: &str, max: usize) -> &str {
 /// connection: at 512 bytes an idle connection costs about 3.6 KiB of server
 /// memory (4.2 KiB at 1 KiB, 7.6 KiB at 4 KiB; `sente-lite-bench run
 /// --scenarios idle --size full`). The price: a frame larger than that is read
-/// in 512-byte steps (a 1 MiB frame takes about 2,000 reads). Writes are
-/// gathered up to 64 KiB per syscall, the out buffer is bounded, and frames
-/// over `max-message-bytes` are refused from their header.
+/// in 512-byte steps (a 1 MiB frame takes about 2,000 reads). tungstenite
+/// writes only control frames (pongs, pings, the close frame), and each
+/// goes at once into the connection's queue (`wire::Inbound`), which the
+/// sink writes to the socket; frames over `max-message-bytes` are refused
+/// from their header.
 fn ws_config(c: &crate::config::TransportConfig) -> WebSocketConfig {
-    let write_buffer = 64 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(write_buffer)
-        .max_write_buffer_size(write_buffer + c.max_outbound_bytes.max(c.max_message_bytes) + 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(c.max_message_bytes))
         .max_frame_size(Some(c.max_message_bytes))
 }
