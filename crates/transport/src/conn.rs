@@ -101,15 +101,16 @@ pub(crate) async fn run(
 ) {
     let cfg = &shared.config;
     let inbound = Inbound::new(stream, |direct| {
-        Arc::new(ConnSink::new(
+        ConnSink::new(
             cfg.max_outbound_frames,
             cfg.max_outbound_bytes,
             Arc::clone(&shared.sinks),
             direct,
-        ))
+        )
     });
     let sink = Arc::clone(inbound.sink());
-    let mut ws = WebSocketStream::from_partially_read(inbound, read, Role::Server, Some(config)).await;
+    let mut ws =
+        WebSocketStream::from_partially_read(inbound, read, Role::Server, Some(config)).await;
     let session = match Session::open(
         &shared.engine,
         Arc::clone(&sink) as Arc<dyn Sink>,

@@ -65,6 +65,7 @@ mod stats;
 mod tls;
 mod upgrade;
 mod wire;
+mod writer;
 
 pub use config::{
     IpNet, IpNetError, OriginPattern, Secret, Tls, TlsError, TransportConfig,
@@ -224,6 +225,13 @@ impl Transport {
     /// ended.
     pub async fn serve(&self, listener: TcpListener) {
         let service = warp::service(endpoints::routes(Arc::clone(&self.shared)));
+        let writers: Vec<_> = self
+            .shared
+            .sinks
+            .shards()
+            .iter()
+            .map(|shard| tokio::spawn(Arc::clone(shard).run()))
+            .collect();
         let run = tokio::spawn(accept::serve(
             listener,
             Arc::clone(&self.shared),
@@ -250,6 +258,12 @@ impl Transport {
         // connections are ours to close.
         let _ = run.await;
         self.wait_for_connections().await;
+        for shard in self.shared.sinks.shards() {
+            shard.stop();
+        }
+        for writer in writers {
+            let _ = writer.await;
+        }
     }
 
     /// Starts a graceful shutdown: no new connections, every WebSocket closes

@@ -2,17 +2,16 @@
 //! engine offers to, the broadcast signals of the whole transport, and the
 //! [`Registry`] of every sink with the bytes queued in all of them.
 //!
-//! The write path: a frame offered to a connection whose queue is empty is
-//! written to its socket at once, by the thread that offers it (a
-//! non-blocking `writev` of the frame's header and its payload), so a
-//! delivery in the common case wakes no task and copies nothing: every
-//! recipient of a publish writes the same `Bytes`. Only what the socket
-//! does not take goes into the queue, which the connection's task then
-//! writes when the socket is writable again. Every write, direct or from
+//! The write path: the engine's fan-out queues a frame (its payload the
+//! one `Bytes` every recipient shares, its header built per queue) and
+//! hands a queue that was empty to its [writer](crate::writer), which
+//! writes it straight to the socket; only what the socket does not take
+//! is left for the connection's task. Every write, from a writer or from
 //! the task, happens under the queue's lock, so the bytes on the wire are
 //! the frames in the order they were offered, whole.
 
 use crate::wire::{Out, Wire};
+use crate::writer::Shard;
 use futures::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use sente_lite_channels::{Frame, Offer, Sink};
@@ -21,7 +20,7 @@ use slab::Slab;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
@@ -46,6 +45,10 @@ pub(crate) struct Registry {
     evicting: Mutex<()>,
     /// Connections closed because the total passed the limit.
     pub(crate) closed_over_total: AtomicU64,
+    /// One writer's list per core; plain-TCP connections are dealt out
+    /// round robin.
+    shards: Vec<Arc<Shard>>,
+    next_shard: AtomicUsize,
 }
 
 impl Registry {
@@ -56,7 +59,19 @@ impl Registry {
             limit,
             evicting: Mutex::new(()),
             closed_over_total: AtomicU64::new(0),
+            shards: (0..writers()).map(|_| Arc::new(Shard::new())).collect(),
+            next_shard: AtomicUsize::new(0),
         })
+    }
+
+    /// The writers' lists, one per writer task to run.
+    pub(crate) fn shards(&self) -> &[Arc<Shard>] {
+        &self.shards
+    }
+
+    fn pick_shard(&self) -> Option<Arc<Shard>> {
+        let i = self.next_shard.fetch_add(1, Relaxed);
+        self.shards.get(i % self.shards.len().max(1)).cloned()
     }
 
     /// The sinks themselves.
@@ -108,6 +123,11 @@ impl Registry {
     }
 }
 
+/// One writer per core the process may use (at most 16).
+fn writers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
 /// The outbound side the engine offers frames to: a queue bounded in frames
 /// and in bytes, written directly when it is empty and drained by the
 /// connection's task otherwise. A frame that does not fit marks the
@@ -125,6 +145,11 @@ impl Registry {
 pub(crate) struct ConnSink {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
+    /// This sink, for its writer's list.
+    me: Weak<ConnSink>,
+    /// The writer of its frames, for plain TCP; the task writes them
+    /// otherwise.
+    shard: Option<Arc<Shard>>,
     max_frames: usize,
     max_bytes: usize,
     registry: Arc<Registry>,
@@ -146,6 +171,8 @@ struct Queue {
     /// The socket, for writes from the offering thread: plain TCP only,
     /// while the connection accepts frames.
     direct: Option<Arc<TcpStream>>,
+    /// In its writer's list.
+    marked: bool,
     /// This sink's bytes are no longer in the registry's total (it was
     /// closed for the server-wide total).
     released: bool,
@@ -221,6 +248,8 @@ pub(crate) enum Signal {
 const KEEP_SLOTS: usize = 16;
 /// Most frames gathered into one write of the queue.
 const MAX_BATCH_FRAMES: usize = 64;
+/// Slices of one write: a header and a payload per frame.
+const MAX_SLICES: usize = 2 * MAX_BATCH_FRAMES;
 /// Most bytes gathered into one write of the queue.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -232,13 +261,17 @@ impl ConnSink {
         max_bytes: usize,
         registry: Arc<Registry>,
         direct: Option<Arc<TcpStream>>,
-    ) -> ConnSink {
-        ConnSink {
+    ) -> Arc<ConnSink> {
+        let shard = direct.as_ref().and_then(|_| registry.pick_shard());
+        Arc::new_cyclic(|me| ConnSink {
+            me: me.clone(),
+            shard,
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
                 sent: 0,
                 direct,
+                marked: false,
                 released: false,
                 torn: false,
                 overflowed: false,
@@ -254,7 +287,7 @@ impl ConnSink {
             registry,
             frames_sent: AtomicU64::new(0),
             socket_writes: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Raises a signal and wakes the task.
@@ -322,26 +355,80 @@ impl ConnSink {
             self.overflow();
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        self.push(&mut q, Out::raw(bytes), 0);
+        self.push(&mut q, Out::raw(bytes));
         Ok(())
     }
 
-    /// Puts `out` (with `sent` of its wire bytes already written) at the
-    /// end of the queue, counted; wakes the task if the queue was empty.
-    fn push(&self, q: &mut MutexGuard<'_, Queue>, out: Out, sent: usize) -> bool {
+    /// Puts `out` at the end of the queue, counted, and has the queue
+    /// written if it was empty.
+    fn push(&self, q: &mut MutexGuard<'_, Queue>, out: Out) -> bool {
         let len = out.counted();
         let was_empty = q.frames.is_empty();
-        if was_empty {
-            q.sent = sent;
-        }
         q.frames.push_back(out);
         q.bytes += len;
         if was_empty {
-            self.waker.wake();
+            self.schedule(q);
         }
         // Added under the queue's lock: the task cannot write the frame
         // (and subtract it) before it is counted.
         !q.released && self.registry.add(len)
+    }
+
+    /// Has the queue written: by its writer when it has one and the socket
+    /// is still its to write, by the task otherwise.
+    fn schedule(&self, q: &mut Queue) {
+        match (&self.shard, &q.direct) {
+            (Some(shard), Some(_)) => {
+                if !std::mem::replace(&mut q.marked, true) {
+                    if let Some(me) = self.me.upgrade() {
+                        shard.mark(me);
+                    }
+                }
+            }
+            _ => self.waker.wake(),
+        }
+    }
+
+    /// The writer's turn: one non-blocking write of what is queued (up to a
+    /// batch). What the socket does not take is left to the task, woken to
+    /// wait until the socket is writable.
+    pub(crate) fn write_ready(&self, shard: &Shard) {
+        let mut q = self.queue.lock();
+        q.marked = false;
+        if q.frames.is_empty() || q.torn {
+            return;
+        }
+        let Some(tcp) = q.direct.clone() else {
+            drop(q);
+            self.waker.wake();
+            return;
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let (count, bytes) = gather(&q, &mut slices);
+        // An error writes nothing: the task meets it again and ends.
+        let written: usize = tcp.try_write_vectored(&slices[..count]).unwrap_or_default();
+        if written == 0 {
+            // Full, or failed: the task waits for the socket, or meets the
+            // error and ends the connection.
+            drop(q);
+            self.waker.wake();
+            return;
+        }
+        self.socket_writes.fetch_add(1, Relaxed);
+        let done = self.consume(&mut q, written);
+        if !q.frames.is_empty() {
+            if written == bytes {
+                // Only the batch's bound stopped it: its next turn.
+                q.marked = true;
+                if let Some(me) = self.me.upgrade() {
+                    shard.mark(me);
+                }
+            } else {
+                drop(q);
+                self.waker.wake();
+            }
+        }
+        drop(done);
     }
 
     /// Writes what is queued to `wire` until the queue is empty (then
@@ -359,23 +446,14 @@ impl ConnSink {
                 drop(q);
                 return wire.poll_flush(cx);
             }
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * MAX_BATCH_FRAMES.min(q.frames.len()));
-            let mut bytes = 0usize;
-            let mut skip = q.sent;
-            for out in q.frames.iter().take(MAX_BATCH_FRAMES) {
-                bytes += out.slices(skip, &mut slices);
-                skip = 0;
-                if bytes >= MAX_BATCH_BYTES {
-                    break;
-                }
-            }
-            let written = match wire.poll_write_vectored(cx, &slices) {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let (count, _) = gather(&q, &mut slices);
+            let written = match wire.poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,
             };
-            drop(slices);
             self.socket_writes.fetch_add(1, Relaxed);
             let done = self.consume(&mut q, written);
             drop(q);
@@ -511,41 +589,14 @@ impl Sink for ConnSink {
         }
         let body = frame.bytes();
         let len = body.len();
+        // A frame larger than the whole queue still goes into an empty one.
         let was_empty = q.frames.is_empty();
-        // The common case: nothing queued, so the frame goes straight to
-        // the socket, from this thread, without a copy or a wakeup.
-        if was_empty {
-            if let Some(tcp) = &q.direct {
-                let out = Out::text(body.clone());
-                let mut slices = Vec::new();
-                let wire_len = out.slices(0, &mut slices);
-                let n = match tcp.try_write_vectored(&slices) {
-                    Ok(n) => n,
-                    // Queued whole: the task meets the error, or the
-                    // socket's readiness, itself.
-                    Err(_) => 0,
-                };
-                drop(slices);
-                if n > 0 {
-                    self.socket_writes.fetch_add(1, Relaxed);
-                }
-                if n == wire_len {
-                    self.frames_sent.fetch_add(1, Relaxed);
-                    return Offer::Queued;
-                }
-                // A frame larger than the whole queue still goes into an
-                // empty one.
-                let over = self.push(&mut q, out, n);
-                drop(q);
-                return self.after_push(over);
-            }
-        }
         if !was_empty && (q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes) {
             drop(q);
             self.overflow();
             return Offer::Full;
         }
-        let over = self.push(&mut q, Out::text(body.clone()), 0);
+        let over = self.push(&mut q, Out::text(body.clone()));
         drop(q);
         self.after_push(over)
     }
@@ -581,6 +632,28 @@ impl Sink for ConnSink {
         }
         self.waker.wake();
     }
+}
+
+/// The slices of the queue's first frames (from what is already written
+/// of the first), up to a batch; how many slices, and how many bytes.
+fn gather<'a>(q: &'a Queue, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> (usize, usize) {
+    let mut count = 0;
+    let mut bytes = 0;
+    let mut skip = q.sent;
+    for out in q.frames.iter().take(MAX_BATCH_FRAMES) {
+        for part in out.parts(skip) {
+            if !part.is_empty() {
+                slices[count] = IoSlice::new(part);
+                count += 1;
+                bytes += part.len();
+            }
+        }
+        skip = 0;
+        if bytes >= MAX_BATCH_BYTES {
+            break;
+        }
+    }
+    (count, bytes)
 }
 
 impl ConnSink {
@@ -622,7 +695,7 @@ mod tests {
         max_bytes: usize,
         direct: Option<Arc<TcpStream>>,
     ) -> Arc<ConnSink> {
-        let s = Arc::new(ConnSink::new(1_000, max_bytes, Arc::clone(registry), direct));
+        let s = ConnSink::new(1_000, max_bytes, Arc::clone(registry), direct);
         registry.lock().insert(Arc::clone(&s));
         s
     }
@@ -633,7 +706,9 @@ mod tests {
 
     /// A connected loopback pair: (server side, client side).
     async fn pair() -> (Arc<TcpStream>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (server, _) = accepted.expect("accept");
@@ -680,36 +755,61 @@ mod tests {
         assert_eq!(t.offer(&frame(1)), Offer::Full);
     }
 
+    /// One turn of every writer.
+    fn writers_turn(r: &Registry) {
+        let mut batch = Vec::new();
+        for shard in r.shards() {
+            if shard.take(&mut batch) {
+                shard.write(&mut batch);
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn an_empty_queue_writes_the_frame_at_once_and_holds_nothing() {
+    async fn a_queue_that_was_empty_goes_to_its_writer_not_its_task() {
         let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
         let s = sink_with(&r, 1_000, Some(Arc::clone(&server)));
         let f = Frame::new(r#"{"type":"pong"}"#.to_owned());
+        let waiting = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.next().await }
+        });
+        // The task runs until it waits (this test's runtime has one thread).
+        tokio::task::yield_now().await;
         assert_eq!(s.offer(&f), Offer::Queued);
-        assert!(s.try_next().is_none(), "nothing for the task to do");
+        assert_eq!(s.offer(&f), Offer::Queued);
+        assert_eq!(r.queued(), 2 * f.len());
+        writers_turn(&r);
         assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
-        assert_eq!(s.frames_sent.load(Relaxed), 1);
-        assert_eq!(read_frames(&mut client, 1).await, [f.bytes().to_vec()]);
-        // Once closing, nothing more is written from the offering thread.
+        assert_eq!(s.frames_sent.load(Relaxed), 2);
+        assert_eq!(s.socket_writes.load(Relaxed), 1, "both frames in one write");
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the task was not woken");
+        waiting.abort();
+        assert_eq!(
+            read_frames(&mut client, 2).await,
+            [f.bytes().to_vec(), f.bytes().to_vec()]
+        );
+        // Once closing, nothing more is taken from the engine.
         s.close();
         assert_eq!(s.offer(&f), Offer::Closed);
     }
 
     #[tokio::test]
-    async fn what_the_socket_does_not_take_is_queued_and_written_in_order() {
+    async fn what_the_socket_does_not_take_is_left_to_the_task_and_written_in_order() {
         let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
         let s = sink_with(&r, usize::MAX, Some(Arc::clone(&server)));
         // Offer distinct frames until the socket's buffers are full and
-        // some are queued (bounded: socket buffers are a few MiB at most).
+        // some stay queued (bounded: socket buffers are a few MiB at most).
         let mut sent = Vec::new();
         while s.held_bytes() == Some(0) {
             assert!(sent.len() < 100_000, "the socket never filled");
-            let body = format!("{:0>20000}", sent.len());
-            let f = Frame::new(body);
+            let f = Frame::new(format!("{:0>20000}", sent.len()));
             assert_eq!(s.offer(&f), Offer::Queued);
             sent.push(f.bytes().to_vec());
+            writers_turn(&r);
         }
         for i in 0..10 {
             let f = Frame::new(format!("queued-{i}"));
@@ -719,7 +819,8 @@ mod tests {
         assert!(matches!(s.try_next(), Some(Next::Write)));
         assert!(r.queued() > 0);
         let mut wire = Wire::Tcp(Arc::clone(&server));
-        let (drained, got) = tokio::join!(drain(&s, &mut wire), read_frames(&mut client, sent.len()));
+        let (drained, got) =
+            tokio::join!(drain(&s, &mut wire), read_frames(&mut client, sent.len()));
         drained.expect("drained");
         assert!(got == sent, "every frame whole and in order");
         assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
@@ -756,7 +857,10 @@ mod tests {
         assert!(s.evict());
         assert!(!s.evict());
         assert_eq!(r.queued(), 0);
-        assert!(drain(&s, &mut wire).await.is_err(), "nothing after half a frame");
+        assert!(
+            drain(&s, &mut wire).await.is_err(),
+            "nothing after half a frame"
+        );
         assert!(s.push_raw(&[0x88, 0]).is_err());
         r.lock().clear();
         drop(s);
@@ -776,7 +880,11 @@ mod tests {
         assert_eq!(r.queued(), 0);
         let mut rest = vec![0u8; 11 + 2];
         client.read_exact(&mut rest).await.expect("the rest");
-        assert_eq!(&rest[11..], [0x88, 0], "the close frame after the whole frame");
+        assert_eq!(
+            &rest[11..],
+            [0x88, 0],
+            "the close frame after the whole frame"
+        );
         r.lock().clear();
         drop(s);
         assert_eq!(r.queued(), 0);
