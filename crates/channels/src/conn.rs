@@ -171,6 +171,15 @@ pub trait Sink: Send + Sync + 'static {
     /// Offers one frame for delivery.
     fn offer(&self, frame: &Frame) -> Offer;
 
+    /// Offers a frame for this connection alone, not one of many
+    /// deliveries of a fan-out: a reply, an RPC response, a publish to a
+    /// channel of one or two subscribers. A sink may write it at once on
+    /// the calling thread, where a fan-out's deliveries are better handed
+    /// to other threads. The default is [`offer`](Self::offer).
+    fn offer_one(&self, frame: &Frame) -> Offer {
+        self.offer(frame)
+    }
+
     /// Asks the client to come back: the broker lost messages of a channel
     /// it was subscribed to and cannot fill the gap. The transport closes
     /// the connection with close code 1012 and reason `broker-reconnect`

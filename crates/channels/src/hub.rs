@@ -17,6 +17,20 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A fan-out to this many subscribers or fewer offers each its frame as
+/// its own ([`Sink::offer_one`]): a transport may then write it at once,
+/// which for so few costs less than handing the writes to other threads.
+pub const SMALL_FAN_OUT: usize = 2;
+
+/// Offers `frame` as one of `fan_out` deliveries.
+fn offer(sink: &Arc<dyn Sink>, frame: &Frame, fan_out: usize) -> Offer {
+    if fan_out <= SMALL_FAN_OUT {
+        sink.offer_one(frame)
+    } else {
+        sink.offer(frame)
+    }
+}
 use tokio::time::Instant;
 
 /// The local registry: connections (in a slab, with generation-checked
@@ -229,7 +243,7 @@ impl Hub {
             generation: self.next_generation.fetch_add(1, Relaxed),
         };
         if let Some(greet) = greeting {
-            sink.offer(&greet(id));
+            sink.offer_one(&greet(id));
         }
         entry.insert(Arc::new(HubConn {
             id,
@@ -281,7 +295,7 @@ impl Hub {
         let entry = self
             .conn(conn)
             .ok_or_else(|| EngineError::ConnectionNotFound(conn.to_string()))?;
-        Ok(entry.sink.offer(frame))
+        Ok(entry.sink.offer_one(frame))
     }
 
     /// Offers a frame to every connection; returns how many queued it, of
@@ -459,6 +473,9 @@ impl Hub {
     }
 
     /// Offers `frame` to the channel's local subscribers but `exclude`.
+    ///
+    /// A fan-out to at most [`SMALL_FAN_OUT`] subscribers offers each its
+    /// frame as its own ([`Sink::offer_one`]).
     /// A broker calls this under its own per-channel order (the stream lock,
     /// for `LocalBroker`), which is what gives every subscriber one order
     /// per channel.
@@ -472,7 +489,7 @@ impl Hub {
             if Some(s.conn) == exclude {
                 continue;
             }
-            match s.sink.offer(frame) {
+            match offer(&s.sink, frame, subs.list.len()) {
                 Offer::Queued => out.delivered += 1,
                 Offer::Full => out.full += 1,
                 Offer::Closed => {}
@@ -499,7 +516,7 @@ impl Hub {
             if Some(s.conn) == exclude {
                 continue;
             }
-            match s.sink.offer(frame) {
+            match offer(&s.sink, frame, subs.list.len()) {
                 Offer::Queued => ids.push(s.conn),
                 Offer::Full => full += 1,
                 Offer::Closed => {}
@@ -555,7 +572,7 @@ impl Hub {
                 if Some(s.conn) == exclude {
                     continue;
                 }
-                match s.sink.offer(frame) {
+                match offer(&s.sink, frame, subs.list.len()) {
                     Offer::Queued => {
                         out.delivered += 1;
                         if ids {

@@ -66,7 +66,7 @@ pub use config::{namespace_of, EngineConfig, Namespace};
 pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
 pub use frames::channel_message_head;
-pub use hub::{FanOut, Hub, Joined, Left};
+pub use hub::{FanOut, Hub, Joined, Left, SMALL_FAN_OUT};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
 pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};

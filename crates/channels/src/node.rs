@@ -490,7 +490,7 @@ impl Engine {
             };
             if let Some(reply) = reply {
                 let frame = fit_reply(&mut out, entry.sink.free_bytes(), reply);
-                entry.sink.offer(&frame);
+                entry.sink.offer_one(&frame);
             }
             if out.retained_omitted > 0 {
                 inner
@@ -923,7 +923,7 @@ impl Engine {
         if let Some(reply) = reply {
             let frame = reply(&out);
             inner.rpc.announce(&out.request_id, &frame, &|f| {
-                requester_conn.sink.offer(f);
+                requester_conn.sink.offer_one(f);
             });
         }
         Ok(out)

@@ -219,7 +219,7 @@ impl Session {
     }
 
     fn reply(&self, msg: &ServerMessage) {
-        self.sink.offer(&Frame::new(msg.to_json()));
+        self.sink.offer_one(&Frame::new(msg.to_json()));
     }
 
     /// Handles one text frame. Every reply goes through the connection's

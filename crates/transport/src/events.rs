@@ -15,7 +15,9 @@ pub const WEBSOCKET_CLOSED: &str = "sente-lite.transport/websocket-closed";
 pub const WEBSOCKET_ERROR: &str = "sente-lite.transport/websocket-error";
 /// A text frame arrived. Trace.
 pub const WEBSOCKET_MESSAGE_RECEIVED: &str = "sente-lite.transport/websocket-message-received";
-/// Frames were written to a client (one signal per batch). Trace.
+/// The connection's task wrote frames the socket had not taken at once
+/// (one signal per drain; writers' writes are counted in `socket-writes`
+/// only). Trace.
 pub const MESSAGE_SENT: &str = "sente-lite.transport/message-sent";
 /// Accepting a TCP connection failed (out of file descriptors, say); the
 /// loop pauses briefly and goes on. Warn.

@@ -5,11 +5,14 @@
 //! [`Session`](sente_lite_session::Session)'s business. It serves:
 //!
 //! - `GET /` with a WebSocket upgrade: one task per connection reads text
-//!   frames into its session and writes what the engine and the session
-//!   offer to the connection's bounded outbound queue
+//!   frames into its session. What the engine and the session offer goes
+//!   into the connection's bounded outbound queue
 //!   ([`TransportConfig::max_outbound_frames`],
-//!   [`TransportConfig::max_outbound_bytes`]). Several queued frames go out
-//!   in one write.
+//!   [`TransportConfig::max_outbound_bytes`]) as a WebSocket frame whose
+//!   payload every recipient shares, and is written by one writer task per
+//!   core (one `writev` of all a connection has queued); the connection's
+//!   task writes only what the socket did not take at once, and the
+//!   queues of TLS connections.
 //! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels` (these two need
 //!   `Authorization: Bearer` when [`TransportConfig::admin_token`] is set),
 //!   the routes added with [`Hooks::routes`], and a JSON 404 for

@@ -601,6 +601,41 @@ impl Sink for ConnSink {
         self.after_push(over)
     }
 
+    /// A frame of its own, offered to an empty queue, is written at once
+    /// from this thread: no task is woken for a reply or an RPC message.
+    fn offer_one(&self, frame: &Frame) -> Offer {
+        let mut q = self.queue.lock();
+        if q.overflowed || q.closed {
+            return Offer::Closed;
+        }
+        if !q.frames.is_empty() {
+            drop(q);
+            return self.offer(frame);
+        }
+        let Some(tcp) = q.direct.clone() else {
+            drop(q);
+            return self.offer(frame);
+        };
+        let out = Out::text(frame.bytes().clone());
+        let [head, body] = out.parts(0);
+        let slices = [IoSlice::new(head), IoSlice::new(body)];
+        // An error writes nothing: the task meets it again and ends.
+        let written: usize = tcp.try_write_vectored(&slices).unwrap_or_default();
+        if written > 0 {
+            self.socket_writes.fetch_add(1, Relaxed);
+        }
+        if written == out.wire_len() {
+            self.frames_sent.fetch_add(1, Relaxed);
+            return Offer::Queued;
+        }
+        // The rest goes to the writer like any queued frame (a frame
+        // larger than the whole queue still goes into an empty one).
+        let over = self.push(&mut q, out);
+        q.sent = written;
+        drop(q);
+        self.after_push(over)
+    }
+
     fn free_bytes(&self) -> Option<usize> {
         let q = self.queue.lock();
         if q.overflowed || q.closed || q.frames.len() >= self.max_frames {
@@ -794,6 +829,33 @@ mod tests {
         // Once closing, nothing more is taken from the engine.
         s.close();
         assert_eq!(s.offer(&f), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_its_own_is_written_at_once_but_never_ahead_of_the_queue() {
+        let (server, mut client) = pair().await;
+        let r = Registry::new(usize::MAX);
+        let s = sink_with(&r, 1_000, Some(Arc::clone(&server)));
+        let reply = Frame::new(r#"{"type":"pong"}"#.to_owned());
+        assert_eq!(s.offer_one(&reply), Offer::Queued);
+        assert!(s.try_next().is_none(), "written, nothing queued");
+        assert_eq!((r.queued(), s.frames_sent.load(Relaxed)), (0, 1));
+        // Behind a queued frame, it waits its turn.
+        let first = Frame::new("first".to_owned());
+        assert_eq!(s.offer(&first), Offer::Queued);
+        assert_eq!(s.offer_one(&reply), Offer::Queued);
+        assert_eq!(r.queued(), first.len() + reply.len());
+        writers_turn(&r);
+        assert_eq!(r.queued(), 0);
+        let got = read_frames(&mut client, 3).await;
+        assert_eq!(
+            got,
+            [
+                reply.bytes().to_vec(),
+                first.bytes().to_vec(),
+                reply.bytes().to_vec()
+            ]
+        );
     }
 
     #[tokio::test]
