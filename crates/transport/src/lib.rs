@@ -9,8 +9,8 @@
 //!   into the connection's bounded outbound queue
 //!   ([`TransportConfig::max_outbound_frames`],
 //!   [`TransportConfig::max_outbound_bytes`]) as a WebSocket frame whose
-//!   payload every recipient shares, and is written by one writer task per
-//!   core (one `writev` of all a connection has queued); the connection's
+//!   payload every recipient shares, and is written by a writer task (one
+//!   per two cores; one `writev` of all a connection has queued); the connection's
 //!   task writes only what the socket did not take at once, and the
 //!   queues of TLS connections.
 //! - `GET`/`HEAD /health`, `GET /stats`, `GET /channels` (these two need

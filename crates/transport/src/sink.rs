@@ -123,9 +123,12 @@ impl Registry {
     }
 }
 
-/// One writer per core the process may use (at most 16).
+/// One writer per two cores the process may use (at least one, at most
+/// 16): the kernel's TCP work of a write, and the tasks reading the
+/// clients, need the other half. On 2 cores, one writer beat two at every
+/// fan-out rate measured (docs/PERFORMANCE.md).
 fn writers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 16))
 }
 
 /// The outbound side the engine offers frames to: a queue bounded in frames
