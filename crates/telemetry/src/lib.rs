@@ -84,7 +84,7 @@ pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode, DEFAULT
 pub use handlers::{CaptureHandler, ConsoleHandler, FileHandler, FileOptions, Format, Stream};
 pub use level::{Level, ParseLevelError};
 pub use limits::{Throttle, DEFAULT_MAX_FIELD_BYTES};
-pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, Signal, ThreadInfo};
+pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, LazyValue, Signal, ThreadInfo};
 pub use telemetry::{
     add_handler, global, handler_stats, remove_handler, set_min_level, shutdown, startup, Payload,
     ShutdownReport, Telemetry, TelemetryGuard, MAX_HANDLERS,
