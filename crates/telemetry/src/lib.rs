@@ -89,6 +89,7 @@ pub use telemetry::{
     add_handler, global, handler_stats, remove_handler, set_min_level, shutdown, startup, Payload,
     ShutdownReport, Telemetry, TelemetryGuard, MAX_HANDLERS,
 };
+pub use timestamp::Clock;
 
 #[cfg(feature = "log")]
 pub use bridge_log::{install_log_bridge, LogBridge};
