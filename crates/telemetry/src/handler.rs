@@ -308,13 +308,54 @@ const GATHER: usize = 64;
 /// reaches its handler at most this much later than it would otherwise).
 const GATHER_WAIT: Duration = Duration::from_micros(20);
 
+/// A queued signal: boxed, so that a queue slot is one pointer and the
+/// critical section of an enqueue moves 8 bytes, not a 200-byte signal.
+/// `None` only in a producer's spare box (see [`recycle`]).
+type Boxed = Box<Option<Signal>>;
+
+fn bytes_of(b: &Boxed) -> usize {
+    b.as_ref().as_ref().map_or(0, Signal::approx_bytes)
+}
+
+thread_local! {
+    /// A handled signal's emptied box, kept by the producer thread that
+    /// took it from the trash for its next signal: an accepted signal then
+    /// costs no allocation for its box.
+    static SPARE: std::cell::Cell<Option<Boxed>> = const { std::cell::Cell::new(None) };
+}
+
+/// `signal` in a box: the calling thread's spare one if it has one.
+#[inline]
+fn boxed(signal: Signal) -> Boxed {
+    match SPARE.try_with(std::cell::Cell::take) {
+        Ok(Some(mut b)) => {
+            *b = Some(signal);
+            b
+        }
+        _ => Box::new(Some(signal)),
+    }
+}
+
+/// Drops a handled signal's contents (user `Drop` may run: never under the
+/// queue lock) and keeps its box as the calling thread's spare.
+#[inline]
+fn recycle(garbage: Option<Boxed>) {
+    if let Some(mut b) = garbage {
+        *b = None;
+        let _ = SPARE.try_with(|s| match s.take() {
+            None => s.set(Some(b)),
+            Some(old) => s.set(Some(old)),
+        });
+    }
+}
+
 struct State {
-    buf: VecDeque<Signal>,
+    buf: VecDeque<Boxed>,
     /// Signals a worker has handled, handed back so that producers drop
     /// them (one per push): their memory is then freed on the thread that
     /// allocated it, which keeps the allocator's per-thread caches warm on
-    /// both sides. At most one batch (<= `cap` signals).
-    trash: VecDeque<Signal>,
+    /// both sides, and their boxes are reused. At most `cap` signals.
+    trash: VecDeque<Boxed>,
     /// Signals taken by workers and not yet handled.
     in_flight: u64,
     /// Bytes held by `buf`, the signals in flight and `trash`
@@ -513,11 +554,13 @@ impl Queue {
         }
     }
 
-    /// Offers the signal `make` assembles, according to the mode. `make` runs
-    /// under the queue lock (so it must not run user code), and only if the
-    /// signal is accepted: it builds the signal right in its queue slot.
-    #[inline(always)]
-    pub(crate) fn push_with(&self, make: impl FnOnce() -> Signal) {
+    /// Offers a signal, according to the mode. Its size is counted and it
+    /// is boxed before the lock is taken, so the critical section only
+    /// moves pointers.
+    #[inline]
+    pub(crate) fn push(&self, signal: Signal) {
+        let size = signal.approx_bytes();
+        let boxed = boxed(signal);
         let mut st = lock(&self.state);
         // Dropped after the lock is released (user data's `Drop` may run).
         let garbage = st.trash.pop_front();
@@ -528,7 +571,8 @@ impl Queue {
         if st.closed {
             st.dropped += 1;
             drop(st);
-            drop(garbage);
+            recycle(garbage);
+            drop(boxed);
             return;
         }
         let mut slid = None;
@@ -537,13 +581,14 @@ impl Queue {
                 Mode::Dropping => {
                     st.dropped += 1;
                     drop(st);
-                    drop(garbage);
+                    recycle(garbage);
+                    drop(boxed);
                     return;
                 }
                 Mode::Sliding => {
                     slid = st.buf.pop_front();
                     if let Some(old) = &slid {
-                        st.bytes -= old.approx_bytes();
+                        st.bytes -= bytes_of(old);
                     }
                     st.dropped += 1;
                 }
@@ -559,20 +604,20 @@ impl Queue {
                     if st.closed {
                         st.dropped += 1;
                         drop(st);
-                        drop(garbage);
+                        recycle(garbage);
+                        drop(boxed);
                         return;
                     }
                 }
             }
         }
-        st.buf.push_back(make());
-        let size = st.buf.back().map_or(0, Signal::approx_bytes);
+        st.buf.push_back(boxed);
         let mut evicted = Vec::new();
         if st.bytes > 0 && st.bytes + size > self.cap_bytes {
             match self.make_room(st, size, &mut evicted) {
                 Some(g) => st = g,
                 None => {
-                    drop(garbage);
+                    recycle(garbage);
                     drop(slid);
                     drop(evicted);
                     return;
@@ -599,7 +644,7 @@ impl Queue {
         if wake {
             self.not_empty.notify_one();
         }
-        drop(garbage);
+        recycle(garbage);
         drop(slid);
         drop(evicted);
     }
@@ -614,7 +659,7 @@ impl Queue {
         &'a self,
         mut st: MutexGuard<'a, State>,
         size: usize,
-        evicted: &mut Vec<Signal>,
+        evicted: &mut Vec<Boxed>,
     ) -> Option<MutexGuard<'a, State>> {
         let fits = |st: &State| st.bytes == 0 || st.bytes + size <= self.cap_bytes;
         evicted.extend(st.trash.drain(..));
@@ -630,7 +675,7 @@ impl Queue {
                 // the last in `buf`).
                 while !fits(&st) && st.buf.len() > 1 {
                     if let Some(old) = st.buf.pop_front() {
-                        st.bytes -= old.approx_bytes();
+                        st.bytes -= bytes_of(&old);
                         st.dropped += 1;
                         evicted.push(old);
                     }
@@ -674,7 +719,7 @@ impl Queue {
     /// A worker thread's loop: take a batch, handle it, repeat; flush the
     /// handler whenever the queue runs empty; exit when closed and drained.
     fn work(&self, handler: &dyn Handler) {
-        let mut batch: VecDeque<Signal> = VecDeque::with_capacity(self.cap);
+        let mut batch: VecDeque<Boxed> = VecDeque::with_capacity(self.cap);
         let mut st = lock(&self.state);
         loop {
             if st.buf.is_empty() && !st.closed {
@@ -688,14 +733,25 @@ impl Queue {
             if st.buf.is_empty() {
                 if !st.idle_flushed && st.in_flight == 0 {
                     // Idle: no producer is coming to free the handled
-                    // signals, so they go now.
-                    let trash = std::mem::take(&mut st.trash);
+                    // signals, so their contents go now; their emptied
+                    // boxes go back to the trash (they hold nothing, count
+                    // no bytes) for the producers' next signals.
+                    let mut trash = std::mem::take(&mut st.trash);
                     st.bytes -= st.trash_bytes;
                     st.trash_bytes = 0;
                     drop(st);
-                    drop(trash);
+                    for b in trash.iter_mut() {
+                        **b = None;
+                    }
                     self.counters.flush(handler);
                     st = lock(&self.state);
+                    if !st.closed && st.trash.len() + trash.len() <= self.cap {
+                        if st.trash.is_empty() {
+                            std::mem::swap(&mut st.trash, &mut trash);
+                        } else {
+                            st.trash.append(&mut trash);
+                        }
+                    }
                     if st.buf.is_empty() && st.in_flight == 0 {
                         st.idle_flushed = true;
                         self.idle.notify_all();
@@ -728,7 +784,7 @@ impl Queue {
             } else {
                 let take = st.buf.len().div_ceil(self.n_threads).max(1);
                 batch.extend(st.buf.drain(..take));
-                batch.iter().map(Signal::approx_bytes).sum()
+                batch.iter().map(bytes_of).sum()
             };
             self.len_hint.store(st.buf.len(), Ordering::Relaxed);
             st.in_flight += batch.len() as u64;
@@ -738,18 +794,23 @@ impl Queue {
                 self.not_full.notify_all();
             }
             let n = batch.len() as u64;
-            for signal in &batch {
+            for signal in batch.iter().filter_map(|b| b.as_ref().as_ref()) {
                 self.counters.run(handler, signal);
             }
             st = lock(&self.state);
             st.in_flight -= n;
             let wake_producers = st.producers_waiting > 0;
-            if st.trash.is_empty() && !st.closed && !wake_producers {
-                // Hand the handled signals back to the producers (see `trash`)
-                // and carry on with the empty deque they leave; their bytes
-                // stay counted until the last of them is dropped.
-                std::mem::swap(&mut st.trash, &mut batch);
-                st.trash_bytes = batch_bytes;
+            if !st.closed && !wake_producers && st.trash.len() + batch.len() <= self.cap {
+                // Hand the handled signals back to the producers (see `trash`):
+                // swapped in whole when the trash is empty, else appended
+                // (pointer moves); their bytes stay counted until the trash
+                // runs empty.
+                if st.trash.is_empty() {
+                    std::mem::swap(&mut st.trash, &mut batch);
+                } else {
+                    st.trash.append(&mut batch);
+                }
+                st.trash_bytes += batch_bytes;
             } else {
                 st.bytes -= batch_bytes;
                 drop(st);
@@ -833,7 +894,7 @@ impl Queue {
         }
         let finished = st.workers_alive == 0;
         let left = st.buf.len() as u64;
-        let left_bytes: usize = st.buf.iter().map(Signal::approx_bytes).sum();
+        let left_bytes: usize = st.buf.iter().map(bytes_of).sum();
         let queued = std::mem::take(&mut st.buf);
         let trash = std::mem::take(&mut st.trash);
         st.bytes -= left_bytes + st.trash_bytes;

@@ -264,8 +264,8 @@ impl Telemetry {
                 return;
             }
             // User code (message, data, error) runs here, outside any lock;
-            // what is left is assembling the signal, which a single async
-            // handler does right in its queue slot (no 240-byte moves).
+            // so does assembling the signal (an async handler's queue takes
+            // it boxed: its lock only guards pointer moves).
             let mut p = payload();
             cut_payload(&mut p, self.inner.max_field_bytes.load(Ordering::Relaxed));
             let mask = throttle(cfg, mask, level, p.data.as_ref());
@@ -677,9 +677,8 @@ fn drop_where_full(cfg: &Config, mask: u64) -> u64 {
     out
 }
 
-/// Like [`deliver`], with the signal assembled by `make` (which must not run
-/// user code: it may run under a queue lock). With one handler in the mask,
-/// the signal is built where it is stored.
+/// Like [`deliver`], with the signal assembled by `make` (no user code),
+/// called once the handlers are known.
 #[inline(always)]
 fn deliver_with(cfg: &Config, mask: u64, make: impl FnOnce() -> Signal) {
     if mask & (mask - 1) == 0 {
@@ -714,7 +713,7 @@ impl Slot {
     fn offer_with(&self, make: impl FnOnce() -> Signal) {
         match &self.kind {
             SlotKind::Sync { handler, counters } => counters.run(&**handler, &make()),
-            SlotKind::Async { queue, .. } => queue.push_with(make),
+            SlotKind::Async { queue, .. } => queue.push(make()),
         }
     }
 
