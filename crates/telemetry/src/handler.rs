@@ -305,8 +305,11 @@ impl Counters {
 /// The batch size a worker waits for before taking the queue...
 const GATHER: usize = 64;
 /// ...for at most this long after seeing the first signal (so a signal
-/// reaches its handler at most this much later than it would otherwise).
+/// reaches its handler at most this much later than it would otherwise,
+/// plus the timer slack of the worker's sleep, 50 µs by default on Linux).
 const GATHER_WAIT: Duration = Duration::from_micros(20);
+/// Spins (about 1 µs) before a gathering worker sleeps.
+const GATHER_SPINS: usize = 256;
 
 /// A queued signal: boxed, so that a queue slot is one pointer and the
 /// critical section of an enqueue moves 8 bytes, not a 200-byte signal.
@@ -365,6 +368,8 @@ struct State {
     trash_bytes: usize,
     dropped: u64,
     workers_waiting: usize,
+    /// Workers sleeping in `gather_for_batch` (woken at `gather` signals).
+    workers_gathering: usize,
     producers_waiting: usize,
     workers_alive: usize,
     /// Set by a worker when it has flushed the handler with nothing queued.
@@ -458,6 +463,7 @@ impl Queue {
                 trash_bytes: 0,
                 dropped: 0,
                 workers_waiting: 0,
+                workers_gathering: 0,
                 producers_waiting: 0,
                 workers_alive: n_threads,
                 idle_flushed: true,
@@ -532,26 +538,31 @@ impl Queue {
     /// Lets a batch build up before taking it (until `gather` signals are
     /// queued, at most `GATHER_WAIT`): a worker that took every signal as
     /// soon as it arrived would take the lock — and the cache lines of the
-    /// queue and of the slots being written — from the producer every
-    /// couple of signals.
-    fn gather_for_batch(&self) {
+    /// queue — from the producer every couple of signals. It spins briefly,
+    /// then sleeps until a producer queues the `gather`th signal or the
+    /// wait is over: spinning for the whole wait would take a CPU that the
+    /// producers may need (the benchmark machine has 2).
+    fn gather_for_batch<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        drop(st);
         let start = Instant::now();
-        loop {
-            for _ in 0..16 {
-                if self.len_hint.load(Ordering::Relaxed) >= self.gather {
-                    return;
-                }
-                std::hint::spin_loop();
+        for _ in 0..GATHER_SPINS {
+            if self.len_hint.load(Ordering::Relaxed) >= self.gather {
+                return lock(&self.state);
             }
-            let waited = start.elapsed();
-            if waited >= GATHER_WAIT {
-                return;
-            }
-            if waited >= GATHER_WAIT / 4 {
-                // The producer may share this CPU: let it run.
-                std::thread::yield_now();
-            }
+            std::hint::spin_loop();
         }
+        let mut st = lock(&self.state);
+        let waited = start.elapsed();
+        if st.buf.len() >= self.gather || st.closed || waited >= GATHER_WAIT {
+            return st;
+        }
+        st.workers_gathering += 1;
+        st = match self.not_empty.wait_timeout(st, GATHER_WAIT - waited) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+        st.workers_gathering -= 1;
+        st
     }
 
     /// Offers a signal, according to the mode. Its size is counted and it
@@ -639,7 +650,7 @@ impl Queue {
             self.len_hint.store(len, Ordering::Relaxed);
         }
         st.idle_flushed = false;
-        let wake = st.workers_waiting > 0;
+        let wake = st.workers_waiting > 0 || (st.workers_gathering > 0 && len == self.gather);
         drop(st);
         if wake {
             self.not_empty.notify_one();
@@ -770,9 +781,7 @@ impl Queue {
                 continue;
             }
             if st.buf.len() < self.gather && !st.closed {
-                drop(st);
-                self.gather_for_batch();
-                st = lock(&self.state);
+                st = self.gather_for_batch(st);
                 if st.buf.is_empty() {
                     continue;
                 }
