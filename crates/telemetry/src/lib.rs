@@ -24,6 +24,9 @@
 //!   and panics of a handler are counted, never propagated.
 //! * **Stats** ([`HandlerStats`]): processed, queued (gauge), dropped,
 //!   errors, rate-limited, sampled handling-time percentiles.
+//! * **Clock**: [`Telemetry::set_clock`] picks [`Clock::Precise`] (the
+//!   default) or the cheaper, tick-resolution [`Clock::Coarse`] for the
+//!   macros' timestamps.
 //! * **Instances**: [`Telemetry::new`] makes independent instances;
 //!   [`global`] is the default the macros use. [`Telemetry::shutdown`] drains
 //!   within a deadline; [`Telemetry::startup`] returns a guard that does so
