@@ -4,6 +4,9 @@
 //! * `sync_noop`: a signal delivered to a sync no-op handler.
 //! * `async_enqueue/{1,2}_threads`: emitting into an async `Dropping`
 //!   handler (no-op worker), caller-side cost.
+//! * `async_enqueue/1_thread_accepted[_coarse_clock]`: the same with every
+//!   signal accepted (chunks of one buffer, drained off the clock), with
+//!   the default clock and with `Clock::Coarse`.
 //! * `file_e2e/*`: end to end into a JSON-lines file, worker I/O included:
 //!   the clock runs from the first emit until the handler has drained and
 //!   flushed (telemere `shutdown`, tracing-appender guard drop). The
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Serialize;
 use telemere_lite::{
-    debug, info, FileOptions, HandlerOptions, Lazy, Level, Mode, Signal, Telemetry,
+    debug, info, Clock, FileOptions, HandlerOptions, Lazy, Level, Mode, Signal, Telemetry,
 };
 
 #[derive(Serialize)]
@@ -135,44 +138,51 @@ fn async_enqueue(c: &mut Criterion) {
     }
     // The same, but emitting in chunks of one buffer and (off the clock)
     // waiting for the worker to drain between chunks, so every signal is
-    // really enqueued: the cost of an accepted enqueue.
+    // really enqueued: the cost of an accepted enqueue; with the default
+    // (precise) clock and with `Clock::Coarse`.
     g.throughput(Throughput::Elements(1));
-    let tel = Telemetry::new();
-    tel.add_handler(
-        "noop",
-        |s: &Signal| {
-            black_box(s);
-        },
-        HandlerOptions::async_()
-            .mode(Mode::Dropping)
-            .buffer_size(BUFFER),
-    )
-    .unwrap_or_default();
-    g.bench_function("1_thread_accepted", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(BUFFER as u64);
-                let start = Instant::now();
-                for i in 0..n {
-                    emit_lazy(&tel, i);
-                }
-                total += start.elapsed();
-                left -= n;
-                let _ = tel.flush(Duration::from_secs(10));
-            }
-            total
-        });
-    });
-    let st = tel
-        .shutdown(Duration::from_secs(10))
-        .map(|r| r.stats["noop"])
+    for (name, clock) in [
+        ("1_thread_accepted", Clock::Precise),
+        ("1_thread_accepted_coarse_clock", Clock::Coarse),
+    ] {
+        let tel = Telemetry::new();
+        tel.set_clock(clock);
+        tel.add_handler(
+            "noop",
+            |s: &Signal| {
+                black_box(s);
+            },
+            HandlerOptions::async_()
+                .mode(Mode::Dropping)
+                .buffer_size(BUFFER),
+        )
         .unwrap_or_default();
-    eprintln!(
-        "  async_enqueue 1_thread_accepted: processed {} dropped {}",
-        st.processed, st.dropped
-    );
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(BUFFER as u64);
+                    let start = Instant::now();
+                    for i in 0..n {
+                        emit_lazy(&tel, i);
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                    let _ = tel.flush(Duration::from_secs(10));
+                }
+                total
+            });
+        });
+        let st = tel
+            .shutdown(Duration::from_secs(10))
+            .map(|r| r.stats["noop"])
+            .unwrap_or_default();
+        eprintln!(
+            "  async_enqueue {name}: processed {} dropped {}",
+            st.processed, st.dropped
+        );
+    }
     g.finish();
 }
 

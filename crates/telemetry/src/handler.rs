@@ -245,6 +245,25 @@ impl Counters {
     #[inline]
     pub(crate) fn run(&self, handler: &dyn Handler, signal: &Signal) {
         let n = self.processed.load(Ordering::Relaxed);
+        self.run_nth(handler, signal, n);
+        self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs the handler on a worker's batch: `processed` is added to once
+    /// per batch, not once per signal (one atomic RMW less per signal).
+    fn run_batch<'s>(&self, handler: &dyn Handler, batch: impl Iterator<Item = &'s Signal>) {
+        let first = self.processed.load(Ordering::Relaxed);
+        let mut n = first;
+        for signal in batch {
+            self.run_nth(handler, signal, n);
+            n += 1;
+        }
+        self.processed.fetch_add(n - first, Ordering::Relaxed);
+    }
+
+    /// Runs the handler on the `n`th signal (every 16th is timed).
+    #[inline]
+    fn run_nth(&self, handler: &dyn Handler, signal: &Signal, n: u64) {
         let timed = n % 16 == 0;
         let start = timed.then(Instant::now);
         let ok = matches!(
@@ -259,7 +278,6 @@ impl Counters {
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.processed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn flush(&self, handler: &dyn Handler) {
@@ -305,16 +323,60 @@ impl Counters {
 /// The batch size a worker waits for before taking the queue...
 const GATHER: usize = 64;
 /// ...for at most this long after seeing the first signal (so a signal
-/// reaches its handler at most this much later than it would otherwise).
+/// reaches its handler at most this much later than it would otherwise,
+/// plus the timer slack of the worker's sleep, 50 µs by default on Linux).
 const GATHER_WAIT: Duration = Duration::from_micros(20);
+/// Spins (about 1 µs) before a gathering worker sleeps.
+const GATHER_SPINS: usize = 256;
+
+/// A queued signal: boxed, so that a queue slot is one pointer and the
+/// critical section of an enqueue moves 8 bytes, not a 200-byte signal.
+/// `None` only in a producer's spare box (see [`recycle`]).
+type Boxed = Box<Option<Signal>>;
+
+fn bytes_of(b: &Boxed) -> usize {
+    b.as_ref().as_ref().map_or(0, Signal::approx_bytes)
+}
+
+thread_local! {
+    /// A handled signal's emptied box, kept by the producer thread that
+    /// took it from the trash for its next signal: an accepted signal then
+    /// costs no allocation for its box.
+    static SPARE: std::cell::Cell<Option<Boxed>> = const { std::cell::Cell::new(None) };
+}
+
+/// `signal` in a box: the calling thread's spare one if it has one.
+#[inline]
+fn boxed(signal: Signal) -> Boxed {
+    match SPARE.try_with(std::cell::Cell::take) {
+        Ok(Some(mut b)) => {
+            *b = Some(signal);
+            b
+        }
+        _ => Box::new(Some(signal)),
+    }
+}
+
+/// Drops a handled signal's contents (user `Drop` may run: never under the
+/// queue lock) and keeps its box as the calling thread's spare.
+#[inline]
+fn recycle(garbage: Option<Boxed>) {
+    if let Some(mut b) = garbage {
+        *b = None;
+        let _ = SPARE.try_with(|s| match s.take() {
+            None => s.set(Some(b)),
+            Some(old) => s.set(Some(old)),
+        });
+    }
+}
 
 struct State {
-    buf: VecDeque<Signal>,
+    buf: VecDeque<Boxed>,
     /// Signals a worker has handled, handed back so that producers drop
     /// them (one per push): their memory is then freed on the thread that
     /// allocated it, which keeps the allocator's per-thread caches warm on
-    /// both sides. At most one batch (<= `cap` signals).
-    trash: VecDeque<Signal>,
+    /// both sides, and their boxes are reused. At most `cap` signals.
+    trash: VecDeque<Boxed>,
     /// Signals taken by workers and not yet handled.
     in_flight: u64,
     /// Bytes held by `buf`, the signals in flight and `trash`
@@ -324,6 +386,8 @@ struct State {
     trash_bytes: usize,
     dropped: u64,
     workers_waiting: usize,
+    /// Workers sleeping in `gather_for_batch` (woken at `gather` signals).
+    workers_gathering: usize,
     producers_waiting: usize,
     workers_alive: usize,
     /// Set by a worker when it has flushed the handler with nothing queued.
@@ -417,6 +481,7 @@ impl Queue {
                 trash_bytes: 0,
                 dropped: 0,
                 workers_waiting: 0,
+                workers_gathering: 0,
                 producers_waiting: 0,
                 workers_alive: n_threads,
                 idle_flushed: true,
@@ -491,33 +556,40 @@ impl Queue {
     /// Lets a batch build up before taking it (until `gather` signals are
     /// queued, at most `GATHER_WAIT`): a worker that took every signal as
     /// soon as it arrived would take the lock — and the cache lines of the
-    /// queue and of the slots being written — from the producer every
-    /// couple of signals.
-    fn gather_for_batch(&self) {
+    /// queue — from the producer every couple of signals. It spins briefly,
+    /// then sleeps until a producer queues the `gather`th signal or the
+    /// wait is over: spinning for the whole wait would take a CPU that the
+    /// producers may need (the benchmark machine has 2).
+    fn gather_for_batch<'a>(&'a self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        drop(st);
         let start = Instant::now();
-        loop {
-            for _ in 0..16 {
-                if self.len_hint.load(Ordering::Relaxed) >= self.gather {
-                    return;
-                }
-                std::hint::spin_loop();
+        for _ in 0..GATHER_SPINS {
+            if self.len_hint.load(Ordering::Relaxed) >= self.gather {
+                return lock(&self.state);
             }
-            let waited = start.elapsed();
-            if waited >= GATHER_WAIT {
-                return;
-            }
-            if waited >= GATHER_WAIT / 4 {
-                // The producer may share this CPU: let it run.
-                std::thread::yield_now();
-            }
+            std::hint::spin_loop();
         }
+        let mut st = lock(&self.state);
+        let waited = start.elapsed();
+        if st.buf.len() >= self.gather || st.closed || waited >= GATHER_WAIT {
+            return st;
+        }
+        st.workers_gathering += 1;
+        st = match self.not_empty.wait_timeout(st, GATHER_WAIT - waited) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+        st.workers_gathering -= 1;
+        st
     }
 
-    /// Offers the signal `make` assembles, according to the mode. `make` runs
-    /// under the queue lock (so it must not run user code), and only if the
-    /// signal is accepted: it builds the signal right in its queue slot.
-    #[inline(always)]
-    pub(crate) fn push_with(&self, make: impl FnOnce() -> Signal) {
+    /// Offers a signal, according to the mode. Its size is counted and it
+    /// is boxed before the lock is taken, so the critical section only
+    /// moves pointers.
+    #[inline]
+    pub(crate) fn push(&self, signal: Signal) {
+        let size = signal.approx_bytes();
+        let boxed = boxed(signal);
         let mut st = lock(&self.state);
         // Dropped after the lock is released (user data's `Drop` may run).
         let garbage = st.trash.pop_front();
@@ -528,7 +600,8 @@ impl Queue {
         if st.closed {
             st.dropped += 1;
             drop(st);
-            drop(garbage);
+            recycle(garbage);
+            drop(boxed);
             return;
         }
         let mut slid = None;
@@ -537,13 +610,14 @@ impl Queue {
                 Mode::Dropping => {
                     st.dropped += 1;
                     drop(st);
-                    drop(garbage);
+                    recycle(garbage);
+                    drop(boxed);
                     return;
                 }
                 Mode::Sliding => {
                     slid = st.buf.pop_front();
                     if let Some(old) = &slid {
-                        st.bytes -= old.approx_bytes();
+                        st.bytes -= bytes_of(old);
                     }
                     st.dropped += 1;
                 }
@@ -559,20 +633,20 @@ impl Queue {
                     if st.closed {
                         st.dropped += 1;
                         drop(st);
-                        drop(garbage);
+                        recycle(garbage);
+                        drop(boxed);
                         return;
                     }
                 }
             }
         }
-        st.buf.push_back(make());
-        let size = st.buf.back().map_or(0, Signal::approx_bytes);
+        st.buf.push_back(boxed);
         let mut evicted = Vec::new();
         if st.bytes > 0 && st.bytes + size > self.cap_bytes {
             match self.make_room(st, size, &mut evicted) {
                 Some(g) => st = g,
                 None => {
-                    drop(garbage);
+                    recycle(garbage);
                     drop(slid);
                     drop(evicted);
                     return;
@@ -594,12 +668,12 @@ impl Queue {
             self.len_hint.store(len, Ordering::Relaxed);
         }
         st.idle_flushed = false;
-        let wake = st.workers_waiting > 0;
+        let wake = st.workers_waiting > 0 || (st.workers_gathering > 0 && len == self.gather);
         drop(st);
         if wake {
             self.not_empty.notify_one();
         }
-        drop(garbage);
+        recycle(garbage);
         drop(slid);
         drop(evicted);
     }
@@ -614,7 +688,7 @@ impl Queue {
         &'a self,
         mut st: MutexGuard<'a, State>,
         size: usize,
-        evicted: &mut Vec<Signal>,
+        evicted: &mut Vec<Boxed>,
     ) -> Option<MutexGuard<'a, State>> {
         let fits = |st: &State| st.bytes == 0 || st.bytes + size <= self.cap_bytes;
         evicted.extend(st.trash.drain(..));
@@ -630,7 +704,7 @@ impl Queue {
                 // the last in `buf`).
                 while !fits(&st) && st.buf.len() > 1 {
                     if let Some(old) = st.buf.pop_front() {
-                        st.bytes -= old.approx_bytes();
+                        st.bytes -= bytes_of(&old);
                         st.dropped += 1;
                         evicted.push(old);
                     }
@@ -674,7 +748,7 @@ impl Queue {
     /// A worker thread's loop: take a batch, handle it, repeat; flush the
     /// handler whenever the queue runs empty; exit when closed and drained.
     fn work(&self, handler: &dyn Handler) {
-        let mut batch: VecDeque<Signal> = VecDeque::with_capacity(self.cap);
+        let mut batch: VecDeque<Boxed> = VecDeque::with_capacity(self.cap);
         let mut st = lock(&self.state);
         loop {
             if st.buf.is_empty() && !st.closed {
@@ -688,14 +762,25 @@ impl Queue {
             if st.buf.is_empty() {
                 if !st.idle_flushed && st.in_flight == 0 {
                     // Idle: no producer is coming to free the handled
-                    // signals, so they go now.
-                    let trash = std::mem::take(&mut st.trash);
+                    // signals, so their contents go now; their emptied
+                    // boxes go back to the trash (they hold nothing, count
+                    // no bytes) for the producers' next signals.
+                    let mut trash = std::mem::take(&mut st.trash);
                     st.bytes -= st.trash_bytes;
                     st.trash_bytes = 0;
                     drop(st);
-                    drop(trash);
+                    for b in trash.iter_mut() {
+                        **b = None;
+                    }
                     self.counters.flush(handler);
                     st = lock(&self.state);
+                    if !st.closed && st.trash.len() + trash.len() <= self.cap {
+                        if st.trash.is_empty() {
+                            std::mem::swap(&mut st.trash, &mut trash);
+                        } else {
+                            st.trash.append(&mut trash);
+                        }
+                    }
                     if st.buf.is_empty() && st.in_flight == 0 {
                         st.idle_flushed = true;
                         self.idle.notify_all();
@@ -714,9 +799,7 @@ impl Queue {
                 continue;
             }
             if st.buf.len() < self.gather && !st.closed {
-                drop(st);
-                self.gather_for_batch();
-                st = lock(&self.state);
+                st = self.gather_for_batch(st);
                 if st.buf.is_empty() {
                     continue;
                 }
@@ -728,7 +811,7 @@ impl Queue {
             } else {
                 let take = st.buf.len().div_ceil(self.n_threads).max(1);
                 batch.extend(st.buf.drain(..take));
-                batch.iter().map(Signal::approx_bytes).sum()
+                batch.iter().map(bytes_of).sum()
             };
             self.len_hint.store(st.buf.len(), Ordering::Relaxed);
             st.in_flight += batch.len() as u64;
@@ -738,18 +821,22 @@ impl Queue {
                 self.not_full.notify_all();
             }
             let n = batch.len() as u64;
-            for signal in &batch {
-                self.counters.run(handler, signal);
-            }
+            self.counters
+                .run_batch(handler, batch.iter().filter_map(|b| b.as_ref().as_ref()));
             st = lock(&self.state);
             st.in_flight -= n;
             let wake_producers = st.producers_waiting > 0;
-            if st.trash.is_empty() && !st.closed && !wake_producers {
-                // Hand the handled signals back to the producers (see `trash`)
-                // and carry on with the empty deque they leave; their bytes
-                // stay counted until the last of them is dropped.
-                std::mem::swap(&mut st.trash, &mut batch);
-                st.trash_bytes = batch_bytes;
+            if !st.closed && !wake_producers && st.trash.len() + batch.len() <= self.cap {
+                // Hand the handled signals back to the producers (see `trash`):
+                // swapped in whole when the trash is empty, else appended
+                // (pointer moves); their bytes stay counted until the trash
+                // runs empty.
+                if st.trash.is_empty() {
+                    std::mem::swap(&mut st.trash, &mut batch);
+                } else {
+                    st.trash.append(&mut batch);
+                }
+                st.trash_bytes += batch_bytes;
             } else {
                 st.bytes -= batch_bytes;
                 drop(st);
@@ -833,7 +920,7 @@ impl Queue {
         }
         let finished = st.workers_alive == 0;
         let left = st.buf.len() as u64;
-        let left_bytes: usize = st.buf.iter().map(Signal::approx_bytes).sum();
+        let left_bytes: usize = st.buf.iter().map(bytes_of).sum();
         let queued = std::mem::take(&mut st.buf);
         let trash = std::mem::take(&mut st.trash);
         st.bytes -= left_bytes + st.trash_bytes;

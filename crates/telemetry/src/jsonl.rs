@@ -273,11 +273,11 @@ mod tests {
         sig.data = Some(Data::Value(serde_json::json!([1.5, null, {"a": "b"}])));
         sig.thread.name = None;
         assert_eq!(line(&sig), serde_line(&sig));
-        sig.data = Some(Data::Lazy(std::sync::Arc::new(Lazy(7u8).0)));
+        sig.data = Some(Data::Lazy(crate::LazyValue::new(Lazy(7u8).0)));
         assert_eq!(line(&sig), serde_line(&sig));
         let mut bad = std::collections::HashMap::new();
         bad.insert(vec![1u8], 1);
-        sig.data = Some(Data::Lazy(std::sync::Arc::new(bad)));
+        sig.data = Some(Data::Lazy(crate::LazyValue::new(bad)));
         assert_eq!(line(&sig), serde_line(&sig));
     }
 }

@@ -24,6 +24,9 @@
 //!   and panics of a handler are counted, never propagated.
 //! * **Stats** ([`HandlerStats`]): processed, queued (gauge), dropped,
 //!   errors, rate-limited, sampled handling-time percentiles.
+//! * **Clock**: [`Telemetry::set_clock`] picks [`Clock::Precise`] (the
+//!   default) or the cheaper, tick-resolution [`Clock::Coarse`] for the
+//!   macros' timestamps.
 //! * **Instances**: [`Telemetry::new`] makes independent instances;
 //!   [`global`] is the default the macros use. [`Telemetry::shutdown`] drains
 //!   within a deadline; [`Telemetry::startup`] returns a guard that does so
@@ -84,11 +87,12 @@ pub use handler::{Dispatch, Handler, HandlerOptions, HandlerStats, Mode, DEFAULT
 pub use handlers::{CaptureHandler, ConsoleHandler, FileHandler, FileOptions, Format, Stream};
 pub use level::{Level, ParseLevelError};
 pub use limits::{Throttle, DEFAULT_MAX_FIELD_BYTES};
-pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, Signal, ThreadInfo};
+pub use signal::{Callsite, Data, ErrorInfo, Kind, Lazy, LazyData, LazyValue, Signal, ThreadInfo};
 pub use telemetry::{
     add_handler, global, handler_stats, remove_handler, set_min_level, shutdown, startup, Payload,
     ShutdownReport, Telemetry, TelemetryGuard, MAX_HANDLERS,
 };
+pub use timestamp::Clock;
 
 #[cfg(feature = "log")]
 pub use bridge_log::{install_log_bridge, LogBridge};

@@ -7,15 +7,14 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::TelemetryError;
 use crate::level::Level;
-use crate::signal::{Data, ErrorInfo, LazyData, Signal};
+use crate::signal::{Data, ErrorInfo, Signal};
 use crate::telemetry::Payload;
 
 /// The longest string (in bytes) a signal keeps by default
@@ -106,23 +105,19 @@ fn has_long_string(json: &str, max: usize) -> bool {
     false
 }
 
-/// Data whose strings are cut when it is serialized (for [`Data::Lazy`],
-/// which stays unserialized until a handler reads it).
-struct CappedLazy {
-    inner: Arc<dyn LazyData>,
+/// `raw` with every string longer than `max` bytes cut (for
+/// [`LazyValue`](crate::LazyValue), cut when it is serialized): returned as
+/// is when it has none, the common case.
+pub(crate) fn cut_raw(
+    raw: Box<serde_json::value::RawValue>,
     max: usize,
-}
-
-impl Serialize for CappedLazy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let raw = self.inner.to_raw().map_err(serde::ser::Error::custom)?;
-        if !has_long_string(raw.get(), self.max) {
-            return raw.serialize(s);
-        }
-        let mut v: Value = serde_json::from_str(raw.get()).map_err(serde::ser::Error::custom)?;
-        cut_value(&mut v, self.max);
-        v.serialize(s)
+) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
+    if !has_long_string(raw.get(), max) {
+        return Ok(raw);
     }
+    let mut v: Value = serde_json::from_str(raw.get())?;
+    cut_value(&mut v, max);
+    serde_json::value::to_raw_value(&v)
 }
 
 pub(crate) fn cut_data(d: &mut Data, max: usize) {
@@ -138,12 +133,7 @@ pub(crate) fn cut_data(d: &mut Data, max: usize) {
                 }
             }
         }
-        Data::Lazy(l) => {
-            *d = Data::Lazy(Arc::new(CappedLazy {
-                inner: l.clone(),
-                max,
-            }));
-        }
+        Data::Lazy(l) => l.limit_field_bytes(max),
     }
 }
 
@@ -459,7 +449,7 @@ mod tests {
         cut_data(&mut j, 8);
         assert_eq!(j.to_value()["a"], "xxxxxxxx…[1000 bytes]");
 
-        let mut l = Data::Lazy(Arc::new(vec![long.clone()]));
+        let mut l = Data::Lazy(crate::LazyValue::new(vec![long.clone()]));
         cut_data(&mut l, 8);
         assert_eq!(l.to_value()[0], "xxxxxxxx…[1000 bytes]");
         assert_eq!(l.to_string(), r#"["xxxxxxxx…[1000 bytes]"]"#);

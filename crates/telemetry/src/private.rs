@@ -32,7 +32,7 @@ pub trait ViaLazy {
 impl<T: serde::Serialize + Send + Sync + 'static> ViaLazy for DataWrap<crate::Lazy<T>> {
     #[inline]
     fn __into_data(self) -> Data {
-        Data::Lazy(std::sync::Arc::new(self.0 .0))
+        Data::Lazy(crate::signal::LazyValue::new(self.0 .0))
     }
 }
 

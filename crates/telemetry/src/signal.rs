@@ -41,8 +41,8 @@ pub enum Data {
     Json(Box<RawValue>),
     /// A JSON value.
     Value(Value),
-    /// A value serialized only when read (see [`Lazy`]).
-    Lazy(Arc<dyn LazyData>),
+    /// A value serialized only when read (see [`Lazy`] and [`LazyValue`]).
+    Lazy(LazyValue),
 }
 
 /// Marks signal data to be captured as is (moved, not serialized) and
@@ -67,6 +67,57 @@ pub trait LazyData: Send + Sync + 'static {
 impl<T: Serialize + Send + Sync + 'static> LazyData for T {
     fn to_raw(&self) -> Result<Box<RawValue>, serde_json::Error> {
         serde_json::value::to_raw_value(self)
+    }
+}
+
+/// A captured value ([`Data::Lazy`]) and the longest string its serialized
+/// form keeps: one allocation (the value's `Arc`), the limit set by
+/// [`Telemetry::set_max_field_bytes`](crate::Telemetry::set_max_field_bytes)
+/// travelling with it, so that cutting costs nothing until it is read.
+#[derive(Clone)]
+pub struct LazyValue {
+    value: Arc<dyn LazyData>,
+    max_field_bytes: usize,
+}
+
+impl fmt::Debug for LazyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyValue")
+            .field("max_field_bytes", &self.max_field_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyValue {
+    /// Captures `value`, with no limit on its strings.
+    pub fn new(value: impl LazyData) -> Self {
+        Self::from_arc(Arc::new(value))
+    }
+
+    /// Captures a shared value, with no limit on its strings.
+    pub fn from_arc(value: Arc<dyn LazyData>) -> Self {
+        LazyValue {
+            value,
+            max_field_bytes: usize::MAX,
+        }
+    }
+
+    /// The longest string (in bytes) the serialized form keeps.
+    pub fn max_field_bytes(&self) -> usize {
+        self.max_field_bytes
+    }
+
+    /// Lowers the longest string the serialized form keeps (never raises it).
+    pub fn limit_field_bytes(&mut self, max: usize) {
+        self.max_field_bytes = self.max_field_bytes.min(max);
+    }
+
+    /// Serializes the value to compact JSON, its strings cut to
+    /// [`max_field_bytes`](Self::max_field_bytes) (each followed by
+    /// `…[N bytes]`).
+    pub fn to_raw(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        let raw = self.value.to_raw()?;
+        crate::limits::cut_raw(raw, self.max_field_bytes)
     }
 }
 

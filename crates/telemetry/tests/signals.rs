@@ -315,3 +315,17 @@ fn async_correlation_follows_the_task_across_awaits() {
         assert_eq!(sig.correlation, want, "{:?}", sig.id);
     }
 }
+
+#[test]
+fn the_coarse_clock_stamps_signals_within_a_tick() {
+    let (tel, c) = setup();
+    assert_eq!(tel.clock(), telemere_lite::Clock::Precise);
+    tel.set_clock(telemere_lite::Clock::Coarse);
+    assert_eq!(tel.clock(), telemere_lite::Clock::Coarse);
+    event!(tel: &tel, "coarse");
+    let after = std::time::SystemTime::now();
+    let s = c.signals();
+    let lag = after.duration_since(s[0].time).unwrap();
+    // The coarse clock is the last scheduler tick: at most a few ms behind.
+    assert!(lag < Duration::from_millis(50), "{lag:?}");
+}
