@@ -524,6 +524,10 @@ const TELEMETRY_BENCHES: &[(&str, &str)] = &[
         "every signal really enqueued (chunks of one buffer, drained off the clock)",
     ),
     (
+        "telemere/async_enqueue/1_thread_accepted_coarse_clock",
+        "the same with `Clock::Coarse` (the kernel's coarse clock)",
+    ),
+    (
         "file_e2e/telemere_blocking",
         "50,000 `info!` + data into an async `Blocking` (1024) JSON-lines file handler, \
          until drained and flushed; nothing dropped",
