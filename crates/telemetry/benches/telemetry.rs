@@ -86,21 +86,26 @@ fn filtered_and_sync(c: &mut Criterion) {
     g.finish();
 }
 
+/// An async `Dropping` handler of `BUFFER` signals that does nothing.
+fn add_noop_async(tel: &Telemetry) {
+    tel.add_handler(
+        "noop",
+        |s: &Signal| {
+            black_box(s);
+        },
+        HandlerOptions::async_()
+            .mode(Mode::Dropping)
+            .buffer_size(BUFFER),
+    )
+    .unwrap_or_default();
+}
+
 fn async_enqueue(c: &mut Criterion) {
     let mut g = c.benchmark_group("telemere/async_enqueue");
     for (threads, lazy) in [(1u64, true), (2, true), (1, false)] {
         g.throughput(Throughput::Elements(threads));
         let tel = Telemetry::new();
-        tel.add_handler(
-            "noop",
-            |s: &Signal| {
-                black_box(s);
-            },
-            HandlerOptions::async_()
-                .mode(Mode::Dropping)
-                .buffer_size(BUFFER),
-        )
-        .unwrap_or_default();
+        add_noop_async(&tel);
         let name = format!("{threads}_threads{}", if lazy { "" } else { "_eager_data" });
         g.bench_function(&name, |b| {
             b.iter_custom(|iters| {
@@ -147,16 +152,7 @@ fn async_enqueue(c: &mut Criterion) {
     ] {
         let tel = Telemetry::new();
         tel.set_clock(clock);
-        tel.add_handler(
-            "noop",
-            |s: &Signal| {
-                black_box(s);
-            },
-            HandlerOptions::async_()
-                .mode(Mode::Dropping)
-                .buffer_size(BUFFER),
-        )
-        .unwrap_or_default();
+        add_noop_async(&tel);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

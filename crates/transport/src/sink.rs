@@ -150,6 +150,9 @@ pub(crate) struct ConnSink {
     waker: AtomicWaker,
     /// This sink, for its writer's list.
     me: Weak<ConnSink>,
+    /// The socket, for plain TCP: the connection's reader reads it, and
+    /// frames are written to it under the queue's lock.
+    tcp: Option<TcpStream>,
     /// The writer of its frames, for plain TCP; the task writes them
     /// otherwise.
     shard: Option<Arc<Shard>>,
@@ -171,9 +174,10 @@ struct Queue {
     bytes: usize,
     /// Wire bytes of `frames[0]` already written.
     sent: usize,
-    /// The socket, for writes from the offering thread: plain TCP only,
+    /// Frames may be written to the socket by other threads than the
+    /// connection's task (its writer, an offering thread): plain TCP,
     /// while the connection accepts frames.
-    direct: Option<Arc<TcpStream>>,
+    direct: bool,
     /// In its writer's list.
     marked: bool,
     /// This sink's bytes are no longer in the registry's total (it was
@@ -257,17 +261,19 @@ const MAX_SLICES: usize = 2 * MAX_BATCH_FRAMES;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl ConnSink {
-    /// A sink for a connection; `direct` is its socket when frames may be
-    /// written to it from the offering thread (plain TCP).
+    /// A sink for a connection; `tcp` is its socket when it is plain TCP
+    /// (frames are then written by a writer, or by the offering thread).
     pub(crate) fn new(
         max_frames: usize,
         max_bytes: usize,
         registry: Arc<Registry>,
-        direct: Option<Arc<TcpStream>>,
+        tcp: Option<TcpStream>,
     ) -> Arc<ConnSink> {
-        let shard = direct.as_ref().and_then(|_| registry.pick_shard());
+        let shard = tcp.as_ref().and_then(|_| registry.pick_shard());
+        let direct = tcp.is_some();
         Arc::new_cyclic(|me| ConnSink {
             me: me.clone(),
+            tcp,
             shard,
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
@@ -291,6 +297,11 @@ impl ConnSink {
             frames_sent: AtomicU64::new(0),
             socket_writes: AtomicU64::new(0),
         })
+    }
+
+    /// The socket, for plain TCP.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        self.tcp.as_ref()
     }
 
     /// Raises a signal and wakes the task.
@@ -333,12 +344,9 @@ impl ConnSink {
     /// Refuses every later offer with [`Offer::Closed`]: the connection is
     /// closing. What is queued is still written by the task.
     pub(crate) fn close(&self) {
-        let direct = {
-            let mut q = self.queue.lock();
-            q.closed = true;
-            q.direct.take()
-        };
-        drop(direct);
+        let mut q = self.queue.lock();
+        q.closed = true;
+        q.direct = false;
     }
 
     /// Queues bytes the WebSocket protocol wrote (a pong, a ping, a close
@@ -380,8 +388,8 @@ impl ConnSink {
     /// Has the queue written: by its writer when it has one and the socket
     /// is still its to write, by the task otherwise.
     fn schedule(&self, q: &mut Queue) {
-        match (&self.shard, &q.direct) {
-            (Some(shard), Some(_)) => {
+        match (&self.shard, q.direct) {
+            (Some(shard), true) => {
                 if !std::mem::replace(&mut q.marked, true) {
                     if let Some(me) = self.me.upgrade() {
                         shard.mark(me);
@@ -401,7 +409,7 @@ impl ConnSink {
         if q.frames.is_empty() || q.torn {
             return;
         }
-        let Some(tcp) = q.direct.clone() else {
+        let (Some(tcp), true) = (&self.tcp, q.direct) else {
             drop(q);
             self.waker.wake();
             return;
@@ -451,7 +459,7 @@ impl ConnSink {
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let (count, _) = gather(&q, &mut slices);
-            let written = match wire.poll_write_vectored(cx, &slices[..count]) {
+            let written = match wire.poll_write_vectored(self.tcp.as_ref(), cx, &slices[..count]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -534,7 +542,7 @@ impl ConnSink {
             if !q.released {
                 self.registry.sub(bytes);
             }
-            drop(q.direct.take());
+            q.direct = false;
             dropped
         };
         // Frames shared with other connections are freed outside the lock.
@@ -559,7 +567,7 @@ impl ConnSink {
             if !std::mem::replace(&mut q.released, true) {
                 self.registry.sub(bytes);
             }
-            drop(q.direct.take());
+            q.direct = false;
             (first, dropped)
         };
         drop(dropped);
@@ -615,7 +623,7 @@ impl Sink for ConnSink {
             drop(q);
             return self.offer(frame);
         }
-        let Some(tcp) = q.direct.clone() else {
+        let (Some(tcp), true) = (&self.tcp, q.direct) else {
             drop(q);
             return self.offer(frame);
         };
@@ -653,7 +661,7 @@ impl Sink for ConnSink {
             q.reconnect = true;
             // Nothing after this point is for the client.
             q.closed = true;
-            drop(q.direct.take());
+            q.direct = false;
         }
         self.waker.wake();
     }
@@ -666,7 +674,7 @@ impl Sink for ConnSink {
             }
             q.close_with = Some((code, reason));
             q.closed = true;
-            drop(q.direct.take());
+            q.direct = false;
         }
         self.waker.wake();
     }
@@ -731,9 +739,9 @@ mod tests {
     fn sink_with(
         registry: &Arc<Registry>,
         max_bytes: usize,
-        direct: Option<Arc<TcpStream>>,
+        tcp: Option<TcpStream>,
     ) -> Arc<ConnSink> {
-        let s = ConnSink::new(1_000, max_bytes, Arc::clone(registry), direct);
+        let s = ConnSink::new(1_000, max_bytes, Arc::clone(registry), tcp);
         registry.lock().insert(Arc::clone(&s));
         s
     }
@@ -743,14 +751,14 @@ mod tests {
     }
 
     /// A connected loopback pair: (server side, client side).
-    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (server, _) = accepted.expect("accept");
-        (Arc::new(server), client.expect("connect"))
+        (server, client.expect("connect"))
     }
 
     /// Reads `n` text frames of the server's encoding from `client`.
@@ -807,7 +815,7 @@ mod tests {
     async fn a_queue_that_was_empty_goes_to_its_writer_not_its_task() {
         let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
-        let s = sink_with(&r, 1_000, Some(Arc::clone(&server)));
+        let s = sink_with(&r, 1_000, Some(server));
         let f = Frame::new(r#"{"type":"pong"}"#.to_owned());
         let waiting = tokio::spawn({
             let s = Arc::clone(&s);
@@ -838,7 +846,7 @@ mod tests {
     async fn a_frame_of_its_own_is_written_at_once_but_never_ahead_of_the_queue() {
         let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
-        let s = sink_with(&r, 1_000, Some(Arc::clone(&server)));
+        let s = sink_with(&r, 1_000, Some(server));
         let reply = Frame::new(r#"{"type":"pong"}"#.to_owned());
         assert_eq!(s.offer_one(&reply), Offer::Queued);
         assert!(s.try_next().is_none(), "written, nothing queued");
@@ -865,7 +873,7 @@ mod tests {
     async fn what_the_socket_does_not_take_is_left_to_the_task_and_written_in_order() {
         let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
-        let s = sink_with(&r, usize::MAX, Some(Arc::clone(&server)));
+        let s = sink_with(&r, usize::MAX, Some(server));
         // Offer distinct frames until the socket's buffers are full and
         // some stay queued (bounded: socket buffers are a few MiB at most).
         let mut sent = Vec::new();
@@ -883,7 +891,7 @@ mod tests {
         }
         assert!(matches!(s.try_next(), Some(Next::Write)));
         assert!(r.queued() > 0);
-        let mut wire = Wire::Tcp(Arc::clone(&server));
+        let mut wire = Wire::Tcp;
         let (drained, got) =
             tokio::join!(drain(&s, &mut wire), read_frames(&mut client, sent.len()));
         drained.expect("drained");
@@ -895,19 +903,23 @@ mod tests {
 
     #[tokio::test]
     async fn the_total_is_exact_over_every_way_a_frame_leaves() {
-        let (server, mut client) = pair().await;
         let r = Registry::new(usize::MAX);
+        let mut wire = Wire::Tcp;
         // Written by the task.
-        let s = sink(&r, 1_000);
+        let (server, mut client) = pair().await;
+        let s = sink_with(&r, 1_000, Some(server));
         for _ in 0..4 {
             assert_eq!(s.offer(&frame(10)), Offer::Queued);
         }
         assert_eq!(r.queued(), 40);
-        let mut wire = Wire::Tcp(Arc::clone(&server));
         drain(&s, &mut wire).await.expect("drained");
         assert_eq!(r.queued(), 0);
         assert_eq!(read_frames(&mut client, 4).await.len(), 4);
-        // Dropped with the sink.
+        // Dropped with the sink (one with no writer, whose list would
+        // hold it until the writer's turn).
+        r.lock().clear();
+        drop(s);
+        let s = sink(&r, 1_000);
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         assert_eq!(r.queued(), 10);
         r.lock().clear();
@@ -933,7 +945,8 @@ mod tests {
         // Its own queue overflowed: all but the frame partly written
         // leaves at once; that one when it is written, and then the close
         // frame may follow it.
-        let s = sink(&r, 25);
+        let (server, mut client) = pair().await;
+        let s = sink_with(&r, 25, Some(server));
         assert_eq!(s.offer(&frame(10)), Offer::Queued);
         s.queue.lock().sent = 1;
         assert_eq!(s.offer(&frame(10)), Offer::Queued);

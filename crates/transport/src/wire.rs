@@ -98,38 +98,43 @@ impl Out {
 
 /// The side of the socket the connection's task writes the queue to.
 pub(crate) enum Wire {
-    Tcp(Arc<TcpStream>),
+    /// The sink's own socket.
+    Tcp,
     Other(WriteHalf<Box<dyn Duplex>>),
 }
 
 impl Wire {
+    /// Writes `bufs`: to `tcp`, the sink's socket, for [`Wire::Tcp`].
     pub(crate) fn poll_write_vectored(
         &mut self,
+        tcp: Option<&TcpStream>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self {
-            Wire::Tcp(tcp) => loop {
+        match (self, tcp) {
+            (Wire::Tcp, Some(tcp)) => loop {
                 ready!(tcp.poll_write_ready(cx))?;
                 match tcp.try_write_vectored(bufs) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     done => return Poll::Ready(done),
                 }
             },
-            Wire::Other(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            (Wire::Tcp, None) => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            (Wire::Other(w), _) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Wire::Tcp(_) => Poll::Ready(Ok(())),
+            Wire::Tcp => Poll::Ready(Ok(())),
             Wire::Other(w) => Pin::new(w).poll_flush(cx),
         }
     }
 }
 
 enum ReadSide {
-    Tcp(Arc<TcpStream>),
+    /// The sink's own socket.
+    Tcp,
     Other(ReadHalf<Box<dyn Duplex>>),
 }
 
@@ -143,21 +148,18 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    /// Splits `stream`; `make_sink` gets the socket for direct writes when
-    /// there is one.
+    /// Splits `stream`; a plain TCP socket goes to the sink `make_sink`
+    /// makes, which both sides then use.
     pub(crate) fn new(
         stream: Stream,
-        make_sink: impl FnOnce(Option<Arc<TcpStream>>) -> Arc<ConnSink>,
+        make_sink: impl FnOnce(Option<TcpStream>) -> Arc<ConnSink>,
     ) -> Inbound {
         match stream {
-            Stream::Tcp(tcp) => {
-                let tcp = Arc::new(tcp);
-                Inbound {
-                    read: ReadSide::Tcp(Arc::clone(&tcp)),
-                    wire: Wire::Tcp(Arc::clone(&tcp)),
-                    sink: make_sink(Some(tcp)),
-                }
-            }
+            Stream::Tcp(tcp) => Inbound {
+                read: ReadSide::Tcp,
+                wire: Wire::Tcp,
+                sink: make_sink(Some(tcp)),
+            },
             Stream::Other(s) => {
                 let (r, w) = tokio::io::split(s);
                 Inbound {
@@ -181,8 +183,12 @@ impl AsyncRead for Inbound {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().read {
-            ReadSide::Tcp(tcp) => loop {
+        let this = self.get_mut();
+        match &mut this.read {
+            ReadSide::Tcp => loop {
+                let Some(tcp) = this.sink.tcp() else {
+                    return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+                };
                 ready!(tcp.poll_read_ready(cx))?;
                 match tcp.try_read(buf.initialize_unfilled()) {
                     Ok(n) => {
@@ -217,7 +223,7 @@ impl AsyncWrite for Inbound {
         ready!(this.sink.poll_drain(cx, &mut this.wire))?;
         match &mut this.wire {
             // The socket closes when the connection's task lets it go.
-            Wire::Tcp(_) => Poll::Ready(Ok(())),
+            Wire::Tcp => Poll::Ready(Ok(())),
             Wire::Other(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
