@@ -28,13 +28,13 @@ use tokio::net::TcpStream;
 /// outbound queues together (`websocket.max-outbound-bytes-total`).
 ///
 /// A frame counts from the moment it is queued until the write that
-/// carries it has been flushed to the socket (a write stuck on a client
-/// that does not read still holds it, in the WebSocket's write buffer).
-/// The fast path is one atomic add per frame queued and one atomic sub
-/// per write batch flushed. Only a frame that takes the total past the
-/// limit scans the sinks: the one with the most queued is closed as a
-/// slow consumer (its queue emptied and its bytes released at once, its
-/// stuck write abandoned), until the total is within the limit again.
+/// carries its last byte (a frame the socket of a client that does not
+/// read never takes stays counted in its queue). The fast path is one
+/// atomic add per frame queued and one atomic sub per write. Only a frame
+/// that takes the total past the limit scans the sinks: the one with the
+/// most queued is closed as a slow consumer (its queue emptied and its
+/// bytes released at once, a frame partly written abandoned with the
+/// stream), until the total is within the limit again.
 pub(crate) struct Registry {
     sinks: Mutex<Slab<Arc<ConnSink>>>,
     /// Bytes in every queue; every byte added is subtracted exactly once.
@@ -132,8 +132,9 @@ fn writers() -> usize {
 }
 
 /// The outbound side the engine offers frames to: a queue bounded in frames
-/// and in bytes, written directly when it is empty and drained by the
-/// connection's task otherwise. A frame that does not fit marks the
+/// and in bytes, written by its writer (plain TCP) or by the thread that
+/// offers a frame of its own to it empty, and by the connection's task
+/// when the socket did not take everything (and always for TLS). A frame that does not fit marks the
 /// connection a slow consumer and wakes its task to close it: the
 /// connection never stays open having silently missed a frame. One frame
 /// larger than the byte bound is accepted into an empty queue (a channel
@@ -141,8 +142,9 @@ fn writers() -> usize {
 /// publish), so the queue holds at most the bound or one frame.
 ///
 /// The queue is a `VecDeque` under an uncontended lock plus an
-/// `AtomicWaker`: queueing wakes the task only when the queue goes from
-/// empty to non-empty, and waiting allocates nothing. It starts with no
+/// `AtomicWaker`: a queue going from empty to non-empty is handed to its
+/// writer (or, without one, wakes the task); nothing else wakes anyone,
+/// and waiting allocates nothing. It starts with no
 /// buffer and gives back a large one once drained, so an idle connection
 /// holds little.
 pub(crate) struct ConnSink {
@@ -867,6 +869,28 @@ mod tests {
                 reply.bytes().to_vec()
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_turn_writes_one_batch_and_keeps_the_rest_for_its_next() {
+        let (server, mut client) = pair().await;
+        let r = Registry::new(usize::MAX);
+        let s = sink_with(&r, usize::MAX, Some(server));
+        let frames: Vec<Frame> = (0..MAX_BATCH_FRAMES + 6)
+            .map(|i| Frame::new(format!("f{i}")))
+            .collect();
+        for f in &frames {
+            assert_eq!(s.offer(f), Offer::Queued);
+        }
+        writers_turn(&r);
+        assert_eq!(s.socket_writes.load(Relaxed), 1);
+        assert_eq!(s.frames_sent.load(Relaxed), MAX_BATCH_FRAMES as u64);
+        assert!(s.queue.lock().marked, "back on its writer's list");
+        writers_turn(&r);
+        assert_eq!(s.socket_writes.load(Relaxed), 2);
+        assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
+        let want: Vec<Vec<u8>> = frames.iter().map(|f| f.bytes().to_vec()).collect();
+        assert_eq!(read_frames(&mut client, frames.len()).await, want);
     }
 
     #[tokio::test]
