@@ -656,6 +656,7 @@ async fn list_channels_and_get_subscriptions() {
         message_retention: 10,
         rpc_timeout_ms: 5000,
         telemetry_enabled: false,
+        ..ChannelConfig::default()
     };
     server
         .channels()

@@ -230,6 +230,7 @@ impl Conn {
             Kind::Sente | Kind::Uws => {
                 self.send_client(&ClientMessage::Subscribe {
                     channel_id: channel.to_owned(),
+                    recover: None,
                 })
                 .await
             }

@@ -89,7 +89,7 @@ async fn handle(mock: &Mock, conn_id: &str, text: &str) -> ServerMessage {
         Err(e) => return e.into(),
     };
     match msg {
-        ClientMessage::Subscribe { channel_id } => {
+        ClientMessage::Subscribe { channel_id, .. } => {
             let mut st = mock.lock();
             let tx = st.conns[conn_id].clone();
             let subs = st.channels.entry(channel_id.clone()).or_default();
@@ -100,6 +100,11 @@ async fn handle(mock: &Mock, conn_id: &str, text: &str) -> ServerMessage {
                 subscriber_count: Some(subs.len()),
                 retained_messages: Some(vec![]),
                 retained_omitted: 0,
+                offset: None,
+                epoch: None,
+                recovered: None,
+                recovered_count: None,
+                recover_reason: None,
                 reason: None,
             }
         }

@@ -17,8 +17,9 @@
 
 use crate::conn::{ConnAddr, ConnId, Frame, Offer};
 use crate::error::EngineError;
+use crate::history::{History, Recovery};
 use crate::hub::Hub;
-use sente_lite_protocol::{ChannelConfig, ChannelMessage, Data};
+use sente_lite_protocol::{ChannelConfig, ChannelMessage, Data, Position};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -120,6 +121,10 @@ pub struct JoinView<'a> {
     /// Subscribers of the channel on other nodes (0 for a single node), so
     /// the joiner's `subscriber-count` is cluster-wide.
     pub remote_subscribers: usize,
+    /// When the join asked to recover: every message after the asked
+    /// position up to `position` ([`history::recover`](crate::history::recover)),
+    /// or why not.
+    pub recovery: Option<Recovery>,
 }
 
 /// The join callback a node gives [`Broker::join`]: it adds the subscriber
@@ -144,7 +149,9 @@ pub trait NodeHandle: Send + Sync {
 /// The retained messages a [`JoinView`] shows, without copying them
 /// unless the joiner wants them.
 pub trait RetainedView: fmt::Debug + Sync {
-    /// Copies of the retained messages, oldest first.
+    /// Copies of the retained messages, oldest first: the newest
+    /// `message-retention` of the history
+    /// ([`history::retained`](crate::history::retained)).
     fn to_vec(&self) -> Vec<ChannelMessage>;
 }
 
@@ -228,11 +235,15 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Runs `join` at a point of the channel's stream such that the
     /// subscriber sees every message once: retained up to the view's
-    /// position, live after it. Creates the channel per `create`.
+    /// position, live after it. Creates the channel per `create`. With
+    /// `recover`, the view also carries what the subscriber missed after
+    /// that position (at most `max-recovery-messages`), taken at the same
+    /// point of the stream.
     fn join<'a>(
         &'a self,
         channel: &'a str,
         create: Create,
+        recover: Option<&'a Position>,
         join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>>;
 
@@ -365,11 +376,10 @@ pub trait Broker: Send + Sync + 'static {
         hub: &'a Hub,
     ) -> Reply<'a, Result<Vec<(String, ChannelMeta)>, EngineError>>;
 
-    /// The retained history of a channel, oldest first.
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>>;
+    /// A channel's history: its config, its position and the newest
+    /// messages it holds, read at one point of its stream
+    /// (`channel-not-found` when it does not exist).
+    fn history<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<History, EngineError>>;
 
     /// Channels that exist now, cluster-wide.
     fn channel_count(&self) -> usize;

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     /// Most bytes of retained messages all channels of this node keep
     /// together; the oldest, whichever channel they are of, go first.
     pub max_retained_bytes_total: usize,
+    /// Most messages a `subscribe` with `recover` may be sent: a client
+    /// further behind is told `too-far-behind` and subscribes afresh.
+    pub max_recovery_messages: usize,
     /// Channel namespaces with defaults of their own: a channel id
     /// `ns:rest` is in namespace `ns` ([`namespace_of`]); ids without a
     /// `:`, and ids whose namespace is not listed, take `auto_create` and
@@ -102,6 +105,7 @@ impl Default for EngineConfig {
             idle_channel_ttl_ms: 3_600_000,
             max_retained_bytes: 4 << 20,
             max_retained_bytes_total: 256 << 20,
+            max_recovery_messages: 1_000,
         }
     }
 }

@@ -51,6 +51,7 @@ mod conn;
 mod error;
 pub mod events;
 mod frames;
+pub mod history;
 mod hub;
 mod local;
 mod map;
@@ -66,9 +67,10 @@ pub use config::{namespace_of, EngineConfig, Namespace};
 pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
 pub use frames::channel_message_head;
+pub use history::{History, Recovery};
 pub use hub::{FanOut, Hub, Joined, Left, SMALL_FAN_OUT};
 pub use local::LocalBroker;
-pub use node::{ChannelInfo, Engine, ReplyFn, RpcSent, Subscribed};
+pub use node::{ChannelInfo, Engine, HistoryPage, ReplyFn, RpcSent, Subscribed};
 pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 
 /// The README's examples, compiled and run as doctests.

@@ -10,10 +10,11 @@ use crate::error::truncated;
 use crate::error::EngineError;
 use crate::events::{self, ev};
 use crate::frames;
+use crate::history::{self, History};
 use crate::hub::Hub;
 use crate::map::{InsertError, ShardedMap};
 use parking_lot::Mutex;
-use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage};
+use sente_lite_protocol::{now_ms, ChannelConfig, ChannelMessage, Position};
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -97,11 +98,15 @@ struct Stream {
 }
 
 #[derive(Debug)]
-struct Retained<'a>(&'a VecDeque<ChannelMessage>);
+struct Retained<'a> {
+    held: &'a VecDeque<ChannelMessage>,
+    config: &'a ChannelConfig,
+    now: i64,
+}
 
 impl RetainedView for Retained<'_> {
     fn to_vec(&self) -> Vec<ChannelMessage> {
-        self.0.iter().cloned().collect()
+        history::retained(self.held, self.config, self.now)
     }
 }
 
@@ -428,11 +433,21 @@ impl LocalBroker {
             st.deliveries += out.delivered as u64;
             st.deliveries_full += out.full as u64;
             ch.last_active.store(published_at, Relaxed);
-            let keep = ch.config.message_retention;
+            let keep = ch.config.history_len();
             // (count, bytes) that left the history, and how many of them
             // for the byte bound rather than the count.
             let (mut dropped, mut dropped_bytes, mut evicted) = (0, 0, 0);
             let mut retained = false;
+            // Messages past `history-ttl-ms` leave the history first.
+            if ch.config.history_ttl_ms > 0 {
+                let expired = history::first_live(&st.retained, &ch.config, published_at);
+                for _ in 0..expired {
+                    if let Some(n) = st.pop_oldest(&ch) {
+                        dropped += 1;
+                        dropped_bytes += n;
+                    }
+                }
+            }
             if keep > 0 {
                 let epoch = st.epoch.to_string();
                 if st.retained.len() >= keep {
@@ -503,6 +518,7 @@ impl LocalBroker {
         &self,
         channel: &str,
         create: Create,
+        recover: Option<&Position>,
         join: &mut JoinFn<'_>,
     ) -> Result<(), EngineError> {
         for _ in 0..2 {
@@ -511,17 +527,28 @@ impl LocalBroker {
             if st.deleted {
                 continue;
             }
-            ch.last_active.store(now_ms(), Relaxed);
+            let now = now_ms();
+            ch.last_active.store(now, Relaxed);
+            let position = StreamPosition {
+                offset: st.offset,
+                epoch: Arc::clone(&st.epoch),
+            };
+            let recovery = recover.map(|want| {
+                let max = self.config.max_recovery_messages;
+                history::recover(&position, want, max, &st.retained, &ch.config, now)
+            });
             // Under the stream lock: no publish comes between the view and
             // the join.
             return join(JoinView {
                 config: &ch.config,
-                retained: &Retained(&st.retained),
-                position: StreamPosition {
-                    offset: st.offset,
-                    epoch: Arc::clone(&st.epoch),
+                retained: &Retained {
+                    held: &st.retained,
+                    config: &ch.config,
+                    now,
                 },
+                position,
                 remote_subscribers: 0,
+                recovery,
             })
             .map(|_| ());
         }
@@ -604,9 +631,10 @@ impl Broker for LocalBroker {
         &'a self,
         channel: &'a str,
         create: Create,
+        recover: Option<&'a Position>,
         join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>> {
-        Reply::ready(self.join_now(channel, create, join))
+        Reply::ready(self.join_now(channel, create, recover, join))
     }
 
     fn tracks_node_subscriptions(&self) -> bool {
@@ -734,14 +762,21 @@ impl Broker for LocalBroker {
             .collect()))
     }
 
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>> {
+    fn history<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<History, EngineError>> {
         Reply::ready(
             self.channels
                 .get(channel)
-                .map(|ch| ch.stream.lock().retained.iter().cloned().collect())
+                .map(|ch| {
+                    let st = ch.stream.lock();
+                    History {
+                        config: ch.config,
+                        position: StreamPosition {
+                            offset: st.offset,
+                            epoch: Arc::clone(&st.epoch),
+                        },
+                        messages: st.retained.clone(),
+                    }
+                })
                 .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel))),
         )
     }

@@ -9,13 +9,15 @@ use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
 use crate::error::truncated;
 use crate::error::{EngineError, NoRuntime};
 use crate::events::{self, ev};
+use crate::frames;
+use crate::history::{self, Recovery};
 use crate::hub::Hub;
 use crate::local::LocalBroker;
 use crate::rpc::{Request, Route, RpcRouter};
 use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 use sente_lite_protocol::{
     broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
-    ChannelSummary, Data, Reason, RpcRequestDelivery, ServerMessage,
+    ChannelSummary, Data, Position, Reason, RpcRequestDelivery, ServerMessage,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -72,6 +74,8 @@ struct Counters {
     rpc_expired: AtomicU64,
     /// Retained messages left out of joins' replays.
     retained_omitted: AtomicU64,
+    /// Messages sent to subscribers that recovered.
+    recovered: AtomicU64,
 }
 
 /// The answer to a successful subscribe.
@@ -91,6 +95,22 @@ pub struct Subscribed {
     /// The stream position the subscription starts after: every message
     /// with a greater offset reaches the subscriber live.
     pub position: StreamPosition,
+    /// Only for a new subscription that asked to recover: `Ok(n)` when the
+    /// `n` messages it missed were queued right after the reply (and the
+    /// retained replay left out: the subscriber has those), or why it could
+    /// not recover (`epoch-changed`, `too-far-behind`; it then got the
+    /// retained replay of a fresh subscription).
+    pub recovered: Option<Result<usize, Reason>>,
+}
+
+/// The answer to [`Engine::history`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    /// The channel's stream position when the history was read.
+    pub position: StreamPosition,
+    /// The messages, oldest first; or, for a `since` the history cannot
+    /// answer, `epoch-changed` or `too-far-behind`.
+    pub messages: Result<Vec<ChannelMessage>, Reason>,
 }
 
 /// Everything about one channel (`get-channel-info`).
@@ -304,7 +324,8 @@ impl Engine {
             .channel(id, &inner.hub)
             .await?
             .ok_or_else(|| EngineError::ChannelNotFound(truncated(id)))?;
-        let retained_messages = inner.broker.history(id).await?;
+        let held = inner.broker.history(id).await?;
+        let retained_messages = history::retained(&held.messages, &held.config, now_ms());
         let subscribers = inner
             .hub
             .local_subscribers(id)
@@ -393,9 +414,28 @@ impl Engine {
         channel_id: &str,
         reply: Option<ReplyFn<'_, Subscribed>>,
     ) -> Result<Subscribed, EngineError> {
+        self.subscribe_recovering(conn, channel_id, None, reply)
+            .await
+    }
+
+    /// Like [`subscribe_with_reply`](Self::subscribe_with_reply), for a
+    /// subscriber that had the channel's messages up to `recover` (a
+    /// reconnecting client): when the channel's history still holds every
+    /// message after it (same epoch, at most `max-recovery-messages`, and
+    /// all of them fit the subscriber's queue), they are queued right after
+    /// the reply, in order, before any live message, and
+    /// [`Subscribed::recovered`] is `Ok(count)`. Otherwise the subscription
+    /// is a fresh one (retained replay) and `recovered` says why not.
+    pub async fn subscribe_recovering(
+        &self,
+        conn: ConnId,
+        channel_id: &str,
+        recover: Option<&Position>,
+        reply: Option<ReplyFn<'_, Subscribed>>,
+    ) -> Result<Subscribed, EngineError> {
         let mut telemetry = true;
         let result = self
-            .subscribe_inner(conn, channel_id, reply, &mut telemetry)
+            .subscribe_inner(conn, channel_id, recover, reply, &mut telemetry)
             .await;
         match &result {
             Ok(s) if !s.already_subscribed => {
@@ -430,6 +470,7 @@ impl Engine {
         &self,
         conn: ConnId,
         channel_id: &str,
+        recover: Option<&Position>,
         reply: Option<ReplyFn<'_, Subscribed>>,
         telemetry: &mut bool,
     ) -> Result<Subscribed, EngineError> {
@@ -466,6 +507,8 @@ impl Engine {
                 return Err(EngineError::MaxSubscriptionsReached(max_subs));
             }
             let joined = hub.add(&entry, channel_id, view.config.max_subscribers, *telemetry)?;
+            // The missed messages' frames, when they can all be sent.
+            let mut missed: Vec<Frame> = Vec::new();
             let mut out = match joined {
                 None => Subscribed {
                     subscriber_count: hub.local_count(channel_id) + view.remote_subscribers,
@@ -473,24 +516,62 @@ impl Engine {
                     already_subscribed: true,
                     retained_omitted: 0,
                     position: view.position,
+                    recovered: None,
                 },
                 Some(j) => {
                     st.subs.insert(Arc::from(channel_id));
-                    let mut retained = view.retained.to_vec();
-                    let budget = inner.config.max_retained_bytes;
-                    let omitted = cut_to_fit(&mut retained, budget);
+                    let recovered = match view.recovery {
+                        Some(Recovery::Recovered(messages)) => {
+                            missed = messages.iter().map(frame_of).collect();
+                            let bytes: usize = missed.iter().map(Frame::len).sum();
+                            let room = entry.sink.free_bytes().map_or(usize::MAX, |free| {
+                                free.saturating_sub(RESULT_OVERHEAD + channel_id.len())
+                            });
+                            if bytes <= room {
+                                Some(Ok(missed.len()))
+                            } else {
+                                // They would overflow the subscriber's
+                                // queue: it starts afresh instead.
+                                missed.clear();
+                                Some(Err(Reason::TooFarBehind))
+                            }
+                        }
+                        Some(Recovery::Missed(reason)) => Some(Err(reason)),
+                        None => None,
+                    };
+                    let (retained, omitted) = if matches!(recovered, Some(Ok(_))) {
+                        // The subscriber has every message up to its
+                        // position; what it missed follows the reply.
+                        (Vec::new(), 0)
+                    } else {
+                        let mut retained = view.retained.to_vec();
+                        let budget = inner.config.max_retained_bytes;
+                        let omitted = cut_to_fit(&mut retained, budget);
+                        (retained, omitted)
+                    };
                     Subscribed {
                         subscriber_count: j.local_count + view.remote_subscribers,
                         retained_messages: retained,
                         already_subscribed: false,
                         retained_omitted: omitted,
                         position: view.position,
+                        recovered,
                     }
                 }
             };
             if let Some(reply) = reply {
                 let frame = fit_reply(&mut out, entry.sink.free_bytes(), reply);
                 entry.sink.offer_one(&frame);
+            }
+            // Under the join: before any live message of the channel.
+            for frame in &missed {
+                entry.sink.offer(frame);
+            }
+            if !missed.is_empty() {
+                inner
+                    .counters
+                    .recovered
+                    .fetch_add(missed.len() as u64, Relaxed);
             }
             if out.retained_omitted > 0 {
                 inner
@@ -501,7 +582,10 @@ impl Engine {
             done = Some((out, joined.is_some_and(|j| j.first)));
             Ok(joined.is_some())
         };
-        let joined = inner.broker.join(channel_id, Create::Auto, &mut join).await;
+        let joined = inner
+            .broker
+            .join(channel_id, Create::Auto, recover, &mut join)
+            .await;
         let (out, first) = match (joined, done) {
             (Ok(()), Some(d)) => d,
             (result, _) => {
@@ -594,6 +678,29 @@ impl Engine {
     /// The channels `conn` is subscribed to, sorted.
     pub fn subscriptions(&self, conn: ConnId) -> Result<Vec<String>, EngineError> {
         self.inner.hub.subscriptions(conn)
+    }
+
+    /// A channel's history (`history`): without `since`, its newest
+    /// `limit` messages; with it, the first `limit` after it. `limit`
+    /// `None` is the whole history. The channel is not created.
+    pub async fn history(
+        &self,
+        channel_id: &str,
+        since: Option<&Position>,
+        limit: Option<u64>,
+    ) -> Result<HistoryPage, EngineError> {
+        self.check_id(channel_id).inspect_err(|e| self.reject(e))?;
+        let held = self
+            .inner
+            .broker
+            .history(channel_id)
+            .await
+            .inspect_err(|e| self.reject(e))?;
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        Ok(HistoryPage {
+            messages: history::page(&held, since, limit, now_ms()),
+            position: held.position,
+        })
     }
 
     // ----- publishing ----------------------------------------------------
@@ -1102,6 +1209,7 @@ impl Engine {
             retained_evicted: b.retained_evicted,
             retained_omitted: self.inner.counters.retained_omitted.load(Relaxed),
             idle_channels_removed: b.idle_removed,
+            recovered: self.inner.counters.recovered.load(Relaxed),
         }
     }
 
@@ -1232,6 +1340,20 @@ fn expire_due(inner: &Inner) -> usize {
         .rpc_expired
         .fetch_add(due.len() as u64, Relaxed);
     due.len()
+}
+
+/// The `channel-message` frame of a message from the history, the same
+/// bytes as its live delivery (`data` byte for byte).
+fn frame_of(m: &ChannelMessage) -> Frame {
+    Frame::new(frames::channel_message(&frames::ChannelMessageRef {
+        channel_id: &m.channel_id,
+        message_id: &m.message_id,
+        data: &m.data,
+        sender_conn_id: m.sender_conn_id.as_deref(),
+        published_at: m.published_at,
+        offset: m.offset,
+        epoch: &m.epoch,
+    }))
 }
 
 /// Overhead of a `subscription-result` frame besides its retained messages

@@ -37,6 +37,8 @@ pub struct LimitStats {
     /// Auto-created channels removed after `idle-channel-ttl-ms` with no
     /// subscriber.
     pub idle_channels_removed: u64,
+    /// Missed messages sent to subscribers that recovered.
+    pub recovered: u64,
 }
 
 /// One channel's figures.

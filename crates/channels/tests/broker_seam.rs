@@ -13,7 +13,7 @@ use sente_lite_channels::{
     Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr, Create, Engine, EngineConfig,
     EngineError, Frame, Hub, JoinFn, LocalBroker, Offer, Publication, Published, Reply, Sent,
 };
-use sente_lite_protocol::{ChannelConfig, ChannelMessage};
+use sente_lite_protocol::ChannelConfig;
 use std::sync::Arc;
 use telemere_lite::Telemetry;
 
@@ -47,10 +47,11 @@ impl Broker for Recording {
         &'a self,
         channel: &'a str,
         create: Create,
+        recover: Option<&'a sente_lite_protocol::Position>,
         join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>> {
         self.log.lock().push(format!("join {channel}"));
-        self.inner.join(channel, create, join)
+        self.inner.join(channel, create, recover, join)
     }
     fn subscribe<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<(), EngineError>> {
         self.log.lock().push(format!("subscribe {channel}"));
@@ -132,7 +133,7 @@ impl Broker for Recording {
     fn history<'a>(
         &'a self,
         channel: &'a str,
-    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>> {
+    ) -> Reply<'a, Result<sente_lite_channels::History, EngineError>> {
         self.inner.history(channel)
     }
     fn channel_count(&self) -> usize {

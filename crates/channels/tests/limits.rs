@@ -334,3 +334,69 @@ async fn publishes_racing_the_idle_sweep_never_fail() {
         "the sweep did remove channels meanwhile"
     );
 }
+
+/// A recovery is all or nothing, and it never overflows the subscriber's
+/// queue: when the missed messages would not fit it, the subscriber is
+/// told `too-far-behind` and gets the fresh retained replay instead.
+#[tokio::test]
+async fn a_recovery_that_would_not_fit_the_queue_starts_afresh() {
+    let e = engine_with(|c| {
+        c.default_channel = ChannelConfig {
+            message_retention: 1,
+            history_size: 50,
+            ..ChannelConfig::default()
+        }
+    });
+    let first = e
+        .subscribe(e.connect(Inbox::new()).unwrap(), "c")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        e.publish(None, "c", blob(500, i), false).await.unwrap();
+    }
+    let at = sente_lite_protocol::Position {
+        offset: 0,
+        epoch: first.position.epoch.to_string(),
+    };
+    let reply = |_: &Subscribed| Frame::new("{\"type\":\"subscription-result\"}".into());
+
+    // Room for all 20: recovered, in order, right after the reply.
+    let roomy = Inbox::new();
+    *roomy.free.lock() = Some(1 << 20);
+    let conn = e.connect(roomy.clone()).unwrap();
+    let s = e
+        .subscribe_recovering(conn, "c", Some(&at), Some(&reply))
+        .await
+        .unwrap();
+    assert_eq!(s.recovered, Some(Ok(20)));
+    assert!(s.retained_messages.is_empty());
+    let frames = roomy.json();
+    assert_eq!(frames[0]["type"], "subscription-result");
+    let offsets: Vec<u64> = frames[1..]
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=20).collect::<Vec<_>>());
+    assert_eq!(e.limit_stats().recovered, 20);
+
+    // Room for about ten: none of them, and the retained replay.
+    let tight = Inbox::new();
+    *tight.free.lock() = Some(6_000);
+    let conn = e.connect(tight.clone()).unwrap();
+    let s = e
+        .subscribe_recovering(conn, "c", Some(&at), Some(&reply))
+        .await
+        .unwrap();
+    assert_eq!(s.recovered, Some(Err(Reason::TooFarBehind)));
+    assert_eq!(s.retained_messages.len(), 1);
+    assert_eq!(tight.of_type("channel-message").len(), 0);
+    assert_eq!(e.limit_stats().recovered, 20);
+
+    // Already subscribed: nothing changes, nothing is recovered.
+    let s = e
+        .subscribe_recovering(conn, "c", Some(&at), None)
+        .await
+        .unwrap();
+    assert!(s.already_subscribed);
+    assert_eq!(s.recovered, None);
+}

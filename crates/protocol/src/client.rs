@@ -12,9 +12,16 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage {
-    /// `{"type":"subscribe","channel-id":"chat"}`
+    /// `{"type":"subscribe","channel-id":"chat"}`; with
+    /// `"recover":{"offset":41,"epoch":"e1"}` the server also sends the
+    /// messages published after that position, when its history still
+    /// holds every one of them.
     #[serde(rename_all = "kebab-case")]
-    Subscribe { channel_id: String },
+    Subscribe {
+        channel_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recover: Option<Position>,
+    },
     /// `{"type":"unsubscribe","channel-id":"chat"}`
     #[serde(rename_all = "kebab-case")]
     Unsubscribe { channel_id: String },
@@ -65,6 +72,26 @@ pub enum ClientMessage {
     Authenticate { token: String },
     /// `{"type":"get-subscriptions"}`
     GetSubscriptions,
+    /// `{"type":"history","channel-id":"chat","since":{"offset":3,"epoch":"e1"},"limit":100}`:
+    /// the channel's history (both `since` and `limit` optional).
+    #[serde(rename_all = "kebab-case")]
+    History {
+        channel_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+}
+
+/// A place in a channel's stream, as a client names it (`recover`,
+/// `since`): the `offset` of the last message it has, in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The offset of the last message the client has (0: none yet).
+    pub offset: u64,
+    /// The stream's epoch that offset is of.
+    pub epoch: String,
 }
 
 impl ClientMessage {
@@ -80,6 +107,7 @@ impl ClientMessage {
             ClientMessage::ListChannels { .. } => "list-channels",
             ClientMessage::Authenticate { .. } => "authenticate",
             ClientMessage::GetSubscriptions => "get-subscriptions",
+            ClientMessage::History { .. } => "history",
         }
     }
 }
@@ -136,6 +164,10 @@ struct Fields<'a> {
     limit: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     cursor: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    recover: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
 }
 
 /// A field that is present is `Some`, even when its value is `null`
@@ -192,6 +224,7 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
     let msg = match &*ty {
         "subscribe" => ClientMessage::Subscribe {
             channel_id: string(f.channel_id, "channel-id")?,
+            recover: opt_position(f.recover, "recover")?,
         },
         "unsubscribe" => ClientMessage::Unsubscribe {
             channel_id: string(f.channel_id, "channel-id")?,
@@ -225,6 +258,11 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
             token: string(f.token, "token")?,
         },
         "get-subscriptions" => ClientMessage::GetSubscriptions,
+        "history" => ClientMessage::History {
+            channel_id: string(f.channel_id, "channel-id")?,
+            since: opt_position(f.since, "since")?,
+            limit: opt_u64(f.limit, "limit")?,
+        },
         other => {
             return Err(DecodeError {
                 reason: Reason::UnknownMessageType,
@@ -267,6 +305,36 @@ fn data(raw: Option<&RawValue>) -> Result<Data, DecodeError> {
         ),
     })?;
     Ok(Data::from_raw(raw.to_owned()))
+}
+
+/// A `{"offset": n, "epoch": "e"}` object (`null` or absent: none). Other
+/// fields of the object are ignored.
+fn opt_position(raw: Option<&RawValue>, field: &str) -> Result<Option<Position>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        offset: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        epoch: Option<&'a RawValue>,
+    }
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    let must = || {
+        DecodeError::invalid(format!(
+            "field `{field}` must be an object with `offset` and `epoch`, got {}",
+            raw_kind(raw)
+        ))
+    };
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(must());
+    }
+    let parts: Parts<'_> = serde_json::from_str(raw.get()).map_err(|_| must())?;
+    let offset = opt_u64(parts.offset, &format!("{field}.offset"))?
+        .ok_or_else(|| DecodeError::invalid(format!("missing field `{field}.offset`")))?;
+    let epoch = string(parts.epoch, &format!("{field}.epoch"))?;
+    Ok(Some(Position { offset, epoch }))
 }
 
 fn opt_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, DecodeError> {

@@ -18,6 +18,24 @@ pub struct ChannelConfig {
     pub rpc_timeout_ms: u64,
     /// Whether operations on this channel emit telemetry signals.
     pub telemetry_enabled: bool,
+    /// How many of the latest messages the channel's history keeps for
+    /// `history` and for recovery on `subscribe`. The history holds
+    /// `max(history-size, message-retention)` messages (the retained
+    /// messages are its newest), so the default, 0, makes it the same as
+    /// `message-retention`.
+    pub history_size: usize,
+    /// A message older than this (ms after its `published-at`) has left the
+    /// history: `history`, recovery and the retained replay no longer show
+    /// it. 0: messages leave only by count and bytes.
+    pub history_ttl_ms: u64,
+}
+
+impl ChannelConfig {
+    /// How many messages the channel keeps: `max(history-size,
+    /// message-retention)`.
+    pub fn history_len(&self) -> usize {
+        self.history_size.max(self.message_retention)
+    }
 }
 
 impl Default for ChannelConfig {
@@ -27,6 +45,8 @@ impl Default for ChannelConfig {
             message_retention: 0,
             rpc_timeout_ms: 30_000,
             telemetry_enabled: true,
+            history_size: 0,
+            history_ttl_ms: 0,
         }
     }
 }

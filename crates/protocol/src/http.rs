@@ -108,6 +108,10 @@ pub struct ChannelStats {
     /// with no subscriber.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub idle_channels_removed: u64,
+    /// Missed messages sent to subscribers that recovered
+    /// (`subscribe` with `recover`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub recovered: u64,
 }
 
 fn is_zero_usize(n: &usize) -> bool {

@@ -32,7 +32,7 @@ mod reason;
 mod redact;
 mod server;
 
-pub use client::{decode_client, ClientMessage, DecodeError};
+pub use client::{decode_client, ClientMessage, DecodeError, Position};
 pub use config::ChannelConfig;
 pub use data::Data;
 pub use pattern::wildcard_match;

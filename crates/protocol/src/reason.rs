@@ -66,6 +66,12 @@ pub enum Reason {
     BrokerUnavailable,
     /// The connection's token expired (close code 4002).
     TokenExpired,
+    /// A stream position (`recover`, `since`) of another epoch than the
+    /// channel's: the history it was taken in is gone.
+    EpochChanged,
+    /// A stream position older than the channel's history reaches back
+    /// (trimmed, expired, or more than `max-recovery-messages` behind).
+    TooFarBehind,
 }
 
 impl Reason {
@@ -98,11 +104,13 @@ impl Reason {
             Reason::ConnectionNotFound => "connection-not-found",
             Reason::BrokerUnavailable => "broker-unavailable",
             Reason::TokenExpired => "token-expired",
+            Reason::EpochChanged => "epoch-changed",
+            Reason::TooFarBehind => "too-far-behind",
         }
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 28] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -129,6 +137,8 @@ impl Reason {
         Reason::ConnectionNotFound,
         Reason::BrokerUnavailable,
         Reason::TokenExpired,
+        Reason::EpochChanged,
+        Reason::TooFarBehind,
     ];
 }
 

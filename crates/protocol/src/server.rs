@@ -34,6 +34,40 @@ pub struct ChannelMessage {
     pub epoch: String,
 }
 
+impl ChannelMessage {
+    /// Reads a `channel-message` frame (or a `retained-messages` entry)
+    /// keeping its `data` byte for byte, as the sender spelled it. (The
+    /// derived `Deserialize` reads `data` through a tree, which is right
+    /// for any deserializer but normalizes its spelling.) The `type` key
+    /// and unknown keys are ignored.
+    pub fn from_frame(text: &str) -> Result<ChannelMessage, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Frame<'a> {
+            channel_id: String,
+            message_id: String,
+            #[serde(borrow)]
+            data: &'a serde_json::value::RawValue,
+            sender_conn_id: Option<String>,
+            published_at: i64,
+            #[serde(default)]
+            offset: u64,
+            #[serde(default)]
+            epoch: String,
+        }
+        let f: Frame<'_> = serde_json::from_str(text)?;
+        Ok(ChannelMessage {
+            channel_id: f.channel_id,
+            message_id: f.message_id,
+            data: Data::from_raw(f.data.to_owned()),
+            sender_conn_id: f.sender_conn_id,
+            published_at: f.published_at,
+            offset: f.offset,
+            epoch: f.epoch,
+        })
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -134,6 +168,26 @@ pub enum ServerMessage {
         /// are kept). Only present when more than 0.
         #[serde(default, skip_serializing_if = "is_zero_usize")]
         retained_omitted: usize,
+        /// The channel's stream position the subscription starts after
+        /// (on success): keep it, with each message's own, to `recover`
+        /// later.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The epoch of `offset`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        /// Only when the subscribe asked to `recover`: whether every
+        /// message after the given position follows this frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// How many `channel-message` frames follow, recovered (when
+        /// `recovered` is true).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered_count: Option<usize>,
+        /// Why it could not recover (when `recovered` is false):
+        /// `epoch-changed` or `too-far-behind`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recover_reason: Option<Reason>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<Reason>,
     },
@@ -191,6 +245,28 @@ pub enum ServerMessage {
     /// Answer to `get-subscriptions`.
     #[serde(rename_all = "kebab-case")]
     SubscriptionList { subscriptions: Vec<String> },
+    /// Answer to `history`. On success: `messages` (complete
+    /// `channel-message` frames, oldest first) and the channel's current
+    /// `offset` and `epoch`. On failure: `reason`, and the channel's
+    /// `offset` and `epoch` when the failure was about the position
+    /// (`epoch-changed`, `too-far-behind`).
+    #[serde(rename_all = "kebab-case")]
+    HistoryResult {
+        channel_id: String,
+        success: bool,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "retained::serialize"
+        )]
+        messages: Option<Vec<ChannelMessage>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
     /// A message published to a subscribed channel.
     ChannelMessage(ChannelMessage),
     /// An RPC request for a worker subscribed to the channel.

@@ -362,3 +362,98 @@ fn data_that_parsers_refuse_is_invalid_json() {
     // A proper pair of surrogates (an emoji) is fine.
     assert!(decode_client(r#"{"type":"publish","channel-id":"c","data":"\ud83d\ude00"}"#).is_ok());
 }
+
+/// `recover` and `since` are `{"offset": n, "epoch": "e"}` objects; a
+/// malformed one is refused naming the field, `null` is the same as absent.
+#[test]
+fn stream_positions_name_their_field() {
+    use sente_lite_protocol::Position;
+    let at = |offset, epoch: &str| {
+        Some(Position {
+            offset,
+            epoch: epoch.to_owned(),
+        })
+    };
+    assert_eq!(
+        decode_client(
+            r#"{"type":"subscribe","channel-id":"c","recover":{"offset":41,"epoch":"e1"}}"#
+        )
+        .expect("decodes"),
+        ClientMessage::Subscribe {
+            channel_id: "c".into(),
+            recover: at(41, "e1"),
+        }
+    );
+    assert_eq!(
+        decode_client(r#"{"type":"subscribe","channel-id":"c","recover":null}"#).expect("decodes"),
+        ClientMessage::Subscribe {
+            channel_id: "c".into(),
+            recover: None,
+        }
+    );
+    assert_eq!(
+        decode_client(
+            r#"{"type":"history","channel-id":"c","since":{"offset":0,"epoch":"x"},"limit":5}"#
+        )
+        .expect("decodes"),
+        ClientMessage::History {
+            channel_id: "c".into(),
+            since: at(0, "x"),
+            limit: Some(5),
+        }
+    );
+    assert_eq!(
+        decode_client(r#"{"type":"history","channel-id":"c"}"#).expect("decodes"),
+        ClientMessage::History {
+            channel_id: "c".into(),
+            since: None,
+            limit: None,
+        }
+    );
+    for (text, needles) in [
+        (
+            r#"{"type":"subscribe","channel-id":"c","recover":41}"#,
+            &["`recover`", "a number"][..],
+        ),
+        (
+            r#"{"type":"subscribe","channel-id":"c","recover":{"epoch":"e"}}"#,
+            &["`recover.offset`"][..],
+        ),
+        (
+            r#"{"type":"subscribe","channel-id":"c","recover":{"offset":-1,"epoch":"e"}}"#,
+            &["`recover.offset`", "non-negative"][..],
+        ),
+        (
+            r#"{"type":"subscribe","channel-id":"c","recover":{"offset":1}}"#,
+            &["`recover.epoch`"][..],
+        ),
+        (
+            r#"{"type":"subscribe","channel-id":"c","recover":{"offset":1,"epoch":7}}"#,
+            &["`recover.epoch`", "a number"][..],
+        ),
+        (
+            r#"{"type":"history","channel-id":"c","since":"1"}"#,
+            &["`since`", "a string"][..],
+        ),
+        (
+            r#"{"type":"history","channel-id":"c","limit":"1"}"#,
+            &["`limit`"][..],
+        ),
+        (r#"{"type":"history"}"#, &["`channel-id`"][..]),
+    ] {
+        assert_invalid(text, needles);
+    }
+}
+
+/// A stored `channel-message` frame read back keeps `data` as it was
+/// spelled, and serializes to the same frame.
+#[test]
+fn a_channel_message_frame_reads_back_byte_for_byte() {
+    let frame = r#"{"type":"channel-message","channel-id":"c","message-id":"m-1","data":{"b" : 1.50,"a":["\u00e9"]},"sender-conn-id":null,"published-at":7,"offset":3,"epoch":"e"}"#;
+    let m = sente_lite_protocol::ChannelMessage::from_frame(frame).expect("a frame");
+    assert_eq!(m.data.as_json(), r#"{"b" : 1.50,"a":["\u00e9"]}"#);
+    assert_eq!((m.offset, m.epoch.as_str()), (3, "e"));
+    let again = ServerMessage::ChannelMessage(m).to_json();
+    assert_eq!(again, frame);
+    assert!(sente_lite_protocol::ChannelMessage::from_frame("{}").is_err());
+}

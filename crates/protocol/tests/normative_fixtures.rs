@@ -141,6 +141,11 @@ fn subscription_result_failure() {
             subscriber_count: None,
             retained_messages: None,
             retained_omitted: 0,
+            offset: None,
+            epoch: None,
+            recovered: None,
+            recovered_count: None,
+            recover_reason: None,
             reason: Some(Reason::MaxSubscribersReached),
         },
     );

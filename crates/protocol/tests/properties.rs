@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use sente_lite_protocol::{
     decode_client, ChannelConfig, ChannelMessage, ChannelSummary, ClientMessage, Delivery,
-    ErrorFrame, Reason, RpcRequestDelivery, ServerMessage,
+    ErrorFrame, Position, Reason, RpcRequestDelivery, ServerMessage,
 };
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
@@ -52,7 +52,22 @@ fn arb_reason() -> impl Strategy<Value = Reason> {
 
 fn arb_client() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        arb_id().prop_map(|channel_id| ClientMessage::Subscribe { channel_id }),
+        (arb_id(), prop::option::of((any::<u64>(), arb_id()))).prop_map(|(channel_id, recover)| {
+            ClientMessage::Subscribe {
+                channel_id,
+                recover: recover.map(|(offset, epoch)| Position { offset, epoch }),
+            }
+        }),
+        (
+            arb_id(),
+            prop::option::of((any::<u64>(), arb_id())),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(channel_id, since, limit)| ClientMessage::History {
+                channel_id,
+                since: since.map(|(offset, epoch)| Position { offset, epoch }),
+                limit,
+            }),
         arb_id().prop_map(|channel_id| ClientMessage::Unsubscribe { channel_id }),
         (arb_id(), arb_json(), any::<bool>()).prop_map(|(channel_id, data, exclude_sender)| {
             ClientMessage::Publish {
@@ -110,14 +125,23 @@ fn arb_channel_message() -> impl Strategy<Value = ChannelMessage> {
 }
 
 fn arb_config() -> impl Strategy<Value = ChannelConfig> {
-    (any::<usize>(), any::<usize>(), any::<u64>(), any::<bool>()).prop_map(
-        |(max_subscribers, message_retention, rpc_timeout_ms, telemetry_enabled)| ChannelConfig {
-            max_subscribers,
-            message_retention,
-            rpc_timeout_ms,
-            telemetry_enabled,
-        },
+    (
+        (any::<usize>(), any::<usize>(), any::<u64>(), any::<bool>()),
+        (any::<usize>(), any::<u64>()),
     )
+        .prop_map(
+            |(
+                (max_subscribers, message_retention, rpc_timeout_ms, telemetry_enabled),
+                (history_size, history_ttl_ms),
+            )| ChannelConfig {
+                max_subscribers,
+                message_retention,
+                rpc_timeout_ms,
+                telemetry_enabled,
+                history_size,
+                history_ttl_ms,
+            },
+        )
 }
 
 fn arb_channels() -> impl Strategy<Value = BTreeMap<String, ChannelSummary>> {
@@ -158,10 +182,58 @@ fn arb_server() -> impl Strategy<Value = ServerMessage> {
                         subscriber_count,
                         retained_messages,
                         retained_omitted: 0,
+                        offset: None,
+                        epoch: None,
+                        recovered: None,
+                        recovered_count: None,
+                        recover_reason: None,
                         reason,
                     }
                 }
             ),
+        (
+            arb_id(),
+            any::<u64>(),
+            arb_id(),
+            any::<Option<bool>>(),
+            any::<Option<usize>>(),
+            opt_reason(),
+        )
+            .prop_map(
+                |(channel_id, offset, epoch, recovered, recovered_count, recover_reason)| {
+                    ServerMessage::SubscriptionResult {
+                        channel_id,
+                        success: true,
+                        subscriber_count: Some(1),
+                        retained_messages: Some(Vec::new()),
+                        retained_omitted: 0,
+                        offset: Some(offset),
+                        epoch: Some(epoch),
+                        recovered,
+                        recovered_count,
+                        recover_reason,
+                        reason: None,
+                    }
+                }
+            ),
+        (
+            arb_id(),
+            any::<bool>(),
+            prop::option::of(prop::collection::vec(arb_channel_message(), 0..4)),
+            any::<Option<u64>>(),
+            prop::option::of(arb_id()),
+            opt_reason(),
+        )
+            .prop_map(|(channel_id, success, messages, offset, epoch, reason)| {
+                ServerMessage::HistoryResult {
+                    channel_id,
+                    success,
+                    messages,
+                    offset,
+                    epoch,
+                    reason,
+                }
+            }),
         (arb_id(), any::<bool>(), opt_reason()).prop_map(|(channel_id, success, reason)| {
             ServerMessage::UnsubscriptionResult {
                 channel_id,

@@ -9,7 +9,7 @@ use serde_json::Value;
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 
 /// Client frame types, as the decoder knows them.
-const CLIENT_TYPES: [&str; 9] = [
+const CLIENT_TYPES: [&str; 10] = [
     "authenticate",
     "subscribe",
     "unsubscribe",
@@ -19,6 +19,7 @@ const CLIENT_TYPES: [&str; 9] = [
     "ping",
     "list-channels",
     "get-subscriptions",
+    "history",
 ];
 
 /// Free-form `type`s of the broadcast examples (the application's own).
@@ -121,6 +122,7 @@ fn every_frame_type_is_documented() {
         "pong",
         "channel-list",
         "subscription-list",
+        "history-result",
         "channel-message",
         "rpc-request",
         "rpc-response",

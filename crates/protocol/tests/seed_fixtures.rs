@@ -87,6 +87,7 @@ fn subscribe() {
         "subscribe",
         ClientMessage::Subscribe {
             channel_id: "chat-room".into(),
+            recover: None,
         },
     );
 }
@@ -123,6 +124,11 @@ fn subscription_result() {
             subscriber_count: Some(5),
             retained_messages: Some(retained),
             retained_omitted: 0,
+            offset: None,
+            epoch: None,
+            recovered: None,
+            recovered_count: None,
+            recover_reason: None,
             reason: None,
         },
     );
@@ -146,6 +152,11 @@ fn retained_messages_are_channel_message_frames() {
         subscriber_count: Some(5),
         retained_messages: Some(retained.clone()),
         retained_omitted: 0,
+        offset: None,
+        epoch: None,
+        recovered: None,
+        recovered_count: None,
+        recover_reason: None,
         reason: None,
     });
     for (i, item) in encoded["retained-messages"]
@@ -336,6 +347,7 @@ fn chat_room_config() -> ChannelConfig {
         message_retention: 10,
         rpc_timeout_ms: 5000,
         telemetry_enabled: true,
+        ..ChannelConfig::default()
     }
 }
 
@@ -464,6 +476,7 @@ fn http_stats() {
                 retained_evicted: 0,
                 retained_omitted: 0,
                 idle_channels_removed: 0,
+                recovered: 0,
             },
             telemetry_stats: telemetry,
             transport: None,

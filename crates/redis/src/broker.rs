@@ -9,12 +9,13 @@ use parking_lot::{Mutex, RwLock};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Value};
 use sente_lite_channels::events::{self as ev_ids};
+use sente_lite_channels::history::{self, History};
 use sente_lite_channels::{
     channel_message_head, namespace_of, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr,
     ConnId, Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
-use sente_lite_protocol::{now_ms, redact_credentials, ChannelConfig, ChannelMessage};
+use sente_lite_protocol::{now_ms, redact_credentials, ChannelConfig, ChannelMessage, Position};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -1087,8 +1088,9 @@ fn frame_of(v: &Value) -> Option<Frame> {
     string(v).map(Frame::new)
 }
 
+/// A stored frame as a message, its `data` byte for byte.
 fn message_of(v: &Value) -> Option<ChannelMessage> {
-    serde_json::from_str(&string(v)?).ok()
+    ChannelMessage::from_frame(&string(v)?).ok()
 }
 
 /// A script's `{'err', what, ...}` reply as the engine's error.
@@ -1135,12 +1137,18 @@ fn position(epoch: Option<&Value>, offset: Option<&Value>) -> StreamPosition {
     }
 }
 
+/// A join's view of the stream's newest messages: the retained replay is
+/// the newest `message-retention` of the history, as on one node.
 #[derive(Debug)]
-struct Retained(Vec<ChannelMessage>);
+struct Retained<'a> {
+    held: &'a VecDeque<ChannelMessage>,
+    config: &'a ChannelConfig,
+    now: i64,
+}
 
-impl RetainedView for Retained {
+impl RetainedView for Retained<'_> {
     fn to_vec(&self) -> Vec<ChannelMessage> {
-        self.0.clone()
+        history::retained(self.held, self.config, self.now)
     }
 }
 
@@ -1170,7 +1178,7 @@ impl RedisBroker {
     }
 
     fn keep(&self, c: &ChannelConfig) -> usize {
-        c.message_retention.max(self.shared.cfg.stream_size).max(1)
+        c.history_len().max(self.shared.cfg.stream_size).max(1)
     }
 
     fn created(&self, channel: &str, config: &ChannelConfig, explicit: bool) {
@@ -1261,13 +1269,17 @@ impl RedisBroker {
         &self,
         channel: &str,
         create: Create,
+        recover: Option<&Position>,
         join: &mut JoinFn<'_>,
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::now() + self.shared.cfg.command_timeout;
         // A concurrent last leaver may take the node's channel state away
         // between the join script and the hub add: then start again.
         for _ in 0..3 {
-            if let Some(done) = self.join_once(channel, create, join, deadline).await {
+            if let Some(done) = self
+                .join_once(channel, create, recover, join, deadline)
+                .await
+            {
                 return done;
             }
         }
@@ -1282,6 +1294,7 @@ impl RedisBroker {
         &self,
         channel: &str,
         create: Create,
+        recover: Option<&Position>,
         join: &mut JoinFn<'_>,
         deadline: tokio::time::Instant,
     ) -> Option<Result<(), EngineError>> {
@@ -1325,7 +1338,11 @@ impl RedisBroker {
             .arg(channel)
             .arg(&*sh.node)
             .arg(token)
-            .arg(sh.deadline_ms(deadline));
+            .arg(sh.deadline_ms(deadline))
+            .arg(if recover.is_some() { "1" } else { "0" })
+            .arg(recover.map_or(0, |r| r.offset))
+            .arg(recover.map_or("", |r| r.epoch.as_str()))
+            .arg(sh.engine.max_recovery_messages);
         let items = match sh.run_until(&inv, deadline).await {
             Ok(v) => array(v),
             Err(e) => {
@@ -1356,7 +1373,17 @@ impl RedisBroker {
         let config =
             parse_config(items.get(1)).unwrap_or_else(|| sh.engine.channel_defaults(channel));
         let position = position(items.get(3), items.get(2));
-        let retained = Retained(items.iter().skip(6).filter_map(message_of).collect());
+        let held: VecDeque<ChannelMessage> = items.iter().skip(6).filter_map(message_of).collect();
+        let now = now_ms();
+        let recovery = recover.map(|want| {
+            let max = sh.engine.max_recovery_messages;
+            history::recover(&position, want, max, &held, &config, now)
+        });
+        let retained = Retained {
+            held: &held,
+            config: &config,
+            now,
+        };
         let result = {
             // Under the map's lock: a last leaver cannot take the state
             // away between this check and the hub add (it checks the hub
@@ -1384,6 +1411,7 @@ impl RedisBroker {
                     retained: &retained,
                     position,
                     remote_subscribers: int_at(&items, 4) as usize,
+                    recovery,
                 });
                 drop(chans);
                 Some(r)
@@ -1636,13 +1664,21 @@ impl RedisBroker {
         Ok(out)
     }
 
-    async fn history_now(&self, channel: &str) -> Result<Vec<ChannelMessage>, EngineError> {
+    async fn history_now(&self, channel: &str) -> Result<History, EngineError> {
         let sh = &self.shared;
         let mut inv = sh.scripts.history.prepare_invoke();
         inv.key(sh.keys.meta(channel)).key(sh.keys.stream(channel));
         match sh.run(&inv).await? {
             Value::Nil => Err(EngineError::ChannelNotFound(truncated(channel))),
-            v => Ok(array(v).iter().filter_map(message_of).collect()),
+            v => {
+                let items = array(v);
+                Ok(History {
+                    config: parse_config(items.first())
+                        .unwrap_or_else(|| sh.engine.channel_defaults(channel)),
+                    position: position(items.get(1), items.get(2)),
+                    messages: items.iter().skip(3).filter_map(message_of).collect(),
+                })
+            }
         }
     }
 
@@ -1734,9 +1770,10 @@ impl Broker for RedisBroker {
         &'a self,
         channel: &'a str,
         create: Create,
+        recover: Option<&'a Position>,
         join: &'a mut JoinFn<'_>,
     ) -> Reply<'a, Result<(), EngineError>> {
-        Reply::later(self.join_now(channel, create, join))
+        Reply::later(self.join_now(channel, create, recover, join))
     }
 
     fn attach(&self, node: Weak<dyn NodeHandle>) {
@@ -1847,10 +1884,7 @@ impl Broker for RedisBroker {
         Reply::later(self.list_now())
     }
 
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> Reply<'a, Result<Vec<ChannelMessage>, EngineError>> {
+    fn history<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<History, EngineError>> {
         Reply::later(self.history_now(channel))
     }
 

@@ -66,6 +66,16 @@ local function entries_of(entries)
   end
   return out
 end
+-- A channel's history length: max(history-size, message-retention), from
+-- its config's JSON (channels made before history-size had only `ret`).
+local function history_len(config, ret)
+  local ok, c = pcall(cjson.decode, config)
+  local size = 0
+  if ok and type(c) == 'table' and type(c['history-size']) == 'number' then
+    size = c['history-size']
+  end
+  return math.max(size, ret)
+end
 local function frames_of(entries)
   local out = {}
   for i = 1, #entries do
@@ -113,11 +123,18 @@ return {'ok', offset, epoch, n, created}
 /// Join: the channel's state at one stream position, this node's count
 /// raised by one for the joiner (the node lowers it again if the join does
 /// not happen), and a marker on this node's channel at that position.
+/// The frames returned are the newest `ret` of the stream, or more when the
+/// joiner recovers: as many as it missed, when that is possible at all (its
+/// epoch, at most the max and the history's length behind); the node checks
+/// them ([`history::recover`]) and applies the history's age.
 ///
 /// KEYS: meta, stream, subs, nodes, channels, node channel.
 /// ARGV: auto-create, default config, ret, keep, maxsubs, max channels,
 /// new epoch, channel id, node id, marker token, deadline (as for publish:
-/// a join Redis reaches after the joiner gave up must not count it).
+/// a join Redis reaches after the joiner gave up must not count it),
+/// recover (`1`/`0`), its offset, its epoch, max recovery messages.
+///
+/// [`history::recover`]: sente_lite_channels::history::recover
 const JOIN: &str = r#"
 local now = now_ms()
 if now > tonumber(ARGV[11]) then return {'err', 'expired'} end
@@ -139,8 +156,15 @@ redis.call('HINCRBY', KEYS[3], ARGV[9], 1)
 redis.call('HSET', KEYS[1], 'active', now)
 local frames = {}
 local ret = tonumber(m[4])
-if ret > 0 then
-  frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ret))
+local n = ret
+if ARGV[12] == '1' and ARGV[14] == m[3] then
+  local missed = tonumber(m[2]) - tonumber(ARGV[13])
+  if missed > 0 and missed <= tonumber(ARGV[15]) and missed <= history_len(m[1], ret) then
+    n = math.max(n, missed)
+  end
+end
+if n > 0 then
+  frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n))
 end
 redis.call('PUBLISH', KEYS[6], 'K' .. ARGV[10])
 local out = {'ok', m[1], m[2], m[3], others, created}
@@ -197,15 +221,18 @@ end
 return out
 "#;
 
-/// The retained messages, oldest first, or nil when there is no channel.
+/// The channel's history: its config, epoch, offset and the newest
+/// `max(history-size, message-retention)` frames of its stream, oldest
+/// first; nil when there is no channel. The node applies the history's age.
 ///
 /// KEYS: meta, stream.
 const HISTORY: &str = r#"
-local ret = redis.call('HGET', KEYS[1], 'ret')
-if not ret then return nil end
-local out = {}
-if tonumber(ret) > 0 then
-  local frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ret))
+local m = redis.call('HMGET', KEYS[1], 'config', 'ret', 'epoch', 'offset')
+if not m[1] then return nil end
+local out = {m[1], m[3], m[4]}
+local n = history_len(m[1], tonumber(m[2]))
+if n > 0 then
+  local frames = frames_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n))
   for i = #frames, 1, -1 do out[#out + 1] = frames[i] end
 end
 return out

@@ -161,6 +161,8 @@ pub struct NamespaceConfig {
     pub max_subscribers: usize,
     pub message_retention: usize,
     pub rpc_timeout_ms: u64,
+    pub history_size: usize,
+    pub history_ttl_ms: u64,
     pub subscribe: Permission,
     pub publish: Permission,
     pub rpc_call: Permission,
@@ -174,6 +176,8 @@ impl Default for NamespaceConfig {
             max_subscribers: e.default_channel.max_subscribers,
             message_retention: e.default_channel.message_retention,
             rpc_timeout_ms: e.default_channel.rpc_timeout_ms,
+            history_size: e.default_channel.history_size,
+            history_ttl_ms: e.default_channel.history_ttl_ms,
             subscribe: Permission::Anyone,
             publish: Permission::Anyone,
             rpc_call: Permission::Anyone,
@@ -188,6 +192,8 @@ const NAMESPACE_TYPES: &[(&str, Ty)] = &[
     ("max-subscribers", USIZE),
     ("message-retention", USIZE),
     ("rpc-timeout-ms", U64),
+    ("history-size", USIZE),
+    ("history-ttl-ms", U64),
     ("subscribe", PERMISSION),
     ("publish", PERMISSION),
     ("rpc-call", PERMISSION),
@@ -503,6 +509,7 @@ pub struct ChannelsConfig {
     pub idle_channel_ttl_ms: u64,
     pub max_retained_bytes: usize,
     pub max_retained_bytes_total: usize,
+    pub max_recovery_messages: usize,
     pub default_config: ChannelConfig,
     /// Who may subscribe to channels of the default namespace.
     pub subscribe: Permission,
@@ -589,6 +596,7 @@ impl Default for ChannelsConfig {
             idle_channel_ttl_ms: e.idle_channel_ttl_ms,
             max_retained_bytes: e.max_retained_bytes,
             max_retained_bytes_total: e.max_retained_bytes_total,
+            max_recovery_messages: e.max_recovery_messages,
             default_config: e.default_channel,
             subscribe: Permission::Anyone,
             publish: Permission::Anyone,
@@ -1300,6 +1308,8 @@ impl Config {
                         max_subscribers: ns.max_subscribers,
                         message_retention: ns.message_retention,
                         rpc_timeout_ms: ns.rpc_timeout_ms,
+                        history_size: ns.history_size,
+                        history_ttl_ms: ns.history_ttl_ms,
                         ..c.default_config
                     },
                 })
@@ -1308,6 +1318,7 @@ impl Config {
             idle_channel_ttl_ms: c.idle_channel_ttl_ms,
             max_retained_bytes: c.max_retained_bytes,
             max_retained_bytes_total: c.max_retained_bytes_total,
+            max_recovery_messages: c.max_recovery_messages,
         }
     }
 
@@ -1592,10 +1603,13 @@ const TYPES: &[(&str, Ty)] = &[
     ("channels.idle-channel-ttl-ms", U64),
     ("channels.max-retained-bytes", USIZE),
     ("channels.max-retained-bytes-total", USIZE),
+    ("channels.max-recovery-messages", USIZE),
     ("channels.default-config.max-subscribers", USIZE),
     ("channels.default-config.message-retention", USIZE),
     ("channels.default-config.rpc-timeout-ms", U64),
     ("channels.default-config.telemetry-enabled", Ty::Bool),
+    ("channels.default-config.history-size", USIZE),
+    ("channels.default-config.history-ttl-ms", U64),
     ("channels.subscribe", PERMISSION),
     ("channels.publish", PERMISSION),
     ("channels.rpc-call", PERMISSION),

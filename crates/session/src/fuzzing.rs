@@ -124,6 +124,7 @@ pub fn engine_config() -> EngineConfig {
             message_retention: 2,
             rpc_timeout_ms: 1_000,
             telemetry_enabled: true,
+            ..ChannelConfig::default()
         },
         max_channels: 4,
         max_channel_id_bytes: 32,
@@ -237,12 +238,13 @@ fn reply_type(m: &ClientMessage) -> &'static str {
         ClientMessage::ListChannels { .. } => "channel-list",
         ClientMessage::Authenticate { .. } => "authenticate-result",
         ClientMessage::GetSubscriptions => "subscription-list",
+        ClientMessage::History { .. } => "history-result",
     }
 }
 
 /// The frame types that answer a client's frame (the others are
 /// deliveries: `channel-message`, `rpc-request`, `rpc-response`, ...).
-const REPLY_TYPES: [&str; 10] = [
+const REPLY_TYPES: [&str; 11] = [
     "authenticate-result",
     "subscription-result",
     "unsubscription-result",
@@ -252,6 +254,7 @@ const REPLY_TYPES: [&str; 10] = [
     "pong",
     "channel-list",
     "subscription-list",
+    "history-result",
     "error",
 ];
 

@@ -345,7 +345,10 @@ impl Session {
         let who = self.identity();
         let who = &*who;
         match msg {
-            ClientMessage::Subscribe { channel_id } => {
+            ClientMessage::Subscribe {
+                channel_id,
+                recover,
+            } => {
                 if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
                     engine.record_refusal(r.reason);
                     return Some(subscription_failed(channel_id, r.reason));
@@ -358,15 +361,21 @@ impl Session {
                             subscriber_count: Some(s.subscriber_count),
                             retained_messages: Some(s.retained_messages.clone()),
                             retained_omitted: s.retained_omitted,
+                            offset: Some(s.position.offset),
+                            epoch: Some(s.position.epoch.to_string()),
+                            recovered: s.recovered.map(|r| r.is_ok()),
+                            recovered_count: s.recovered.and_then(Result::ok),
+                            recover_reason: s.recovered.and_then(Result::err),
                             reason: None,
                         }
                         .to_json(),
                     )
                 };
                 // On success the engine queues the result itself, before any
-                // message published after the subscription.
+                // message published after the subscription (and, when it
+                // recovers, the missed messages right after it).
                 match engine
-                    .subscribe_with_reply(conn, &channel_id, Some(&ok))
+                    .subscribe_recovering(conn, &channel_id, recover.as_ref(), Some(&ok))
                     .await
                 {
                     Ok(_) => None,
@@ -482,6 +491,33 @@ impl Session {
                 Some(self.list_channels(limit, cursor).await)
             }
             ClientMessage::Authenticate { token } => Some(self.authenticate(&token)),
+            ClientMessage::History {
+                channel_id,
+                since,
+                limit,
+            } => {
+                // Who may subscribe may read what subscribers were sent.
+                if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
+                    engine.record_refusal(r.reason);
+                    return Some(history_failed(channel_id, r.reason, None));
+                }
+                Some(
+                    match engine.history(&channel_id, since.as_ref(), limit).await {
+                        Ok(page) => match page.messages {
+                            Ok(messages) => ServerMessage::HistoryResult {
+                                channel_id,
+                                success: true,
+                                messages: Some(messages),
+                                offset: Some(page.position.offset),
+                                epoch: Some(page.position.epoch.to_string()),
+                                reason: None,
+                            },
+                            Err(reason) => history_failed(channel_id, reason, Some(&page.position)),
+                        },
+                        Err(e) => history_failed(channel_id, e.reason(), None),
+                    },
+                )
+            }
             ClientMessage::GetSubscriptions => {
                 // The connection is registered for as long as its session
                 // lives.
@@ -524,6 +560,21 @@ impl Drop for Session {
     }
 }
 
+fn history_failed(
+    channel_id: String,
+    reason: Reason,
+    position: Option<&sente_lite_channels::StreamPosition>,
+) -> ServerMessage {
+    ServerMessage::HistoryResult {
+        channel_id,
+        success: false,
+        messages: None,
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| p.epoch.to_string()),
+        reason: Some(reason),
+    }
+}
+
 fn subscription_failed(channel_id: String, reason: Reason) -> ServerMessage {
     ServerMessage::SubscriptionResult {
         channel_id,
@@ -531,6 +582,11 @@ fn subscription_failed(channel_id: String, reason: Reason) -> ServerMessage {
         subscriber_count: None,
         retained_messages: None,
         retained_omitted: 0,
+        offset: None,
+        epoch: None,
+        recovered: None,
+        recovered_count: None,
+        recover_reason: None,
         reason: Some(reason),
     }
 }

@@ -348,6 +348,7 @@ fn channel_stats(c: ChannelStats) -> body::ChannelStats {
         retained_evicted: c.limits.retained_evicted,
         retained_omitted: c.limits.retained_omitted,
         idle_channels_removed: c.limits.idle_channels_removed,
+        recovered: c.limits.recovered,
     }
 }
 

@@ -1,0 +1,464 @@
+//! Delivery guarantees, end to end, with one suite for both brokers: each
+//! scenario runs on one node with the in-process broker and on two nodes
+//! on a real Redis (the client that comes back does so on the other
+//! node). Recovery after a reconnect (`subscribe` with `recover`), and the
+//! `history` frame.
+
+#![allow(clippy::unwrap_used)]
+
+use sente_lite_server::{NamespaceConfig, Permission};
+use sente_lite_tests::external::RedisServer;
+use sente_lite_tests::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+/// Where a scenario runs: two addresses to connect to, the same server
+/// twice for the in-process broker, two nodes on one Redis otherwise.
+struct Nodes {
+    addrs: [SocketAddr; 2],
+    _servers: Vec<Server>,
+    _redis: Option<RedisServer>,
+}
+
+/// The scenarios' settings: retention 2, history 8, recovery of at most
+/// 100; a namespace `wide:` with a history of 200, one `closed:` only granted users may
+/// subscribe to, and one `brief:` whose history forgets after 300 ms.
+fn settings(mut c: Config) -> Config {
+    c.channels.default_config.message_retention = 2;
+    c.channels.default_config.history_size = 8;
+    c.channels.max_recovery_messages = 100;
+    c.channels.namespaces.insert(
+        "wide".into(),
+        NamespaceConfig {
+            message_retention: 2,
+            history_size: 200,
+            ..NamespaceConfig::default()
+        },
+    );
+    c.channels.namespaces.insert(
+        "closed".into(),
+        NamespaceConfig {
+            subscribe: Permission::Granted,
+            history_size: 8,
+            ..NamespaceConfig::default()
+        },
+    );
+    c.channels.namespaces.insert(
+        "brief".into(),
+        NamespaceConfig {
+            history_size: 8,
+            history_ttl_ms: 300,
+            ..NamespaceConfig::default()
+        },
+    );
+    c
+}
+
+async fn local() -> Nodes {
+    let server = start(settings(config())).await;
+    let addr = server.local_addr();
+    Nodes {
+        addrs: [addr, addr],
+        _servers: vec![server],
+        _redis: None,
+    }
+}
+
+async fn redis() -> Nodes {
+    let redis = RedisServer::start();
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let c = redis_node(settings(config()), &redis.url(), &format!("node-{i}"));
+        servers.push(start(c).await);
+    }
+    for s in &servers {
+        wait_healthy(s.local_addr(), 2).await;
+    }
+    Nodes {
+        addrs: [servers[0].local_addr(), servers[1].local_addr()],
+        _servers: servers,
+        _redis: Some(redis),
+    }
+}
+
+/// Each scenario once per broker.
+macro_rules! both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod on_local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::local().await).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_brokers!(
+    a_client_that_comes_back_gets_exactly_what_it_missed,
+    recovery_under_concurrent_publishes_has_no_gap_and_no_duplicate,
+    a_position_that_cannot_be_recovered_is_told_why_and_starts_afresh,
+    history_pages_by_position_and_limit,
+    history_follows_the_subscribe_permission_and_creates_nothing,
+    messages_older_than_the_history_ttl_leave_it,
+);
+
+fn offsets(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect()
+}
+
+/// Publishes `n` messages `{"n": from..}` to `channel` from `c`.
+async fn publish_n(c: &mut Client, channel: &str, from: u64, n: u64) {
+    for i in from..from + n {
+        c.publish(channel, json!({"n": i})).await;
+    }
+}
+
+async fn subscribe_recovering(c: &mut Client, channel: &str, offset: u64, epoch: &str) -> Value {
+    c.send(json!({"type": "subscribe", "channel-id": channel,
+                  "recover": {"offset": offset, "epoch": epoch}}))
+        .await;
+    let r = c.recv_type("subscription-result").await;
+    assert_eq!(r["success"], true, "{r}");
+    r
+}
+
+async fn history(c: &mut Client, query: Value) -> Value {
+    c.send(query).await;
+    c.recv_type("history-result").await
+}
+
+async fn a_client_that_comes_back_gets_exactly_what_it_missed(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut publisher = Client::connect(b).await;
+    let mut sub = Client::connect(a).await;
+    let r = sub.subscribe("room").await;
+    assert_eq!(r["offset"], 0, "{r}");
+    let epoch = r["epoch"].as_str().unwrap().to_owned();
+    assert!(!epoch.is_empty(), "{r}");
+    publish_n(&mut publisher, "room", 1, 3).await;
+    let mut last = 0;
+    for want in 1..=3 {
+        let m = sub.recv_type("channel-message").await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["epoch"].as_str()),
+            (Some(want), Some(&*epoch))
+        );
+        last = want;
+    }
+    sub.close().await;
+
+    // Missed while away, with data whose spelling must survive the relay.
+    let odd = r#"{"n" : 4,"x":[1.50,  "\u00e9"]}"#;
+    publisher
+        .send_text(&format!(
+            r#"{{"type":"publish","channel-id":"room","data":{odd}}}"#
+        ))
+        .await;
+    assert_eq!(publisher.recv_type("publish-result").await["success"], true);
+    publish_n(&mut publisher, "room", 5, 4).await;
+
+    // Back, on the other node.
+    let mut back = Client::connect(b).await;
+    back.send(json!({"type": "subscribe", "channel-id": "room",
+                     "recover": {"offset": last, "epoch": epoch}}))
+        .await;
+    let result = next_text(&mut back.ws).await;
+    let r: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(r["type"], "subscription-result", "{r}");
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["recovered-count"], 5, "{r}");
+    assert!(r.get("recover-reason").is_none(), "{r}");
+    assert_eq!(r["offset"], 8, "{r}");
+    // It has the retained ones: no replay.
+    assert_eq!(r["retained-messages"], json!([]), "{r}");
+    let first = next_text(&mut back.ws).await;
+    assert!(
+        first.contains(&format!(r#""data":{odd}"#)),
+        "byte for byte: {first}"
+    );
+    let mut got = vec![serde_json::from_str::<Value>(&first).unwrap()];
+    for _ in 0..4 {
+        got.push(back.recv_type("channel-message").await);
+    }
+    assert_eq!(offsets(&got), [4, 5, 6, 7, 8]);
+    assert_eq!(got[1]["data"], json!({"n": 5}));
+    // Then live, and nothing in between.
+    publisher.publish("room", json!({"n": 9})).await;
+    let live = back.recv_type("channel-message").await;
+    assert_eq!(live["offset"], 9);
+    back.roundtrip().await;
+
+    // Nothing missed: recovered, none sent.
+    let mut again = Client::connect(a).await;
+    let r = subscribe_recovering(&mut again, "room", 9, &epoch).await;
+    assert_eq!(
+        (r["recovered"].clone(), r["recovered-count"].clone()),
+        (json!(true), json!(0))
+    );
+    again.roundtrip().await;
+    let (_, stats) = http_get(a, "/stats").await;
+    let on_a = stats["channel-stats"]["recovered"].as_u64().unwrap_or(0);
+    let (_, stats) = http_get(b, "/stats").await;
+    let on_b = stats["channel-stats"]["recovered"].as_u64().unwrap_or(0);
+    let counted = if a == b { on_a } else { on_a + on_b };
+    assert_eq!(counted, 5, "channel-stats.recovered");
+}
+
+async fn recovery_under_concurrent_publishes_has_no_gap_and_no_duplicate(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut sub = Client::connect(a).await;
+    let epoch = sub.subscribe("wide:busy").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut publisher = Client::connect(b).await;
+    publish_n(&mut publisher, "wide:busy", 1, 2).await;
+    for _ in 0..2 {
+        sub.recv_type("channel-message").await;
+    }
+    sub.close().await;
+    // A publisher that keeps going while the subscriber comes back.
+    const TOTAL: u64 = 60;
+    let pubs = tokio::spawn(async move {
+        for i in 3..=TOTAL {
+            publisher
+                .send(json!({"type": "publish", "channel-id": "wide:busy", "data": {"n": i}}))
+                .await;
+        }
+        for _ in 3..=TOTAL {
+            assert_eq!(publisher.recv_type("publish-result").await["success"], true);
+        }
+    });
+    let mut back = Client::connect(b).await;
+    let r = subscribe_recovering(&mut back, "wide:busy", 2, &epoch).await;
+    assert_eq!(r["recovered"], true, "{r}");
+    let mut got = Vec::new();
+    while got.last().map_or(2, |o| *o) < TOTAL {
+        let m = back.recv_type("channel-message").await;
+        got.push(m["offset"].as_u64().unwrap());
+    }
+    pubs.await.unwrap();
+    assert_eq!(
+        got,
+        (3..=TOTAL).collect::<Vec<_>>(),
+        "recovered then live, once each"
+    );
+    back.roundtrip().await;
+}
+
+async fn a_position_that_cannot_be_recovered_is_told_why_and_starts_afresh(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut sub = Client::connect(a).await;
+    let epoch = sub.subscribe("far").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sub.close().await;
+    let mut publisher = Client::connect(b).await;
+    publish_n(&mut publisher, "far", 1, 10).await;
+    let retained = |r: &Value| offsets(r["retained-messages"].as_array().unwrap());
+
+    // Another epoch: a fresh subscription with the retained replay.
+    let mut c = Client::connect(b).await;
+    let r = subscribe_recovering(&mut c, "far", 3, "not-the-epoch").await;
+    assert_eq!(r["recovered"], false, "{r}");
+    assert_eq!(r["recover-reason"], "epoch-changed", "{r}");
+    assert!(r.get("recovered-count").is_none(), "{r}");
+    assert_eq!(retained(&r), [9, 10]);
+    c.roundtrip().await;
+    c.close().await;
+
+    // An offset past the stream's end is of no epoch of ours.
+    let mut c = Client::connect(a).await;
+    let r = subscribe_recovering(&mut c, "far", 11, &epoch).await;
+    assert_eq!(r["recover-reason"], "epoch-changed", "{r}");
+    c.close().await;
+
+    // The history (8) no longer holds message 2.
+    let mut c = Client::connect(a).await;
+    let r = subscribe_recovering(&mut c, "far", 1, &epoch).await;
+    assert_eq!(r["recovered"], false, "{r}");
+    assert_eq!(r["recover-reason"], "too-far-behind", "{r}");
+    assert_eq!(retained(&r), [9, 10]);
+    c.roundtrip().await;
+    c.close().await;
+
+    // From 2 it does: all of 3..=10.
+    let mut c = Client::connect(b).await;
+    let r = subscribe_recovering(&mut c, "far", 2, &epoch).await;
+    assert_eq!(r["recovered-count"], 8, "{r}");
+    let got: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(c.recv_type("channel-message").await);
+        }
+        v
+    };
+    assert_eq!(offsets(&got), (3..=10).collect::<Vec<_>>());
+    c.roundtrip().await;
+    c.close().await;
+
+    // More than max-recovery-messages (100) behind, though the history
+    // (200) holds them all.
+    let mut sub = Client::connect(a).await;
+    let epoch = sub.subscribe("wide:far").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sub.close().await;
+    publish_n(&mut publisher, "wide:far", 1, 110).await;
+    let mut c = Client::connect(b).await;
+    let r = subscribe_recovering(&mut c, "wide:far", 9, &epoch).await;
+    assert_eq!(r["recover-reason"], "too-far-behind", "{r}");
+    assert_eq!(retained(&r), [109, 110]);
+    c.close().await;
+    let mut c = Client::connect(a).await;
+    let r = subscribe_recovering(&mut c, "wide:far", 10, &epoch).await;
+    assert_eq!(r["recovered-count"], 100, "{r}");
+    for want in 11..=110 {
+        assert_eq!(c.recv_type("channel-message").await["offset"], want);
+    }
+    c.roundtrip().await;
+}
+
+async fn history_pages_by_position_and_limit(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut publisher = Client::connect(a).await;
+    publish_n(&mut publisher, "log", 1, 10).await;
+    let mut c = Client::connect(b).await;
+    let all = history(&mut c, json!({"type": "history", "channel-id": "log"})).await;
+    assert_eq!(all["success"], true, "{all}");
+    assert_eq!(all["offset"], 10, "{all}");
+    let epoch = all["epoch"].as_str().unwrap().to_owned();
+    let messages = all["messages"].as_array().unwrap();
+    // history-size 8: the newest 8, oldest first, as channel-message frames.
+    assert_eq!(offsets(messages), (3..=10).collect::<Vec<_>>());
+    assert!(messages.iter().all(|m| m["type"] == "channel-message"));
+    assert_eq!(messages[0]["data"], json!({"n": 3}));
+
+    let newest = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "limit": 3}),
+    )
+    .await;
+    assert_eq!(offsets(newest["messages"].as_array().unwrap()), [8, 9, 10]);
+
+    let after = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "limit": 2,
+               "since": {"offset": 4, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(offsets(after["messages"].as_array().unwrap()), [5, 6]);
+
+    let caught_up = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "since": {"offset": 10, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(caught_up["messages"], json!([]), "{caught_up}");
+
+    let gone = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "since": {"offset": 1, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(gone["success"], false, "{gone}");
+    assert_eq!(gone["reason"], "too-far-behind", "{gone}");
+    assert_eq!(
+        (gone["offset"].as_u64(), gone["epoch"].as_str()),
+        (Some(10), Some(&*epoch))
+    );
+
+    let other = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "since": {"offset": 1, "epoch": "old"}}),
+    )
+    .await;
+    assert_eq!(other["reason"], "epoch-changed", "{other}");
+    assert_eq!(other["epoch"], epoch.as_str(), "{other}");
+
+    // limit 0: just the position.
+    let none = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "log", "limit": 0}),
+    )
+    .await;
+    assert_eq!(
+        (none["messages"].clone(), none["offset"].clone()),
+        (json!([]), json!(10))
+    );
+    c.roundtrip().await;
+}
+
+async fn history_follows_the_subscribe_permission_and_creates_nothing(nodes: Nodes) {
+    let [a, _] = nodes.addrs;
+    let mut c = Client::connect(a).await;
+    let r = history(&mut c, json!({"type": "history", "channel-id": "closed:x"})).await;
+    assert_eq!(
+        (r["success"].clone(), r["reason"].clone()),
+        (json!(false), json!("forbidden"))
+    );
+    assert!(r.get("messages").is_none(), "{r}");
+    let r = history(
+        &mut c,
+        json!({"type": "history", "channel-id": "nobody-made-this"}),
+    )
+    .await;
+    assert_eq!(r["reason"], "channel-not-found", "{r}");
+    let (_, channels) = http_get(a, "/channels").await;
+    assert!(
+        channels["channels"].get("nobody-made-this").is_none(),
+        "{channels}"
+    );
+    let r = history(&mut c, json!({"type": "history", "channel-id": ""})).await;
+    assert_eq!(r["reason"], "invalid-channel-id", "{r}");
+    c.send_text(r#"{"type":"history","channel-id":"log","since":{"offset":"1","epoch":"e"}}"#)
+        .await;
+    let e = c.recv_type("error").await;
+    assert_eq!(e["reason"], "invalid-message", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("since.offset"),
+        "{e}"
+    );
+    c.roundtrip().await;
+}
+
+async fn messages_older_than_the_history_ttl_leave_it(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut sub = Client::connect(a).await;
+    let epoch = sub.subscribe("brief:x").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sub.close().await;
+    let mut publisher = Client::connect(b).await;
+    publish_n(&mut publisher, "brief:x", 1, 2).await;
+    // Time itself is what is tested: the two age past the ttl (300 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    publish_n(&mut publisher, "brief:x", 3, 1).await;
+    let mut c = Client::connect(a).await;
+    let h = history(&mut c, json!({"type": "history", "channel-id": "brief:x"})).await;
+    assert_eq!(offsets(h["messages"].as_array().unwrap()), [3], "{h}");
+    let r = subscribe_recovering(&mut c, "brief:x", 0, &epoch).await;
+    assert_eq!(r["recover-reason"], "too-far-behind", "{r}");
+    c.close().await;
+    let mut c = Client::connect(b).await;
+    let r = subscribe_recovering(&mut c, "brief:x", 2, &epoch).await;
+    assert_eq!(r["recovered-count"], 1, "{r}");
+    c.recv_type("channel-message").await;
+    c.roundtrip().await;
+}
