@@ -1,12 +1,13 @@
 //! Delivery guarantees, end to end, with one suite for both brokers: each
 //! scenario runs on one node with the in-process broker and on two nodes
 //! on a real Redis (the client that comes back does so on the other
-//! node). Recovery after a reconnect (`subscribe` with `recover`), and the
-//! `history` frame.
+//! node). Recovery after a reconnect (`subscribe` with `recover`), the
+//! `history` frame, presence and join/leave.
 
 #![allow(clippy::unwrap_used)]
 
-use sente_lite_server::{NamespaceConfig, Permission};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use sente_lite_server::{AllowAnonymous, NamespaceConfig, Permission};
 use sente_lite_tests::external::RedisServer;
 use sente_lite_tests::*;
 use serde_json::{json, Value};
@@ -24,6 +25,18 @@ struct Nodes {
 /// 100; a namespace `wide:` with a history of 200, one `closed:` only granted users may
 /// subscribe to, and one `brief:` whose history forgets after 300 ms.
 fn settings(mut c: Config) -> Config {
+    // Tokens name users for presence; anonymous connections are welcome.
+    c.auth.jwt_hmac_secret = SECRET.to_owned();
+    c.auth.allow_anonymous = AllowAnonymous::Yes;
+    // `room:` keeps presence and tells joins and leaves; `quiet:` does not.
+    c.channels.namespaces.insert(
+        "room".into(),
+        NamespaceConfig {
+            presence: true,
+            join_leave: true,
+            ..NamespaceConfig::default()
+        },
+    );
     c.channels.default_config.message_retention = 2;
     c.channels.default_config.history_size = 8;
     c.channels.max_recovery_messages = 100;
@@ -51,6 +64,24 @@ fn settings(mut c: Config) -> Config {
             ..NamespaceConfig::default()
         },
     );
+    c
+}
+
+const SECRET: &str = "a-secret-for-the-delivery-tests";
+
+/// Connects to `addr` and authenticates as `user` with token `info`.
+async fn connect_as(addr: SocketAddr, user: &str, info: Value) -> Client {
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": user, "info": info, "exp": now_ms() / 1000 + 3600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut c = Client::connect(addr).await;
+    c.send(json!({"type": "authenticate", "token": token}))
+        .await;
+    let r = c.recv_type("authenticate-result").await;
+    assert_eq!(r["success"], true, "{r}");
     c
 }
 
@@ -110,7 +141,154 @@ both_brokers!(
     history_pages_by_position_and_limit,
     history_follows_the_subscribe_permission_and_creates_nothing,
     messages_older_than_the_history_ttl_leave_it,
+    presence_and_join_leave_are_cluster_wide,
 );
+
+async fn presence_of(c: &mut Client, channel: &str) -> Value {
+    c.send(json!({"type": "presence", "channel-id": channel}))
+        .await;
+    let r = c.recv_type("presence-result").await;
+    assert_eq!(r["channel-id"], channel, "{r}");
+    r
+}
+
+async fn presence_stats_of(c: &mut Client, channel: &str) -> Value {
+    c.send(json!({"type": "presence-stats", "channel-id": channel}))
+        .await;
+    c.recv_type("presence-stats-result").await
+}
+
+/// The next `join`/`leave` frame; it must be the next frame.
+async fn next_presence_frame(c: &mut Client, ty: &str, conn_id: &str) -> Value {
+    let f = c.recv_type(ty).await;
+    assert_eq!(f["conn-id"], conn_id, "{f}");
+    f
+}
+
+async fn presence_and_join_leave_are_cluster_wide(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut alice = connect_as(a, "alice", json!({"name": "Alice"})).await;
+    alice.subscribe("room:1").await;
+    // Its own join comes after its subscription-result.
+    let alice_conn = alice.conn_id.clone();
+    let own = next_presence_frame(&mut alice, "join", &alice_conn).await;
+    assert_eq!(own["user-id"], "alice", "{own}");
+    assert_eq!(own["channel-id"], "room:1", "{own}");
+
+    let mut bob = connect_as(b, "bob", json!(null)).await;
+    bob.subscribe("room:1").await;
+    let bob_id = bob.conn_id.clone();
+    next_presence_frame(&mut bob, "join", &bob_id).await;
+    let join = next_presence_frame(&mut alice, "join", &bob_id).await;
+    assert_eq!(join["user-id"], "bob", "{join}");
+
+    let mut anon = Client::connect(a).await;
+    anon.subscribe("room:1").await;
+    let anon_id = anon.conn_id.clone();
+    next_presence_frame(&mut anon, "join", &anon_id).await;
+    let join = next_presence_frame(&mut alice, "join", &anon_id).await;
+    assert!(join["user-id"].is_null(), "{join}");
+    next_presence_frame(&mut bob, "join", &anon_id).await;
+
+    // Seen from either node, all three.
+    for c in [&mut alice, &mut bob] {
+        let p = presence_of(c, "room:1").await;
+        assert_eq!(p["success"], true, "{p}");
+        let clients = p["clients"].as_object().unwrap();
+        assert_eq!(clients.len(), 3, "{p}");
+        let alice_id = clients
+            .iter()
+            .find(|(_, v)| v["user-id"] == "alice")
+            .map(|(k, _)| k.clone())
+            .unwrap();
+        assert_eq!(clients[&alice_id]["info"], json!({"name": "Alice"}), "{p}");
+        assert_eq!(clients[&bob_id]["user-id"], "bob", "{p}");
+        assert!(clients[&anon_id]["user-id"].is_null(), "{p}");
+        let s = presence_stats_of(c, "room:1").await;
+        assert_eq!(
+            (s["clients"].as_u64(), s["users"].as_u64()),
+            (Some(3), Some(2)),
+            "{s}"
+        );
+    }
+
+    // Unsubscribe and disconnect both leave, to every node.
+    bob.send(json!({"type": "unsubscribe", "channel-id": "room:1"}))
+        .await;
+    assert_eq!(
+        bob.recv_type("unsubscription-result").await["success"],
+        true
+    );
+    let leave = next_presence_frame(&mut alice, "leave", &bob_id).await;
+    assert_eq!(leave["user-id"], "bob", "{leave}");
+    next_presence_frame(&mut anon, "leave", &bob_id).await;
+    anon.close().await;
+    let leave = next_presence_frame(&mut alice, "leave", &anon_id).await;
+    assert!(leave["user-id"].is_null(), "{leave}");
+    let p = presence_of(&mut bob, "room:1").await;
+    assert_eq!(p["clients"].as_object().unwrap().len(), 1, "{p}");
+    alice.roundtrip().await;
+
+    // Channels without presence, and channels that do not exist.
+    bob.subscribe("quiet:1").await;
+    let p = presence_of(&mut bob, "quiet:1").await;
+    assert_eq!(
+        (p["success"].clone(), p["reason"].clone()),
+        (json!(false), json!("presence-disabled"))
+    );
+    let s = presence_stats_of(&mut bob, "nowhere").await;
+    assert_eq!(s["reason"], "channel-not-found", "{s}");
+    let p = presence_of(&mut bob, "closed:1").await;
+    assert_eq!(p["reason"], "forbidden", "{p}");
+    // No join frames on a channel without join-leave.
+    bob.roundtrip().await;
+}
+
+/// A killed node's connections leave presence once its liveness expires,
+/// and subscribers of a join-leave channel on other nodes get their `leave`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_clients_leave_presence() {
+    use sente_lite_tests::external::Node;
+    let redis = RedisServer::start();
+    let live = start(redis_node(settings(config()), &redis.url(), "node-live")).await;
+    let url = redis.url();
+    let mut doomed = Node::spawn(
+        sente_lite_tests::node_bin!(),
+        &[
+            ("SENTE_LITE_BROKER_KIND", "redis"),
+            ("SENTE_LITE_BROKER_REDIS_URL", &url),
+            ("SENTE_LITE_NODE_ID", "node-doomed"),
+            ("SENTE_LITE_BROKER_NODE_TTL_MS", "1500"),
+            ("SENTE_LITE_CHANNELS_NAMESPACES_ROOM_PRESENCE", "true"),
+            ("SENTE_LITE_CHANNELS_NAMESPACES_ROOM_JOIN_LEAVE", "true"),
+        ],
+    );
+    wait_healthy(live.local_addr(), 2).await;
+    let mut watcher = Client::connect(live.local_addr()).await;
+    watcher.subscribe("room:x").await;
+    let watcher_id = watcher.conn_id.clone();
+    next_presence_frame(&mut watcher, "join", &watcher_id).await;
+    let mut gone = Client::connect(doomed.addr()).await;
+    gone.subscribe("room:x").await;
+    let gone_id = gone.conn_id.clone();
+    next_presence_frame(&mut watcher, "join", &gone_id).await;
+    assert_eq!(
+        presence_of(&mut watcher, "room:x").await["clients"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    doomed.kill();
+    // Within the node's ttl (1.5 s) and a heartbeat (0.5 s) of the live node.
+    let leave = within("the dead node's leave", watcher.recv_type("leave")).await;
+    assert_eq!(leave["conn-id"], gone_id.as_str(), "{leave}");
+    let p = presence_of(&mut watcher, "room:x").await;
+    let clients = p["clients"].as_object().unwrap();
+    assert_eq!(clients.keys().collect::<Vec<_>>(), [&watcher_id], "{p}");
+    drop(gone);
+}
 
 fn offsets(messages: &[Value]) -> Vec<u64> {
     messages

@@ -19,7 +19,8 @@ use crate::conn::{ConnAddr, ConnId, Frame, Offer};
 use crate::error::EngineError;
 use crate::history::{History, Recovery};
 use crate::hub::Hub;
-use sente_lite_protocol::{ChannelConfig, ChannelMessage, Data, Position};
+use sente_lite_protocol::{ChannelConfig, ChannelMessage, ClientInfo, Data, Position};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -317,6 +318,42 @@ pub trait Broker: Send + Sync + 'static {
     fn sweep_idle<'a>(&'a self, ttl: Duration, hub: &'a Hub) -> Reply<'a, usize> {
         let _ = (ttl, hub);
         Reply::ready(0)
+    }
+
+    /// A connection of this node (`conn`) joined `channel`, whose
+    /// `presence` is on: other nodes' [`presence`](Broker::presence) shows
+    /// it from now on. The default (one node) has nothing to do: the hub
+    /// is the presence.
+    fn presence_add<'a>(
+        &'a self,
+        channel: &'a str,
+        conn: &'a ConnAddr,
+        client: &'a ClientInfo,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        let _ = (channel, conn, client);
+        Reply::ready(Ok(()))
+    }
+
+    /// A connection of this node left a channel whose `presence` is on.
+    fn presence_remove<'a>(&'a self, channel: &'a str, conn: &'a ConnAddr) -> Reply<'a, ()> {
+        let _ = (channel, conn);
+        Reply::ready(())
+    }
+
+    /// Who is subscribed to `channel` on every node, by connection id. The
+    /// default (one node) reads the hub.
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<BTreeMap<String, ClientInfo>, EngineError>> {
+        let node = self.node().cloned();
+        Reply::ready(Ok(hub
+            .presence(channel)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, c)| (ConnAddr::new(node.clone(), id).to_string(), (*c).clone()))
+            .collect()))
     }
 
     /// Sends `frame` to one connection, on whichever node holds it.

@@ -34,6 +34,8 @@ pub enum EngineError {
     MaxPendingRpcReached(usize),
     #[error("the broker is unavailable: {0}")]
     BrokerUnavailable(String),
+    #[error("channel `{0}` keeps no presence (its `presence` is off)")]
+    PresenceDisabled(String),
 }
 
 impl EngineError {
@@ -54,6 +56,7 @@ impl EngineError {
             EngineError::RequestNotFound(_) => Reason::RequestNotFound,
             EngineError::MaxPendingRpcReached(_) => Reason::MaxPendingRpcReached,
             EngineError::BrokerUnavailable(_) => Reason::BrokerUnavailable,
+            EngineError::PresenceDisabled(_) => Reason::PresenceDisabled,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::conn::{ConnId, Frame, Offer, Sink};
 use crate::error::EngineError;
 use crate::map::ShardedMap;
 use parking_lot::{Mutex, RwLock};
+use sente_lite_protocol::{ChannelConfig, ClientInfo};
 use slab::Slab;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -50,6 +51,9 @@ pub struct Hub {
     /// RPC requests this node delivered to its subscribers, so that only a
     /// connection that was sent one may answer it.
     rpc_sent: Mutex<RpcSentTable>,
+    /// Every connection's presence entry until it says who it is: one
+    /// shared anonymous entry.
+    anonymous: Arc<ClientInfo>,
 }
 
 /// RPC requests delivered by this node, by id, until their deadline;
@@ -107,6 +111,8 @@ pub(crate) struct HubConn {
     /// leaf lock (nothing is locked while it is held), so that an RPC
     /// answer may be checked from anywhere, a sink's `offer` included.
     seqs: Mutex<HashMap<Arc<str>, u64>>,
+    /// Who the connection is, for presence (a leaf lock).
+    client: Mutex<Arc<ClientInfo>>,
 }
 
 pub(crate) struct ConnState {
@@ -121,6 +127,10 @@ struct HubChannel {
     subs: Mutex<Subs>,
     /// The channel's `telemetry-enabled`, for signals about it.
     telemetry: bool,
+    /// The channel's `presence`.
+    presence: bool,
+    /// The channel's `join-leave`.
+    join_leave: bool,
 }
 
 struct Subs {
@@ -166,6 +176,10 @@ pub struct Left {
     pub last: bool,
     /// The channel's `telemetry-enabled`.
     pub telemetry: bool,
+    /// The channel's `presence`: the broker forgets the connection's entry.
+    pub presence: bool,
+    /// The channel's `join-leave`: its subscribers get a `leave`.
+    pub join_leave: bool,
 }
 
 impl fmt::Debug for Hub {
@@ -216,6 +230,7 @@ impl Hub {
                 max: max_rpc,
                 ..RpcSentTable::default()
             }),
+            anonymous: Arc::new(ClientInfo::default()),
         }
     }
 
@@ -253,8 +268,47 @@ impl Hub {
                 subs: HashSet::new(),
             }),
             seqs: Mutex::new(HashMap::new()),
+            client: Mutex::new(Arc::clone(&self.anonymous)),
         }));
         Ok(id)
+    }
+
+    /// Sets who a connection is, for presence (its user id and token
+    /// `info`). Channels it joins from now on show it so.
+    pub fn set_client(&self, conn: ConnId, client: ClientInfo) {
+        if let Some(c) = self.conn(conn) {
+            *c.client.lock() = Arc::new(client);
+        }
+    }
+
+    /// Who a connection is (anonymous until [`Hub::set_client`]).
+    pub fn client(&self, conn: ConnId) -> Option<Arc<ClientInfo>> {
+        self.conn(conn).map(|c| Arc::clone(&c.client.lock()))
+    }
+
+    /// The presence of a channel's local subscribers, when its `presence`
+    /// is on (`None` when it is off or has no local subscriber).
+    pub fn presence(&self, channel: &str) -> Option<Vec<(ConnId, Arc<ClientInfo>)>> {
+        let entry = self.channels.get(channel)?;
+        if !entry.presence {
+            return None;
+        }
+        let ids: Vec<ConnId> = entry.subs.lock().list.iter().map(|s| s.conn).collect();
+        Some(
+            ids.into_iter()
+                .filter_map(|id| Some((id, self.client(id)?)))
+                .collect(),
+        )
+    }
+
+    /// Channels of this node with local subscribers and `presence` on.
+    pub fn presence_channels(&self) -> Vec<Arc<str>> {
+        self.channels
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| e.presence)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Removes a connection from the registry and returns the channels it
@@ -334,15 +388,15 @@ impl Hub {
         &self,
         conn: &HubConn,
         channel: &str,
-        max: usize,
-        telemetry: bool,
+        config: &ChannelConfig,
     ) -> Result<Option<Joined>, EngineError> {
+        let max = config.max_subscribers;
         loop {
             // Usually the channel has local subscribers already: a shared
             // lock of its shard finds it; only a first subscriber writes.
             let entry = match self.channels.get(channel) {
                 Some(e) => e,
-                None => self.insert_list(channel, telemetry)?,
+                None => self.insert_list(channel, config)?,
             };
             let mut subs = entry.subs.lock();
             if subs.gone {
@@ -374,7 +428,11 @@ impl Hub {
     }
 
     /// The channel's list, made empty when it has none.
-    fn insert_list(&self, channel: &str, telemetry: bool) -> Result<Arc<HubChannel>, EngineError> {
+    fn insert_list(
+        &self,
+        channel: &str,
+        config: &ChannelConfig,
+    ) -> Result<Arc<HubChannel>, EngineError> {
         let made = self
             .channels
             .insert_new(channel, usize::MAX, || HubChannel {
@@ -383,7 +441,9 @@ impl Hub {
                     index: HashMap::new(),
                     gone: false,
                 }),
-                telemetry,
+                telemetry: config.telemetry_enabled,
+                presence: config.presence,
+                join_leave: config.join_leave,
             });
         match made {
             Ok(e) | Err(crate::map::InsertError::Exists(e)) => Ok(e),
@@ -415,6 +475,8 @@ impl Hub {
         Some(Left {
             last,
             telemetry: entry.telemetry,
+            presence: entry.presence,
+            join_leave: entry.join_leave,
         })
     }
 
@@ -424,14 +486,14 @@ impl Hub {
     /// stream lock, for `LocalBroker`) before a next incarnation of the
     /// channel can exist, so no subscriber of that one is evicted.
     pub fn evict(&self, channel: &str) -> usize {
-        self.evict_ids(channel).0
+        self.evict_ids(channel).0.len()
     }
 
     /// Evicts the channel's local subscribers: how many, and those still
     /// connected.
-    fn evict_ids(&self, channel: &str) -> (usize, Vec<Arc<HubConn>>) {
+    fn evict_ids(&self, channel: &str) -> (Vec<ConnId>, Vec<Arc<HubConn>>) {
         let Some(entry) = self.channels.get(channel) else {
-            return (0, Vec::new());
+            return (Vec::new(), Vec::new());
         };
         let evicted: Vec<ConnId> = {
             let mut subs = entry.subs.lock();
@@ -452,18 +514,18 @@ impl Hub {
                 Some(c)
             })
             .collect();
-        (evicted.len(), live)
+        (evicted, live)
     }
 
     /// Like [`Hub::evict`], and asks each evicted connection to reconnect
     /// ([`Sink::reconnect`]): the broker cannot give them the channel's
-    /// messages without a gap. Returns how many were evicted.
-    pub fn evict_reconnect(&self, channel: &str) -> usize {
-        let (n, evicted) = self.evict_ids(channel);
+    /// messages without a gap. Returns the evicted connections.
+    pub fn evict_reconnect(&self, channel: &str) -> Vec<ConnId> {
+        let (ids, evicted) = self.evict_ids(channel);
         for c in &evicted {
             c.sink.reconnect();
         }
-        n
+        ids
     }
 
     /// Whether `conn` is subscribed to `channel` on this node.

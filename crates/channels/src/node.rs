@@ -17,7 +17,7 @@ use crate::rpc::{Request, Route, RpcRouter};
 use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 use sente_lite_protocol::{
     broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
-    ChannelSummary, Data, Position, Reason, RpcRequestDelivery, ServerMessage,
+    ChannelSummary, ClientInfo, Data, Position, Reason, RpcRequestDelivery, ServerMessage,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -257,13 +257,16 @@ impl Engine {
     /// Removes a connection: unsubscribes it from every channel and drops
     /// its pending RPC requests. Returns false for an unknown or stale id.
     pub async fn disconnect(&self, conn: ConnId) -> bool {
+        // Who it was, for its `leave` frames (it is gone from the hub then).
+        let client = self.inner.hub.client(conn);
         let Some(subs) = self.inner.hub.disconnect(conn) else {
             return false;
         };
         // Nothing it asked for can reach it now.
         self.inner.rpc.drop_requester(conn);
         for channel in subs {
-            self.left(conn, &channel, "disconnect").await;
+            self.left_as(conn, &channel, "disconnect", client.as_deref())
+                .await;
         }
         true
     }
@@ -493,6 +496,8 @@ impl Engine {
             }
         }
         let mut done: Option<(Subscribed, bool)> = None;
+        // The channel's `presence` and `join-leave`.
+        let mut flags = (false, false);
         let hub = &inner.hub;
         let mut join = |view: JoinView<'_>| -> Result<bool, EngineError> {
             *telemetry = view.config.telemetry_enabled;
@@ -506,7 +511,8 @@ impl Engine {
             if st.subs.len() >= max_subs && !st.subs.contains(channel_id) {
                 return Err(EngineError::MaxSubscriptionsReached(max_subs));
             }
-            let joined = hub.add(&entry, channel_id, view.config.max_subscribers, *telemetry)?;
+            flags = (view.config.presence, view.config.join_leave);
+            let joined = hub.add(&entry, channel_id, view.config)?;
             // The missed messages' frames, when they can all be sent.
             let mut missed: Vec<Frame> = Vec::new();
             let mut out = match joined {
@@ -606,7 +612,96 @@ impl Engine {
             // retries) that on its own.
             let _ = inner.broker.subscribe(channel_id).await;
         }
+        if !out.already_subscribed {
+            self.joined_presence(conn, channel_id, flags).await;
+        }
         Ok(out)
+    }
+
+    /// After a new subscription: the broker's presence entry and the
+    /// channel's `join` frame, as its config asks.
+    async fn joined_presence(
+        &self,
+        conn: ConnId,
+        channel: &str,
+        (presence, join_leave): (bool, bool),
+    ) {
+        if !presence && !join_leave {
+            return;
+        }
+        let inner = &self.inner;
+        let addr = self.addr(conn);
+        let client = inner.hub.client(conn).unwrap_or_default();
+        if presence {
+            // A broker that cannot write it now reports that on its own
+            // (and rewrites every entry of the node when it reconnects).
+            let _ = inner.broker.presence_add(channel, &addr, &client).await;
+        }
+        if join_leave {
+            let frame = Frame::new(
+                ServerMessage::Join {
+                    channel_id: channel.to_owned(),
+                    conn_id: addr.to_string(),
+                    user_id: client.user_id.clone(),
+                }
+                .to_json(),
+            );
+            let _ = inner
+                .broker
+                .send_to_channel(channel, &frame, None, false, &inner.hub)
+                .await;
+        }
+    }
+
+    /// Sets who a connection is, for presence: its user id and token
+    /// `info` (the session sets it at connect and on each accepted
+    /// `authenticate`). Entries of channels it is subscribed to already
+    /// are updated.
+    pub async fn set_client(&self, conn: ConnId, client: ClientInfo) {
+        let inner = &self.inner;
+        inner.hub.set_client(conn, client.clone());
+        let addr = self.addr(conn);
+        for channel in inner.hub.subscriptions(conn).unwrap_or_default() {
+            if inner.hub.presence(&channel).is_some() {
+                let _ = inner.broker.presence_add(&channel, &addr, &client).await;
+            }
+        }
+    }
+
+    /// Who is subscribed to a channel whose `presence` is on, across every
+    /// node, by connection id (`presence-disabled` when it is off,
+    /// `channel-not-found` when the channel does not exist).
+    pub async fn presence(
+        &self,
+        channel_id: &str,
+    ) -> Result<BTreeMap<String, ClientInfo>, EngineError> {
+        let inner = &self.inner;
+        let result = async {
+            self.check_id(channel_id)?;
+            let meta = inner
+                .broker
+                .channel(channel_id, &inner.hub)
+                .await?
+                .ok_or_else(|| EngineError::ChannelNotFound(truncated(channel_id)))?;
+            if !meta.config.presence {
+                return Err(EngineError::PresenceDisabled(truncated(channel_id)));
+            }
+            inner.broker.presence(channel_id, &inner.hub).await
+        }
+        .await;
+        result.inspect_err(|e| self.reject(e))
+    }
+
+    /// How many connections are subscribed to a channel whose `presence`
+    /// is on, and how many distinct users they are (anonymous connections
+    /// are no user): `(clients, users)`.
+    pub async fn presence_stats(&self, channel_id: &str) -> Result<(usize, usize), EngineError> {
+        let clients = self.presence(channel_id).await?;
+        let users: std::collections::HashSet<&str> = clients
+            .values()
+            .filter_map(|c| c.user_id.as_deref())
+            .collect();
+        Ok((clients.len(), users.len()))
     }
 
     /// Unsubscribes `conn` from `channel_id`; `not-subscribed` when it was
@@ -650,6 +745,18 @@ impl Engine {
     /// channel out of the connection's set), and leaves the broker channel
     /// when it was the node's last subscriber. True if it was there.
     async fn left(&self, conn: ConnId, channel: &str, cause: &'static str) -> bool {
+        let client = self.inner.hub.client(conn);
+        self.left_as(conn, channel, cause, client.as_deref()).await
+    }
+
+    /// [`left`](Self::left), for a connection that was `client`.
+    async fn left_as(
+        &self,
+        conn: ConnId,
+        channel: &str,
+        cause: &'static str,
+        client: Option<&ClientInfo>,
+    ) -> bool {
         let Some(left) = self.inner.hub.leave(conn, channel) else {
             return false;
         };
@@ -660,6 +767,28 @@ impl Engine {
             events::SUBSCRIPTION_REMOVED,
             serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
         );
+        if left.presence || left.join_leave {
+            let addr = self.addr(conn);
+            if left.presence {
+                self.inner.broker.presence_remove(channel, &addr).await;
+            }
+            if left.join_leave {
+                let user_id = client.and_then(|c| c.user_id.clone());
+                let frame = Frame::new(
+                    ServerMessage::Leave {
+                        channel_id: channel.to_owned(),
+                        conn_id: addr.to_string(),
+                        user_id,
+                    }
+                    .to_json(),
+                );
+                let _ = self
+                    .inner
+                    .broker
+                    .send_to_channel(channel, &frame, None, false, &self.inner.hub)
+                    .await;
+            }
+        }
         if self.inner.broker.tracks_node_subscriptions() {
             self.inner.broker.subscriber_left(channel).await;
             if left.last {

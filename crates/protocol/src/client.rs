@@ -72,6 +72,14 @@ pub enum ClientMessage {
     Authenticate { token: String },
     /// `{"type":"get-subscriptions"}`
     GetSubscriptions,
+    /// `{"type":"presence","channel-id":"chat"}`: who is subscribed, across
+    /// every node.
+    #[serde(rename_all = "kebab-case")]
+    Presence { channel_id: String },
+    /// `{"type":"presence-stats","channel-id":"chat"}`: how many
+    /// connections and users are subscribed.
+    #[serde(rename_all = "kebab-case")]
+    PresenceStats { channel_id: String },
     /// `{"type":"history","channel-id":"chat","since":{"offset":3,"epoch":"e1"},"limit":100}`:
     /// the channel's history (both `since` and `limit` optional).
     #[serde(rename_all = "kebab-case")]
@@ -108,6 +116,8 @@ impl ClientMessage {
             ClientMessage::Authenticate { .. } => "authenticate",
             ClientMessage::GetSubscriptions => "get-subscriptions",
             ClientMessage::History { .. } => "history",
+            ClientMessage::Presence { .. } => "presence",
+            ClientMessage::PresenceStats { .. } => "presence-stats",
         }
     }
 }
@@ -258,6 +268,12 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
             token: string(f.token, "token")?,
         },
         "get-subscriptions" => ClientMessage::GetSubscriptions,
+        "presence" => ClientMessage::Presence {
+            channel_id: string(f.channel_id, "channel-id")?,
+        },
+        "presence-stats" => ClientMessage::PresenceStats {
+            channel_id: string(f.channel_id, "channel-id")?,
+        },
         "history" => ClientMessage::History {
             channel_id: string(f.channel_id, "channel-id")?,
             since: opt_position(f.since, "since")?,

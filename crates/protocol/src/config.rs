@@ -28,6 +28,70 @@ pub struct ChannelConfig {
     /// history: `history`, recovery and the retained replay no longer show
     /// it. 0: messages leave only by count and bytes.
     pub history_ttl_ms: u64,
+    /// Whether the channel keeps presence: who is subscribed, with each
+    /// connection's user id and token `info` (`presence`, `presence-stats`).
+    pub presence: bool,
+    /// Whether subscribers get a `join` / `leave` frame when a connection
+    /// subscribes to or leaves the channel.
+    pub join_leave: bool,
+    /// Who receives an `rpc-request`: every subscriber (`all`, the seed's
+    /// behaviour) or one of them (`one`, round robin).
+    pub rpc_dispatch: RpcDispatch,
+    /// What happens to a subscriber whose queue is full: it is closed
+    /// (`close`), or its queued messages of this channel are replaced by
+    /// the newest one (`latest`).
+    pub on_slow_consumer: SlowConsumerPolicy,
+}
+
+/// A channel's `rpc-dispatch`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RpcDispatch {
+    /// Every subscriber but the requester receives the request.
+    #[default]
+    All,
+    /// One subscriber receives it, round robin over those whose queue is
+    /// not full; another one if it leaves before answering.
+    One,
+}
+
+impl RpcDispatch {
+    /// The wire spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RpcDispatch::All => "all",
+            RpcDispatch::One => "one",
+        }
+    }
+
+    /// Every value, for configuration.
+    pub const ALL: [RpcDispatch; 2] = [RpcDispatch::All, RpcDispatch::One];
+}
+
+/// A channel's `on-slow-consumer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// A subscriber whose queue is full is closed (1008 `slow-consumer`).
+    #[default]
+    Close,
+    /// A subscriber whose queue is full is kept; its queued messages of
+    /// this channel are replaced by the newest (conflation).
+    Latest,
+}
+
+impl SlowConsumerPolicy {
+    /// The wire spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Close => "close",
+            SlowConsumerPolicy::Latest => "latest",
+        }
+    }
+
+    /// Every value, for configuration.
+    pub const ALL: [SlowConsumerPolicy; 2] =
+        [SlowConsumerPolicy::Close, SlowConsumerPolicy::Latest];
 }
 
 impl ChannelConfig {
@@ -47,6 +111,10 @@ impl Default for ChannelConfig {
             telemetry_enabled: true,
             history_size: 0,
             history_ttl_ms: 0,
+            presence: false,
+            join_leave: false,
+            rpc_dispatch: RpcDispatch::All,
+            on_slow_consumer: SlowConsumerPolicy::Close,
         }
     }
 }

@@ -33,14 +33,14 @@ mod redact;
 mod server;
 
 pub use client::{decode_client, ClientMessage, DecodeError, Position};
-pub use config::ChannelConfig;
+pub use config::{ChannelConfig, RpcDispatch, SlowConsumerPolicy};
 pub use data::Data;
 pub use pattern::wildcard_match;
 pub use reason::Reason;
 pub use redact::{redact_credentials, REDACTED};
 pub use server::{
-    broadcast_frame, channel_broadcast_frame, ChannelMessage, ChannelSummary, Delivery, ErrorFrame,
-    RpcRequestDelivery, ServerMessage,
+    broadcast_frame, channel_broadcast_frame, ChannelMessage, ChannelSummary, ClientInfo, Delivery,
+    ErrorFrame, RpcRequestDelivery, ServerMessage,
 };
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.

@@ -72,6 +72,8 @@ pub enum Reason {
     /// A stream position older than the channel's history reaches back
     /// (trimmed, expired, or more than `max-recovery-messages` behind).
     TooFarBehind,
+    /// `presence` or `presence-stats` for a channel whose `presence` is off.
+    PresenceDisabled,
 }
 
 impl Reason {
@@ -106,11 +108,12 @@ impl Reason {
             Reason::TokenExpired => "token-expired",
             Reason::EpochChanged => "epoch-changed",
             Reason::TooFarBehind => "too-far-behind",
+            Reason::PresenceDisabled => "presence-disabled",
         }
     }
 
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::InvalidJson,
         Reason::InvalidMessage,
         Reason::UnknownMessageType,
@@ -139,6 +142,7 @@ impl Reason {
         Reason::TokenExpired,
         Reason::EpochChanged,
         Reason::TooFarBehind,
+        Reason::PresenceDisabled,
     ];
 }
 

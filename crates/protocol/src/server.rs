@@ -100,6 +100,18 @@ pub struct Delivery {
     pub reason: Option<Reason>,
 }
 
+/// One subscribed connection in `presence-result`: its user and the
+/// `info` of its token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClientInfo {
+    /// The connection's user id (`null` for an anonymous connection).
+    pub user_id: Option<String>,
+    /// The token's `info` claim, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
 /// One channel in `channel-list` and `GET /channels`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -266,6 +278,46 @@ pub enum ServerMessage {
         epoch: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<Reason>,
+    },
+    /// Answer to `presence`: the channel's subscribed connections, by
+    /// connection id, on every node.
+    #[serde(rename_all = "kebab-case")]
+    PresenceResult {
+        channel_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clients: Option<BTreeMap<String, ClientInfo>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// Answer to `presence-stats`: how many connections are subscribed and
+    /// how many distinct users they are (anonymous connections are no
+    /// user).
+    #[serde(rename_all = "kebab-case")]
+    PresenceStatsResult {
+        channel_id: String,
+        success: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clients: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    /// A connection subscribed to a `join-leave` channel.
+    #[serde(rename_all = "kebab-case")]
+    Join {
+        channel_id: String,
+        conn_id: String,
+        user_id: Option<String>,
+    },
+    /// A connection left a `join-leave` channel (unsubscribed,
+    /// disconnected, or its node died).
+    #[serde(rename_all = "kebab-case")]
+    Leave {
+        channel_id: String,
+        conn_id: String,
+        user_id: Option<String>,
     },
     /// A message published to a subscribed channel.
     ChannelMessage(ChannelMessage),

@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use sente_lite_protocol::{
     decode_client, ChannelConfig, ChannelMessage, ChannelSummary, ClientMessage, Delivery,
-    ErrorFrame, Position, Reason, RpcRequestDelivery, ServerMessage,
+    ErrorFrame, Position, Reason, RpcDispatch, RpcRequestDelivery, ServerMessage,
+    SlowConsumerPolicy,
 };
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
@@ -97,6 +98,8 @@ fn arb_client() -> impl Strategy<Value = ClientMessage> {
             cursor: None
         }),
         Just(ClientMessage::GetSubscriptions),
+        arb_id().prop_map(|channel_id| ClientMessage::Presence { channel_id }),
+        arb_id().prop_map(|channel_id| ClientMessage::PresenceStats { channel_id }),
     ]
 }
 
@@ -127,12 +130,14 @@ fn arb_channel_message() -> impl Strategy<Value = ChannelMessage> {
 fn arb_config() -> impl Strategy<Value = ChannelConfig> {
     (
         (any::<usize>(), any::<usize>(), any::<u64>(), any::<bool>()),
-        (any::<usize>(), any::<u64>()),
+        (any::<usize>(), any::<u64>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (max_subscribers, message_retention, rpc_timeout_ms, telemetry_enabled),
-                (history_size, history_ttl_ms),
+                (history_size, history_ttl_ms, presence, join_leave),
+                (one, latest),
             )| ChannelConfig {
                 max_subscribers,
                 message_retention,
@@ -140,6 +145,18 @@ fn arb_config() -> impl Strategy<Value = ChannelConfig> {
                 telemetry_enabled,
                 history_size,
                 history_ttl_ms,
+                presence,
+                join_leave,
+                rpc_dispatch: if one {
+                    RpcDispatch::One
+                } else {
+                    RpcDispatch::All
+                },
+                on_slow_consumer: if latest {
+                    SlowConsumerPolicy::Latest
+                } else {
+                    SlowConsumerPolicy::Close
+                },
             },
         )
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 
 /// Client frame types, as the decoder knows them.
-const CLIENT_TYPES: [&str; 10] = [
+const CLIENT_TYPES: [&str; 12] = [
     "authenticate",
     "subscribe",
     "unsubscribe",
@@ -20,6 +20,8 @@ const CLIENT_TYPES: [&str; 10] = [
     "list-channels",
     "get-subscriptions",
     "history",
+    "presence",
+    "presence-stats",
 ];
 
 /// Free-form `type`s of the broadcast examples (the application's own).
@@ -123,6 +125,10 @@ fn every_frame_type_is_documented() {
         "channel-list",
         "subscription-list",
         "history-result",
+        "presence-result",
+        "presence-stats-result",
+        "join",
+        "leave",
         "channel-message",
         "rpc-request",
         "rpc-response",

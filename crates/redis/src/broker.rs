@@ -15,7 +15,10 @@ use sente_lite_channels::{
     ConnId, Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
     Publication, Published, Reply, RetainedView, Sent, StreamPosition,
 };
-use sente_lite_protocol::{now_ms, redact_credentials, ChannelConfig, ChannelMessage, Position};
+use sente_lite_protocol::{
+    now_ms, redact_credentials, ChannelConfig, ChannelMessage, ClientInfo, Position,
+};
+use std::collections::BTreeMap;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -123,6 +126,18 @@ impl Keys {
     }
     fn node(&self, n: &str) -> String {
         format!("{}:n:{n}", self.prefix)
+    }
+    /// Channel `c`'s presence on node `n`.
+    fn presence(&self, c: &str, n: &str) -> String {
+        format!("{}:pres:{c}:{n}", self.prefix)
+    }
+    /// The nodes with a presence hash of channel `c`.
+    fn presence_nodes(&self, c: &str) -> String {
+        format!("{}:presn:{c}", self.prefix)
+    }
+    /// The channels node `n` has a presence hash of.
+    fn presence_channels(&self, n: &str) -> String {
+        format!("{}:presc:{n}", self.prefix)
     }
 }
 
@@ -572,6 +587,22 @@ impl Shared {
                 inv.arg(&**id).arg(n);
             }
         }
+        self.run(&inv).await.map_err(|e| e.to_string())?;
+        // And its presence entries.
+        let mut inv = self.scripts.pres_resync.prepare_invoke();
+        inv.key(self.keys.presence_channels(&self.node))
+            .arg(&self.keys.prefix)
+            .arg(&*self.node);
+        if let Some(h) = &hub {
+            for channel in h.hub().presence_channels() {
+                for (conn, client) in h.hub().presence(&channel).unwrap_or_default() {
+                    let addr = ConnAddr::new(Some(Arc::clone(&self.node)), conn);
+                    inv.arg(&*channel)
+                        .arg(addr.to_string())
+                        .arg(client_json(&client));
+                }
+            }
+        }
         self.run(&inv).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
@@ -757,7 +788,8 @@ impl Shared {
     /// The channel's local subscribers cannot be given its messages without
     /// a gap: close them with 1012 `broker-reconnect` so they resubscribe.
     fn reconnect_subscribers(&self, id: &str, st: &mut ChanState, hub: &Hub, why: &str) {
-        let n = hub.evict_reconnect(id);
+        let evicted = hub.evict_reconnect(id);
+        let n = evicted.len();
         self.subscribers_reconnected.fetch_add(n as u64, Relaxed);
         st.position = None;
         // Deliveries of the old stream go; waiting joiners keep their turn.
@@ -771,9 +803,17 @@ impl Shared {
         );
         if n > 0 {
             // Count them out in Redis (their leave never reaches the broker).
+            // And out of the channel's presence.
             if let Some(sh) = self.me.get().and_then(Weak::upgrade) {
                 let id = id.to_owned();
-                tokio::spawn(async move { sh.change_count(&id, -(n as i64)).await });
+                let gone: Vec<String> = evicted
+                    .iter()
+                    .map(|c| ConnAddr::new(Some(Arc::clone(&sh.node)), *c).to_string())
+                    .collect();
+                tokio::spawn(async move {
+                    sh.change_count(&id, -(n as i64)).await;
+                    let _ = sh.presence_remove(&id, &gone).await;
+                });
             }
         }
     }
@@ -942,6 +982,20 @@ impl Shared {
         self.waits.lock().remove(&token)
     }
 
+    /// Takes connections of this node out of a channel's presence.
+    async fn presence_remove(&self, channel: &str, conns: &[String]) -> Result<(), EngineError> {
+        let mut inv = self.scripts.pres_del.prepare_invoke();
+        inv.key(self.keys.presence(channel, &self.node))
+            .key(self.keys.presence_nodes(channel))
+            .key(self.keys.presence_channels(&self.node))
+            .arg(&*self.node)
+            .arg(channel);
+        for c in conns {
+            inv.arg(c);
+        }
+        self.run(&inv).await.map(|_| ())
+    }
+
     async fn change_count(&self, channel: &str, delta: i64) {
         let mut inv = self.scripts.count.prepare_invoke();
         inv.key(self.keys.subs(channel)).arg(&*self.node).arg(delta);
@@ -1086,6 +1140,11 @@ fn int_at(items: &[Value], i: usize) -> i64 {
 
 fn frame_of(v: &Value) -> Option<Frame> {
     string(v).map(Frame::new)
+}
+
+/// A presence entry as stored: `{"user-id": ..., "info": ...}`.
+fn client_json(c: &ClientInfo) -> String {
+    serde_json::to_string(c).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// A stored frame as a message, its `data` byte for byte.
@@ -1886,6 +1945,59 @@ impl Broker for RedisBroker {
 
     fn history<'a>(&'a self, channel: &'a str) -> Reply<'a, Result<History, EngineError>> {
         Reply::later(self.history_now(channel))
+    }
+
+    fn presence_add<'a>(
+        &'a self,
+        channel: &'a str,
+        conn: &'a ConnAddr,
+        client: &'a ClientInfo,
+    ) -> Reply<'a, Result<(), EngineError>> {
+        Reply::later(async move {
+            let sh = &self.shared;
+            let mut inv = sh.scripts.pres_add.prepare_invoke();
+            inv.key(sh.keys.presence(channel, &sh.node))
+                .key(sh.keys.presence_nodes(channel))
+                .key(sh.keys.presence_channels(&sh.node))
+                .arg(&*sh.node)
+                .arg(channel)
+                .arg(conn.to_string())
+                .arg(client_json(client));
+            sh.run(&inv).await.map(|_| ())
+        })
+    }
+
+    fn presence_remove<'a>(&'a self, channel: &'a str, conn: &'a ConnAddr) -> Reply<'a, ()> {
+        Reply::later(async move {
+            let _ = self
+                .shared
+                .presence_remove(channel, &[conn.to_string()])
+                .await;
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        _hub: &'a Hub,
+    ) -> Reply<'a, Result<BTreeMap<String, ClientInfo>, EngineError>> {
+        Reply::later(async move {
+            let sh = &self.shared;
+            let mut inv = sh.scripts.presence.prepare_invoke();
+            inv.key(sh.keys.presence_nodes(channel))
+                .key(&sh.keys.nodes)
+                .arg(&sh.keys.prefix)
+                .arg(channel);
+            let items = array(sh.run(&inv).await?);
+            Ok(items
+                .chunks_exact(2)
+                .filter_map(|kv| {
+                    let conn = string(&kv[0])?;
+                    let client = serde_json::from_str(&string(&kv[1])?).ok()?;
+                    Some((conn, client))
+                })
+                .collect())
+        })
     }
 
     fn channel_count(&self) -> usize {

@@ -10,6 +10,9 @@
 //! | `P:subs:C` | hash | node id → its local subscriber count |
 //! | `P:nodes` | sorted set | node id → when its liveness expires (ms) |
 //! | `P:conns` | hash | node id → its connection count |
+//! | `P:pres:C:N` | hash | presence of channel C on node N: connection id → `{"user-id","info"}` |
+//! | `P:presn:C` | set | the nodes with a presence hash of C |
+//! | `P:presc:N` | set | the channels node N has a presence hash of |
 //!
 //! Pub/sub channels: `P:m:C` (a channel's messages, frames and delete
 //! notice, in stream order), `P:n:N` (to one node), `P:all` (broadcasts).
@@ -51,6 +54,15 @@ local function create(meta, channels, id, config, ret, keep, maxsubs, max, epoch
     'offset', 0, 'ret', ret, 'keep', keep, 'maxsubs', maxsubs)
   redis.call('SADD', channels, id)
   return nil
+end
+-- A deleted channel's presence, on every node.
+local function drop_presence(prefix, id)
+  local presn = prefix .. ':presn:' .. id
+  for _, node in ipairs(redis.call('SMEMBERS', presn)) do
+    redis.call('DEL', prefix .. ':pres:' .. id .. ':' .. node)
+    redis.call('SREM', prefix .. ':presc:' .. node, id)
+  end
+  redis.call('DEL', presn)
 end
 -- Frame and exclude address of each stream entry, flattened.
 local function entries_of(entries)
@@ -258,6 +270,7 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local n = live_count(KEYS[3], KEYS[4], now_ms(), nil)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('SREM', KEYS[5], ARGV[1])
+drop_presence(string.sub(KEYS[1], 1, #KEYS[1] - #(':ch:' .. ARGV[1])), ARGV[1])
 redis.call('PUBLISH', KEYS[6], 'D' .. epoch)
 return {n, epoch}
 "#;
@@ -290,6 +303,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       if now - since >= ttl then
         redis.call('DEL', meta, ARGV[1] .. ':st:' .. id, subs)
         redis.call('SREM', KEYS[1], id)
+        drop_presence(ARGV[1], id)
         redis.call('PUBLISH', ARGV[1] .. ':m:' .. id, 'D' .. m[4])
         removed = removed + 1
       end
@@ -327,6 +341,30 @@ local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local lapsed = 0
 if (not prev) or tonumber(prev) <= now then lapsed = 1 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+-- Nodes whose liveness expired: their connections leave every presence
+-- channel (a `leave` to the subscribers of a join-leave channel).
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local presc = ARGV[4] .. ':presc:' .. dead
+  for _, c in ipairs(redis.call('SMEMBERS', presc)) do
+    local key = ARGV[4] .. ':pres:' .. c .. ':' .. dead
+    local config = redis.call('HGET', ARGV[4] .. ':ch:' .. c, 'config')
+    local ok, cfg = pcall(cjson.decode, config or '{}')
+    if ok and type(cfg) == 'table' and cfg['join-leave'] == true then
+      local flat = redis.call('HGETALL', key)
+      for i = 1, #flat, 2 do
+        local ok2, who = pcall(cjson.decode, flat[i + 1])
+        local leave = {type = 'leave', ['channel-id'] = c, ['conn-id'] = flat[i]}
+        if ok2 and type(who) == 'table' and type(who['user-id']) == 'string' then
+          leave['user-id'] = who['user-id']
+        end
+        redis.call('PUBLISH', ARGV[4] .. ':m:' .. c, 'F-\n' .. cjson.encode(leave))
+      end
+    end
+    redis.call('DEL', key)
+    redis.call('SREM', ARGV[4] .. ':presn:' .. c, dead)
+  end
+  redis.call('DEL', presc)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 local nodes = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -363,6 +401,71 @@ end
 return 1
 "#;
 
+/// A connection joined a presence channel.
+///
+/// KEYS: presence hash (of the channel and this node), the channel's node
+/// set, this node's channel set. ARGV: node id, channel id, connection id,
+/// its `{"user-id","info"}` JSON.
+const PRES_ADD: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"#;
+
+/// Connections left a presence channel.
+///
+/// KEYS: as PRES_ADD. ARGV: node id, channel id, connection ids.
+const PRES_DEL: &str = r#"
+for i = 3, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[2])
+end
+return 1
+"#;
+
+/// A channel's presence on every live node: connection id, JSON, ...; the
+/// hashes of nodes that are not live are removed on the way (their
+/// connections are gone).
+///
+/// KEYS: the channel's node set, nodes. ARGV: prefix, channel id.
+const PRESENCE: &str = r#"
+local now = now_ms()
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. ':pres:' .. ARGV[2] .. ':' .. node
+  local exp = redis.call('ZSCORE', KEYS[2], node)
+  if exp and tonumber(exp) > now then
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat do out[#out + 1] = flat[i] end
+  else
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], node)
+  end
+end
+return out
+"#;
+
+/// After a (re)connect: this node's presence as it is now, nothing else of
+/// it left from before.
+///
+/// KEYS: this node's channel set. ARGV: prefix, node id, then channel,
+/// connection id, JSON triples.
+const PRES_RESYNC: &str = r#"
+for _, c in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('DEL', ARGV[1] .. ':pres:' .. c .. ':' .. ARGV[2])
+  redis.call('SREM', ARGV[1] .. ':presn:' .. c, ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 3 do
+  redis.call('HSET', ARGV[1] .. ':pres:' .. ARGV[i] .. ':' .. ARGV[2], ARGV[i + 1], ARGV[i + 2])
+  redis.call('SADD', ARGV[1] .. ':presn:' .. ARGV[i], ARGV[2])
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+return 1
+"#;
+
 /// The scripts, loaded on first use (EVALSHA, falling back to EVAL once).
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
@@ -378,11 +481,15 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: Script,
     pub(crate) resync: Script,
     pub(crate) sweep: Script,
+    pub(crate) pres_add: Script,
+    pub(crate) pres_del: Script,
+    pub(crate) presence: Script,
+    pub(crate) pres_resync: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all at once after a connect.
-    pub(crate) fn all(&self) -> [&Script; 13] {
+    pub(crate) fn all(&self) -> [&Script; 17] {
         [
             &self.publish,
             &self.join,
@@ -397,6 +504,10 @@ impl Scripts {
             &self.heartbeat,
             &self.resync,
             &self.sweep,
+            &self.pres_add,
+            &self.pres_del,
+            &self.presence,
+            &self.pres_resync,
         ]
     }
 
@@ -416,6 +527,10 @@ impl Scripts {
             heartbeat: s(HEARTBEAT),
             resync: s(RESYNC),
             sweep: s(SWEEP),
+            pres_add: s(PRES_ADD),
+            pres_del: s(PRES_DEL),
+            presence: s(PRESENCE),
+            pres_resync: s(PRES_RESYNC),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! HOST, ...) are honoured too.
 
 use sente_lite_channels::EngineConfig;
-use sente_lite_protocol::ChannelConfig;
+use sente_lite_protocol::{ChannelConfig, RpcDispatch, SlowConsumerPolicy};
 use sente_lite_transport::{
     redact_credentials, IpNet, OriginPattern, Secret, Tls, TlsError, TransportConfig,
 };
@@ -163,6 +163,10 @@ pub struct NamespaceConfig {
     pub rpc_timeout_ms: u64,
     pub history_size: usize,
     pub history_ttl_ms: u64,
+    pub presence: bool,
+    pub join_leave: bool,
+    pub rpc_dispatch: RpcDispatch,
+    pub on_slow_consumer: SlowConsumerPolicy,
     pub subscribe: Permission,
     pub publish: Permission,
     pub rpc_call: Permission,
@@ -178,6 +182,10 @@ impl Default for NamespaceConfig {
             rpc_timeout_ms: e.default_channel.rpc_timeout_ms,
             history_size: e.default_channel.history_size,
             history_ttl_ms: e.default_channel.history_ttl_ms,
+            presence: e.default_channel.presence,
+            join_leave: e.default_channel.join_leave,
+            rpc_dispatch: e.default_channel.rpc_dispatch,
+            on_slow_consumer: e.default_channel.on_slow_consumer,
             subscribe: Permission::Anyone,
             publish: Permission::Anyone,
             rpc_call: Permission::Anyone,
@@ -194,6 +202,10 @@ const NAMESPACE_TYPES: &[(&str, Ty)] = &[
     ("rpc-timeout-ms", U64),
     ("history-size", USIZE),
     ("history-ttl-ms", U64),
+    ("presence", Ty::Bool),
+    ("join-leave", Ty::Bool),
+    ("rpc-dispatch", DISPATCH),
+    ("on-slow-consumer", SLOW_CONSUMER),
     ("subscribe", PERMISSION),
     ("publish", PERMISSION),
     ("rpc-call", PERMISSION),
@@ -1310,6 +1322,10 @@ impl Config {
                         rpc_timeout_ms: ns.rpc_timeout_ms,
                         history_size: ns.history_size,
                         history_ttl_ms: ns.history_ttl_ms,
+                        presence: ns.presence,
+                        join_leave: ns.join_leave,
+                        rpc_dispatch: ns.rpc_dispatch,
+                        on_slow_consumer: ns.on_slow_consumer,
                         ..c.default_config
                     },
                 })
@@ -1610,6 +1626,10 @@ const TYPES: &[(&str, Ty)] = &[
     ("channels.default-config.telemetry-enabled", Ty::Bool),
     ("channels.default-config.history-size", USIZE),
     ("channels.default-config.history-ttl-ms", U64),
+    ("channels.default-config.presence", Ty::Bool),
+    ("channels.default-config.join-leave", Ty::Bool),
+    ("channels.default-config.rpc-dispatch", DISPATCH),
+    ("channels.default-config.on-slow-consumer", SLOW_CONSUMER),
     ("channels.subscribe", PERMISSION),
     ("channels.publish", PERMISSION),
     ("channels.rpc-call", PERMISSION),
@@ -1629,6 +1649,25 @@ const PERMISSION: Ty = Ty::Names {
         "nobody",
     ],
     canonical: |s| Permission::ALL.iter().map(|p| p.as_str()).find(|n| *n == s),
+};
+
+const DISPATCH: Ty = Ty::Names {
+    names: &["all", "one"],
+    canonical: |s| {
+        RpcDispatch::ALL
+            .iter()
+            .map(|d| d.as_str())
+            .find(|n| *n == s)
+    },
+};
+const SLOW_CONSUMER: Ty = Ty::Names {
+    names: &["close", "latest"],
+    canonical: |s| {
+        SlowConsumerPolicy::ALL
+            .iter()
+            .map(|p| p.as_str())
+            .find(|n| *n == s)
+    },
 };
 
 const LEVEL: Ty = Ty::Names {
@@ -2107,6 +2146,9 @@ mod tests {
                 "http.http2" => "true",
                 "tls.cert-file" | "tls.key-file" => "x.pem",
                 k if k.ends_with("enabled") || k.ends_with("auto-create") => "false",
+                k if k.ends_with(".presence") || k.ends_with(".join-leave") => "true",
+                k if k.ends_with(".rpc-dispatch") => "one",
+                k if k.ends_with(".on-slow-consumer") => "latest",
                 _ => "2000000",
             };
             // The TLS files go together (validate refuses one alone).

@@ -239,12 +239,14 @@ fn reply_type(m: &ClientMessage) -> &'static str {
         ClientMessage::Authenticate { .. } => "authenticate-result",
         ClientMessage::GetSubscriptions => "subscription-list",
         ClientMessage::History { .. } => "history-result",
+        ClientMessage::Presence { .. } => "presence-result",
+        ClientMessage::PresenceStats { .. } => "presence-stats-result",
     }
 }
 
 /// The frame types that answer a client's frame (the others are
 /// deliveries: `channel-message`, `rpc-request`, `rpc-response`, ...).
-const REPLY_TYPES: [&str; 11] = [
+const REPLY_TYPES: [&str; 13] = [
     "authenticate-result",
     "subscription-result",
     "unsubscription-result",
@@ -255,6 +257,8 @@ const REPLY_TYPES: [&str; 11] = [
     "channel-list",
     "subscription-list",
     "history-result",
+    "presence-result",
+    "presence-stats-result",
     "error",
 ];
 

@@ -6,7 +6,9 @@ use parking_lot::{Mutex, RwLock};
 use sente_lite_channels::{
     ConnAddr, ConnId, Engine, EngineError, Frame, RpcSent, Sink, Subscribed,
 };
-use sente_lite_protocol::{decode_client, now_ms, ClientMessage, Delivery, Reason, ServerMessage};
+use sente_lite_protocol::{
+    decode_client, now_ms, ClientInfo, ClientMessage, Delivery, Reason, ServerMessage,
+};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -130,6 +132,10 @@ impl Session {
             )
         };
         let conn = engine.connect_with_greeting(Arc::clone(&sink), welcome)?;
+        if identity.user_id.is_some() || identity.info.is_some() {
+            // Subscribed to nothing yet: only the hub needs to know.
+            engine.hub().set_client(conn, client_info(&identity));
+        }
         let session = Session {
             addr: engine.addr(conn),
             engine: engine.clone(),
@@ -490,7 +496,61 @@ impl Session {
             ClientMessage::ListChannels { limit, cursor } => {
                 Some(self.list_channels(limit, cursor).await)
             }
-            ClientMessage::Authenticate { token } => Some(self.authenticate(&token)),
+            ClientMessage::Authenticate { token } => {
+                let result = self.authenticate(&token);
+                if matches!(
+                    result,
+                    ServerMessage::AuthenticateResult { success: true, .. }
+                ) {
+                    let who = self.identity();
+                    engine.set_client(conn, client_info(&who)).await;
+                }
+                Some(result)
+            }
+            ClientMessage::Presence { channel_id } => {
+                // Who may subscribe may see who else is subscribed.
+                if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
+                    engine.record_refusal(r.reason);
+                    return Some(presence_failed(channel_id, r.reason));
+                }
+                Some(match engine.presence(&channel_id).await {
+                    Ok(clients) => ServerMessage::PresenceResult {
+                        channel_id,
+                        success: true,
+                        clients: Some(clients),
+                        reason: None,
+                    },
+                    Err(e) => presence_failed(channel_id, e.reason()),
+                })
+            }
+            ClientMessage::PresenceStats { channel_id } => {
+                let stats = match auth.subscribe(who, &self.addr, &channel_id) {
+                    Ok(()) => engine
+                        .presence_stats(&channel_id)
+                        .await
+                        .map_err(|e| e.reason()),
+                    Err(r) => {
+                        engine.record_refusal(r.reason);
+                        Err(r.reason)
+                    }
+                };
+                Some(match stats {
+                    Ok((clients, users)) => ServerMessage::PresenceStatsResult {
+                        channel_id,
+                        success: true,
+                        clients: Some(clients),
+                        users: Some(users),
+                        reason: None,
+                    },
+                    Err(reason) => ServerMessage::PresenceStatsResult {
+                        channel_id,
+                        success: false,
+                        clients: None,
+                        users: None,
+                        reason: Some(reason),
+                    },
+                })
+            }
             ClientMessage::History {
                 channel_id,
                 since,
@@ -557,6 +617,23 @@ impl Drop for Session {
             w.ended.store(true, Ordering::Release);
             w.changed.notify_one();
         }
+    }
+}
+
+/// What presence shows of a connection: its user id and token `info`.
+fn client_info(who: &Identity) -> ClientInfo {
+    ClientInfo {
+        user_id: who.user_id.clone(),
+        info: who.info.clone(),
+    }
+}
+
+fn presence_failed(channel_id: String, reason: Reason) -> ServerMessage {
+    ServerMessage::PresenceResult {
+        channel_id,
+        success: false,
+        clients: None,
+        reason: Some(reason),
     }
 }
 
