@@ -2,7 +2,7 @@
 //! scenario runs on one node with the in-process broker and on two nodes
 //! on a real Redis (the client that comes back does so on the other
 //! node). Recovery after a reconnect (`subscribe` with `recover`), the
-//! `history` frame, presence and join/leave.
+//! `history` frame, presence and join/leave, `rpc-dispatch = one`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +28,14 @@ fn settings(mut c: Config) -> Config {
     // Tokens name users for presence; anonymous connections are welcome.
     c.auth.jwt_hmac_secret = SECRET.to_owned();
     c.auth.allow_anonymous = AllowAnonymous::Yes;
+    // `work:` sends each RPC request to one worker.
+    c.channels.namespaces.insert(
+        "work".into(),
+        NamespaceConfig {
+            rpc_dispatch: sente_lite_protocol::RpcDispatch::One,
+            ..NamespaceConfig::default()
+        },
+    );
     // `room:` keeps presence and tells joins and leaves; `quiet:` does not.
     c.channels.namespaces.insert(
         "room".into(),
@@ -142,7 +150,149 @@ both_brokers!(
     history_follows_the_subscribe_permission_and_creates_nothing,
     messages_older_than_the_history_ttl_leave_it,
     presence_and_join_leave_are_cluster_wide,
+    rpc_dispatch_one_sends_each_request_to_one_worker,
+    a_request_whose_worker_leaves_goes_to_another_within_its_deadline,
 );
+
+async fn worker(addr: SocketAddr, channel: &str) -> Client {
+    let mut w = Client::connect(addr).await;
+    w.subscribe(channel).await;
+    w
+}
+
+async fn rpc_dispatch_one_sends_each_request_to_one_worker(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut workers = vec![
+        worker(a, "work:q").await,
+        worker(b, "work:q").await,
+        worker(a, "work:q").await,
+        worker(b, "work:q").await,
+    ];
+    // The requester is a subscriber too: it is never sent its own request.
+    let mut requester = worker(a, "work:q").await;
+    const N: usize = 12;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        requester
+            .send(json!({"type": "rpc-request", "channel-id": "work:q", "data": {"i": i}}))
+            .await;
+        let r = requester.recv_type("rpc-request-result").await;
+        assert_eq!(r["delivery"]["success"], true, "{r}");
+        assert_eq!(r["delivery"]["delivered-to"], 1, "{r}");
+        assert_eq!(
+            r["delivery"]["subscribers"].as_array().unwrap().len(),
+            1,
+            "{r}"
+        );
+        ids.push(r["request-id"].as_str().unwrap().to_owned());
+    }
+    // Each request reached exactly one worker; every worker had a share.
+    let mut seen = Vec::new();
+    let mut per_worker = Vec::new();
+    // Round robin: each of the 4 got 12 / 4 (in-process), or its node's
+    // turn's share (Redis); every one got some. Reading until a pong
+    // proves nothing more is queued for it.
+    for w in &mut workers {
+        let stamp = json!("count");
+        w.send(json!({"type": "ping", "timestamp": stamp})).await;
+        let (_, before) = w.recv_until("pong").await;
+        let got: Vec<String> = before
+            .iter()
+            .filter(|f| f["type"] == "rpc-request")
+            .map(|f| f["request-id"].as_str().unwrap().to_owned())
+            .collect();
+        per_worker.push(got.len());
+        // Answer each; a second answer to the same request is refused.
+        for id in &got {
+            w.send(json!({"type": "rpc-response", "request-id": id, "data": {"by": w.conn_id}}))
+                .await;
+            assert_eq!(w.recv_type("rpc-response-result").await["success"], true);
+        }
+        seen.extend(got);
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "each request once, to one worker: {per_worker:?}"
+    );
+    assert!(
+        per_worker.iter().all(|n| *n > 0),
+        "round robin: {per_worker:?}"
+    );
+    let mut answered = Vec::new();
+    for _ in 0..N {
+        let r = requester.recv_type("rpc-response").await;
+        answered.push(r["request-id"].as_str().unwrap().to_owned());
+    }
+    answered.sort();
+    assert_eq!(answered, want);
+    // A worker that was not sent a request may not answer it.
+    let other = ids[0].clone();
+    let w = &mut workers[0];
+    w.send(json!({"type": "rpc-response", "request-id": other, "data": null}))
+        .await;
+    assert_eq!(
+        w.recv_type("rpc-response-result").await["reason"],
+        "request-not-found"
+    );
+    requester.roundtrip().await;
+}
+
+async fn a_request_whose_worker_leaves_goes_to_another_within_its_deadline(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    let mut w1 = worker(a, "work:d").await;
+    let mut w2 = worker(b, "work:d").await;
+    let mut requester = Client::connect(a).await;
+    requester
+        .send(
+            json!({"type": "rpc-request", "channel-id": "work:d", "data": "job",
+                     "timeout-ms": 4000}),
+        )
+        .await;
+    let r = requester.recv_type("rpc-request-result").await;
+    assert_eq!(r["delivery"]["delivered-to"], 1, "{r}");
+    let id = r["request-id"].as_str().unwrap().to_owned();
+    // Whoever got it dies without answering.
+    let (first, mut second) = tokio::select! {
+        f = w1.recv() => { assert_eq!(f["request-id"], id.as_str()); (w1, w2) }
+        f = w2.recv() => { assert_eq!(f["request-id"], id.as_str()); (w2, w1) }
+    };
+    let first_id = first.conn_id.clone();
+    drop(first);
+    let again = second.recv_type("rpc-request").await;
+    assert_eq!(again["request-id"], id.as_str(), "{again}");
+    assert_eq!(again["data"], "job", "{again}");
+    second
+        .send(json!({"type": "rpc-response", "request-id": id, "data": "done"}))
+        .await;
+    assert_eq!(
+        second.recv_type("rpc-response-result").await["success"],
+        true
+    );
+    let answer = requester.recv_type("rpc-response").await;
+    assert_eq!(answer["data"], "done", "{answer}");
+    assert_eq!(
+        answer["responder-conn-id"],
+        second.conn_id.as_str(),
+        "{answer}"
+    );
+    assert_ne!(answer["responder-conn-id"], first_id.as_str());
+    // Answered once: nothing else comes, not even a timeout.
+    requester.roundtrip().await;
+    let counted: u64 = {
+        let mut n = 0;
+        for addr in if a == b { vec![a] } else { vec![a, b] } {
+            let (_, stats) = http_get(addr, "/stats").await;
+            n += stats["channel-stats"]["rpc-redispatched"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        n
+    };
+    assert_eq!(counted, 1, "channel-stats.rpc-redispatched");
+}
 
 async fn presence_of(c: &mut Client, channel: &str) -> Value {
     c.send(json!({"type": "presence", "channel-id": channel}))

@@ -311,6 +311,31 @@ pub trait Broker: Send + Sync + 'static {
         hub: &'a Hub,
     ) -> Reply<'a, Result<Sent, EngineError>>;
 
+    /// Sends an `rpc-request` frame to one subscriber of the channel in the
+    /// whole cluster but `exclude` (`rpc-dispatch = one`), round robin over
+    /// those whose queue has room; the node that delivers it remembers
+    /// ([`Hub::dispatch_one`]) that only that worker may answer.
+    /// `delivered` is 1 (with its id) or 0. The default, for one node,
+    /// picks among the hub's subscribers.
+    fn send_rpc_one<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>> {
+        let local = exclude.and_then(|e| local_conn(self.node(), e));
+        let picked = hub.dispatch_one(channel, frame, local, exclude, request_id, timeout);
+        let node = self.node().cloned();
+        Reply::ready(Ok(Sent {
+            ids: picked.map(|c| ConnAddr::new(node, c)).into_iter().collect(),
+            delivered: usize::from(picked.is_some()),
+            full: 0,
+        }))
+    }
+
     /// Removes every auto-created channel that has had no subscriber (on
     /// any node) and no publish for `ttl`, with its retained messages;
     /// returns how many this call removed. The node calls it

@@ -7,7 +7,7 @@
 //! [`Left::last`]), the points where a node subscribes to and leaves a
 //! broker channel.
 
-use crate::conn::{ConnId, Frame, Offer, Sink};
+use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
 use crate::error::EngineError;
 use crate::map::ShardedMap;
 use parking_lot::{Mutex, RwLock};
@@ -62,24 +62,59 @@ pub struct Hub {
 struct RpcSentTable {
     by_id: HashMap<Box<str>, RpcSent>,
     by_deadline: BTreeMap<(Instant, u64), Box<str>>,
+    /// The requests dispatched to one worker (`rpc-dispatch = one`), by
+    /// worker: what it still owes when it leaves.
+    by_worker: HashMap<ConnId, Vec<Box<str>>>,
     next: u64,
     max: usize,
 }
 
 /// Who was sent one RPC request: the channel's local subscribers whose
-/// sequence number is below `watermark`, but `exclude` (the requester).
+/// sequence number is below `watermark`, but `exclude` (the requester);
+/// or, for a request dispatched to one worker, that worker alone.
 struct RpcSent {
     channel: Arc<str>,
     watermark: u64,
     exclude: Option<ConnId>,
     deadline: Instant,
     key: u64,
+    /// The one worker it went to, and the request (frame and requester's
+    /// address) to send to another one should it leave first.
+    one: Option<(ConnId, Dispatched)>,
+}
+
+/// A request sent to one worker, as [`Hub::take_dispatched`] hands it back
+/// when that worker leaves before answering.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    /// Its id.
+    pub request_id: Box<str>,
+    /// The `rpc-request` frame.
+    pub frame: Frame,
+    /// The requester (not to be sent its own request).
+    pub exclude: Option<ConnAddr>,
+    /// The request's deadline: another worker gets what is left of it.
+    pub deadline: Instant,
 }
 
 impl RpcSentTable {
     fn remove(&mut self, id: &str) -> Option<RpcSent> {
-        let e = self.by_id.remove(id)?;
+        let e = self.forget(id)?;
         self.by_deadline.remove(&(e.deadline, e.key));
+        Some(e)
+    }
+
+    /// Takes `id` out of `by_id` and `by_worker` (not `by_deadline`).
+    fn forget(&mut self, id: &str) -> Option<RpcSent> {
+        let e = self.by_id.remove(id)?;
+        if let Some((worker, _)) = &e.one {
+            if let Some(ids) = self.by_worker.get_mut(worker) {
+                ids.retain(|r| &**r != id);
+                if ids.is_empty() {
+                    self.by_worker.remove(worker);
+                }
+            }
+        }
         Some(e)
     }
 
@@ -91,9 +126,15 @@ impl RpcSentTable {
                 break;
             }
             let id = first.remove();
-            self.by_id.remove(&id);
+            self.forget(&id);
         }
         self.remove(id);
+        if let Some((worker, _)) = &e.one {
+            self.by_worker
+                .entry(*worker)
+                .or_default()
+                .push(Box::from(id));
+        }
         self.by_deadline.insert((e.deadline, e.key), Box::from(id));
         self.by_id.insert(Box::from(id), e);
     }
@@ -131,6 +172,8 @@ struct HubChannel {
     presence: bool,
     /// The channel's `join-leave`.
     join_leave: bool,
+    /// Where the next `rpc-dispatch = one` starts its round.
+    next_worker: AtomicUsize,
 }
 
 struct Subs {
@@ -444,6 +487,7 @@ impl Hub {
                 telemetry: config.telemetry_enabled,
                 presence: config.presence,
                 join_leave: config.join_leave,
+                next_worker: AtomicUsize::new(0),
             });
         match made {
             Ok(e) | Err(crate::map::InsertError::Exists(e)) => Ok(e),
@@ -626,6 +670,7 @@ impl Hub {
                         exclude,
                         deadline: now + timeout,
                         key,
+                        one: None,
                     },
                     now,
                 );
@@ -658,12 +703,14 @@ impl Hub {
     pub fn may_answer(&self, conn: ConnId, request_id: &str) -> bool {
         // Leaf locks only (the table, then the connection's numbers):
         // callable from inside a sink's offer.
-        let (channel, watermark) = {
+        let (channel, watermark, only) = {
             let t = self.rpc_sent.lock();
             match t.by_id.get(request_id) {
-                Some(e) if e.exclude != Some(conn) && e.deadline > Instant::now() => {
-                    (Arc::clone(&e.channel), e.watermark)
-                }
+                Some(e) if e.exclude != Some(conn) && e.deadline > Instant::now() => (
+                    Arc::clone(&e.channel),
+                    e.watermark,
+                    e.one.as_ref().map(|(w, _)| *w),
+                ),
                 _ => return false,
             }
         };
@@ -671,7 +718,95 @@ impl Hub {
             return false;
         };
         let seq = c.seqs.lock().get(&channel).copied();
-        seq.is_some_and(|seq| seq < watermark)
+        match only {
+            // Sent to one worker: that one, while it is subscribed.
+            Some(worker) => worker == conn && seq.is_some(),
+            None => seq.is_some_and(|seq| seq < watermark),
+        }
+    }
+
+    /// Sends an `rpc-request` to one of the channel's local subscribers
+    /// (`rpc-dispatch = one`): round robin from where the channel's last
+    /// dispatch stopped, skipping `exclude` and those whose queue has no
+    /// room for it. Remembers until `timeout` that only that worker may
+    /// answer, and the request, for [`Hub::take_dispatched`]. The chosen
+    /// worker, or `None` when none could take it.
+    pub fn dispatch_one(
+        &self,
+        channel: &str,
+        frame: &Frame,
+        exclude: Option<ConnId>,
+        requester: Option<&ConnAddr>,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Option<ConnId> {
+        let entry = self.channels.get(channel)?;
+        let now = Instant::now();
+        let subs = entry.subs.lock();
+        let n = subs.list.len();
+        // Under the list's lock: the turn moves past whoever is chosen.
+        let start = entry.next_worker.load(Relaxed);
+        for i in 0..n {
+            let at = (start + i) % n;
+            let s = &subs.list[at];
+            if Some(s.conn) == exclude || s.sink.free_bytes().is_some_and(|f| f < frame.len()) {
+                continue;
+            }
+            // Remembered before the offer: the worker may answer from
+            // inside it.
+            {
+                let mut t = self.rpc_sent.lock();
+                t.next += 1;
+                let key = t.next;
+                t.insert(
+                    request_id,
+                    RpcSent {
+                        channel: Arc::from(channel),
+                        watermark: 0,
+                        exclude,
+                        deadline: now + timeout,
+                        key,
+                        one: Some((
+                            s.conn,
+                            Dispatched {
+                                request_id: Box::from(request_id),
+                                frame: frame.clone(),
+                                exclude: requester.cloned(),
+                                deadline: now + timeout,
+                            },
+                        )),
+                    },
+                    now,
+                );
+            }
+            if s.sink.offer_one(frame) == Offer::Queued {
+                entry.next_worker.store(at + 1, Relaxed);
+                return Some(s.conn);
+            }
+            self.rpc_sent.lock().remove(request_id);
+        }
+        None
+    }
+
+    /// The requests dispatched to `worker` on `channel` that it has not
+    /// answered (it is leaving it): forgotten here, for the node to send
+    /// each to another worker within its deadline.
+    pub fn take_dispatched(&self, worker: ConnId, channel: &str) -> Vec<Dispatched> {
+        let mut t = self.rpc_sent.lock();
+        let ids: Vec<Box<str>> = t.by_worker.get(&worker).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for id in ids {
+            let mine = t.by_id.get(&*id).is_some_and(|e| &*e.channel == channel);
+            if mine {
+                if let Some(RpcSent {
+                    one: Some((_, d)), ..
+                }) = t.remove(&id)
+                {
+                    out.push(d);
+                }
+            }
+        }
+        out
     }
 
     /// Forgets an RPC request that was answered: no one else on this node

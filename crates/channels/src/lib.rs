@@ -68,7 +68,7 @@ pub use conn::{ConnAddr, ConnId, Frame, Offer, ParseConnIdError, Sink};
 pub use error::{EngineError, NoRuntime};
 pub use frames::channel_message_head;
 pub use history::{History, Recovery};
-pub use hub::{FanOut, Hub, Joined, Left, SMALL_FAN_OUT};
+pub use hub::{Dispatched, FanOut, Hub, Joined, Left, SMALL_FAN_OUT};
 pub use local::LocalBroker;
 pub use node::{ChannelInfo, Engine, HistoryPage, ReplyFn, RpcSent, Subscribed};
 pub use stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};

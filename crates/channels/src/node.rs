@@ -2,7 +2,7 @@
 //! RPC router together, and is the API of every pub/sub operation.
 
 use crate::broker::{
-    Broker, ChannelMeta, Create, JoinView, NodeHandle, Publication, Published, StreamPosition,
+    Broker, ChannelMeta, Create, JoinView, NodeHandle, Publication, Published, Sent, StreamPosition,
 };
 use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
@@ -17,7 +17,8 @@ use crate::rpc::{Request, Route, RpcRouter};
 use crate::stats::{ChannelStat, ChannelStats, EngineCounters, EngineHealth, LimitStats};
 use sente_lite_protocol::{
     broadcast_frame, channel_broadcast_frame, now_ms, ChannelConfig, ChannelMessage,
-    ChannelSummary, ClientInfo, Data, Position, Reason, RpcRequestDelivery, ServerMessage,
+    ChannelSummary, ClientInfo, Data, Position, Reason, RpcDispatch, RpcRequestDelivery,
+    ServerMessage,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -76,6 +77,9 @@ struct Counters {
     retained_omitted: AtomicU64,
     /// Messages sent to subscribers that recovered.
     recovered: AtomicU64,
+    /// `rpc-dispatch = one` requests sent to another worker after theirs
+    /// left.
+    rpc_redispatched: AtomicU64,
 }
 
 /// The answer to a successful subscribe.
@@ -618,6 +622,34 @@ impl Engine {
         Ok(out)
     }
 
+    /// Sends the requests dispatched to `worker` on `channel`
+    /// (`rpc-dispatch = one`) that it leaves unanswered to another worker,
+    /// each within what is left of its deadline (none left: the requester
+    /// gets its `rpc-timeout` as usual).
+    async fn redispatch(&self, worker: ConnId, channel: &str) {
+        let inner = &self.inner;
+        for d in inner.hub.take_dispatched(worker, channel) {
+            let left = d.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                continue;
+            }
+            let sent = inner
+                .broker
+                .send_rpc_one(
+                    channel,
+                    &d.request_id,
+                    left,
+                    &d.frame,
+                    d.exclude.as_ref(),
+                    &inner.hub,
+                )
+                .await;
+            if matches!(sent, Ok(Sent { delivered: 1, .. })) {
+                inner.counters.rpc_redispatched.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// After a new subscription: the broker's presence entry and the
     /// channel's `join` frame, as its config asks.
     async fn joined_presence(
@@ -767,6 +799,7 @@ impl Engine {
             events::SUBSCRIPTION_REMOVED,
             serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
         );
+        self.redispatch(conn, channel).await;
         if left.presence || left.join_leave {
             let addr = self.addr(conn);
             if left.presence {
@@ -1109,18 +1142,26 @@ impl Engine {
             timeout_ms,
         };
         let frame = Frame::new(crate::frames::typed("rpc-request", &delivery));
-        let sent = match inner
-            .broker
-            .send_rpc_request(
+        let timeout = Duration::from_millis(timeout_ms);
+        let sending = match meta.config.rpc_dispatch {
+            RpcDispatch::All => inner.broker.send_rpc_request(
                 channel_id,
                 &request_id,
-                Duration::from_millis(timeout_ms),
+                timeout,
                 &frame,
                 Some(&from),
                 &inner.hub,
-            )
-            .await
-        {
+            ),
+            RpcDispatch::One => inner.broker.send_rpc_one(
+                channel_id,
+                &request_id,
+                timeout,
+                &frame,
+                Some(&from),
+                &inner.hub,
+            ),
+        };
+        let sent = match sending.await {
             Ok(sent) => sent,
             Err(e) => {
                 inner.rpc.cancel(&request_id);
@@ -1339,6 +1380,7 @@ impl Engine {
             retained_omitted: self.inner.counters.retained_omitted.load(Relaxed),
             idle_channels_removed: b.idle_removed,
             recovered: self.inner.counters.recovered.load(Relaxed),
+            rpc_redispatched: self.inner.counters.rpc_redispatched.load(Relaxed),
         }
     }
 

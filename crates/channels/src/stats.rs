@@ -39,6 +39,9 @@ pub struct LimitStats {
     pub idle_channels_removed: u64,
     /// Missed messages sent to subscribers that recovered.
     pub recovered: u64,
+    /// `rpc-dispatch = one` requests sent to another worker after theirs
+    /// left.
+    pub rpc_redispatched: u64,
 }
 
 /// One channel's figures.

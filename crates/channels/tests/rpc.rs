@@ -415,3 +415,105 @@ async fn a_timeout_never_overtakes_the_request_result() {
     assert_eq!(frames[1]["reason"], "rpc-timeout");
     assert_eq!(frames[0]["request-id"], frames[1]["request-id"]);
 }
+
+/// `rpc-dispatch = one`: round robin over the workers whose queue has room
+/// (a full one is skipped, not closed), none left is `no-subscribers`, and
+/// a worker that leaves unanswered hands its request to the next one
+/// within the same deadline; then the request times out as usual.
+#[tokio::test(start_paused = true)]
+async fn dispatch_one_takes_turns_skips_full_workers_and_hands_over_on_leave() {
+    let cfg = EngineConfig {
+        default_channel: ChannelConfig {
+            rpc_dispatch: sente_lite_protocol::RpcDispatch::One,
+            ..ChannelConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let e = Engine::new(cfg).unwrap();
+    let req = Inbox::new();
+    let creq = e.connect(req.clone()).unwrap();
+    let workers: Vec<_> = (0..3).map(|_| Inbox::new()).collect();
+    let mut ids = Vec::new();
+    for w in &workers {
+        let c = e.connect(w.clone()).unwrap();
+        e.subscribe(c, "jobs").await.unwrap();
+        ids.push(c);
+    }
+    e.subscribe(creq, "jobs").await.unwrap();
+    for i in 0..6 {
+        let sent = e
+            .send_rpc_request(creq, "jobs", json!(i), Some(1_000))
+            .await
+            .unwrap();
+        assert_eq!(sent.delivered_to, 1);
+    }
+    let counts: Vec<usize> = workers
+        .iter()
+        .map(|w| w.of_type("rpc-request").len())
+        .collect();
+    assert_eq!(counts, [2, 2, 2], "round robin");
+    assert!(req.of_type("rpc-request").is_empty(), "never the requester");
+
+    // A worker without room is skipped.
+    *workers[0].free.lock() = Some(0);
+    for i in 0..4 {
+        e.send_rpc_request(creq, "jobs", json!(i), Some(1_000))
+            .await
+            .unwrap();
+    }
+    assert_eq!(workers[0].of_type("rpc-request").len(), 2);
+    assert!(!workers[0].closed.load(std::sync::atomic::Ordering::SeqCst));
+    let total: usize = workers.iter().map(|w| w.of_type("rpc-request").len()).sum();
+    assert_eq!(total, 10);
+
+    // Its worker leaves: the next one gets the same request.
+    for w in &workers {
+        w.clear();
+    }
+    *workers[0].free.lock() = None;
+    let sent = e
+        .send_rpc_request(creq, "jobs", json!("handover"), Some(1_000))
+        .await
+        .unwrap();
+    let who = sent.subscribers[0].clone();
+    let i = ids.iter().position(|c| c.to_string() == who).unwrap();
+    tokio::time::advance(Duration::from_millis(400)).await;
+    e.unsubscribe(ids[i], "jobs").await.unwrap();
+    // (It also hands over the earlier requests it had not answered.)
+    let has = |j: usize| {
+        workers[j]
+            .of_type("rpc-request")
+            .iter()
+            .any(|r| r["request-id"] == sent.request_id.as_str())
+    };
+    let next: Vec<usize> = (0..3).filter(|j| *j != i && has(*j)).collect();
+    assert_eq!(next.len(), 1, "exactly one other worker");
+    assert!(e.limit_stats().rpc_redispatched >= 1);
+    // Only the new worker may answer; the old deadline still holds.
+    assert_eq!(
+        e.send_rpc_response(ids[i], None, &sent.request_id, json!(1), false)
+            .await
+            .unwrap_err()
+            .reason(),
+        Reason::RequestNotFound
+    );
+    tokio::time::advance(Duration::from_millis(650)).await;
+    tokio::task::yield_now().await;
+    let timeouts: Vec<_> = req
+        .of_type("error")
+        .into_iter()
+        .filter(|f| f["request-id"] == sent.request_id.as_str())
+        .collect();
+    assert_eq!(timeouts.len(), 1, "timed out at the first deadline, once");
+    assert_eq!(timeouts[0]["reason"], "rpc-timeout");
+
+    // No worker with room: no-subscribers, nothing pending.
+    for w in &workers {
+        *w.free.lock() = Some(0);
+    }
+    let err = e
+        .send_rpc_request(creq, "jobs", json!(0), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::NoSubscribers);
+}

@@ -929,6 +929,60 @@ impl Shared {
                     let _ = tx.send(code.to_owned());
                 }
             }
+            b'W' => {
+                // `<token> <reply-to> <exclude> <request-id> <timeout-ms>
+                // <channel bytes>\n<channel><frame>`
+                let Some((head, rest)) = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|i| (&rest[..i], &rest[i + 1..]))
+                else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(head);
+                let parts: Vec<&str> = head.split(' ').collect();
+                let [token, reply_to, exclude, request_id, timeout_ms, len] = parts[..] else {
+                    return;
+                };
+                let (Ok(timeout_ms), Ok(len)) = (timeout_ms.parse::<u64>(), len.parse::<usize>())
+                else {
+                    return;
+                };
+                let (Some(channel), Some(frame)) = (
+                    rest.get(..len).and_then(|c| std::str::from_utf8(c).ok()),
+                    rest.get(len..)
+                        .and_then(|f| std::str::from_utf8(f).ok())
+                        .map(|f| Frame::new(f.to_owned())),
+                ) else {
+                    return;
+                };
+                let Some(h) = self.hub_handle() else { return };
+                let requester: Option<ConnAddr> = exclude.parse().ok();
+                let picked = h.hub().dispatch_one(
+                    channel,
+                    &frame,
+                    self.local(exclude),
+                    requester.as_ref(),
+                    request_id,
+                    Duration::from_millis(timeout_ms),
+                );
+                let code = match picked {
+                    Some(c) => {
+                        self.deliveries.fetch_add(1, Relaxed);
+                        format!("one:{}", ConnAddr::new(Some(Arc::clone(&self.node)), c))
+                    }
+                    None => "none".to_owned(),
+                };
+                let to = self.keys.node(reply_to);
+                let payload = format!("A{token} {code}").into_bytes();
+                if let Some(mut conn) = self.conn.read().clone() {
+                    tokio::spawn(async move {
+                        let mut cmd = redis::cmd("PUBLISH");
+                        cmd.arg(to).arg(payload);
+                        let _ = cmd.query_async::<i64>(&mut conn).await;
+                    });
+                }
+            }
             b'S' | b'R' => {
                 let Some((head, frame)) = split_frame(rest) else {
                     return;
@@ -1607,6 +1661,61 @@ impl RedisBroker {
         }
     }
 
+    /// `rpc-dispatch = one` across nodes: Redis names the nodes to try in
+    /// round-robin order; each either hands the request to exactly one of
+    /// its workers or declines, so exactly one worker in the cluster gets
+    /// it (or none, when every node declines).
+    async fn send_rpc_one_now(
+        &self,
+        channel: &str,
+        request_id: &str,
+        timeout: Duration,
+        frame: &Frame,
+        exclude: Option<&ConnAddr>,
+        hub: &Hub,
+    ) -> Result<Sent, EngineError> {
+        let sh = &self.shared;
+        let mut inv = sh.scripts.pick.prepare_invoke();
+        inv.key(sh.keys.meta(channel))
+            .key(sh.keys.subs(channel))
+            .key(&sh.keys.nodes);
+        let nodes: Vec<String> = array(sh.run(&inv).await?)
+            .iter()
+            .filter_map(string)
+            .collect();
+        let me = Arc::clone(&sh.node);
+        let excluded = exclude.map_or_else(|| "-".to_owned(), ToString::to_string);
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        for node in nodes {
+            let picked = if node == *me {
+                let local = exclude.and_then(|e| self.shared.local(&e.to_string()));
+                hub.dispatch_one(channel, frame, local, exclude, request_id, timeout)
+                    .map(|c| ConnAddr::new(Some(Arc::clone(&me)), c))
+            } else {
+                let code = sh
+                    .ask(&node, |token| {
+                        let mut p = format!(
+                            "W{token} {me} {excluded} {request_id} {timeout_ms} {}\n{channel}",
+                            channel.len()
+                        )
+                        .into_bytes();
+                        p.extend_from_slice(frame.bytes());
+                        p
+                    })
+                    .await?;
+                code.strip_prefix("one:").and_then(|a| a.parse().ok())
+            };
+            if let Some(worker) = picked {
+                return Ok(Sent {
+                    ids: vec![worker],
+                    delivered: 1,
+                    full: 0,
+                });
+            }
+        }
+        Ok(Sent::default())
+    }
+
     async fn send_to_connection_now(
         &self,
         to: &ConnAddr,
@@ -1887,6 +1996,18 @@ impl Broker for RedisBroker {
             Some((request_id, timeout)),
             hub,
         ))
+    }
+
+    fn send_rpc_one<'a>(
+        &'a self,
+        channel: &'a str,
+        request_id: &'a str,
+        timeout: Duration,
+        frame: &'a Frame,
+        exclude: Option<&'a ConnAddr>,
+        hub: &'a Hub,
+    ) -> Reply<'a, Result<Sent, EngineError>> {
+        Reply::later(self.send_rpc_one_now(channel, request_id, timeout, frame, exclude, hub))
     }
 
     fn send_to_connection<'a>(

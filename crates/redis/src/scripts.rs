@@ -401,6 +401,40 @@ end
 return 1
 "#;
 
+/// `rpc-dispatch = one`: the live nodes with subscribers of the channel,
+/// in the order to try them: first the one holding the next subscriber of
+/// a cluster-wide round robin (a counter in the channel's hash), then the
+/// others by name after it. Empty when the channel does not exist or has
+/// no subscriber on a live node.
+///
+/// KEYS: meta, subs, nodes.
+const PICK: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local now = now_ms()
+local flat = redis.call('HGETALL', KEYS[2])
+local nodes = {}
+local total = 0
+for i = 1, #flat, 2 do
+  local exp = redis.call('ZSCORE', KEYS[3], flat[i])
+  local n = tonumber(flat[i + 1])
+  if exp and tonumber(exp) > now and n > 0 then
+    nodes[#nodes + 1] = {flat[i], n}
+    total = total + n
+  end
+end
+if total == 0 then return {} end
+table.sort(nodes, function(a, b) return a[1] < b[1] end)
+local k = redis.call('HINCRBY', KEYS[1], 'rr', 1) % total
+local start, acc = 1, 0
+for i = 1, #nodes do
+  acc = acc + nodes[i][2]
+  if k < acc then start = i; break end
+end
+local out = {}
+for i = 0, #nodes - 1 do out[#out + 1] = nodes[((start - 1 + i) % #nodes) + 1][1] end
+return out
+"#;
+
 /// A connection joined a presence channel.
 ///
 /// KEYS: presence hash (of the channel and this node), the channel's node
@@ -485,11 +519,12 @@ pub(crate) struct Scripts {
     pub(crate) pres_del: Script,
     pub(crate) presence: Script,
     pub(crate) pres_resync: Script,
+    pub(crate) pick: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all at once after a connect.
-    pub(crate) fn all(&self) -> [&Script; 17] {
+    pub(crate) fn all(&self) -> [&Script; 18] {
         [
             &self.publish,
             &self.join,
@@ -508,6 +543,7 @@ impl Scripts {
             &self.pres_del,
             &self.presence,
             &self.pres_resync,
+            &self.pick,
         ]
     }
 
@@ -531,6 +567,7 @@ impl Scripts {
             pres_del: s(PRES_DEL),
             presence: s(PRESENCE),
             pres_resync: s(PRES_RESYNC),
+            pick: s(PICK),
         }
     }
 }
