@@ -94,7 +94,11 @@ async fn connect_as(addr: SocketAddr, user: &str, info: Value) -> Client {
 }
 
 async fn local() -> Nodes {
-    let server = start(settings(config())).await;
+    local_with(|c| c).await
+}
+
+async fn local_with(f: impl Fn(Config) -> Config) -> Nodes {
+    let server = start(f(settings(config()))).await;
     let addr = server.local_addr();
     Nodes {
         addrs: [addr, addr],
@@ -104,10 +108,14 @@ async fn local() -> Nodes {
 }
 
 async fn redis() -> Nodes {
+    redis_with(|c| c).await
+}
+
+async fn redis_with(f: impl Fn(Config) -> Config) -> Nodes {
     let redis = RedisServer::start();
     let mut servers = Vec::new();
     for i in 0..2 {
-        let c = redis_node(settings(config()), &redis.url(), &format!("node-{i}"));
+        let c = redis_node(f(settings(config())), &redis.url(), &format!("node-{i}"));
         servers.push(start(c).await);
     }
     for s in &servers {
@@ -789,4 +797,73 @@ async fn messages_older_than_the_history_ttl_leave_it(nodes: Nodes) {
     assert_eq!(r["recovered-count"], 1, "{r}");
     c.recv_type("channel-message").await;
     c.roundtrip().await;
+}
+
+/// Queues of 64 frames, and a namespace `feed:` whose slow subscribers are
+/// conflated (`on-slow-consumer = latest`).
+fn conflating(mut c: Config) -> Config {
+    c.websocket.max_outbound_frames = 64;
+    c.channels.namespaces.insert(
+        "feed".into(),
+        NamespaceConfig {
+            on_slow_consumer: sente_lite_protocol::SlowConsumerPolicy::Latest,
+            ..NamespaceConfig::default()
+        },
+    );
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_subscriber_under_overload_stays_and_converges_on_local() {
+    latest_subscriber_under_overload(local_with(conflating).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_subscriber_under_overload_stays_and_converges_on_redis() {
+    latest_subscriber_under_overload(redis_with(conflating).await).await;
+}
+
+/// A subscriber that does not read while 1,000 messages of 8 KiB (far more
+/// than its queue of 64 and the socket buffers hold: over 10 times) are
+/// published stays connected, gets offsets in order with gaps, and ends on
+/// the newest message; a `close` channel's subscriber under the same load
+/// is closed as a slow consumer.
+async fn latest_subscriber_under_overload(nodes: Nodes) {
+    let [a, b] = nodes.addrs;
+    const N: u64 = 1_000;
+    let mut slow = Client::connect_small_buffer(a, 4096).await;
+    slow.subscribe("feed:prices").await;
+    let mut strict = Client::connect_small_buffer(a, 4096).await;
+    strict.subscribe("plain").await;
+    let mut publisher = Client::connect(b).await;
+    let pad = "p".repeat(8 * 1024);
+    for i in 1..=N {
+        publisher
+            .send(json!({"type": "publish", "channel-id": "feed:prices", "data": {"n": i, "pad": pad}}))
+            .await;
+        publisher
+            .send(json!({"type": "publish", "channel-id": "plain", "data": {"n": i, "pad": pad}}))
+            .await;
+    }
+    for _ in 0..2 * N {
+        assert_eq!(publisher.recv_type("publish-result").await["success"], true);
+    }
+    // Now read: every offset greater than the one before, the last one N.
+    let mut got = Vec::new();
+    while got.last() != Some(&N) {
+        let m = slow.recv_type("channel-message").await;
+        got.push(m["offset"].as_u64().unwrap());
+        assert_eq!(m["data"]["n"], json!(got.last().copied().unwrap()));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert!((got.len() as u64) < N, "conflated: {} of {N}", got.len());
+    slow.roundtrip().await;
+    let (_, stats) = http_get(a, "/stats").await;
+    assert!(
+        stats["transport"]["conflated"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    // The `close` channel's subscriber was closed.
+    let (_, end) = strict.drain_until_end().await;
+    assert!(format!("{end:?}").contains("slow-consumer"), "{end:?}");
 }

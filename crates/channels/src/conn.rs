@@ -180,6 +180,19 @@ pub trait Sink: Send + Sync + 'static {
         self.offer(frame)
     }
 
+    /// Offers a `channel-message` of a channel whose `on-slow-consumer` is
+    /// `latest`; `channel` tells that channel's frames apart (a number
+    /// unique to the channel's subscriber list on this node). A sink whose
+    /// queue has no room for it must not refuse it: it replaces the
+    /// channel's frames still waiting in its queue (none of them started
+    /// on the wire) by this one, and takes it past its bounds when there
+    /// were none, so the subscriber converges to the newest message
+    /// instead of being closed. The default is [`offer`](Self::offer).
+    fn offer_latest(&self, frame: &Frame, channel: u64) -> Offer {
+        let _ = channel;
+        self.offer(frame)
+    }
+
     /// Asks the client to come back: the broker lost messages of a channel
     /// it was subscribed to and cannot fill the gap. The transport closes
     /// the connection with close code 1012 and reason `broker-reconnect`

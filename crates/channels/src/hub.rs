@@ -11,7 +11,10 @@ use crate::conn::{ConnAddr, ConnId, Frame, Offer, Sink};
 use crate::error::EngineError;
 use crate::map::ShardedMap;
 use parking_lot::{Mutex, RwLock};
-use sente_lite_protocol::{ChannelConfig, ClientInfo};
+use sente_lite_protocol::{ChannelConfig, ClientInfo, SlowConsumerPolicy};
+
+/// Numbers of `latest` channel lists, unique in the process (never 0).
+static NEXT_LIST: AtomicU64 = AtomicU64::new(1);
 use slab::Slab;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -174,6 +177,10 @@ struct HubChannel {
     join_leave: bool,
     /// Where the next `rpc-dispatch = one` starts its round.
     next_worker: AtomicUsize,
+    /// For `on-slow-consumer = latest`: this list's number, which tells its
+    /// frames apart in a subscriber's queue ([`Sink::offer_latest`]); 0
+    /// for `close`.
+    latest: u64,
 }
 
 struct Subs {
@@ -488,6 +495,10 @@ impl Hub {
                 presence: config.presence,
                 join_leave: config.join_leave,
                 next_worker: AtomicUsize::new(0),
+                latest: match config.on_slow_consumer {
+                    SlowConsumerPolicy::Latest => NEXT_LIST.fetch_add(1, Relaxed),
+                    SlowConsumerPolicy::Close => 0,
+                },
             });
         match made {
             Ok(e) | Err(crate::map::InsertError::Exists(e)) => Ok(e),
@@ -596,6 +607,32 @@ impl Hub {
                 continue;
             }
             match offer(&s.sink, frame, subs.list.len()) {
+                Offer::Queued => out.delivered += 1,
+                Offer::Full => out.full += 1,
+                Offer::Closed => {}
+            }
+        }
+        out
+    }
+
+    /// [`Hub::fan_out`] for a `channel-message`: on a channel whose
+    /// `on-slow-consumer` is `latest`, each subscriber is offered it with
+    /// [`Sink::offer_latest`] (a full queue conflates instead of closing).
+    /// Brokers deliver published messages through this, and only them.
+    pub fn fan_out_message(&self, channel: &str, frame: &Frame, exclude: Option<ConnId>) -> FanOut {
+        let Some(entry) = self.channels.get(channel) else {
+            return FanOut::default();
+        };
+        if entry.latest == 0 {
+            return self.fan_out(channel, frame, exclude);
+        }
+        let subs = entry.subs.lock();
+        let mut out = FanOut::default();
+        for s in &subs.list {
+            if Some(s.conn) == exclude {
+                continue;
+            }
+            match s.sink.offer_latest(frame, entry.latest) {
                 Offer::Queued => out.delivered += 1,
                 Offer::Full => out.full += 1,
                 Offer::Closed => {}

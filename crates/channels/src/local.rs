@@ -427,7 +427,7 @@ impl LocalBroker {
                 events::CHANNEL_BROADCAST_START,
                 serde_json::json!({"channel-id": channel, "subscribers": hub.local_count(channel)})
             );
-            let out = hub.fan_out(channel, &frame, exclude);
+            let out = hub.fan_out_message(channel, &frame, exclude);
             st.offset = offset;
             st.message_count += 1;
             st.deliveries += out.delivered as u64;

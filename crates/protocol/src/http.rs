@@ -214,6 +214,11 @@ pub struct TransportStats {
     /// counted in `closed-slow-consumer`) because the queued bytes of all
     /// connections passed `websocket.max-outbound-bytes-total`.
     pub closed_outbound_total: u64,
+    /// Queued `channel-message` frames of `on-slow-consumer = latest`
+    /// channels replaced by a newer one of the same channel (conflation),
+    /// instead of closing their subscriber.
+    #[serde(default)]
+    pub conflated: u64,
     /// Now, not a total: bytes waiting in the outbound queues of all
     /// connections.
     pub outbound_queued_bytes: u64,

@@ -290,6 +290,7 @@ fn http_stats_with_transport() {
             closed_rate_limited: 1,
             rejected_unauthorized: 2,
             closed_outbound_total: 0,
+            conflated: 0,
             outbound_queued_bytes: 512,
             outbound_queued_bytes_limit: 8 << 20,
         })

@@ -748,7 +748,7 @@ impl Shared {
                 if st.position.is_some() {
                     st.position = Some((epoch, offset));
                 }
-                let out = hub.fan_out(id, &frame, exclude);
+                let out = hub.fan_out_message(id, &frame, exclude);
                 self.deliveries.fetch_add(out.delivered as u64, Relaxed);
                 self.deliveries_full.fetch_add(out.full as u64, Relaxed);
             }
@@ -1124,7 +1124,7 @@ impl Shared {
                     self.reconnect_subscribers(id, &mut st, hub, "broker-reconnect");
                 } else {
                     for (i, (frame, exclude)) in missed.iter().enumerate() {
-                        let out = hub.fan_out(id, frame, *exclude);
+                        let out = hub.fan_out_message(id, frame, *exclude);
                         self.deliveries.fetch_add(out.delivered as u64, Relaxed);
                         self.gap_messages_filled.fetch_add(1, Relaxed);
                         st.position = Some((Arc::clone(epoch), *last + 1 + i as u64));

@@ -85,6 +85,7 @@ impl Shared {
         t.pending_handshakes = self.pending.lock().len() as u64;
         drop(sinks);
         t.closed_outbound_total = self.sinks.closed_over_total.load(Ordering::Relaxed);
+        t.conflated = self.sinks.conflated.load(Ordering::Relaxed);
         t.outbound_queued_bytes = self.sinks.queued() as u64;
         t.outbound_queued_bytes_limit = self.sinks.limit() as u64;
         t

@@ -45,6 +45,8 @@ pub(crate) struct Registry {
     evicting: Mutex<()>,
     /// Connections closed because the total passed the limit.
     pub(crate) closed_over_total: AtomicU64,
+    /// Waiting messages of `latest` channels replaced by newer ones.
+    pub(crate) conflated: AtomicU64,
     /// One writer's list per core; plain-TCP connections are dealt out
     /// round robin.
     shards: Vec<Arc<Shard>>,
@@ -59,6 +61,7 @@ impl Registry {
             limit,
             evicting: Mutex::new(()),
             closed_over_total: AtomicU64::new(0),
+            conflated: AtomicU64::new(0),
             shards: (0..writers()).map(|_| Arc::new(Shard::new())).collect(),
             next_shard: AtomicUsize::new(0),
         })
@@ -614,6 +617,50 @@ impl Sink for ConnSink {
         self.after_push(over)
     }
 
+    /// A message of a `latest` channel is never refused for the queue's
+    /// bounds: when it does not fit, the channel's messages still waiting
+    /// (not the one partly on the wire) leave the queue, and it goes in
+    /// past the bounds if it still does not fit, so the queue holds at most
+    /// its bounds plus one message per such channel. Other frames keep
+    /// their order.
+    fn offer_latest(&self, frame: &Frame, channel: u64) -> Offer {
+        let mut q = self.queue.lock();
+        if q.overflowed || q.closed {
+            return Offer::Closed;
+        }
+        let body = frame.bytes();
+        let full = !q.frames.is_empty()
+            && (q.frames.len() >= self.max_frames || q.bytes + body.len() > self.max_bytes);
+        let mut replaced = VecDeque::new();
+        if full {
+            // The first frame may be partly written: it stays.
+            let keep = usize::from(q.sent > 0);
+            let mut i = keep;
+            while i < q.frames.len() {
+                if q.frames.get(i).is_some_and(|o| o.is_latest_of(channel)) {
+                    if let Some(o) = q.frames.remove(i) {
+                        replaced.push_back(o);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            let bytes: usize = replaced.iter().map(Out::counted).sum();
+            q.bytes -= bytes;
+            if !q.released {
+                self.registry.sub(bytes);
+            }
+            self.registry
+                .conflated
+                .fetch_add(replaced.len() as u64, Relaxed);
+        }
+        let over = self.push(&mut q, Out::latest(body.clone(), channel));
+        drop(q);
+        // Frames shared with other connections are freed outside the lock.
+        drop(replaced);
+        self.after_push(over)
+    }
+
     /// A frame of its own, offered to an empty queue, is written at once
     /// from this thread: no task is woken for a reply or an RPC message.
     fn offer_one(&self, frame: &Frame) -> Offer {
@@ -784,6 +831,103 @@ mod tests {
 
     async fn drain(s: &ConnSink, wire: &mut Wire) -> io::Result<()> {
         std::future::poll_fn(|cx| s.poll_drain(cx, wire)).await
+    }
+
+    /// The queue's payloads, in order.
+    fn queued(s: &ConnSink) -> Vec<String> {
+        let q = s.queue.lock();
+        q.frames
+            .iter()
+            .map(|o| String::from_utf8_lossy(o.parts(0)[1]).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_latest_channel_conflates_instead_of_closing_and_others_keep_their_order() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 30);
+        let f = |t: &str| Frame::new(t.to_owned());
+        assert_eq!(s.offer(&f("b1________")), Offer::Queued);
+        assert_eq!(s.offer_latest(&f("a1________"), 7), Offer::Queued);
+        assert_eq!(s.offer_latest(&f("x1________"), 8), Offer::Queued);
+        // Full (30 bytes): a2 replaces a1, nothing is closed.
+        assert_eq!(s.offer_latest(&f("a2________"), 7), Offer::Queued);
+        assert_eq!(queued(&s), ["b1________", "x1________", "a2________"]);
+        // Full, and a3's channel has a2 waiting: a2 goes.
+        assert_eq!(s.offer_latest(&f("a3________"), 7), Offer::Queued);
+        assert_eq!(queued(&s), ["b1________", "x1________", "a3________"]);
+        // A channel with nothing waiting goes in past the bound.
+        assert_eq!(s.offer_latest(&f("y1________"), 9), Offer::Queued);
+        assert_eq!(queued(&s).len(), 4);
+        assert_eq!(r.conflated.load(Relaxed), 2);
+        // Bytes are exact.
+        assert_eq!(s.held_bytes(), Some(40));
+        assert_eq!(r.queued(), 40);
+        // A frame of a `close` channel still closes a full queue.
+        assert_eq!(s.offer(&f("b2")), Offer::Full);
+        assert!(matches!(s.try_next(), Some(Next::Overflowed)));
+        assert_eq!(r.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn conflation_never_touches_a_frame_partly_on_the_wire() {
+        let (server, mut client) = pair().await;
+        let r = Registry::new(usize::MAX);
+        let s = sink_with(&r, 50_000, Some(server));
+        // Offer a latest channel's frames to a client that does not read
+        // until one stays partly written (bounded: socket buffers are a few
+        // MiB at most); conflations happen on the way.
+        let mut offered = Vec::new();
+        while s.queue.lock().sent == 0 {
+            assert!(offered.len() < 100_000, "the socket never filled");
+            let f = Frame::new(format!("{:0>20000}", offered.len()));
+            assert_eq!(s.offer_latest(&f, 3), Offer::Queued);
+            offered.push(f.bytes().to_vec());
+            writers_turn(&r);
+        }
+        let head = s
+            .queue
+            .lock()
+            .frames
+            .front()
+            .map(|o| o.parts(0)[1].to_vec());
+        for i in 0..5 {
+            let f = Frame::new(format!("{:0>20000}", offered.len() + i));
+            assert_eq!(s.offer_latest(&f, 3), Offer::Queued);
+            offered.push(f.bytes().to_vec());
+        }
+        assert!(r.conflated.load(Relaxed) > 0);
+        // The frame partly written is still first, and the stream whole:
+        // the client reads whole frames, each one offered, in order, the
+        // newest last.
+        assert_eq!(
+            s.queue
+                .lock()
+                .frames
+                .front()
+                .map(|o| o.parts(0)[1].to_vec()),
+            head
+        );
+        let newest = offered.last().cloned().expect("offered");
+        let mut wire = Wire::Tcp;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.last() != Some(&newest) {
+                got.extend(read_frames(&mut client, 1).await);
+            }
+            got
+        });
+        drain(&s, &mut wire).await.expect("drained");
+        let got = reader.await.expect("reader");
+        let mut at = 0;
+        for frame in &got {
+            let i = offered[at..]
+                .iter()
+                .position(|o| o == frame)
+                .expect("each frame one of those offered, in order");
+            at += i + 1;
+        }
+        assert_eq!((r.queued(), s.held_bytes()), (0, Some(0)));
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Counters {
             rejected_unauthorized: self.rejected_unauthorized.load(Relaxed),
             // The registry's; `Shared::transport_stats` fills them in.
             closed_outbound_total: 0,
+            conflated: 0,
             outbound_queued_bytes: 0,
             outbound_queued_bytes_limit: 0,
         }

@@ -32,6 +32,9 @@ pub(crate) enum Stream {
 pub(crate) struct Out {
     head: [u8; 10],
     head_len: u8,
+    /// The `latest` channel it is a message of, which a newer message of
+    /// the same channel may replace while it waits (0: none).
+    latest: u64,
     body: Bytes,
 }
 
@@ -56,8 +59,24 @@ impl Out {
         Out {
             head,
             head_len,
+            latest: 0,
             body: payload,
         }
+    }
+
+    /// A text frame of a `latest` channel's message (`channel` its number,
+    /// not 0): while it waits, a newer one of the same channel may replace
+    /// it.
+    pub(crate) fn latest(payload: Bytes, channel: u64) -> Out {
+        Out {
+            latest: channel,
+            ..Out::text(payload)
+        }
+    }
+
+    /// Whether it is a waiting message of the `latest` channel `channel`.
+    pub(crate) fn is_latest_of(&self, channel: u64) -> bool {
+        channel != 0 && self.latest == channel
     }
 
     /// Bytes already framed (by tungstenite).
@@ -65,6 +84,7 @@ impl Out {
         Out {
             head: [0; 10],
             head_len: 0,
+            latest: 0,
             body: Bytes::copy_from_slice(bytes),
         }
     }
