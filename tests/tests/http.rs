@@ -183,7 +183,9 @@ async fn channels_endpoint_and_json_404() {
     assert_eq!(
         body["channels"]["news"]["config"],
         json!({"max-subscribers": 1000, "message-retention": 0, "rpc-timeout-ms": 30000,
-               "telemetry-enabled": true})
+               "telemetry-enabled": true, "history-size": 0, "history-ttl-ms": 0,
+               "presence": false, "join-leave": false, "rpc-dispatch": "all",
+               "on-slow-consumer": "close"})
     );
 
     for path in ["/nope", "/health/extra", "/channels/news"] {

@@ -33,10 +33,14 @@ async fn subscribe_unsubscribe_results() {
     let mut b = Client::connect(server.local_addr()).await;
 
     let r = a.subscribe("room").await;
+    // The stream position it starts after: offset 0 of the new stream.
+    let epoch = r["epoch"].as_str().expect("an epoch").to_owned();
+    assert!(!epoch.is_empty());
     assert_eq!(
         r,
         json!({"type": "subscription-result", "channel-id": "room", "success": true,
-               "subscriber-count": 1, "retained-messages": []})
+               "subscriber-count": 1, "retained-messages": [], "offset": 0,
+               "epoch": epoch})
     );
     let r = b.subscribe("room").await;
     assert_eq!(r["subscriber-count"], 2, "{r}");
@@ -702,7 +706,9 @@ async fn list_channels_and_get_subscriptions() {
     assert_eq!(
         chat["config"],
         json!({"max-subscribers": 100, "message-retention": 10, "rpc-timeout-ms": 5000,
-               "telemetry-enabled": false})
+               "telemetry-enabled": false, "history-size": 0, "history-ttl-ms": 0,
+               "presence": false, "join-leave": false, "rpc-dispatch": "all",
+               "on-slow-consumer": "close"})
     );
     assert_eq!(chat["message-count"], 2);
     assert_eq!(chat["subscriber-count"], 2);

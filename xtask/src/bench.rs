@@ -24,6 +24,28 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let release = target.join("release");
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out)?;
+    let delivery_json = out.join(if quick {
+        "delivery-quick.json"
+    } else {
+        "delivery.json"
+    });
+    // Only the delivery guarantees' section, spliced into the report.
+    if args.iter().any(|a| a == "--delivery-only") {
+        find_redis_server()?;
+        build_release()?;
+        run_delivery(&release, &delivery_json, quick)?;
+        let path = if quick {
+            out.join("BENCHMARKS-quick.md")
+        } else {
+            root.join("docs").join("BENCHMARKS.md")
+        };
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let body = delivery_section(&delivery_json)?;
+        let doc = replace_section(&doc, &body);
+        std::fs::write(&path, doc)?;
+        eprintln!("wrote {}", path.display());
+        return Ok(());
+    }
     // The cluster scenarios start a redis-server of their own: say so now,
     // not after the criterion benches.
     if !report_only {
@@ -55,17 +77,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Ok(())
     } else {
         crate::run("bash", &["crates/bench/install-nats.sh"])?;
-        crate::run(
-            "cargo",
-            &[
-                "build",
-                "--release",
-                "-p",
-                "sente-lite-server",
-                "-p",
-                "sente-lite-bench",
-            ],
-        )?;
+        build_release()?;
         crate::run(
             &bench_bin,
             &[
@@ -79,6 +91,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ],
         )
     };
+    // 3. The delivery guarantees (both brokers).
+    let delivery_ok = if report_only {
+        Ok(())
+    } else {
+        run_delivery(&release, &delivery_json, quick)
+    };
     let idle_rss = idle_server_rss(&release.join("sente-lite"));
 
     // 3. The report, even when a case failed (the failure is in it).
@@ -91,7 +109,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Ok(s) => serde_json::from_str(&s).context("parsing the load tool's JSON")?,
         Err(e) => bail!("the load tool wrote no results to {}: {e}", json.display()),
     };
-    let report = render(&criterion, &e2e, quick, idle_rss.as_ref().ok().copied());
+    let mut report = render(&criterion, &e2e, quick, idle_rss.as_ref().ok().copied());
+    match delivery_section(&delivery_json) {
+        Ok(section) => {
+            report.push('\n');
+            report.push_str(&section);
+        }
+        Err(e) => eprintln!("no delivery section: {e:#}"),
+    }
     if let Err(e) = &idle_rss {
         eprintln!("idle RSS not measured: {e}");
     }
@@ -111,7 +136,65 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             &run_date(&e2e),
         )?;
     }
-    e2e_ok
+    e2e_ok.and(delivery_ok)
+}
+
+/// `doc` with its delivery section (markers included) replaced by
+/// `section`, or with `section` appended when it has none.
+fn replace_section(doc: &str, section: &str) -> String {
+    use crate::delivery_report::{END, START};
+    match (doc.find(START), doc.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!(
+                "{}{}{}",
+                &doc[..a],
+                section.trim_end(),
+                &doc[b + END.len()..]
+            )
+        }
+        _ => format!("{}\n\n{section}", doc.trim_end()),
+    }
+}
+
+/// The release builds the load tool runs.
+fn build_release() -> Result<()> {
+    crate::run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sente-lite-server",
+            "-p",
+            "sente-lite-bench",
+        ],
+    )
+}
+
+/// `sente-lite-bench delivery`, its results to `json`.
+fn run_delivery(release: &Path, json: &Path, quick: bool) -> Result<()> {
+    let bench = release
+        .join("sente-lite-bench")
+        .to_string_lossy()
+        .into_owned();
+    let sente = release.join("sente-lite").to_string_lossy().into_owned();
+    let json = json.to_string_lossy().into_owned();
+    let mut args = vec!["delivery", "--sente-bin", &sente, "--json", &json];
+    if quick {
+        args.push("--quick");
+    }
+    crate::run(&bench, &args)
+}
+
+/// The report's delivery section from the tool's JSON at `json`.
+fn delivery_section(json: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let d: Value = serde_json::from_str(&text).context("parsing the delivery results")?;
+    let date = d["date-ms"]
+        .as_u64()
+        .map_or_else(|| "unknown".to_owned(), utc);
+    Ok(crate::delivery_report::section(&d, &date, &machine()))
 }
 
 /// The `redis-server` binary (the Debian package's `/usr/bin/redis-server`,
@@ -1652,5 +1735,25 @@ mod tests {
             "docs/TELEMETRY.md is not from the run of {date}"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod delivery_section_tests {
+    use super::replace_section;
+    use crate::delivery_report::{END, START};
+
+    #[test]
+    fn the_delivery_section_is_replaced_in_place_or_appended() {
+        let section = format!("{START}\nnew\n{END}\n");
+        let doc = format!("# B\n\nbefore\n{START}\nold\n{END}\nafter\n");
+        assert_eq!(
+            replace_section(&doc, &section),
+            format!("# B\n\nbefore\n{START}\nnew\n{END}\nafter\n")
+        );
+        assert_eq!(
+            replace_section("# B\n", &section),
+            format!("# B\n\n{section}")
+        );
     }
 }

@@ -11,6 +11,7 @@
 mod bench;
 mod boundaries;
 mod ci;
+mod delivery_report;
 mod fuzz;
 mod test;
 

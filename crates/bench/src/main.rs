@@ -24,6 +24,8 @@
 //!   server; without `--addr` the tool starts it itself.
 //! - `compare --sente-bin PATH`: starts sente-lite and `nats-server` (fresh
 //!   for each case), runs every case against both, reports ratios.
+//! - `delivery --sente-bin PATH`: recovery, presence, `rpc-dispatch` and
+//!   conflation, with both brokers ([`delivery`]).
 //!
 //! Every run is bounded in messages and time and stops by itself; every
 //! address is checked to be loopback ([`loopback`]). Module map: [`conn`]
@@ -34,6 +36,7 @@
 
 mod cluster;
 mod conn;
+mod delivery;
 mod idle;
 mod loopback;
 mod nats;
@@ -72,6 +75,10 @@ enum Cmd {
     /// Start sente-lite and nats-server on free loopback ports, run the
     /// scenarios against both, and report both result sets and their ratios.
     Compare(CompareArgs),
+    /// Measure the delivery guarantees (recovery, presence, rpc-dispatch,
+    /// conflation) on a sente-lite server it starts, with the in-process
+    /// broker and with Redis.
+    Delivery(delivery::DeliveryArgs),
     /// Internal: one worker process of the `idle` scenario.
     #[command(hide = true)]
     IdlePart(idle::PartArgs),
@@ -345,6 +352,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.cmd {
             Cmd::IdlePart(a) => idle::part_main(a).await,
+            Cmd::Delivery(a) => delivery::main(a).await,
             Cmd::Run(a) => {
                 let source = match &a.addr {
                     Some(addr) => ServerSource::Running {

@@ -85,18 +85,28 @@ pub async fn start_nats(bin: &Path, n: usize) -> anyhow::Result<Server> {
             bin.display()
         )
     })?;
-    let (client_port, ws_port) = (free_port()?, free_port()?);
-    let dir = work_dir()?;
-    let conf = dir.join(format!("nats-{n}.conf"));
-    std::fs::write(&conf, nats_config(client_port, ws_port))?;
-    let log = dir.join(format!("nats-{n}.log"));
-    let mut cmd = Command::new(&bin);
-    cmd.arg("-c").arg(&conf);
-    let target = Target {
-        kind: Kind::Nats,
-        addr: SocketAddr::from(([127, 0, 0, 1], ws_port)),
-    };
-    spawn(cmd, target, log).await
+    // A port free a moment ago may be taken by the time nats-server binds
+    // it (tests start servers in parallel): then again, on other ports.
+    let mut last = None;
+    for attempt in 0..3 {
+        let (client_port, ws_port) = (free_port()?, free_port()?);
+        let dir = work_dir()?;
+        let conf = dir.join(format!("nats-{n}-{attempt}.conf"));
+        std::fs::write(&conf, nats_config(client_port, ws_port))?;
+        let log = dir.join(format!("nats-{n}-{attempt}.log"));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c").arg(&conf);
+        let target = Target {
+            kind: Kind::Nats,
+            addr: SocketAddr::from(([127, 0, 0, 1], ws_port)),
+        };
+        match spawn(cmd, target, log).await {
+            Ok(server) => return Ok(server),
+            Err(e) if format!("{e:#}").contains("address already in use") => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server found no free port")))
 }
 
 /// The install script of the uWebSockets.js peer.

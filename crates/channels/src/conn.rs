@@ -217,4 +217,10 @@ pub trait Sink: Send + Sync + 'static {
     fn free_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// How many more frames the sink's queue takes now, when it bounds
+    /// them (a recovery sends only what fits). The default is `None`.
+    fn free_frames(&self) -> Option<usize> {
+        None
+    }
 }

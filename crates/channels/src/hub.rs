@@ -155,8 +155,6 @@ pub(crate) struct HubConn {
     /// leaf lock (nothing is locked while it is held), so that an RPC
     /// answer may be checked from anywhere, a sink's `offer` included.
     seqs: Mutex<HashMap<Arc<str>, u64>>,
-    /// Who the connection is, for presence (a leaf lock).
-    client: Mutex<Arc<ClientInfo>>,
 }
 
 pub(crate) struct ConnState {
@@ -164,6 +162,9 @@ pub(crate) struct ConnState {
     pub(crate) closed: bool,
     /// Channels this connection is subscribed to.
     pub(crate) subs: HashSet<Arc<str>>,
+    /// Who the connection is, for presence (the hub's one anonymous entry
+    /// until the session says otherwise).
+    client: Arc<ClientInfo>,
 }
 
 /// One channel's local subscribers.
@@ -316,9 +317,9 @@ impl Hub {
             state: Mutex::new(ConnState {
                 closed: false,
                 subs: HashSet::new(),
+                client: Arc::clone(&self.anonymous),
             }),
             seqs: Mutex::new(HashMap::new()),
-            client: Mutex::new(Arc::clone(&self.anonymous)),
         }));
         Ok(id)
     }
@@ -327,13 +328,14 @@ impl Hub {
     /// `info`). Channels it joins from now on show it so.
     pub fn set_client(&self, conn: ConnId, client: ClientInfo) {
         if let Some(c) = self.conn(conn) {
-            *c.client.lock() = Arc::new(client);
+            c.state.lock().client = Arc::new(client);
         }
     }
 
     /// Who a connection is (anonymous until [`Hub::set_client`]).
     pub fn client(&self, conn: ConnId) -> Option<Arc<ClientInfo>> {
-        self.conn(conn).map(|c| Arc::clone(&c.client.lock()))
+        // Not under a channel list's lock (the state lock comes first).
+        self.conn(conn).map(|c| Arc::clone(&c.state.lock().client))
     }
 
     /// The presence of a channel's local subscribers, when its `presence`

@@ -537,7 +537,12 @@ impl Engine {
                             let room = entry.sink.free_bytes().map_or(usize::MAX, |free| {
                                 free.saturating_sub(RESULT_OVERHEAD + channel_id.len())
                             });
-                            if bytes <= room {
+                            // The reply takes a frame of its own.
+                            let slots = entry
+                                .sink
+                                .free_frames()
+                                .map_or(usize::MAX, |n| n.saturating_sub(1));
+                            if bytes <= room && missed.len() <= slots {
                                 Some(Ok(missed.len()))
                             } else {
                                 // They would overflow the subscriber's

@@ -392,6 +392,23 @@ async fn a_recovery_that_would_not_fit_the_queue_starts_afresh() {
     assert_eq!(tight.of_type("channel-message").len(), 0);
     assert_eq!(e.limit_stats().recovered, 20);
 
+    // Room in bytes but not in frames (the reply and 20 messages do not
+    // fit 20 frames): none of them either.
+    let few = Inbox::with_capacity(20);
+    let conn = e.connect(few.clone()).unwrap();
+    let s = e
+        .subscribe_recovering(conn, "c", Some(&at), Some(&reply))
+        .await
+        .unwrap();
+    assert_eq!(s.recovered, Some(Err(Reason::TooFarBehind)));
+    assert_eq!(few.of_type("channel-message").len(), 0);
+    let conn = e.connect(Inbox::with_capacity(21)).unwrap();
+    let s = e
+        .subscribe_recovering(conn, "c", Some(&at), None)
+        .await
+        .unwrap();
+    assert_eq!(s.recovered, Some(Ok(20)), "the reply and 20 fit 21");
+
     // Already subscribed: nothing changes, nothing is recovered.
     let s = e
         .subscribe_recovering(conn, "c", Some(&at), None)

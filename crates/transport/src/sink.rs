@@ -704,6 +704,14 @@ impl Sink for ConnSink {
         Some(self.max_bytes.saturating_sub(q.bytes))
     }
 
+    fn free_frames(&self) -> Option<usize> {
+        let q = self.queue.lock();
+        if q.overflowed || q.closed {
+            return Some(0);
+        }
+        Some(self.max_frames.saturating_sub(q.frames.len()))
+    }
+
     fn reconnect(&self) {
         {
             let mut q = self.queue.lock();

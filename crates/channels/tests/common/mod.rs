@@ -76,6 +76,11 @@ impl Sink for Inbox {
         Offer::Queued
     }
 
+    fn free_frames(&self) -> Option<usize> {
+        let cap = self.capacity.load(Ordering::SeqCst);
+        (cap != usize::MAX).then(|| cap.saturating_sub(self.frames.lock().len()))
+    }
+
     fn free_bytes(&self) -> Option<usize> {
         *self.free.lock()
     }
