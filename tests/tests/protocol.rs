@@ -717,7 +717,9 @@ async fn list_channels_and_get_subscriptions() {
     assert_eq!(
         n["config"],
         json!({"max-subscribers": 1000, "message-retention": 0, "rpc-timeout-ms": 30000,
-               "telemetry-enabled": true})
+               "telemetry-enabled": true, "history-size": 0, "history-ttl-ms": 0,
+               "presence": false, "join-leave": false, "rpc-dispatch": "all",
+               "on-slow-consumer": "close"})
     );
     assert_eq!(n["message-count"], 0);
     assert_eq!(n["subscriber-count"], 1);

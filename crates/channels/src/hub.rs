@@ -27,6 +27,28 @@ use std::time::Duration;
 /// which for so few costs less than handing the writes to other threads.
 pub const SMALL_FAN_OUT: usize = 2;
 
+/// Offers to each of a channel list's subscribers but `exclude` with
+/// `offer(sink, list length)`, under the list's lock.
+fn fan_out_in(
+    entry: &HubChannel,
+    exclude: Option<ConnId>,
+    offer: impl Fn(&Arc<dyn Sink>, usize) -> Offer,
+) -> FanOut {
+    let subs = entry.subs.lock();
+    let mut out = FanOut::default();
+    for s in &subs.list {
+        if Some(s.conn) == exclude {
+            continue;
+        }
+        match offer(&s.sink, subs.list.len()) {
+            Offer::Queued => out.delivered += 1,
+            Offer::Full => out.full += 1,
+            Offer::Closed => {}
+        }
+    }
+    out
+}
+
 /// Offers `frame` as one of `fan_out` deliveries.
 fn offer(sink: &Arc<dyn Sink>, frame: &Frame, fan_out: usize) -> Offer {
     if fan_out <= SMALL_FAN_OUT {
@@ -602,19 +624,7 @@ impl Hub {
         let Some(entry) = self.channels.get(channel) else {
             return FanOut::default();
         };
-        let subs = entry.subs.lock();
-        let mut out = FanOut::default();
-        for s in &subs.list {
-            if Some(s.conn) == exclude {
-                continue;
-            }
-            match offer(&s.sink, frame, subs.list.len()) {
-                Offer::Queued => out.delivered += 1,
-                Offer::Full => out.full += 1,
-                Offer::Closed => {}
-            }
-        }
-        out
+        fan_out_in(&entry, exclude, |sink, n| offer(sink, frame, n))
     }
 
     /// [`Hub::fan_out`] for a `channel-message`: on a channel whose
@@ -625,22 +635,10 @@ impl Hub {
         let Some(entry) = self.channels.get(channel) else {
             return FanOut::default();
         };
-        if entry.latest == 0 {
-            return self.fan_out(channel, frame, exclude);
+        match entry.latest {
+            0 => fan_out_in(&entry, exclude, |sink, n| offer(sink, frame, n)),
+            latest => fan_out_in(&entry, exclude, |sink, _| sink.offer_latest(frame, latest)),
         }
-        let subs = entry.subs.lock();
-        let mut out = FanOut::default();
-        for s in &subs.list {
-            if Some(s.conn) == exclude {
-                continue;
-            }
-            match s.sink.offer_latest(frame, entry.latest) {
-                Offer::Queued => out.delivered += 1,
-                Offer::Full => out.full += 1,
-                Offer::Closed => {}
-            }
-        }
-        out
     }
 
     /// Like [`Hub::fan_out`], returning the ids of those that queued it and
