@@ -405,16 +405,27 @@ async fn rpc_dispatch(addr: SocketAddr, dispatch: &str, sizes: &Sizes) -> anyhow
         let mut stop = stop.clone();
         workers.push(tokio::spawn(async move {
             let mut received = 0u64;
+            let mut stopping = false;
             loop {
                 let frame = tokio::select! {
                     f = w.recv() => f?,
-                    _ = stop.changed() => return anyhow::Ok(received),
+                    _ = stop.changed(), if !stopping => {
+                        // Count what is still queued for it: everything
+                        // before the answer to this ping.
+                        stopping = true;
+                        w.send(&json!({"type": "ping", "timestamp": "last"})).await?;
+                        continue;
+                    }
                 };
-                if frame["type"] == "rpc-request" {
-                    received += 1;
-                    w.send(&json!({"type": "rpc-response",
-                                   "request-id": frame["request-id"], "data": frame["data"]}))
-                        .await?;
+                match frame["type"].as_str() {
+                    Some("rpc-request") => {
+                        received += 1;
+                        w.send(&json!({"type": "rpc-response",
+                                       "request-id": frame["request-id"], "data": frame["data"]}))
+                            .await?;
+                    }
+                    Some("pong") if stopping => return anyhow::Ok(received),
+                    _ => {}
                 }
             }
         }));
