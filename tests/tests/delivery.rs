@@ -36,6 +36,14 @@ fn settings(mut c: Config) -> Config {
             ..NamespaceConfig::default()
         },
     );
+    // `jl:` tells joins and leaves but keeps no presence.
+    c.channels.namespaces.insert(
+        "jl".into(),
+        NamespaceConfig {
+            join_leave: true,
+            ..NamespaceConfig::default()
+        },
+    );
     // `room:` keeps presence and tells joins and leaves; `quiet:` does not.
     c.channels.namespaces.insert(
         "room".into(),
@@ -419,6 +427,7 @@ async fn a_dead_nodes_clients_leave_presence() {
             ("SENTE_LITE_BROKER_NODE_TTL_MS", "1500"),
             ("SENTE_LITE_CHANNELS_NAMESPACES_ROOM_PRESENCE", "true"),
             ("SENTE_LITE_CHANNELS_NAMESPACES_ROOM_JOIN_LEAVE", "true"),
+            ("SENTE_LITE_CHANNELS_NAMESPACES_JL_JOIN_LEAVE", "true"),
         ],
     );
     wait_healthy(live.local_addr(), 2).await;
@@ -429,6 +438,7 @@ async fn a_dead_nodes_clients_leave_presence() {
     let mut gone = Client::connect(doomed.addr()).await;
     gone.subscribe("room:x").await;
     let gone_id = gone.conn_id.clone();
+    next_presence_frame(&mut gone, "join", &gone_id).await;
     next_presence_frame(&mut watcher, "join", &gone_id).await;
     assert_eq!(
         presence_of(&mut watcher, "room:x").await["clients"]
@@ -438,10 +448,34 @@ async fn a_dead_nodes_clients_leave_presence() {
         2
     );
 
+    // A channel with join-leave and no presence: its leave comes too.
+    watcher.subscribe("jl:x").await;
+    next_presence_frame(&mut watcher, "join", &watcher_id).await;
+    gone.subscribe("jl:x").await;
+    next_presence_frame(&mut watcher, "join", &gone_id).await;
+
     doomed.kill();
-    // Within the node's ttl (1.5 s) and a heartbeat (0.5 s) of the live node.
-    let leave = within("the dead node's leave", watcher.recv_type("leave")).await;
-    assert_eq!(leave["conn-id"], gone_id.as_str(), "{leave}");
+    // Within the node's ttl (1.5 s) and a heartbeat (0.5 s) of the live node;
+    // a presence read meanwhile does not lose them.
+    assert_eq!(presence_of(&mut watcher, "room:x").await["success"], true);
+    let mut leaves = Vec::new();
+    while leaves.len() < 2 {
+        let f = within("the dead node's leaves", watcher.recv()).await;
+        if f["type"] == "leave" {
+            leaves.push(f);
+        }
+    }
+    for leave in &leaves {
+        assert_eq!(leave["conn-id"], gone_id.as_str(), "{leave}");
+        // An anonymous connection's `user-id` is null, not absent.
+        assert!(leave.get("user-id").is_some_and(Value::is_null), "{leave}");
+    }
+    let mut channels: Vec<&str> = leaves
+        .iter()
+        .map(|l| l["channel-id"].as_str().unwrap())
+        .collect();
+    channels.sort_unstable();
+    assert_eq!(channels, ["jl:x", "room:x"]);
     let p = presence_of(&mut watcher, "room:x").await;
     let clients = p["clients"].as_object().unwrap();
     assert_eq!(clients.keys().collect::<Vec<_>>(), [&watcher_id], "{p}");
@@ -803,6 +837,9 @@ async fn messages_older_than_the_history_ttl_leave_it(nodes: Nodes) {
 /// conflated (`on-slow-consumer = latest`).
 fn conflating(mut c: Config) -> Config {
     c.websocket.max_outbound_frames = 64;
+    // Short, so that a queue that never empties under the overload would
+    // pass it many times: a reader that makes progress is no slow consumer.
+    c.websocket.message_timeout_ms = 2000;
     c.channels.namespaces.insert(
         "feed".into(),
         NamespaceConfig {
@@ -835,6 +872,20 @@ async fn latest_subscriber_under_overload(nodes: Nodes) {
     slow.subscribe("feed:prices").await;
     let mut strict = Client::connect_small_buffer(a, 4096).await;
     strict.subscribe("plain").await;
+    // The slow one reads all along, slower than it is sent to (pacing, not
+    // a wait for anything), for longer than message-timeout-ms (2 s)
+    // with its queue never empty.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let started = std::time::Instant::now();
+        while got.last() != Some(&N) {
+            let m = slow.recv_type("channel-message").await;
+            got.push(m["offset"].as_u64().unwrap());
+            assert_eq!(m["data"]["n"], json!(got.last().copied().unwrap()));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        (slow, got, started.elapsed())
+    });
     let mut publisher = Client::connect(b).await;
     let pad = "p".repeat(8 * 1024);
     for i in 1..=N {
@@ -848,13 +899,12 @@ async fn latest_subscriber_under_overload(nodes: Nodes) {
     for _ in 0..2 * N {
         assert_eq!(publisher.recv_type("publish-result").await["success"], true);
     }
-    // Now read: every offset greater than the one before, the last one N.
-    let mut got = Vec::new();
-    while got.last() != Some(&N) {
-        let m = slow.recv_type("channel-message").await;
-        got.push(m["offset"].as_u64().unwrap());
-        assert_eq!(m["data"]["n"], json!(got.last().copied().unwrap()));
-    }
+    // Every offset greater than the one before, the last one N.
+    let (mut slow, got, took) = reader.await.unwrap();
+    assert!(
+        took > std::time::Duration::from_millis(2000),
+        "the overload outlasted message-timeout-ms: {took:?}"
+    );
     assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
     assert!((got.len() as u64) < N, "conflated: {} of {N}", got.len());
     slow.roundtrip().await;
@@ -863,7 +913,21 @@ async fn latest_subscriber_under_overload(nodes: Nodes) {
         stats["transport"]["conflated"].as_u64().unwrap_or(0) > 0,
         "{stats}"
     );
-    // The `close` channel's subscriber was closed.
+    // The `close` channel's subscriber, which read nothing, was closed as a
+    // slow consumer (its close frame may be lost to the reset of a socket
+    // whose buffers it never read).
     let (_, end) = strict.drain_until_end().await;
-    assert!(format!("{end:?}").contains("slow-consumer"), "{end:?}");
+    let end = format!("{end:?}");
+    assert!(
+        end.contains("slow-consumer") || end.contains("reset"),
+        "{end}"
+    );
+    let (_, stats) = http_get(a, "/stats").await;
+    assert!(
+        stats["transport"]["closed-slow-consumer"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{stats}"
+    );
 }

@@ -112,6 +112,8 @@ struct RpcSent {
 /// when that worker leaves before answering.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
+    /// Its channel.
+    pub channel: Arc<str>,
     /// Its id.
     pub request_id: Box<str>,
     /// The `rpc-request` frame.
@@ -194,8 +196,10 @@ struct HubChannel {
     subs: Mutex<Subs>,
     /// The channel's `telemetry-enabled`, for signals about it.
     telemetry: bool,
-    /// The channel's `presence`.
-    presence: bool,
+    /// Its subscribers have presence entries: the channel's `presence` or
+    /// `join-leave` is on (a broker across nodes needs them for the
+    /// `leave` frames of a node that died).
+    tracked: bool,
     /// The channel's `join-leave`.
     join_leave: bool,
     /// Where the next `rpc-dispatch = one` starts its round.
@@ -249,7 +253,8 @@ pub struct Left {
     pub last: bool,
     /// The channel's `telemetry-enabled`.
     pub telemetry: bool,
-    /// The channel's `presence`: the broker forgets the connection's entry.
+    /// The channel keeps presence entries (`presence` or `join-leave`):
+    /// the broker forgets the connection's.
     pub presence: bool,
     /// The channel's `join-leave`: its subscribers get a `leave`.
     pub join_leave: bool,
@@ -360,11 +365,12 @@ impl Hub {
         self.conn(conn).map(|c| Arc::clone(&c.state.lock().client))
     }
 
-    /// The presence of a channel's local subscribers, when its `presence`
-    /// is on (`None` when it is off or has no local subscriber).
+    /// The presence entries of a channel's local subscribers, when it
+    /// keeps them (its `presence` or `join-leave` is on; `None` otherwise
+    /// or when it has no local subscriber).
     pub fn presence(&self, channel: &str) -> Option<Vec<(ConnId, Arc<ClientInfo>)>> {
         let entry = self.channels.get(channel)?;
-        if !entry.presence {
+        if !entry.tracked {
             return None;
         }
         let ids: Vec<ConnId> = entry.subs.lock().list.iter().map(|s| s.conn).collect();
@@ -375,12 +381,12 @@ impl Hub {
         )
     }
 
-    /// Channels of this node with local subscribers and `presence` on.
+    /// Channels of this node with local subscribers and presence entries.
     pub fn presence_channels(&self) -> Vec<Arc<str>> {
         self.channels
             .entries()
             .into_iter()
-            .filter(|(_, e)| e.presence)
+            .filter(|(_, e)| e.tracked)
             .map(|(id, _)| id)
             .collect()
     }
@@ -516,7 +522,7 @@ impl Hub {
                     gone: false,
                 }),
                 telemetry: config.telemetry_enabled,
-                presence: config.presence,
+                tracked: config.presence || config.join_leave,
                 join_leave: config.join_leave,
                 next_worker: AtomicUsize::new(0),
                 latest: match config.on_slow_consumer {
@@ -554,7 +560,7 @@ impl Hub {
         Some(Left {
             last,
             telemetry: entry.telemetry,
-            presence: entry.presence,
+            presence: entry.tracked,
             join_leave: entry.join_leave,
         })
     }
@@ -806,6 +812,7 @@ impl Hub {
                         one: Some((
                             s.conn,
                             Dispatched {
+                                channel: Arc::from(channel),
                                 request_id: Box::from(request_id),
                                 frame: frame.clone(),
                                 exclude: requester.cloned(),
@@ -825,15 +832,18 @@ impl Hub {
         None
     }
 
-    /// The requests dispatched to `worker` on `channel` that it has not
-    /// answered (it is leaving it): forgotten here, for the node to send
-    /// each to another worker within its deadline.
-    pub fn take_dispatched(&self, worker: ConnId, channel: &str) -> Vec<Dispatched> {
+    /// The requests dispatched to `worker` on `channel` (on any channel:
+    /// `None`) that it has not answered (it is leaving): forgotten here,
+    /// for the node to send each to another worker within its deadline.
+    pub fn take_dispatched(&self, worker: ConnId, channel: Option<&str>) -> Vec<Dispatched> {
         let mut t = self.rpc_sent.lock();
         let ids: Vec<Box<str>> = t.by_worker.get(&worker).cloned().unwrap_or_default();
         let mut out = Vec::new();
         for id in ids {
-            let mine = t.by_id.get(&*id).is_some_and(|e| &*e.channel == channel);
+            let mine = t
+                .by_id
+                .get(&*id)
+                .is_some_and(|e| channel.is_none_or(|c| &*e.channel == c));
             if mine {
                 if let Some(RpcSent {
                     one: Some((_, d)), ..

@@ -272,6 +272,9 @@ impl Engine {
             self.left_as(conn, &channel, "disconnect", client.as_deref())
                 .await;
         }
+        // Requests it was dispatched on channels it had already left the
+        // list of (evicted by a broker reconnect) go to other workers too.
+        self.redispatch(conn, None).await;
         true
     }
 
@@ -631,7 +634,7 @@ impl Engine {
     /// (`rpc-dispatch = one`) that it leaves unanswered to another worker,
     /// each within what is left of its deadline (none left: the requester
     /// gets its `rpc-timeout` as usual).
-    async fn redispatch(&self, worker: ConnId, channel: &str) {
+    async fn redispatch(&self, worker: ConnId, channel: Option<&str>) {
         let inner = &self.inner;
         for d in inner.hub.take_dispatched(worker, channel) {
             let left = d.deadline.saturating_duration_since(Instant::now());
@@ -641,7 +644,7 @@ impl Engine {
             let sent = inner
                 .broker
                 .send_rpc_one(
-                    channel,
+                    &d.channel,
                     &d.request_id,
                     left,
                     &d.frame,
@@ -669,11 +672,11 @@ impl Engine {
         let inner = &self.inner;
         let addr = self.addr(conn);
         let client = inner.hub.client(conn).unwrap_or_default();
-        if presence {
-            // A broker that cannot write it now reports that on its own
-            // (and rewrites every entry of the node when it reconnects).
-            let _ = inner.broker.presence_add(channel, &addr, &client).await;
-        }
+        // The entry serves `presence`, and, across nodes, the `leave`
+        // frames of a node that dies.
+        // A broker that cannot write it now reports that on its own (and
+        // rewrites every entry of the node when it reconnects).
+        let _ = inner.broker.presence_add(channel, &addr, &client).await;
         if join_leave {
             let frame = Frame::new(
                 ServerMessage::Join {
@@ -804,7 +807,7 @@ impl Engine {
             events::SUBSCRIPTION_REMOVED,
             serde_json::json!({"channel-id": channel, "conn-id": self.addr(conn).to_string(), "cause": cause})
         );
-        self.redispatch(conn, channel).await;
+        self.redispatch(conn, Some(channel)).await;
         if left.presence || left.join_leave {
             let addr = self.addr(conn);
             if left.presence {

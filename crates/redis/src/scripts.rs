@@ -10,7 +10,7 @@
 //! | `P:subs:C` | hash | node id → its local subscriber count |
 //! | `P:nodes` | sorted set | node id → when its liveness expires (ms) |
 //! | `P:conns` | hash | node id → its connection count |
-//! | `P:pres:C:N` | hash | presence of channel C on node N: connection id → `{"user-id","info"}` |
+//! | `P:pres:C:N` | hash | the connections of node N subscribed to channel C when its `presence` or `join-leave` is on: connection id → `{"user-id","info"}` |
 //! | `P:presn:C` | set | the nodes with a presence hash of C |
 //! | `P:presc:N` | set | the channels node N has a presence hash of |
 //!
@@ -353,7 +353,8 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       local flat = redis.call('HGETALL', key)
       for i = 1, #flat, 2 do
         local ok2, who = pcall(cjson.decode, flat[i + 1])
-        local leave = {type = 'leave', ['channel-id'] = c, ['conn-id'] = flat[i]}
+        local leave = {type = 'leave', ['channel-id'] = c, ['conn-id'] = flat[i],
+          ['user-id'] = cjson.null}
         if ok2 and type(who) == 'table' and type(who['user-id']) == 'string' then
           leave['user-id'] = who['user-id']
         end
@@ -460,8 +461,8 @@ return 1
 "#;
 
 /// A channel's presence on every live node: connection id, JSON, ...; the
-/// hashes of nodes that are not live are removed on the way (their
-/// connections are gone).
+/// hashes of nodes that are not live are skipped (the heartbeat that sees
+/// such a node expire sends their `leave` frames and removes them).
 ///
 /// KEYS: the channel's node set, nodes. ARGV: prefix, channel id.
 const PRESENCE: &str = r#"
@@ -473,9 +474,6 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if exp and tonumber(exp) > now then
     local flat = redis.call('HGETALL', key)
     for i = 1, #flat do out[#out + 1] = flat[i] end
-  else
-    redis.call('DEL', key)
-    redis.call('SREM', KEYS[1], node)
   end
 end
 return out

@@ -173,11 +173,16 @@ pub(crate) async fn run(
                         break End::HeartbeatTimeout;
                     }
                     let deadline = Instant::now() + cfg.message_timeout;
-                    let ping = Box::pin(timeout_at(deadline, ws.send(Message::Ping(bytes::Bytes::new()))));
+                    let ping = Box::pin(timeout_at(deadline, ws.feed(Message::Ping(bytes::Bytes::new()))));
                     match ping.await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break End::Gone,
                         Err(_) => break End::SlowConsumer,
+                    }
+                    match flush_progressing(&mut ws, &sink, cfg.message_timeout).await {
+                        Ok(()) => {}
+                        Err(WriteError::Overflowed | WriteError::Timeout) => break End::SlowConsumer,
+                        Err(WriteError::Io) => break End::Gone,
                     }
                 }
             },
@@ -287,17 +292,33 @@ async fn write_queued(
     sink: &ConnSink,
     conn: ConnId,
 ) -> Result<(), WriteError> {
-    let deadline = Instant::now() + shared.config.message_timeout;
     let before = sink.frames_sent.load(Ordering::Relaxed);
-    match until_overflow(sink, timeout_at(deadline, ws.flush())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(WriteError::Io),
-        Err(e) => return Err(e),
-    }
+    flush_progressing(ws, sink, shared.config.message_timeout).await?;
     event!(tel: &shared.telemetry, level: Level::Trace, events::MESSAGE_SENT,
         serde_json::json!({"conn-id": conn.to_string(),
             "frames": sink.frames_sent.load(Ordering::Relaxed).saturating_sub(before)}));
     Ok(())
+}
+
+/// Writes the queue until it is empty. A slow consumer is one whose socket
+/// took nothing of it for `timeout`: a client that reads, though slower
+/// than it is sent to, is bounded by its queue instead (a queue that
+/// conflates `latest` messages never empties under a steady overload).
+async fn flush_progressing(
+    ws: &mut Ws,
+    sink: &ConnSink,
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    loop {
+        let writes = sink.socket_writes.load(Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        match until_overflow(sink, timeout_at(deadline, ws.flush())).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(WriteError::Io),
+            Err(WriteError::Timeout) if sink.socket_writes.load(Ordering::Relaxed) != writes => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs a write, or gives up on it when the connection is closed for the

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use sente_lite_channels::{Frame, Offer, Sink};
 use sente_lite_protocol::Reason;
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -206,6 +206,42 @@ struct Queue {
 }
 
 impl Queue {
+    /// Whether `len` more bytes in one more frame pass the bounds (an empty
+    /// queue takes any one frame).
+    fn full_for(&self, len: usize, max_frames: usize, max_bytes: usize) -> bool {
+        !self.frames.is_empty() && (self.frames.len() >= max_frames || self.bytes + len > max_bytes)
+    }
+
+    /// Takes out the waiting messages of `latest` channels that a newer
+    /// message of the same channel follows in the queue (never the frame
+    /// partly on the wire), and, when `channel` is not 0, every waiting
+    /// message of that channel: what a full queue gives up before it closes
+    /// anyone. Returns them, to be freed outside the lock; their bytes
+    /// have left `bytes`.
+    fn conflate(&mut self, channel: u64) -> VecDeque<Out> {
+        let keep = usize::from(self.sent > 0);
+        let mut newest: HashSet<u64> = HashSet::new();
+        if channel != 0 {
+            newest.insert(channel);
+        }
+        let mut gone = VecDeque::new();
+        // From the newest back: the first of each channel stays.
+        let mut i = self.frames.len();
+        while i > keep {
+            i -= 1;
+            let Some(latest) = self.frames.get(i).and_then(Out::latest_channel) else {
+                continue;
+            };
+            if !newest.insert(latest) {
+                if let Some(o) = self.frames.remove(i) {
+                    self.bytes -= o.counted();
+                    gone.push_front(o);
+                }
+            }
+        }
+        gone
+    }
+
     /// A drained queue gives back a large buffer a burst left behind.
     fn shrink_if_drained(&mut self) {
         if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
@@ -364,14 +400,19 @@ impl ConnSink {
         if q.torn {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if !q.frames.is_empty()
-            && (q.frames.len() >= self.max_frames || q.bytes + bytes.len() > self.max_bytes)
-        {
-            drop(q);
-            self.overflow();
-            return Err(io::ErrorKind::BrokenPipe.into());
+        let mut conflated = VecDeque::new();
+        if q.full_for(bytes.len(), self.max_frames, self.max_bytes) {
+            conflated = self.conflate(&mut q, 0);
+            if q.full_for(bytes.len(), self.max_frames, self.max_bytes) {
+                drop(q);
+                drop(conflated);
+                self.overflow();
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
         }
         self.push(&mut q, Out::raw(bytes));
+        drop(q);
+        drop(conflated);
         Ok(())
     }
 
@@ -606,14 +647,21 @@ impl Sink for ConnSink {
         let body = frame.bytes();
         let len = body.len();
         // A frame larger than the whole queue still goes into an empty one.
-        let was_empty = q.frames.is_empty();
-        if !was_empty && (q.frames.len() >= self.max_frames || q.bytes + len > self.max_bytes) {
-            drop(q);
-            self.overflow();
-            return Offer::Full;
+        // A full queue first gives up the `latest` messages a newer one of
+        // their channel follows.
+        let mut conflated = VecDeque::new();
+        if q.full_for(len, self.max_frames, self.max_bytes) {
+            conflated = self.conflate(&mut q, 0);
+            if q.full_for(len, self.max_frames, self.max_bytes) {
+                drop(q);
+                drop(conflated);
+                self.overflow();
+                return Offer::Full;
+            }
         }
         let over = self.push(&mut q, Out::text(body.clone()));
         drop(q);
+        drop(conflated);
         self.after_push(over)
     }
 
@@ -629,30 +677,9 @@ impl Sink for ConnSink {
             return Offer::Closed;
         }
         let body = frame.bytes();
-        let full = !q.frames.is_empty()
-            && (q.frames.len() >= self.max_frames || q.bytes + body.len() > self.max_bytes);
         let mut replaced = VecDeque::new();
-        if full {
-            // The first frame may be partly written: it stays.
-            let keep = usize::from(q.sent > 0);
-            let mut i = keep;
-            while i < q.frames.len() {
-                if q.frames.get(i).is_some_and(|o| o.is_latest_of(channel)) {
-                    if let Some(o) = q.frames.remove(i) {
-                        replaced.push_back(o);
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            let bytes: usize = replaced.iter().map(Out::counted).sum();
-            q.bytes -= bytes;
-            if !q.released {
-                self.registry.sub(bytes);
-            }
-            self.registry
-                .conflated
-                .fetch_add(replaced.len() as u64, Relaxed);
+        if q.full_for(body.len(), self.max_frames, self.max_bytes) {
+            replaced = self.conflate(&mut q, channel);
         }
         let over = self.push(&mut q, Out::latest(body.clone(), channel));
         drop(q);
@@ -760,6 +787,20 @@ fn gather<'a>(q: &'a Queue, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> (usize, u
 }
 
 impl ConnSink {
+    /// A full queue's conflation ([`Queue::conflate`]), its bytes out of the
+    /// server-wide total and counted in `transport.conflated`.
+    fn conflate(&self, q: &mut Queue, channel: u64) -> VecDeque<Out> {
+        let gone = q.conflate(channel);
+        let bytes: usize = gone.iter().map(Out::counted).sum();
+        if !q.released {
+            self.registry.sub(bytes);
+        }
+        self.registry
+            .conflated
+            .fetch_add(gone.len() as u64, Relaxed);
+        gone
+    }
+
     /// After a frame was queued: past the server-wide total, closes the
     /// connections with the most queued (this one, perhaps).
     fn after_push(&self, over: bool) -> Offer {
@@ -875,6 +916,28 @@ mod tests {
         assert_eq!(s.offer(&f("b2")), Offer::Full);
         assert!(matches!(s.try_next(), Some(Next::Overflowed)));
         assert_eq!(r.queued(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_gives_up_superseded_latest_messages_before_it_closes() {
+        let r = Registry::new(usize::MAX);
+        let s = sink(&r, 40);
+        let f = |t: &str| Frame::new(t.to_owned());
+        // Fill it with a channel's messages (each fits; none conflated).
+        for i in 0..4 {
+            assert_eq!(
+                s.offer_latest(&f(&format!("a{i}________")), 7),
+                Offer::Queued
+            );
+        }
+        assert_eq!(queued(&s).len(), 4);
+        // A reply does not fit: the three older `a` go, not the connection.
+        assert_eq!(s.offer(&f("reply_____")), Offer::Queued);
+        assert_eq!(queued(&s), ["a3________", "reply_____"]);
+        assert_eq!(r.conflated.load(Relaxed), 3);
+        assert_eq!((s.held_bytes(), r.queued()), (Some(20), 20));
+        // Nothing left to give up: a frame that does not fit closes it.
+        assert_eq!(s.offer(&f(&"x".repeat(25))), Offer::Full);
     }
 
     #[tokio::test]

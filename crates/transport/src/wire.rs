@@ -74,9 +74,9 @@ impl Out {
         }
     }
 
-    /// Whether it is a waiting message of the `latest` channel `channel`.
-    pub(crate) fn is_latest_of(&self, channel: u64) -> bool {
-        channel != 0 && self.latest == channel
+    /// The `latest` channel it is a message of, if any.
+    pub(crate) fn latest_channel(&self) -> Option<u64> {
+        (self.latest != 0).then_some(self.latest)
     }
 
     /// Bytes already framed (by tungstenite).
