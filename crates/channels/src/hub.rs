@@ -701,23 +701,7 @@ impl Hub {
             // Remembered before the first offer, so that a worker may
             // answer from inside it.
             let watermark = self.next_sub_seq.load(Relaxed);
-            {
-                let mut t = self.rpc_sent.lock();
-                t.next += 1;
-                let key = t.next;
-                t.insert(
-                    request_id,
-                    RpcSent {
-                        channel: Arc::from(channel),
-                        watermark,
-                        exclude,
-                        deadline: now + timeout,
-                        key,
-                        one: None,
-                    },
-                    now,
-                );
-            }
+            self.remember(request_id, channel, watermark, exclude, now + timeout, None);
             for s in &subs.list {
                 if Some(s.conn) == exclude {
                     continue;
@@ -738,6 +722,31 @@ impl Hub {
             self.rpc_sent.lock().remove(request_id);
         }
         (queued, out)
+    }
+
+    /// Records who an RPC request was sent to (see [`RpcSent`]), until
+    /// `deadline`.
+    fn remember(
+        &self,
+        request_id: &str,
+        channel: &str,
+        watermark: u64,
+        exclude: Option<ConnId>,
+        deadline: Instant,
+        one: Option<(ConnId, Dispatched)>,
+    ) {
+        let mut t = self.rpc_sent.lock();
+        t.next += 1;
+        let key = t.next;
+        let entry = RpcSent {
+            channel: Arc::from(channel),
+            watermark,
+            exclude,
+            deadline,
+            key,
+            one,
+        };
+        t.insert(request_id, entry, Instant::now());
     }
 
     /// Whether `conn` was sent the RPC request `request_id` by this node
@@ -797,32 +806,21 @@ impl Hub {
             }
             // Remembered before the offer: the worker may answer from
             // inside it.
-            {
-                let mut t = self.rpc_sent.lock();
-                t.next += 1;
-                let key = t.next;
-                t.insert(
-                    request_id,
-                    RpcSent {
-                        channel: Arc::from(channel),
-                        watermark: 0,
-                        exclude,
-                        deadline: now + timeout,
-                        key,
-                        one: Some((
-                            s.conn,
-                            Dispatched {
-                                channel: Arc::from(channel),
-                                request_id: Box::from(request_id),
-                                frame: frame.clone(),
-                                exclude: requester.cloned(),
-                                deadline: now + timeout,
-                            },
-                        )),
-                    },
-                    now,
-                );
-            }
+            let dispatched = Dispatched {
+                channel: Arc::from(channel),
+                request_id: Box::from(request_id),
+                frame: frame.clone(),
+                exclude: requester.cloned(),
+                deadline: now + timeout,
+            };
+            self.remember(
+                request_id,
+                channel,
+                0,
+                exclude,
+                now + timeout,
+                Some((s.conn, dispatched)),
+            );
             if s.sink.offer_one(frame) == Offer::Queued {
                 entry.next_worker.store(at + 1, Relaxed);
                 return Some(s.conn);
