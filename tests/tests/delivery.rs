@@ -698,6 +698,15 @@ async fn a_position_that_cannot_be_recovered_is_told_why_and_starts_afresh(nodes
     let mut c = Client::connect(a).await;
     let r = subscribe_recovering(&mut c, "wide:far", 10, &epoch).await;
     assert_eq!(r["recovered-count"], 100, "{r}");
+    // Four of the recoveries above were refused: counted, on either node.
+    let mut missed = 0;
+    for addr in if a == b { vec![a] } else { vec![a, b] } {
+        let (_, stats) = http_get(addr, "/stats").await;
+        missed += stats["channel-stats"]["recoveries-missed"]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    assert_eq!(missed, 4, "channel-stats.recoveries-missed");
     for want in 11..=110 {
         assert_eq!(c.recv_type("channel-message").await["offset"], want);
     }

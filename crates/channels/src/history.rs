@@ -7,7 +7,7 @@
 //! before, the last is the stream's position), so that both brokers give
 //! the same answers from the same rules.
 
-use crate::broker::StreamPosition;
+use crate::broker::{RetainedView, StreamPosition};
 use sente_lite_protocol::{ChannelConfig, ChannelMessage, Position, Reason};
 use std::collections::VecDeque;
 
@@ -56,6 +56,24 @@ pub fn first_live(held: &VecDeque<ChannelMessage>, config: &ChannelConfig, now: 
     {
         Some(i) => from + i + 1,
         None => from,
+    }
+}
+
+/// A join's [`RetainedView`] of the messages a broker holds: the retained
+/// replay is [`retained`] of them at `now`.
+#[derive(Debug)]
+pub struct Held<'a> {
+    /// The newest messages held, oldest first, without a gap.
+    pub messages: &'a VecDeque<ChannelMessage>,
+    /// The channel's settings.
+    pub config: &'a ChannelConfig,
+    /// When the view is taken (ms since the Unix epoch).
+    pub now: i64,
+}
+
+impl RetainedView for Held<'_> {
+    fn to_vec(&self) -> Vec<ChannelMessage> {
+        retained(self.messages, self.config, self.now)
     }
 }
 

@@ -103,9 +103,17 @@ struct RpcSent {
     exclude: Option<ConnId>,
     deadline: Instant,
     key: u64,
-    /// The one worker it went to, and the request (frame and requester's
-    /// address) to send to another one should it leave first.
-    one: Option<(ConnId, Dispatched)>,
+    /// For a request sent to one worker: that worker, and what to send
+    /// another one should it leave first.
+    one: Option<OneWorker>,
+}
+
+/// The worker an `rpc-dispatch = one` request went to, and the request.
+struct OneWorker {
+    worker: ConnId,
+    frame: Frame,
+    /// The requester's address.
+    requester: Option<ConnAddr>,
 }
 
 /// A request sent to one worker, as [`Hub::take_dispatched`] hands it back
@@ -134,7 +142,7 @@ impl RpcSentTable {
     /// Takes `id` out of `by_id` and `by_worker` (not `by_deadline`).
     fn forget(&mut self, id: &str) -> Option<RpcSent> {
         let e = self.by_id.remove(id)?;
-        if let Some((worker, _)) = &e.one {
+        if let Some(OneWorker { worker, .. }) = &e.one {
             if let Some(ids) = self.by_worker.get_mut(worker) {
                 ids.retain(|r| &**r != id);
                 if ids.is_empty() {
@@ -156,7 +164,7 @@ impl RpcSentTable {
             self.forget(&id);
         }
         self.remove(id);
-        if let Some((worker, _)) = &e.one {
+        if let Some(OneWorker { worker, .. }) = &e.one {
             self.by_worker
                 .entry(*worker)
                 .or_default()
@@ -733,7 +741,7 @@ impl Hub {
         watermark: u64,
         exclude: Option<ConnId>,
         deadline: Instant,
-        one: Option<(ConnId, Dispatched)>,
+        one: Option<OneWorker>,
     ) {
         let mut t = self.rpc_sent.lock();
         t.next += 1;
@@ -761,7 +769,7 @@ impl Hub {
                 Some(e) if e.exclude != Some(conn) && e.deadline > Instant::now() => (
                     Arc::clone(&e.channel),
                     e.watermark,
-                    e.one.as_ref().map(|(w, _)| *w),
+                    e.one.as_ref().map(|o| o.worker),
                 ),
                 _ => return false,
             }
@@ -806,21 +814,12 @@ impl Hub {
             }
             // Remembered before the offer: the worker may answer from
             // inside it.
-            let dispatched = Dispatched {
-                channel: Arc::from(channel),
-                request_id: Box::from(request_id),
+            let one = OneWorker {
+                worker: s.conn,
                 frame: frame.clone(),
-                exclude: requester.cloned(),
-                deadline: now + timeout,
+                requester: requester.cloned(),
             };
-            self.remember(
-                request_id,
-                channel,
-                0,
-                exclude,
-                now + timeout,
-                Some((s.conn, dispatched)),
-            );
+            self.remember(request_id, channel, 0, exclude, now + timeout, Some(one));
             if s.sink.offer_one(frame) == Offer::Queued {
                 entry.next_worker.store(at + 1, Relaxed);
                 return Some(s.conn);
@@ -844,10 +843,19 @@ impl Hub {
                 .is_some_and(|e| channel.is_none_or(|c| &*e.channel == c));
             if mine {
                 if let Some(RpcSent {
-                    one: Some((_, d)), ..
+                    channel,
+                    deadline,
+                    one: Some(one),
+                    ..
                 }) = t.remove(&id)
                 {
-                    out.push(d);
+                    out.push(Dispatched {
+                        channel,
+                        request_id: id,
+                        frame: one.frame,
+                        exclude: one.requester,
+                        deadline,
+                    });
                 }
             }
         }

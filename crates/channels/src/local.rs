@@ -2,7 +2,7 @@
 
 use crate::broker::{
     local_conn, Broker, BrokerHealth, BrokerTotals, ChannelMeta, Create, JoinFn, JoinView,
-    Publication, Published, Reply, RetainedView, Sent, StreamPosition,
+    Publication, Published, Reply, Sent, StreamPosition,
 };
 use crate::config::EngineConfig;
 use crate::conn::{ConnAddr, Frame, Offer};
@@ -95,19 +95,6 @@ struct Stream {
     /// Deleted by the idle sweep (not by the API): a publish that raced
     /// with it goes to the channel made again.
     idle: bool,
-}
-
-#[derive(Debug)]
-struct Retained<'a> {
-    held: &'a VecDeque<ChannelMessage>,
-    config: &'a ChannelConfig,
-    now: i64,
-}
-
-impl RetainedView for Retained<'_> {
-    fn to_vec(&self) -> Vec<ChannelMessage> {
-        history::retained(self.held, self.config, self.now)
-    }
 }
 
 impl fmt::Debug for LocalBroker {
@@ -438,10 +425,13 @@ impl LocalBroker {
             // for the byte bound rather than the count.
             let (mut dropped, mut dropped_bytes, mut evicted) = (0, 0, 0);
             let mut retained = false;
-            // Messages past `history-ttl-ms` leave the history first.
+            // Messages past `history-ttl-ms` leave the history first (the
+            // oldest are at the front: each one is looked at once; readers
+            // still apply the exact rule, `history::first_live`).
             if ch.config.history_ttl_ms > 0 {
-                let expired = history::first_live(&st.retained, &ch.config, published_at);
-                for _ in 0..expired {
+                let ttl = i64::try_from(ch.config.history_ttl_ms).unwrap_or(i64::MAX);
+                let cutoff = published_at.saturating_sub(ttl);
+                while st.retained.front().is_some_and(|m| m.published_at < cutoff) {
                     if let Some(n) = st.pop_oldest(&ch) {
                         dropped += 1;
                         dropped_bytes += n;
@@ -541,8 +531,8 @@ impl LocalBroker {
             // the join.
             return join(JoinView {
                 config: &ch.config,
-                retained: &Retained {
-                    held: &st.retained,
+                retained: &history::Held {
+                    messages: &st.retained,
                     config: &ch.config,
                     now,
                 },

@@ -77,6 +77,8 @@ struct Counters {
     retained_omitted: AtomicU64,
     /// Messages sent to subscribers that recovered.
     recovered: AtomicU64,
+    /// Recoveries that could not be made.
+    recoveries_missed: AtomicU64,
     /// `rpc-dispatch = one` requests sent to another worker after theirs
     /// left.
     rpc_redispatched: AtomicU64,
@@ -590,6 +592,9 @@ impl Engine {
                     .counters
                     .recovered
                     .fetch_add(missed.len() as u64, Relaxed);
+            }
+            if matches!(out.recovered, Some(Err(_))) {
+                inner.counters.recoveries_missed.fetch_add(1, Relaxed);
             }
             if out.retained_omitted > 0 {
                 inner
@@ -1388,6 +1393,7 @@ impl Engine {
             retained_omitted: self.inner.counters.retained_omitted.load(Relaxed),
             idle_channels_removed: b.idle_removed,
             recovered: self.inner.counters.recovered.load(Relaxed),
+            recoveries_missed: self.inner.counters.recoveries_missed.load(Relaxed),
             rpc_redispatched: self.inner.counters.rpc_redispatched.load(Relaxed),
         }
     }

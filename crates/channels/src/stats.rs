@@ -39,6 +39,10 @@ pub struct LimitStats {
     pub idle_channels_removed: u64,
     /// Missed messages sent to subscribers that recovered.
     pub recovered: u64,
+    /// Recoveries that could not be made (`epoch-changed`,
+    /// `too-far-behind`: past `max-recovery-messages`, out of the history,
+    /// or more than the subscriber's queue takes).
+    pub recoveries_missed: u64,
     /// `rpc-dispatch = one` requests sent to another worker after theirs
     /// left.
     pub rpc_redispatched: u64,

@@ -112,6 +112,10 @@ pub struct ChannelStats {
     /// (`subscribe` with `recover`).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub recovered: u64,
+    /// Subscribes with `recover` answered `recovered: false`
+    /// (`epoch-changed`, `too-far-behind`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub recoveries_missed: u64,
     /// `rpc-dispatch = one` requests sent to another worker after theirs
     /// left the channel unanswered.
     #[serde(default, skip_serializing_if = "is_zero_u64")]

@@ -477,6 +477,7 @@ fn http_stats() {
                 retained_omitted: 0,
                 idle_channels_removed: 0,
                 recovered: 0,
+                recoveries_missed: 0,
                 rpc_redispatched: 0,
             },
             telemetry_stats: telemetry,

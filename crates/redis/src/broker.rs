@@ -13,7 +13,7 @@ use sente_lite_channels::history::{self, History};
 use sente_lite_channels::{
     channel_message_head, namespace_of, Broker, BrokerHealth, BrokerTotals, ChannelMeta, ConnAddr,
     ConnId, Create, EngineConfig, EngineError, Frame, Hub, JoinFn, JoinView, NodeHandle, Offer,
-    Publication, Published, Reply, RetainedView, Sent, StreamPosition,
+    Publication, Published, Reply, Sent, StreamPosition,
 };
 use sente_lite_protocol::{
     now_ms, redact_credentials, ChannelConfig, ChannelMessage, ClientInfo, Position,
@@ -973,15 +973,7 @@ impl Shared {
                     }
                     None => "none".to_owned(),
                 };
-                let to = self.keys.node(reply_to);
-                let payload = format!("A{token} {code}").into_bytes();
-                if let Some(mut conn) = self.conn.read().clone() {
-                    tokio::spawn(async move {
-                        let mut cmd = redis::cmd("PUBLISH");
-                        cmd.arg(to).arg(payload);
-                        let _ = cmd.query_async::<i64>(&mut conn).await;
-                    });
-                }
+                self.acknowledge(reply_to, token, &code);
             }
             b'S' | b'R' => {
                 let Some((head, frame)) = split_frame(rest) else {
@@ -1012,17 +1004,23 @@ impl Shared {
                 if code == "queued" {
                     self.deliveries.fetch_add(1, Relaxed);
                 }
-                let to = self.keys.node(reply_to);
-                let payload = format!("A{token} {code}").into_bytes();
-                if let Some(mut conn) = self.conn.read().clone() {
-                    tokio::spawn(async move {
-                        let mut cmd = redis::cmd("PUBLISH");
-                        cmd.arg(to).arg(payload);
-                        let _ = cmd.query_async::<i64>(&mut conn).await;
-                    });
-                }
+                self.acknowledge(reply_to, token, code);
             }
             _ => {}
+        }
+    }
+
+    /// Answers node `reply_to`'s request `token` with `code` (its `ask`
+    /// waits for it), without waiting for Redis.
+    fn acknowledge(&self, reply_to: &str, token: &str, code: &str) {
+        let to = self.keys.node(reply_to);
+        let payload = format!("A{token} {code}").into_bytes();
+        if let Some(mut conn) = self.conn.read().clone() {
+            tokio::spawn(async move {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(to).arg(payload);
+                let _ = cmd.query_async::<i64>(&mut conn).await;
+            });
         }
     }
 
@@ -1038,16 +1036,27 @@ impl Shared {
 
     /// Takes connections of this node out of a channel's presence.
     async fn presence_remove(&self, channel: &str, conns: &[String]) -> Result<(), EngineError> {
-        let mut inv = self.scripts.pres_del.prepare_invoke();
+        let mut inv = self.presence_invoke(&self.scripts.pres_del, channel);
+        for c in conns {
+            inv.arg(c);
+        }
+        self.run(&inv).await.map(|_| ())
+    }
+
+    /// `script` (PRES_ADD, PRES_DEL) on this node's presence of `channel`:
+    /// its keys and first arguments.
+    fn presence_invoke<'s>(
+        &self,
+        script: &'s redis::Script,
+        channel: &str,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
         inv.key(self.keys.presence(channel, &self.node))
             .key(self.keys.presence_nodes(channel))
             .key(self.keys.presence_channels(&self.node))
             .arg(&*self.node)
             .arg(channel);
-        for c in conns {
-            inv.arg(c);
-        }
-        self.run(&inv).await.map(|_| ())
+        inv
     }
 
     async fn change_count(&self, channel: &str, delta: i64) {
@@ -1247,21 +1256,6 @@ fn position(epoch: Option<&Value>, offset: Option<&Value>) -> StreamPosition {
     StreamPosition {
         offset: offset.map_or(0, int) as u64,
         epoch: Arc::from(epoch.and_then(string).unwrap_or_default()),
-    }
-}
-
-/// A join's view of the stream's newest messages: the retained replay is
-/// the newest `message-retention` of the history, as on one node.
-#[derive(Debug)]
-struct Retained<'a> {
-    held: &'a VecDeque<ChannelMessage>,
-    config: &'a ChannelConfig,
-    now: i64,
-}
-
-impl RetainedView for Retained<'_> {
-    fn to_vec(&self) -> Vec<ChannelMessage> {
-        history::retained(self.held, self.config, self.now)
     }
 }
 
@@ -1492,8 +1486,8 @@ impl RedisBroker {
             let max = sh.engine.max_recovery_messages;
             history::recover(&position, want, max, &held, &config, now)
         });
-        let retained = Retained {
-            held: &held,
+        let retained = history::Held {
+            messages: &held,
             config: &config,
             now,
         };
@@ -1688,7 +1682,9 @@ impl RedisBroker {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         for node in nodes {
             let picked = if node == *me {
-                let local = exclude.and_then(|e| self.shared.local(&e.to_string()));
+                let local = exclude
+                    .filter(|e| e.node.as_deref() == Some(&*me))
+                    .map(|e| e.conn);
                 hub.dispatch_one(channel, frame, local, exclude, request_id, timeout)
                     .map(|c| ConnAddr::new(Some(Arc::clone(&me)), c))
             } else {
@@ -2076,14 +2072,8 @@ impl Broker for RedisBroker {
     ) -> Reply<'a, Result<(), EngineError>> {
         Reply::later(async move {
             let sh = &self.shared;
-            let mut inv = sh.scripts.pres_add.prepare_invoke();
-            inv.key(sh.keys.presence(channel, &sh.node))
-                .key(sh.keys.presence_nodes(channel))
-                .key(sh.keys.presence_channels(&sh.node))
-                .arg(&*sh.node)
-                .arg(channel)
-                .arg(conn.to_string())
-                .arg(client_json(client));
+            let mut inv = sh.presence_invoke(&sh.scripts.pres_add, channel);
+            inv.arg(conn.to_string()).arg(client_json(client));
             sh.run(&inv).await.map(|_| ())
         })
     }

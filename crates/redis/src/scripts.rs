@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:channels` | set | every channel id |
-//! | `P:ch:C` | hash | `config` (JSON), `created`, `epoch`, `offset`, `ret` (retention), `keep` (stream length), `maxsubs`; for an auto-created channel `auto` (1), `active` (last publish or join, ms) and `idle` (when a sweep first saw it with no subscriber, ms) |
+//! | `P:ch:C` | hash | `config` (JSON), `created`, `epoch`, `offset`, `ret` (retention), `keep` (stream length), `maxsubs`; for an auto-created channel `auto` (1), `active` (last publish or join, ms) and `idle` (when a sweep first saw it with no subscriber, ms); `rr`, the `rpc-dispatch = one` round-robin counter, once used |
 //! | `P:st:C` | stream | the last `keep` `channel-message` frames, entry id `<offset>-0`, with a TTL |
 //! | `P:subs:C` | hash | node id → its local subscriber count |
 //! | `P:nodes` | sorted set | node id → when its liveness expires (ms) |

@@ -344,6 +344,17 @@ impl Session {
         }
     }
 
+    /// Whether `who` may read a channel's history and presence: whoever
+    /// may subscribe to it (a refusal is counted).
+    fn may_read(&self, who: &Identity, channel_id: &str) -> Result<(), Reason> {
+        self.authorizer
+            .subscribe(who, &self.addr, channel_id)
+            .map_err(|r| {
+                self.engine.record_refusal(r.reason);
+                r.reason
+            })
+    }
+
     async fn route(&self, msg: ClientMessage) -> Option<ServerMessage> {
         let engine = &self.engine;
         let conn = self.conn;
@@ -509,9 +520,8 @@ impl Session {
             }
             ClientMessage::Presence { channel_id } => {
                 // Who may subscribe may see who else is subscribed.
-                if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
-                    engine.record_refusal(r.reason);
-                    return Some(presence_failed(channel_id, r.reason));
+                if let Err(reason) = self.may_read(who, &channel_id) {
+                    return Some(presence_failed(channel_id, reason));
                 }
                 Some(match engine.presence(&channel_id).await {
                     Ok(clients) => ServerMessage::PresenceResult {
@@ -524,15 +534,12 @@ impl Session {
                 })
             }
             ClientMessage::PresenceStats { channel_id } => {
-                let stats = match auth.subscribe(who, &self.addr, &channel_id) {
+                let stats = match self.may_read(who, &channel_id) {
                     Ok(()) => engine
                         .presence_stats(&channel_id)
                         .await
                         .map_err(|e| e.reason()),
-                    Err(r) => {
-                        engine.record_refusal(r.reason);
-                        Err(r.reason)
-                    }
+                    Err(reason) => Err(reason),
                 };
                 Some(match stats {
                     Ok((clients, users)) => ServerMessage::PresenceStatsResult {
@@ -557,9 +564,8 @@ impl Session {
                 limit,
             } => {
                 // Who may subscribe may read what subscribers were sent.
-                if let Err(r) = auth.subscribe(who, &self.addr, &channel_id) {
-                    engine.record_refusal(r.reason);
-                    return Some(history_failed(channel_id, r.reason, None));
+                if let Err(reason) = self.may_read(who, &channel_id) {
+                    return Some(history_failed(channel_id, reason, None));
                 }
                 Some(
                     match engine.history(&channel_id, since.as_ref(), limit).await {

@@ -349,6 +349,7 @@ fn channel_stats(c: ChannelStats) -> body::ChannelStats {
         retained_omitted: c.limits.retained_omitted,
         idle_channels_removed: c.limits.idle_channels_removed,
         recovered: c.limits.recovered,
+        recoveries_missed: c.limits.recoveries_missed,
         rpc_redispatched: c.limits.rpc_redispatched,
     }
 }

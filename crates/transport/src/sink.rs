@@ -400,16 +400,11 @@ impl ConnSink {
         if q.torn {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut conflated = VecDeque::new();
-        if q.full_for(bytes.len(), self.max_frames, self.max_bytes) {
-            conflated = self.conflate(&mut q, 0);
-            if q.full_for(bytes.len(), self.max_frames, self.max_bytes) {
-                drop(q);
-                drop(conflated);
-                self.overflow();
-                return Err(io::ErrorKind::BrokenPipe.into());
-            }
-        }
+        let Some(conflated) = self.room_for(&mut q, bytes.len()) else {
+            drop(q);
+            self.overflow();
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
         self.push(&mut q, Out::raw(bytes));
         drop(q);
         drop(conflated);
@@ -647,18 +642,11 @@ impl Sink for ConnSink {
         let body = frame.bytes();
         let len = body.len();
         // A frame larger than the whole queue still goes into an empty one.
-        // A full queue first gives up the `latest` messages a newer one of
-        // their channel follows.
-        let mut conflated = VecDeque::new();
-        if q.full_for(len, self.max_frames, self.max_bytes) {
-            conflated = self.conflate(&mut q, 0);
-            if q.full_for(len, self.max_frames, self.max_bytes) {
-                drop(q);
-                drop(conflated);
-                self.overflow();
-                return Offer::Full;
-            }
-        }
+        let Some(conflated) = self.room_for(&mut q, len) else {
+            drop(q);
+            self.overflow();
+            return Offer::Full;
+        };
         let over = self.push(&mut q, Out::text(body.clone()));
         drop(q);
         drop(conflated);
@@ -787,6 +775,18 @@ fn gather<'a>(q: &'a Queue, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> (usize, u
 }
 
 impl ConnSink {
+    /// Room for one more frame of `len` bytes: a full queue first gives up
+    /// the `latest` messages a newer one of their channel follows (returned,
+    /// to be freed outside the lock). `None` when there is still no room:
+    /// the connection is a slow consumer.
+    fn room_for(&self, q: &mut Queue, len: usize) -> Option<VecDeque<Out>> {
+        if !q.full_for(len, self.max_frames, self.max_bytes) {
+            return Some(VecDeque::new());
+        }
+        let conflated = self.conflate(q, 0);
+        (!q.full_for(len, self.max_frames, self.max_bytes)).then_some(conflated)
+    }
+
     /// A full queue's conflation ([`Queue::conflate`]), its bytes out of the
     /// server-wide total and counted in `transport.conflated`.
     fn conflate(&self, q: &mut Queue, channel: u64) -> VecDeque<Out> {
